@@ -1,0 +1,114 @@
+"""Input checks shared by every backend.
+
+They read only ``.shape``/``.ndim``/``.dtype`` (static under ``jax.jit`` and ``torch.compile``) and
+never import a framework, so the numpy, torch and JAX adapters raise the same messages.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+FLOATING_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def dtype_name(array: Any) -> str:
+    """``'float32'`` for numpy, torch (``torch.float32``) and JAX dtypes alike."""
+    return str(array.dtype).removeprefix("torch.")
+
+
+def check_pair(image_emb: Any, text_emb: Any) -> tuple[int, int]:
+    """Check a pair of embedding matrices and return ``(batch, dim)``.
+
+    Raises:
+        TypeError: an argument is not an array or not floating point.
+        ValueError: an argument is not ``[batch, dim]``, the two shapes differ, or batch is 0.
+    """
+    for name, array in (("image_emb", image_emb), ("text_emb", text_emb)):
+        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+            raise TypeError(
+                f"{name}: expected an array of shape [batch, dim], got {type(array).__name__}"
+            )
+        if len(array.shape) != 2:
+            raise ValueError(
+                f"{name}: expected rank 2 [batch, dim], got rank {len(array.shape)} with shape {tuple(array.shape)}"
+            )
+        if dtype_name(array) not in FLOATING_DTYPE_NAMES:
+            raise TypeError(
+                f"{name}: expected a floating dtype ({', '.join(FLOATING_DTYPE_NAMES)}), got {dtype_name(array)}"
+            )
+    image_shape, text_shape = tuple(image_emb.shape), tuple(text_emb.shape)
+    if image_shape[0] != text_shape[0]:
+        raise ValueError(
+            f"text_emb: expected batch {image_shape[0]} to match image_emb {image_shape}, got shape {text_shape}"
+        )
+    if image_shape[1] != text_shape[1]:
+        raise ValueError(
+            f"text_emb: expected dim {image_shape[1]} to match image_emb {image_shape}, got shape {text_shape}"
+        )
+    if image_shape[0] == 0:
+        raise ValueError(f"image_emb: expected batch >= 1, got shape {image_shape}")
+    return int(image_shape[0]), int(image_shape[1])
+
+
+def check_scalar(name: str, value: Any, *, positive: bool = False) -> None:
+    """Check a hyperparameter that is a Python number or a 0-d array.
+
+    The finiteness (and sign) check applies to Python numbers and to concrete numpy values; array
+    values inside a trace (``jax.jit``) cannot be inspected and are only checked for shape.
+
+    Raises:
+        TypeError: not a real number or an array.
+        ValueError: not 0-d, not finite, or (``positive``) not > 0.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected a real number or a 0-d array, got bool")
+    if isinstance(value, numbers.Real):
+        number = float(value)
+    elif hasattr(value, "shape"):
+        if tuple(value.shape) != ():
+            raise ValueError(
+                f"{name}: expected a scalar (0-d) value, got shape {tuple(value.shape)}"
+            )
+        if dtype_name(value) not in FLOATING_DTYPE_NAMES:
+            raise TypeError(
+                f"{name}: expected a floating dtype ({', '.join(FLOATING_DTYPE_NAMES)}), got {dtype_name(value)}"
+            )
+        number = _concrete_value(value)
+        if number is None:
+            return
+    else:
+        raise TypeError(
+            f"{name}: expected a real number or a 0-d array, got {type(value).__name__}"
+        )
+    if not math.isfinite(number):
+        raise ValueError(f"{name}: expected a finite value, got {number}")
+    if positive and number <= 0:
+        raise ValueError(
+            f"{name}: expected a positive value (the multiplier exp(log_scale), not its log), got {number}"
+        )
+
+
+def _concrete_value(value: Any) -> float | None:
+    """The value of a 0-d numpy/torch/JAX array, or None when it is traced or on an accelerator."""
+    module = type(value).__module__
+    if module.startswith("numpy"):
+        return float(value)
+    if module.startswith("torch"):
+        # Reading a CUDA value would synchronise the device every step; check only CPU values.
+        if getattr(value.device, "type", "cpu") != "cpu" or _torch_compiling():
+            return None
+        return float(value.detach())
+    if module.startswith(("jax", "jaxlib")):
+        try:
+            return float(value)
+        except Exception:  # a tracer: its value is not known until run time
+            return None
+    return None
+
+
+def _torch_compiling() -> bool:
+    import torch  # only reached for torch values, so torch is already imported
+
+    return bool(torch.compiler.is_compiling())

@@ -1,0 +1,174 @@
+"""The float64 numpy oracle: losses and their analytic gradients, written for clarity, not speed."""
+
+from __future__ import annotations
+
+from typing import Any
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from siglip_loss._validation import check_pair
+from siglip_loss._validation import check_scalar
+
+Float64Array = npt.NDArray[np.float64]
+
+
+class SigmoidLossAndGrads(NamedTuple):
+    """The sigmoid loss and its gradients with respect to all four inputs (float64)."""
+
+    loss: float
+    grad_image_emb: Float64Array  # [batch, dim]
+    grad_text_emb: Float64Array  # [batch, dim]
+    grad_scale: float
+    grad_bias: float
+
+
+def _as_float64(name: str, array: Any) -> Float64Array:
+    if not hasattr(array, "dtype"):
+        array = np.asarray(array)
+    return np.asarray(array, dtype=np.float64)
+
+
+def _softplus(x: Float64Array) -> Float64Array:
+    # log(1 + exp(x)) without overflow for any x.
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x: Float64Array) -> Float64Array:
+    # 0.5 * (1 + tanh(x / 2)) is exact and never overflows.
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> Float64Array:
+    """Divide ``x`` by its L2 norm along ``axis``; a norm below ``eps`` divides by ``eps``.
+
+    ``x / max(||x||, eps)``: zero vectors stay zero instead of becoming NaN.
+
+    Args:
+        x: array of any shape, e.g. ``[batch, dim]``.
+        axis: the axis to normalise over.
+        eps: the smallest norm divided by.
+
+    Returns:
+        float64 array of the shape of ``x``.
+
+    Example:
+        >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
+        array([[0.6, 0.8],
+               [0. , 0. ]])
+    """
+    array = _as_float64("x", x)
+    norm = np.sqrt(np.sum(array * array, axis=axis, keepdims=True))
+    return array / np.maximum(norm, eps)
+
+
+def _check_and_cast(image_emb: Any, text_emb: Any) -> tuple[Float64Array, Float64Array]:
+    image = image_emb if hasattr(image_emb, "dtype") else np.asarray(image_emb)
+    text = text_emb if hasattr(text_emb, "dtype") else np.asarray(text_emb)
+    check_pair(image, text)
+    return _as_float64("image_emb", image), _as_float64("text_emb", text)
+
+
+def sigmoid_loss_and_grads(
+    image_emb: Any, text_emb: Any, *, scale: float, bias: float
+) -> SigmoidLossAndGrads:
+    r"""The SigLIP sigmoid loss and its analytic gradients, in float64.
+
+    .. math::
+        u_{ij} = t \langle x_i, y_j \rangle + b, \quad
+        L = \frac{1}{N} \sum_{i,j} \operatorname{softplus}(-z_{ij} u_{ij}),
+        \quad z_{ii} = 1,\; z_{ij} = -1 \ (i \ne j)
+
+    With :math:`G = (\sigma(u) - I) / N`: :math:`\partial L/\partial X = t\,G Y`,
+    :math:`\partial L/\partial Y = t\,G^\top X`, :math:`\partial L/\partial t = \sum G \odot X Y^\top`,
+    :math:`\partial L/\partial b = \sum G`.
+
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings, used as given (normalise them first).
+        text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``.
+        scale: the positive multiplier ``t = exp(log_scale)``.
+        bias: the additive logit bias ``b``.
+
+    Returns:
+        :class:`SigmoidLossAndGrads` with the loss and gradients for all four inputs.
+
+    Raises:
+        ValueError, TypeError: bad shapes, dtypes or a non-finite/non-positive ``scale``.
+
+    Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
+
+    Example:
+        >>> result = sigmoid_loss_and_grads(np.eye(2), np.eye(2), scale=10.0, bias=-10.0)
+        >>> round(result.loss, 6)  # softplus(0) + softplus(-10), per row
+        0.693193
+    """
+    image, text = _check_and_cast(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    check_scalar("bias", bias)
+    batch = image.shape[0]
+    t, b = float(scale), float(bias)
+    cosine = image @ text.T  # [batch, batch]
+    logits = t * cosine + b
+    labels = 2.0 * np.eye(batch) - 1.0
+    loss = float(np.sum(_softplus(-labels * logits)) / batch)
+    grad_logits = (_sigmoid(logits) - np.eye(batch)) / batch
+    return SigmoidLossAndGrads(
+        loss=loss,
+        grad_image_emb=t * grad_logits @ text,
+        grad_text_emb=t * grad_logits.T @ image,
+        grad_scale=float(np.sum(grad_logits * cosine)),
+        grad_bias=float(np.sum(grad_logits)),
+    )
+
+
+def sigmoid_loss(image_emb: Any, text_emb: Any, *, scale: float, bias: float) -> float:
+    r"""The SigLIP sigmoid loss in float64: :math:`-\frac{1}{N}\sum_{i,j}\log\sigma(z_{ij}(t\langle x_i,y_j\rangle+b))`.
+
+    Divided by the batch size N (the number of positives), not by N².
+
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings, used as given.
+        text_emb: ``[batch, dim]`` text embeddings; row ``i`` pairs with image row ``i``.
+        scale: the positive multiplier ``t = exp(log_scale)``.
+        bias: the additive logit bias ``b``.
+
+    Returns:
+        The loss as a Python float.
+
+    Example:
+        >>> round(sigmoid_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0, bias=-10.0), 4)
+        10.0001
+    """
+    return sigmoid_loss_and_grads(image_emb, text_emb, scale=scale, bias=bias).loss
+
+
+def softmax_loss(image_emb: Any, text_emb: Any, *, scale: float) -> float:
+    r"""CLIP's symmetric InfoNCE loss in float64, the baseline.
+
+    .. math::
+        L = \tfrac{1}{2}\big(\operatorname{CE}(tXY^\top, I) + \operatorname{CE}(tYX^\top, I)\big)
+
+    each cross-entropy averaged over the N rows.
+
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings.
+        text_emb: ``[batch, dim]`` text embeddings.
+        scale: the positive multiplier ``t = exp(log_scale)`` (CLIP initialises it to 1/0.07).
+
+    Returns:
+        The loss as a Python float.
+
+    Example:
+        >>> round(softmax_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0), 6)  # log(4)
+        1.386294
+    """
+    image, text = _check_and_cast(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    logits = float(scale) * image @ text.T
+
+    def cross_entropy_on_diagonal(rows: Float64Array) -> float:
+        log_normalizer = np.logaddexp.reduce(rows, axis=1)
+        return float(np.mean(log_normalizer - np.diag(rows)))
+
+    return 0.5 * (cross_entropy_on_diagonal(logits) + cross_entropy_on_diagonal(logits.T))

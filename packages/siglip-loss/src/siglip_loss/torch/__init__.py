@@ -1,0 +1,11 @@
+"""The PyTorch adapter (install ``siglip-loss[torch]``)."""
+
+from siglip_loss.torch._api import sigmoid_loss
+from siglip_loss.torch._reference import l2_normalize
+from siglip_loss.torch._reference import softmax_loss
+
+__all__ = [
+    "l2_normalize",
+    "sigmoid_loss",
+    "softmax_loss",
+]

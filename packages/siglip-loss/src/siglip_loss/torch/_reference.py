@@ -1,0 +1,92 @@
+"""Dense PyTorch reference losses: one [batch, batch] logits matrix, autograd for gradients."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from siglip_loss._validation import check_pair
+from siglip_loss._validation import check_scalar
+
+Scalar = float | torch.Tensor
+
+
+def compute_dtype(*arrays: torch.Tensor) -> torch.dtype:
+    """float32, or float64 when an input is float64: low-precision inputs accumulate in float32."""
+    dtype = torch.float32
+    for array in arrays:
+        dtype = torch.promote_types(dtype, array.dtype)
+    return dtype
+
+
+def as_scalar_tensor(value: Scalar, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A Python number or 0-d tensor as a 0-d tensor; a tensor keeps its autograd history."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype=dtype, device=device)
+    return torch.tensor(float(value), dtype=dtype, device=device)
+
+
+def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+    """``x / max(||x||, eps)`` along ``dim``: zero vectors give zeros (and zero gradients), not NaN.
+
+    Computed in float32 (or float64) and returned in the dtype of ``x``.
+
+    Args:
+        x: tensor of any shape, e.g. ``[batch, dim]``.
+        dim: the axis to normalise over.
+        eps: the smallest norm divided by.
+
+    Example:
+        >>> l2_normalize(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    work = x.to(compute_dtype(x))
+    squared_norm = (work * work).sum(dim=dim, keepdim=True)
+    return (work * torch.rsqrt(squared_norm.clamp_min(eps * eps))).to(x.dtype)
+
+
+def sigmoid_loss_reference(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar
+) -> torch.Tensor:
+    """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``."""
+    check_pair(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    check_scalar("bias", bias)
+    dtype = compute_dtype(image_emb, text_emb)
+    image, text = image_emb.to(dtype), text_emb.to(dtype)
+    scale_t = as_scalar_tensor(scale, dtype=dtype, device=image.device)
+    bias_t = as_scalar_tensor(bias, dtype=dtype, device=image.device)
+    batch = image.shape[0]
+    logits = scale_t * (image @ text.T) + bias_t  # [batch, batch]
+    labels = 2.0 * torch.eye(batch, dtype=dtype, device=image.device) - 1.0
+    return -F.logsigmoid(labels * logits).sum() / batch
+
+
+def softmax_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar) -> torch.Tensor:
+    r"""CLIP's symmetric InfoNCE loss, the baseline.
+
+    .. math::
+        L = \tfrac{1}{2}\big(\operatorname{CE}(tXY^\top, I) + \operatorname{CE}(tYX^\top, I)\big)
+
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings (float16/bfloat16/float32/float64).
+        text_emb: ``[batch, dim]`` text embeddings.
+        scale: positive multiplier ``t``; a Python float or a 0-d tensor (differentiable).
+
+    Returns:
+        0-d float32 (float64 for float64 inputs) tensor.
+
+    Example:
+        >>> round(softmax_loss(torch.zeros(4, 3), torch.zeros(4, 3), scale=10.0).item(), 4)
+        1.3863
+    """
+    check_pair(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    dtype = compute_dtype(image_emb, text_emb)
+    image, text = image_emb.to(dtype), text_emb.to(dtype)
+    logits = as_scalar_tensor(scale, dtype=dtype, device=image.device) * (image @ text.T)
+    targets = torch.arange(image.shape[0], device=image.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
