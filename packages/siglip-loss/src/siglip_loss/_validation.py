@@ -18,17 +18,30 @@ def dtype_name(array: Any) -> str:
     return str(array.dtype).removeprefix("torch.")
 
 
-def check_pair(image_emb: Any, text_emb: Any) -> tuple[int, int]:
+def check_pair(
+    image_emb: Any,
+    text_emb: Any,
+    *,
+    array_types: tuple[type, ...] = (),
+    array_kind: str = "an array",
+) -> tuple[int, int]:
     """Check a pair of embedding matrices and return ``(batch, dim)``.
 
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings.
+        text_emb: ``[batch, dim]`` text embeddings.
+        array_types: when given, the accepted array classes (e.g. ``(torch.Tensor,)``).
+        array_kind: how error messages call the expected array (e.g. ``"a torch.Tensor"``).
+
     Raises:
-        TypeError: an argument is not an array or not floating point.
+        TypeError: an argument is not an array (of ``array_types``) or not floating point.
         ValueError: an argument is not ``[batch, dim]``, the two shapes differ, or batch is 0.
     """
     for name, array in (("image_emb", image_emb), ("text_emb", text_emb)):
-        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+        wrong_class = bool(array_types) and not isinstance(array, array_types)
+        if wrong_class or not hasattr(array, "shape") or not hasattr(array, "dtype"):
             raise TypeError(
-                f"{name}: expected an array of shape [batch, dim], got {type(array).__name__}"
+                f"{name}: expected {array_kind} of shape [batch, dim], got {type(array).__name__}"
             )
         if len(array.shape) != 2:
             raise ValueError(
@@ -64,6 +77,7 @@ def check_scalar(name: str, value: Any, *, positive: bool = False) -> None:
     """
     if isinstance(value, bool):
         raise TypeError(f"{name}: expected a real number or a 0-d array, got bool")
+    number: float | None
     if isinstance(value, numbers.Real):
         number = float(value)
     elif hasattr(value, "shape"):
@@ -99,7 +113,10 @@ def _concrete_value(value: Any) -> float | None:
         # Reading a CUDA value would synchronise the device every step; check only CPU values.
         if getattr(value.device, "type", "cpu") != "cpu" or _torch_compiling():
             return None
-        return float(value.detach())
+        try:
+            return float(value.detach())
+        except RuntimeError:  # a functorch-wrapped value (torch.func.vmap): not concrete
+            return None
     if module.startswith(("jax", "jaxlib")):
         try:
             return float(value)

@@ -34,7 +34,11 @@ def test_gradients_equal_central_finite_differences() -> None:
         plus, minus = image.copy(), image.copy()
         plus[index] += step
         minus[index] -= step
-        numeric = (loss_at(plus, text, scale, bias) - loss_at(minus, text, scale, bias)) / (2 * step)
+        numeric = (loss_at(plus, text, scale, bias) - loss_at(minus, text, scale, bias)) / (
+            2 * step
+        )
         assert np.isclose(result.grad_image_emb[index], numeric, rtol=1e-6, atol=1e-8)
-    numeric_scale = (loss_at(image, text, scale + step, bias) - loss_at(image, text, scale - step, bias)) / (2 * step)
+    numeric_scale = (
+        loss_at(image, text, scale + step, bias) - loss_at(image, text, scale - step, bias)
+    ) / (2 * step)
     assert np.isclose(result.grad_scale, numeric_scale, rtol=1e-6, atol=1e-8)

@@ -24,9 +24,7 @@ class SigmoidLossAndGrads(NamedTuple):
     grad_bias: float
 
 
-def _as_float64(name: str, array: Any) -> Float64Array:
-    if not hasattr(array, "dtype"):
-        array = np.asarray(array)
+def _as_float64(array: Any) -> Float64Array:
     return np.asarray(array, dtype=np.float64)
 
 
@@ -58,16 +56,17 @@ def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> Float64Array:
         array([[0.6, 0.8],
                [0. , 0. ]])
     """
-    array = _as_float64("x", x)
+    array = _as_float64(x)
     norm = np.sqrt(np.sum(array * array, axis=axis, keepdims=True))
-    return array / np.maximum(norm, eps)
+    normalized: Float64Array = array / np.maximum(norm, eps)
+    return normalized
 
 
 def _check_and_cast(image_emb: Any, text_emb: Any) -> tuple[Float64Array, Float64Array]:
     image = image_emb if hasattr(image_emb, "dtype") else np.asarray(image_emb)
     text = text_emb if hasattr(text_emb, "dtype") else np.asarray(text_emb)
     check_pair(image, text)
-    return _as_float64("image_emb", image), _as_float64("text_emb", text)
+    return _as_float64(image), _as_float64(text)
 
 
 def sigmoid_loss_and_grads(
@@ -137,8 +136,9 @@ def sigmoid_loss(image_emb: Any, text_emb: Any, *, scale: float, bias: float) ->
         The loss as a Python float.
 
     Example:
+        >>> # zero similarity: softplus(10) + 3 * softplus(-10), per row
         >>> round(sigmoid_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0, bias=-10.0), 4)
-        10.0001
+        10.0002
     """
     return sigmoid_loss_and_grads(image_emb, text_emb, scale=scale, bias=bias).loss
 

@@ -26,6 +26,29 @@ def as_scalar_tensor(value: Scalar, *, dtype: torch.dtype, device: torch.device)
     return torch.tensor(float(value), dtype=dtype, device=device)
 
 
+def check_inputs(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar | None
+) -> tuple[int, int]:
+    """Validate the arguments of a torch loss and return ``(batch, dim)``.
+
+    Every torch implementation calls this first, so all raise the same messages.
+    ``bias=None`` skips the bias check (for ``softmax_loss``).
+
+    Raises:
+        TypeError: an embedding is not a floating ``torch.Tensor``, or a scalar is not a number
+            or a 0-d floating tensor.
+        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, ``scale`` is
+            not finite and positive, or ``bias`` is not finite.
+    """
+    shape = check_pair(
+        image_emb, text_emb, array_types=(torch.Tensor,), array_kind="a torch.Tensor"
+    )
+    check_scalar("scale", scale, positive=True)
+    if bias is not None:
+        check_scalar("bias", bias)
+    return shape
+
+
 def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
     """``x / max(||x||, eps)`` along ``dim``: zero vectors give zeros (and zero gradients), not NaN.
 
@@ -52,9 +75,7 @@ def sigmoid_loss_reference(
     image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar
 ) -> torch.Tensor:
     """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``."""
-    check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    check_scalar("bias", bias)
+    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
     dtype = compute_dtype(image_emb, text_emb)
     image, text = image_emb.to(dtype), text_emb.to(dtype)
     scale_t = as_scalar_tensor(scale, dtype=dtype, device=image.device)
@@ -83,8 +104,7 @@ def softmax_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scal
         >>> round(softmax_loss(torch.zeros(4, 3), torch.zeros(4, 3), scale=10.0).item(), 4)
         1.3863
     """
-    check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
+    check_inputs(image_emb, text_emb, scale=scale, bias=None)
     dtype = compute_dtype(image_emb, text_emb)
     image, text = image_emb.to(dtype), text_emb.to(dtype)
     logits = as_scalar_tensor(scale, dtype=dtype, device=image.device) * (image @ text.T)
