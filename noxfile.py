@@ -66,6 +66,17 @@ PACKAGES: dict[str, Package] = {
         },
         all_extras=("torch", "jax", "testing"),
     ),
+    "data": Package(
+        short="data",
+        directory="packages/siglip-data",
+        import_name="siglip_data",
+        siblings=(),
+        variants={
+            "core": Variant(extras=("test",), tests=("tests/core", "tests/test_public_api.py")),
+            "adapters": Variant(extras=("torch", "jax", "test"), tests=("tests/adapters",)),
+        },
+        all_extras=("torch", "jax", "test"),
+    ),
 }
 
 
@@ -197,7 +208,12 @@ class Task:
 
 
 # Opt-in sessions: `nox -s <name> -- <script args>`. Never tagged "tests".
-TASKS: dict[str, Task] = {}
+TASKS: dict[str, Task] = {
+    "bench-data": Task(
+        packages=(("data", ("test",)),),
+        script="packages/siglip-data/benchmarks/bench_data.py",
+    ),
+}
 
 
 def _make_task_session(name: str, task: Task) -> None:

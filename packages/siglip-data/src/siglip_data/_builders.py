@@ -1,0 +1,397 @@
+"""Build real image-caption shards from data that ships in Debian packages (no downloads).
+
+- Noto Color Emoji + Unicode emoji names (``fonts-noto-color-emoji``, ``unicode-data``): 3,655
+  fully-qualified emoji rendered with Pillow, captioned with their CLDR names, split train /
+  held-out by a hash of the base name so skin-tone / gender variants never straddle the split.
+- Fashion-MNIST (``dataset-fashion-mnist``): 60,000 train + 10,000 test 28x28 grayscale images,
+  captioned from templates over the class names.
+
+Each build writes ``<out>/<split>/shard-*.tar`` plus ``<out>/dataset.json`` (a
+:class:`DatasetInfo`: split patterns and sizes, class names, caption templates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+from PIL import ImageDraw
+from PIL import ImageFont
+
+from siglip_data._shards import ShardWriter
+from siglip_data._tokenizer import _atomic_write_bytes
+
+EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+EMOJI_TEST_FILE = Path("/usr/share/unicode/emoji/emoji-test.txt")
+EMOJI_APT_LINE = "apt-get install -y fonts-noto-color-emoji unicode-data"
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_APT_LINE = "apt-get install -y dataset-fashion-mnist"
+
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+# What a caption calls each class (natural English, lowercase).
+FASHION_MNIST_CAPTION_NAMES: tuple[str, ...] = (
+    "t-shirt",
+    "pair of trousers",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+)
+FASHION_MNIST_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low resolution photo of a {}.",
+    "a grayscale picture of a {}.",
+    "a small photo of a {}.",
+    "a product photo of a {}.",
+)
+EMOJI_TEMPLATES: tuple[str, ...] = ("an emoji of {}.",)
+EMOJI_HELDOUT_PERCENT = 25
+
+
+class MissingDebianPackageError(FileNotFoundError):
+    """The Debian package a builder reads is not installed; the message names the apt line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    """One split of a built dataset.
+
+    Attributes:
+        pattern: brace pattern of its shards (absolute).
+        shards: the shard paths.
+        num_samples: samples written.
+    """
+
+    pattern: str
+    shards: tuple[str, ...]
+    num_samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What a builder wrote; saved as ``<out>/dataset.json``.
+
+    Attributes:
+        name: ``"emoji"`` or ``"fashion-mnist"``.
+        splits: split name -> :class:`SplitInfo`.
+        class_names: label -> class name (emoji: the Unicode groups; Fashion-MNIST: its classes).
+        caption_names: label -> how captions name the class (for zero-shot prompts).
+        caption_templates: prompt templates with one ``{}`` (zero-shot classifiers).
+        image_size: side of the stored square images.
+        label_key: metadata field with the integer label.
+    """
+
+    name: str
+    splits: dict[str, SplitInfo]
+    class_names: tuple[str, ...]
+    caption_names: tuple[str, ...]
+    caption_templates: tuple[str, ...]
+    image_size: int
+    label_key: str
+
+    def to_json(self) -> str:
+        payload = dataclasses.asdict(self)
+        return json.dumps(payload, indent=2, sort_keys=True)
+
+
+def load_dataset_info(directory: str | os.PathLike[str]) -> DatasetInfo:
+    """Read ``<directory>/dataset.json`` written by :func:`build_emoji` / :func:`build_fashion_mnist`.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json`` (the directory was not built).
+    """
+    path = Path(directory) / "dataset.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist: build the dataset first")
+    payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    splits = {
+        name: SplitInfo(split["pattern"], tuple(split["shards"]), split["num_samples"])
+        for name, split in payload["splits"].items()
+    }
+    return DatasetInfo(
+        name=payload["name"],
+        splits=splits,
+        class_names=tuple(payload["class_names"]),
+        caption_names=tuple(payload["caption_names"]),
+        caption_templates=tuple(payload["caption_templates"]),
+        image_size=int(payload["image_size"]),
+        label_key=payload["label_key"],
+    )
+
+
+def _require_files(paths: list[Path], apt_line: str, what: str) -> None:
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise MissingDebianPackageError(
+            f"{what} needs {', '.join(missing)}, which is not installed. Install it with:\n"
+            f"    sudo {apt_line}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class EmojiEntry:
+    """One fully-qualified emoji from ``emoji-test.txt``."""
+
+    emoji: str
+    name: str
+    base_name: str
+    group: str
+    subgroup: str
+
+
+def read_emoji_test(path: str | os.PathLike[str] = EMOJI_TEST_FILE) -> list[EmojiEntry]:
+    """Parse the fully-qualified emoji of Unicode's ``emoji-test.txt`` with their groups."""
+    entries = []
+    group = subgroup = ""
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if line.startswith("# group:"):
+                group = line.split(":", 1)[1].strip()
+            elif line.startswith("# subgroup:"):
+                subgroup = line.split(":", 1)[1].strip()
+            elif line and not line.startswith("#"):
+                fields, _, comment = line.partition("#")
+                status = fields.split(";")[1].strip()
+                if status != "fully-qualified":
+                    continue
+                # comment: " 😀 E1.0 grinning face"
+                emoji, _version, name = comment.strip().split(" ", 2)
+                base_name = name.split(":", 1)[0].strip()
+                entries.append(EmojiEntry(emoji, name, base_name, group, subgroup))
+    return entries
+
+
+def emoji_split(base_name: str, heldout_percent: int = EMOJI_HELDOUT_PERCENT) -> str:
+    """``"train"`` or ``"heldout"`` from a stable hash (SHA-256) of the base name."""
+    digest = hashlib.sha256(base_name.encode("utf-8")).digest()
+    return "heldout" if int.from_bytes(digest[:8], "big") % 100 < heldout_percent else "train"
+
+
+def render_emoji(emoji: str, font: ImageFont.FreeTypeFont, *, image_size: int) -> Image.Image:
+    """Draw one emoji (colour bitmap font, size 109) centred on a transparent square, resized."""
+    canvas_side = 136
+    canvas = Image.new("RGBA", (canvas_side, canvas_side), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    left, top, right, bottom = font.getbbox(emoji)
+    offset = ((canvas_side - (right - left)) // 2 - left, (canvas_side - (bottom - top)) // 2 - top)
+    draw.text(offset, emoji, font=font, embedded_color=True)
+    if image_size != canvas_side:
+        canvas = canvas.resize((image_size, image_size), Image.Resampling.LANCZOS)
+    return canvas
+
+
+def build_emoji(
+    output_dir: str | os.PathLike[str],
+    *,
+    image_size: int = 128,
+    samples_per_shard: int = 1000,
+    limit: int | None = None,
+    heldout_percent: int = EMOJI_HELDOUT_PERCENT,
+) -> DatasetInfo:
+    """Render Noto Color Emoji into ``train`` / ``heldout`` shards captioned with Unicode names.
+
+    Metadata per sample: ``{"name", "base_name", "group", "subgroup", "group_label", "split"}``;
+    the caption is the name (``"grinning face with big eyes"``). Images are RGBA PNGs (the emoji
+    on transparency; preprocessing composites them on white). ``group_label`` indexes the
+    groups in file order (``class_names``).
+
+    Args:
+        output_dir: where to write ``train/``, ``heldout/`` and ``dataset.json``.
+        image_size: side of the stored square images (the glyphs are drawn at 136 px).
+        samples_per_shard: samples per tar shard.
+        limit: build only the first ``limit`` emoji of the file (fast tests / demos).
+        heldout_percent: percent of base names held out.
+
+    Returns:
+        The :class:`DatasetInfo` (also written to ``dataset.json``).
+
+    Raises:
+        MissingDebianPackageError: the font or ``emoji-test.txt`` is not installed.
+    """
+    _require_files([EMOJI_FONT, EMOJI_TEST_FILE], EMOJI_APT_LINE, "the emoji dataset")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+    entries = read_emoji_test()
+    if limit is not None:
+        entries = entries[:limit]
+    groups: list[str] = []
+    for entry in read_emoji_test():
+        if entry.group not in groups:
+            groups.append(entry.group)
+    font = ImageFont.truetype(str(EMOJI_FONT), 109)
+
+    def samples(split: str) -> Iterator[tuple[str, Image.Image, str, dict[str, Any]]]:
+        for index, entry in enumerate(entries):
+            if emoji_split(entry.base_name, heldout_percent) != split:
+                continue
+            metadata = {
+                "name": entry.name,
+                "base_name": entry.base_name,
+                "group": entry.group,
+                "subgroup": entry.subgroup,
+                "group_label": groups.index(entry.group),
+                "split": split,
+                "emoji": entry.emoji,
+            }
+            image = render_emoji(entry.emoji, font, image_size=image_size)
+            yield f"emoji{index:05d}", image, entry.name, metadata
+
+    splits = {
+        split: _write_split(Path(output_dir) / split, samples(split), samples_per_shard)
+        for split in ("train", "heldout")
+    }
+    info = DatasetInfo(
+        name="emoji",
+        splits=splits,
+        class_names=tuple(groups),
+        caption_names=tuple(group.lower() for group in groups),
+        caption_templates=EMOJI_TEMPLATES,
+        image_size=image_size,
+        label_key="group_label",
+    )
+    _atomic_write_bytes(Path(output_dir) / "dataset.json", info.to_json().encode("utf-8"))
+    return info
+
+
+def _write_split(
+    directory: Path,
+    samples: Iterator[tuple[str, Image.Image, str, dict[str, Any]]],
+    samples_per_shard: int,
+) -> SplitInfo:
+    with ShardWriter(directory, samples_per_shard=samples_per_shard) as writer:
+        for key, image, caption, metadata in samples:
+            writer.write(image, caption, key=key, metadata=metadata)
+    # A rebuild with fewer samples must not leave shards of the previous build behind.
+    written = {Path(shard).name for shard in writer.shards}
+    for stale in directory.glob("shard-*.tar"):
+        if stale.name not in written:
+            stale.unlink()
+    last = len(writer.shards) - 1
+    pattern = str(directory.resolve() / f"shard-{{00000..{last:05d}}}.tar") if writer.shards else ""
+    return SplitInfo(
+        pattern=pattern,
+        shards=tuple(str(Path(shard).resolve()) for shard in writer.shards),
+        num_samples=writer.num_samples,
+    )
+
+
+def read_idx(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+    """Read a (gzipped) IDX file (the MNIST format) into a uint8 array.
+
+    Raises:
+        ValueError: not an unsigned-byte IDX file, or a size that contradicts its header.
+    """
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4:
+        raise ValueError(f"{path}: too short for an IDX header")
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (header {data[:4]!r})")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    payload = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if payload.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: header says shape {shape} but holds {payload.size} bytes")
+    return payload.reshape(shape)
+
+
+def fashion_mnist_caption(label: int, index: int) -> str:
+    """The caption of sample ``index`` with ``label``: a template picked by the index."""
+    template = FASHION_MNIST_TEMPLATES[index % len(FASHION_MNIST_TEMPLATES)]
+    return template.format(FASHION_MNIST_CAPTION_NAMES[label])
+
+
+def build_fashion_mnist(
+    output_dir: str | os.PathLike[str],
+    *,
+    image_size: int = 28,
+    samples_per_shard: int = 5000,
+    limit: int | None = None,
+) -> DatasetInfo:
+    """Write Fashion-MNIST as ``train`` / ``test`` shards of grayscale PNGs with template captions.
+
+    Metadata per sample: ``{"label": int, "class_name": str, "split": "train"|"test"}``. The
+    caption is ``fashion_mnist_caption(label, index)``, e.g. ``"a photo of a dress."``.
+
+    Args:
+        output_dir: where to write ``train/``, ``test/`` and ``dataset.json``.
+        image_size: stored side (28 = original; larger upsamples with bicubic).
+        samples_per_shard: samples per tar shard.
+        limit: write only the first ``limit`` samples of each split.
+
+    Returns:
+        The :class:`DatasetInfo` (also written to ``dataset.json``).
+
+    Raises:
+        MissingDebianPackageError: ``dataset-fashion-mnist`` is not installed.
+    """
+    files = {
+        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+    }
+    _require_files(
+        [FASHION_MNIST_DIR / name for pair in files.values() for name in pair],
+        FASHION_MNIST_APT_LINE,
+        "the Fashion-MNIST dataset",
+    )
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit}")
+
+    def samples(split: str) -> Iterator[tuple[str, Image.Image, str, dict[str, Any]]]:
+        image_file, label_file = files[split]
+        images = read_idx(FASHION_MNIST_DIR / image_file)
+        labels = read_idx(FASHION_MNIST_DIR / label_file)
+        if len(images) != len(labels):
+            raise ValueError(f"{split}: {len(images)} images but {len(labels)} labels")
+        count = len(images) if limit is None else min(limit, len(images))
+        for index in range(count):
+            label = int(labels[index])
+            image = Image.fromarray(images[index], mode="L")
+            if image_size != image.width:
+                image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            metadata = {"label": label, "class_name": FASHION_MNIST_CLASSES[label], "split": split}
+            yield f"{split}{index:05d}", image, fashion_mnist_caption(label, index), metadata
+
+    splits = {
+        split: _write_split(Path(output_dir) / split, samples(split), samples_per_shard)
+        for split in ("train", "test")
+    }
+    info = DatasetInfo(
+        name="fashion-mnist",
+        splits=splits,
+        class_names=FASHION_MNIST_CLASSES,
+        caption_names=FASHION_MNIST_CAPTION_NAMES,
+        caption_templates=FASHION_MNIST_TEMPLATES,
+        image_size=image_size,
+        label_key="label",
+    )
+    _atomic_write_bytes(Path(output_dir) / "dataset.json", info.to_json().encode("utf-8"))
+    return info

@@ -1,0 +1,84 @@
+"""The ``siglip-data`` command: build offline datasets, train tokenizers, inspect shards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from siglip_data._builders import MissingDebianPackageError
+from siglip_data._builders import build_emoji
+from siglip_data._builders import build_fashion_mnist
+from siglip_data._shards import read_shard
+from siglip_data._shards import resolve_shards
+from siglip_data._tokenizer import PRESETS
+from siglip_data._tokenizer import train_sentencepiece
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="siglip-data", description="SigLIP data tools: offline datasets, tokenizers, shards."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="build shards from an offline Debian dataset")
+    build.add_argument("dataset", choices=["emoji", "fashion-mnist"])
+    build.add_argument("output_dir", help="directory for <split>/shard-*.tar and dataset.json")
+    build.add_argument("--limit", type=int, default=None, help="samples (per split) to write")
+    build.add_argument("--image-size", type=int, default=None, help="stored image side")
+    build.add_argument("--samples-per-shard", type=int, default=None)
+
+    train = commands.add_parser("train-tokenizer", help="train a SentencePiece model on captions")
+    train.add_argument("captions", help="UTF-8 text file, one caption per line")
+    train.add_argument("output", help="path of the .model file to write")
+    train.add_argument("--vocab-size", type=int, default=8000)
+    train.add_argument("--preset", choices=sorted(PRESETS), default="siglip")
+    train.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram")
+    train.add_argument("--canonicalize", action="store_true", help="strip punctuation first")
+
+    count = commands.add_parser("count", help="count samples in shards (brace patterns allowed)")
+    count.add_argument("shards")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``siglip-data`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "build":
+        options = {}
+        if args.image_size is not None:
+            options["image_size"] = args.image_size
+        if args.samples_per_shard is not None:
+            options["samples_per_shard"] = args.samples_per_shard
+        builder = build_emoji if args.dataset == "emoji" else build_fashion_mnist
+        try:
+            info = builder(args.output_dir, limit=args.limit, **options)
+        except MissingDebianPackageError as error:
+            print(f"siglip-data: {error}", file=sys.stderr)
+            return 2
+        for name, split in info.splits.items():
+            print(
+                f"{name}: {split.num_samples} samples in {len(split.shards)} shards {split.pattern}"
+            )
+        return 0
+    if args.command == "train-tokenizer":
+        path = train_sentencepiece(
+            args.captions,
+            args.output,
+            vocab_size=args.vocab_size,
+            preset=args.preset,
+            model_type=args.model_type,
+            canonicalize=args.canonicalize,
+        )
+        print(f"wrote {path}")
+        return 0
+    counts = {}
+    for shard in resolve_shards(args.shards):
+        counts[shard] = sum(1 for _ in read_shard(shard))
+    print(json.dumps({"shards": len(counts), "samples": sum(counts.values())}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

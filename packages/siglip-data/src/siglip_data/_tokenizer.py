@@ -1,0 +1,468 @@
+"""SentencePiece tokenization with the SigLIP / SigLIP 2 conventions built in.
+
+SigLIP's text tower has no attention mask and pools the LAST position (index L-1), so the token
+ids must be right-padded to exactly the trained length L with the family's pad id, with a "sticky"
+EOS (always kept, even after truncation). Getting any of this wrong silently degrades zero-shot
+accuracy (big_vision #186, mteb #1424). This module makes those conventions the only behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+import string
+import tempfile
+import warnings
+from collections.abc import Iterable
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import sentencepiece
+
+_PUNCTUATION_TABLE = str.maketrans("", "", string.punctuation)
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerPreset:
+    """The text conventions of one model family.
+
+    Attributes:
+        name: preset name, e.g. ``"siglip"``.
+        pad_id: id written after the EOS up to the fixed length.
+        eos_id: id appended after the text (kept on truncation: "sticky" EOS).
+        lowercase: lowercase the text before tokenizing.
+        pieces: the (id, piece) pairs a SentencePiece model of this family has; checked on load and
+            used by ``train_sentencepiece`` to lay out the special ids.
+    """
+
+    name: str
+    pad_id: int
+    eos_id: int
+    lowercase: bool
+    pieces: tuple[tuple[int, str], ...]
+
+
+PRESETS: dict[str, TokenizerPreset] = {
+    # T5 / c4_en SentencePiece layout (<pad>=0, </s>=1, <unk>=2); big_vision pads with the EOS id.
+    "siglip": TokenizerPreset(
+        name="siglip",
+        pad_id=1,
+        eos_id=1,
+        lowercase=True,
+        pieces=((0, "<pad>"), (1, "</s>"), (2, "<unk>")),
+    ),
+    # mC4 250k vocabulary: same special layout and padding as the English models.
+    "siglip-i18n": TokenizerPreset(
+        name="siglip-i18n",
+        pad_id=1,
+        eos_id=1,
+        lowercase=True,
+        pieces=((0, "<pad>"), (1, "</s>"), (2, "<unk>")),
+    ),
+    # Gemma layout (<pad>=0, <eos>=1, <bos>=2, <unk>=3); SigLIP 2 adds no BOS and pads with 0.
+    "siglip2": TokenizerPreset(
+        name="siglip2",
+        pad_id=0,
+        eos_id=1,
+        lowercase=True,
+        pieces=((0, "<pad>"), (1, "<eos>"), (2, "<bos>"), (3, "<unk>")),
+    ),
+}
+
+
+def canonicalize_text(text: str, *, lowercase: bool = True) -> str:
+    """Canonicalize a caption the way HF ``SiglipTokenizer`` and big_vision zero-shot prompts do.
+
+    Lowercases (optionally), removes ASCII punctuation (``string.punctuation``), collapses runs of
+    whitespace to one space and strips the ends.
+
+    Args:
+        text: the caption.
+        lowercase: lowercase first.
+
+    Returns:
+        The canonical text.
+
+    Example:
+        >>> canonicalize_text("A photo of a  Dog!")
+        'a photo of a dog'
+    """
+    if lowercase:
+        text = text.lower()
+    text = text.translate(_PUNCTUATION_TABLE)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+class DynamicPaddingError(ValueError):
+    """Token ids that are not padded to the model's fixed length (SigLIP pools position L-1)."""
+
+
+class DynamicPaddingWarning(UserWarning):
+    """Warning form of :class:`DynamicPaddingError` (``on_error="warn"``)."""
+
+
+def check_token_ids(
+    token_ids: npt.ArrayLike,
+    *,
+    length: int,
+    pad_id: int,
+    eos_id: int,
+    on_error: Literal["raise", "warn"] = "raise",
+) -> bool:
+    """Check that token ids follow the SigLIP fixed-length convention.
+
+    SigLIP's text tower pools the last position and uses no attention mask, so a batch padded to
+    its longest caption (``padding=True`` in transformers) gives different, worse embeddings.
+    Each row must be ``[t_1 .. t_n, eos, pad, ..., pad]`` of width exactly ``length``.
+
+    Args:
+        token_ids: ``[batch, width]`` integer ids from any tokenizer.
+        length: the trained text length L (64 for most checkpoints).
+        pad_id: the family's pad id (1 for SigLIP, 0 for SigLIP 2).
+        eos_id: the EOS id (1 for both families).
+        on_error: ``"raise"`` a :class:`DynamicPaddingError` or ``"warn"`` with
+            :class:`DynamicPaddingWarning` and return False.
+
+    Returns:
+        True when the ids follow the convention (False only with ``on_error="warn"``).
+
+    Raises:
+        DynamicPaddingError: wrong width, missing EOS, or non-pad ids after the EOS.
+
+    Example:
+        >>> check_token_ids([[5, 6, 1, 1]], length=4, pad_id=1, eos_id=1)
+        True
+    """
+    ids = np.asarray(token_ids)
+    problem = None
+    if ids.ndim != 2:
+        problem = f"token_ids must be [batch, {length}], got shape {ids.shape}"
+    elif ids.shape[1] != length:
+        problem = (
+            f"token_ids has width {ids.shape[1]} but the model was trained with length {length}: "
+            "the batch was dynamically padded (or truncated). SigLIP pools the last position, so "
+            f"pad every caption to exactly {length} tokens (transformers: padding='max_length', "
+            f"max_length={length})"
+        )
+    else:
+        for row_index, row in enumerate(ids):
+            eos_positions = np.flatnonzero(row == eos_id)
+            if eos_positions.size == 0:
+                problem = f"row {row_index} has no EOS id {eos_id}: {row.tolist()}"
+                break
+            tail = row[eos_positions[0] + 1 :]
+            if np.any(tail != pad_id):
+                problem = (
+                    f"row {row_index} has ids other than pad id {pad_id} after its EOS: "
+                    f"{row.tolist()} (wrong pad id or left padding?)"
+                )
+                break
+    if problem is None:
+        return True
+    if on_error == "raise":
+        raise DynamicPaddingError(problem)
+    if on_error == "warn":
+        warnings.warn(problem, DynamicPaddingWarning, stacklevel=2)
+        return False
+    raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
+
+
+class SentencePieceTokenizer:
+    """Fixed-length SigLIP tokenizer over any SentencePiece ``.model`` file.
+
+    ``tok(["a dog", ...])`` returns int32 ``[batch, length]``: the text is lowercased (per preset),
+    optionally canonicalized (HF ``SiglipTokenizer`` strips punctuation), encoded without BOS,
+    truncated to ``length - 1`` pieces, followed by the EOS id and right-padded with the pad id.
+    Example for L = 4, SigLIP: ``"a b" -> [a, b, 1, 1]``, ``"a b c d" -> [a, b, c, 1]``.
+
+    Args:
+        model_file: path to a SentencePiece model (``spiece.model``, ``tokenizer.model``).
+        preset: ``"siglip"`` (English c4, pad = eos = 1), ``"siglip-i18n"`` (mC4, pad = eos = 1)
+            or ``"siglip2"`` (Gemma, pad 0, eos 1, no BOS). See :data:`PRESETS`.
+        length: the fixed text length L the model was trained with (64; 16 for SigLIP So400m/14-224).
+        canonicalize: also strip punctuation and collapse whitespace like HF ``SiglipTokenizer``
+            (big_vision's zero-shot prompt canonicalization). Default False (the big_vision
+            training/demo pipeline only lowercases).
+        lowercase: override the preset's lowercasing (all SigLIP families lowercase).
+        num_threads: threads SentencePiece uses to encode a batch (0: its default).
+
+    Raises:
+        FileNotFoundError: ``model_file`` does not exist.
+        ValueError: unknown preset, ``length < 2``, or a model whose special ids contradict the
+            preset (e.g. a Gemma model loaded with ``preset="siglip"``).
+
+    Example:
+        >>> tok = SentencePieceTokenizer(
+        ...     "spiece.model", preset="siglip", length=64
+        ... )  # doctest: +SKIP
+        >>> tok(["a photo of a cat"]).shape  # doctest: +SKIP
+        (1, 64)
+    """
+
+    def __init__(
+        self,
+        model_file: str | os.PathLike[str],
+        *,
+        preset: str = "siglip",
+        length: int = 64,
+        canonicalize: bool = False,
+        lowercase: bool | None = None,
+        num_threads: int = 0,
+    ) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        if not isinstance(length, int) or length < 2:
+            raise ValueError(
+                f"length must be an int >= 2 (room for a token and EOS), got {length!r}"
+            )
+        path = Path(model_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"model_file {str(path)!r} does not exist")
+        self.preset = PRESETS[preset]
+        self.model_file = path
+        self._length = length
+        self.canonicalize = canonicalize
+        self.lowercase = self.preset.lowercase if lowercase is None else lowercase
+        self.num_threads = num_threads
+        self._processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        self._check_model_matches_preset()
+
+    def __getstate__(self) -> dict[str, object]:
+        # SentencePieceProcessor does not pickle; ship the model bytes (DataLoader workers).
+        state = self.__dict__.copy()
+        state["_processor"] = self._processor.serialized_model_proto()
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        model_proto = state.pop("_processor")
+        assert isinstance(model_proto, bytes)
+        self.__dict__.update(state)
+        self._processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+
+    def _check_model_matches_preset(self) -> None:
+        size = self._processor.get_piece_size()
+        for token_id in (self.preset.pad_id, self.preset.eos_id):
+            if token_id >= size:
+                raise ValueError(
+                    f"model_file {str(self.model_file)!r} has {size} pieces, too few for preset "
+                    f"{self.preset.name!r} (needs id {token_id})"
+                )
+        model_eos = self._processor.eos_id()
+        if model_eos >= 0 and model_eos != self.preset.eos_id:
+            raise ValueError(
+                f"model_file {str(self.model_file)!r} defines EOS id {model_eos} but preset "
+                f"{self.preset.name!r} expects EOS id {self.preset.eos_id}: wrong preset for this "
+                "vocabulary (train one with train_sentencepiece(..., preset=...))"
+            )
+        if not self._processor.is_control(self.preset.eos_id):
+            raise ValueError(
+                f"model_file {str(self.model_file)!r}: id {self.preset.eos_id} is the ordinary piece "
+                f"{self._processor.id_to_piece(self.preset.eos_id)!r}, not an EOS control token as "
+                f"preset {self.preset.name!r} expects"
+            )
+
+    @property
+    def length(self) -> int:
+        """The fixed output length L."""
+        return self._length
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of pieces in the SentencePiece model (the text embedding's rows)."""
+        return int(self._processor.get_piece_size())
+
+    @property
+    def pad_id(self) -> int:
+        """Id written after the EOS."""
+        return self.preset.pad_id
+
+    @property
+    def eos_id(self) -> int:
+        """Id that ends every row (sticky)."""
+        return self.preset.eos_id
+
+    def normalize(self, text: str) -> str:
+        """Apply the preset's text rules (lowercase, optional canonicalization) to one caption."""
+        if not isinstance(text, str):
+            raise TypeError(f"each text must be a str, got {type(text).__name__}: {text!r}")
+        if self.canonicalize:
+            return canonicalize_text(text, lowercase=self.lowercase)
+        return text.lower() if self.lowercase else text
+
+    def encode_pieces(self, texts: Sequence[str]) -> list[list[int]]:
+        """Normalized texts -> unpadded SentencePiece ids (no BOS, no EOS, no truncation)."""
+        normalized = [self.normalize(text) for text in texts]
+        ids: list[list[int]] = self._processor.encode(normalized, num_threads=self.num_threads)
+        return ids
+
+    def __call__(self, texts: Sequence[str] | str) -> npt.NDArray[np.int32]:
+        """Tokenize a batch.
+
+        Args:
+            texts: ``batch`` captions (a single str is treated as a batch of one).
+
+        Returns:
+            int32 ``[batch, length]`` ids: pieces[:length-1] + [eos] + [pad] * rest.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        pieces = self.encode_pieces(texts)
+        keep = self._length - 1
+        token_ids = np.full((len(pieces), self._length), self.pad_id, dtype=np.int32)
+        for row, row_pieces in enumerate(pieces):
+            count = min(len(row_pieces), keep)
+            token_ids[row, :count] = row_pieces[:count]
+            token_ids[row, count] = self.eos_id
+        return token_ids
+
+    def decode(self, token_ids: npt.ArrayLike) -> list[str]:
+        """``[batch, length]`` ids -> texts, dropping everything from the first EOS on."""
+        ids = np.asarray(token_ids)
+        if ids.ndim != 2:
+            raise ValueError(f"token_ids must be [batch, length], got shape {ids.shape}")
+        texts = []
+        for row in ids:
+            eos_positions = np.flatnonzero(row == self.eos_id)
+            end = int(eos_positions[0]) if eos_positions.size else len(row)
+            texts.append(self._processor.decode([int(i) for i in row[:end]]))
+        return texts
+
+    def check(
+        self, token_ids: npt.ArrayLike, *, on_error: Literal["raise", "warn"] = "raise"
+    ) -> bool:
+        """:func:`check_token_ids` with this tokenizer's length, pad and EOS ids."""
+        return check_token_ids(
+            token_ids,
+            length=self._length,
+            pad_id=self.pad_id,
+            eos_id=self.eos_id,
+            on_error=on_error,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SentencePieceTokenizer({str(self.model_file)!r}, preset={self.preset.name!r}, "
+            f"length={self._length}, canonicalize={self.canonicalize})"
+        )
+
+
+def train_sentencepiece(
+    captions: Iterable[str] | str | os.PathLike[str],
+    output_file: str | os.PathLike[str],
+    *,
+    vocab_size: int = 8000,
+    preset: str = "siglip",
+    model_type: Literal["unigram", "bpe"] = "unigram",
+    character_coverage: float = 0.9995,
+    canonicalize: bool = False,
+    max_sentences: int = 2_000_000,
+    seed: int = 0,
+) -> Path:
+    """Train a SentencePiece model on captions with the special-id layout of a SigLIP family.
+
+    The captions are normalized exactly as :class:`SentencePieceTokenizer` will normalize them
+    (lowercase per preset, optional canonicalization), so no vocabulary is spent on upper case.
+    The special pieces get the preset's ids (``siglip``: ``<pad>``=0, ``</s>``=1, ``<unk>``=2;
+    ``siglip2``: ``<pad>``=0, ``<eos>``=1, ``<bos>``=2, ``<unk>``=3), so the resulting file loads
+    with the same preset. The model is written atomically.
+
+    Args:
+        captions: an iterable of captions, or the path of a UTF-8 text file with one per line.
+        output_file: where to write the ``.model`` file.
+        vocab_size: number of pieces, special pieces included.
+        preset: the family whose conventions to follow (see :data:`PRESETS`).
+        model_type: SentencePiece algorithm.
+        character_coverage: fraction of characters covered by the vocabulary.
+        canonicalize: strip punctuation before training (pair with ``canonicalize=True`` later).
+        max_sentences: at most this many captions are sampled for training.
+        seed: SentencePiece's sampling seed (training is deterministic given it).
+
+    Returns:
+        The path of the written model.
+
+    Raises:
+        ValueError: unknown preset, no captions, or a vocabulary too large for the corpus.
+
+    Example:
+        >>> train_sentencepiece(
+        ...     ["a dog", "a cat"] * 100, "tiny.model", vocab_size=20
+        ... )  # doctest: +SKIP
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    family = PRESETS[preset]
+    if isinstance(captions, (str, os.PathLike)):
+        caption_path = Path(captions)
+        if not caption_path.is_file():
+            raise FileNotFoundError(f"captions file {str(caption_path)!r} does not exist")
+        with caption_path.open(encoding="utf-8") as handle:
+            raw_captions: Iterable[str] = [line.rstrip("\n") for line in handle]
+    else:
+        raw_captions = captions
+
+    def normalize(text: str) -> str:
+        if canonicalize:
+            return canonicalize_text(text, lowercase=family.lowercase)
+        return text.lower() if family.lowercase else text
+
+    sentences = [normalize(text) for text in raw_captions if text.strip()]
+    if not sentences:
+        raise ValueError("captions is empty: nothing to train a SentencePiece model on")
+
+    special = dict(family.pieces)
+    id_of = {piece: token_id for token_id, piece in family.pieces}
+    unk_piece = next(piece for piece in special.values() if piece == "<unk>")
+    eos_piece = special[family.eos_id]
+    bos_piece = "<bos>" if "<bos>" in id_of else "<s>"
+    options: dict[str, Any] = {
+        "model_type": model_type,
+        "vocab_size": vocab_size,
+        "character_coverage": character_coverage,
+        "input_sentence_size": max_sentences,
+        "shuffle_input_sentence": True,
+        "pad_id": id_of["<pad>"],
+        "pad_piece": "<pad>",
+        "eos_id": family.eos_id,
+        "eos_piece": eos_piece,
+        "unk_id": id_of[unk_piece],
+        "unk_piece": unk_piece,
+        "bos_id": id_of.get(bos_piece, -1),
+        "bos_piece": bos_piece,
+        "minloglevel": 2,
+        "num_threads": 1,
+    }
+    model = io.BytesIO()
+    sentencepiece.set_random_generator_seed(seed)
+    try:
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences), model_writer=model, **options
+        )
+    except RuntimeError as error:
+        raise ValueError(
+            f"SentencePiece training failed for vocab_size={vocab_size} on {len(sentences)} "
+            f"captions: {error} (a smaller vocab_size usually fixes 'Vocabulary size too high')"
+        ) from error
+    output = Path(output_file)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(output, model.getvalue())
+    return output
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,205 @@
+"""PyTorch adapter: an IterableDataset and a resumable multi-worker loader giving NCHW tensors."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data import IterableDataset
+from torch.utils.data import get_worker_info
+
+from siglip_data._dataset import SKIP_REASONS
+from siglip_data._dataset import Batch
+from siglip_data._dataset import ImageTextDataset
+
+_STATE_KEY = "_siglip_data_state"
+
+
+def to_torch(batch: Batch, *, channels_first: bool = True) -> dict[str, Any]:
+    """numpy batch -> torch batch: ``pixels`` ``[B, 3, H, W]`` (NCHW), ``token_ids`` int32 ``[B, L]``.
+
+    Lists (``captions``, ``keys``, ``metadata``) pass through unchanged.
+    """
+    pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"]))
+    if channels_first:
+        pixels = pixels.permute(0, 3, 1, 2).contiguous()
+    converted = dict(batch)
+    converted["pixels"] = pixels
+    converted["token_ids"] = torch.from_numpy(np.ascontiguousarray(batch["token_ids"]))
+    return converted
+
+
+class TorchImageTextDataset(IterableDataset):  # type: ignore[type-arg]
+    """``torch.utils.data.IterableDataset`` over an :class:`~siglip_data.ImageTextDataset`.
+
+    Each DataLoader worker iterates its own disjoint stream (worker ``i`` of ``n`` on this rank),
+    so no sample is duplicated or dropped with any ``num_workers``. It yields whole batches: use
+    it with ``DataLoader(..., batch_size=None)``, or simply with :class:`ImageTextLoader`, which
+    also makes the multi-worker state exactly resumable.
+
+    Args:
+        dataset: the numpy dataset (its ``rank`` / ``world_size`` give the rank split).
+        channels_first: NCHW pixels (True, the torch convention) or NHWC.
+    """
+
+    def __init__(self, dataset: ImageTextDataset, *, channels_first: bool = True) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.channels_first = channels_first
+        # Set by ImageTextLoader before each epoch: the logical stream of DataLoader worker 0 and
+        # each logical stream's saved state.
+        self.rotation = 0
+        self.stream_states: dict[int, dict[str, Any]] = {}
+        self.epoch = dataset.epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        num_workers = info.num_workers if info is not None else 1
+        worker = info.id if info is not None else 0
+        logical = (worker + self.rotation) % num_workers
+        stream = self.dataset.with_worker(logical, num_workers)
+        stream.set_epoch(self.epoch)
+        if logical in self.stream_states:
+            stream.load_state_dict(self.stream_states[logical])
+            if stream.epoch != self.epoch:
+                return  # this stream already finished the epoch
+        for batch, state in stream.iter_with_state():
+            converted = to_torch(batch, channels_first=self.channels_first)
+            converted[_STATE_KEY] = (logical, state)
+            yield converted
+
+
+class ImageTextLoader:
+    """Multi-worker loader with exact ``state_dict()`` / ``load_state_dict()`` and skip counters.
+
+    Iterating yields the remaining batches of the current epoch (dicts of torch tensors, pixels
+    NCHW) and then advances the epoch. Batches arrive round-robin from the workers; the state
+    records every worker stream's position and which stream is next, so a resumed loader (same
+    ``num_workers``) yields exactly the batches an uninterrupted one would have.
+
+    Args:
+        dataset: the numpy :class:`~siglip_data.ImageTextDataset` (for this rank).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        pin_memory: pin batches for faster host-to-GPU copies.
+        prefetch_factor: batches prefetched per worker (None: torch's default).
+        channels_first: NCHW (default) or NHWC pixels.
+        multiprocessing_context: e.g. ``"spawn"`` or ``"forkserver"`` (None: torch's default).
+
+    Example:
+        >>> loader = ImageTextLoader(dataset, num_workers=2)  # doctest: +SKIP
+        >>> for batch in loader:  # doctest: +SKIP
+        ...     model(batch["pixels"], batch["token_ids"])
+        ...     state = loader.state_dict()
+    """
+
+    def __init__(
+        self,
+        dataset: ImageTextDataset,
+        *,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int | None = None,
+        channels_first: bool = True,
+        multiprocessing_context: str | None = None,
+    ) -> None:
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if dataset.num_workers != 1 or dataset.worker_id != 0:
+            raise ValueError(
+                "pass the per-rank dataset (num_workers=1, worker_id=0); the loader splits it "
+                f"over its own workers, got num_workers={dataset.num_workers}"
+            )
+        self.dataset = dataset
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.channels_first = channels_first
+        self.multiprocessing_context = multiprocessing_context
+        self._epoch = dataset.epoch
+        self._stream_states: dict[int, dict[str, Any]] = {}
+        self._next_stream = 0
+        self._batches_in_epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next batch comes from."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its beginning on the next iteration."""
+        self._epoch = epoch
+        self._stream_states = {}
+        self._next_stream = 0
+        self._batches_in_epoch = 0
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Bad samples skipped so far, by reason, summed over the worker streams."""
+        total = dict.fromkeys(SKIP_REASONS, 0)
+        for state in self._stream_states.values():
+            for reason, count in state["skipped"].items():
+                total[reason] = total.get(reason, 0) + count
+        return total
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position after the last batch handed out (JSON-able)."""
+        return {
+            "epoch": self._epoch,
+            "num_workers": self.num_workers,
+            "next_stream": self._next_stream,
+            "batches_in_epoch": self._batches_in_epoch,
+            "streams": {str(k): copy.deepcopy(v) for k, v in self._stream_states.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict` (same dataset configuration and ``num_workers``).
+
+        Raises:
+            ValueError: a state saved with a different ``num_workers``.
+        """
+        if state.get("num_workers") != self.num_workers:
+            raise ValueError(
+                f"state was saved with num_workers={state.get('num_workers')!r}, this loader has "
+                f"num_workers={self.num_workers}: the worker streams would differ"
+            )
+        self._epoch = int(state["epoch"])
+        self._next_stream = int(state["next_stream"])
+        self._batches_in_epoch = int(state["batches_in_epoch"])
+        self._stream_states = {int(k): copy.deepcopy(v) for k, v in state["streams"].items()}
+
+    def _epoch_dataset(self) -> TorchImageTextDataset:
+        wrapped = TorchImageTextDataset(self.dataset, channels_first=self.channels_first)
+        wrapped.epoch = self._epoch
+        wrapped.rotation = self._next_stream
+        wrapped.stream_states = copy.deepcopy(self._stream_states)
+        return wrapped
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        options: dict[str, Any] = {}
+        if self.num_workers > 0:
+            if self.prefetch_factor is not None:
+                options["prefetch_factor"] = self.prefetch_factor
+            if self.multiprocessing_context is not None:
+                options["multiprocessing_context"] = self.multiprocessing_context
+        loader = DataLoader(
+            self._epoch_dataset(),
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            **options,
+        )
+        streams = max(self.num_workers, 1)
+        for batch in loader:
+            logical, stream_state = batch.pop(_STATE_KEY)
+            self._stream_states[int(logical)] = stream_state
+            self._next_stream = (int(logical) + 1) % streams
+            self._batches_in_epoch += 1
+            yield batch
+        self.set_epoch(self._epoch + 1)
+
+    def __len__(self) -> int:
+        raise TypeError("ImageTextLoader streams shards: its length is not known in advance")
