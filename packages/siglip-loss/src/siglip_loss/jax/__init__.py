@@ -1,10 +1,12 @@
 """The JAX adapter (install ``siglip-loss[jax]``)."""
 
 from siglip_loss.jax._api import sigmoid_loss
+from siglip_loss.jax._module import SigmoidLoss
 from siglip_loss.jax._reference import l2_normalize
 from siglip_loss.jax._reference import softmax_loss
 
 __all__ = [
+    "SigmoidLoss",
     "l2_normalize",
     "sigmoid_loss",
     "softmax_loss",

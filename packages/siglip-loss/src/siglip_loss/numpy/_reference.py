@@ -34,8 +34,10 @@ def _softplus(x: Float64Array) -> Float64Array:
 
 
 def _sigmoid(x: Float64Array) -> Float64Array:
-    # 0.5 * (1 + tanh(x / 2)) is exact and never overflows.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    # exp(-softplus(-x)): relative accuracy for every x and no overflow. The tanh form
+    # 0.5 * (1 + tanh(x / 2)) cancels catastrophically for x << 0 (it gives 0 below x = -38).
+    sigmoid: Float64Array = np.exp(-_softplus(-x))
+    return sigmoid
 
 
 def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> Float64Array:
