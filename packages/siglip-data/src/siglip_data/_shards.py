@@ -157,12 +157,29 @@ def read_shard(path: str) -> Iterator[RawSample]:
                     group = {}
                 group_key = key
                 group[suffix] = data
+            end_of_members = archive.offset
     except (OSError, tarfile.TarError, EOFError) as error:
         if isinstance(error, UnreadableShardError):
             raise
         raise UnreadableShardError(f"shard {path!r} is damaged: {error}") from error
+    if not _has_end_marker(path, end_of_members):
+        # Cut at a member boundary: tarfile sees a clean end, but the last sample may be partial.
+        raise UnreadableShardError(
+            f"shard {path!r} is truncated: no end-of-archive marker after its last member"
+        )
     if group_key is not None:
         yield _group_to_sample(group_key, group, path)
+
+
+def _has_end_marker(path: str, offset: int) -> bool:
+    """A complete uncompressed tar has two zero blocks after its last member."""
+    with open(path, "rb") as stream:
+        magic = stream.read(6)
+        if magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00":
+            return True  # compressed: the decompressor already detects truncation
+        stream.seek(offset)
+        marker = stream.read(2 * tarfile.BLOCKSIZE)
+    return len(marker) == 2 * tarfile.BLOCKSIZE and not any(marker)
 
 
 def _group_to_sample(key: str, members: Mapping[str, bytes], source: str) -> RawSample:

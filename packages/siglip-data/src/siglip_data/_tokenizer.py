@@ -158,6 +158,12 @@ def check_token_ids(
                 problem = f"row {row_index} has no EOS id {eos_id}: {row.tolist()}"
                 break
             tail = row[eos_positions[0] + 1 :]
+            if pad_id != eos_id and np.any(row[: eos_positions[0]] == pad_id):
+                problem = (
+                    f"row {row_index} has pad id {pad_id} before its EOS: {row.tolist()} "
+                    "(left padding? SigLIP pads on the right)"
+                )
+                break
             if np.any(tail != pad_id):
                 problem = (
                     f"row {row_index} has ids other than pad id {pad_id} after its EOS: "
@@ -260,6 +266,15 @@ class SentencePieceTokenizer:
                 f"model_file {str(self.model_file)!r} defines EOS id {model_eos} but preset "
                 f"{self.preset.name!r} expects EOS id {self.preset.eos_id}: wrong preset for this "
                 "vocabulary (train one with train_sentencepiece(..., preset=...))"
+            )
+        expected_eos = dict(self.preset.pieces)[self.preset.eos_id]
+        actual_eos = self._processor.id_to_piece(self.preset.eos_id)
+        if actual_eos != expected_eos:
+            raise ValueError(
+                f"model_file {str(self.model_file)!r}: id {self.preset.eos_id} is {actual_eos!r}, "
+                f"but preset {self.preset.name!r} expects {expected_eos!r} there (a "
+                f"{'Gemma' if actual_eos == '<eos>' else 'T5 / mC4'}-layout vocabulary needs preset "
+                f"{'siglip2' if actual_eos == '<eos>' else 'siglip'!r})"
             )
         if not self._processor.is_control(self.preset.eos_id):
             raise ValueError(
