@@ -1,0 +1,380 @@
+"""The sigmoid loss over a ``torch.distributed`` process group, exact and flat in memory.
+
+Each rank holds its own ``[n, D]`` image and text rows. The loss couples every image row with every
+text row of every rank, so text blocks must travel. The forward pass walks them past every rank
+(a ring of point-to-point sends, or one all-gather) and computes, with the fused block primitive,
+the loss *and* all four gradients of each ``[n, m]`` block. The gradient of a remote text block
+travels on with the block and arrives back at its owner after the last hop, so nothing of size
+``n x N`` and (for the ring) nothing of size ``N x D`` is ever kept: per rank, the ring holds its
+own embeddings, one text block in use, one in flight, and three ``[n, D]`` float32 gradient
+buffers, whatever the number of ranks. Backward multiplies the stored gradients by the incoming
+gradient; it communicates nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+
+from siglip_loss._validation import check_pair
+from siglip_loss._validation import check_scalar
+from siglip_loss.torch._fused import sigmoid_block_sums
+from siglip_loss.torch._reference import Scalar
+from siglip_loss.torch._reference import as_scalar_tensor
+
+Strategy = Literal["ring", "all_gather"]
+STRATEGIES: tuple[str, ...] = ("ring", "all_gather")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything a forward pass needs to know about the group, agreed on by every rank."""
+
+    group: dist.ProcessGroup
+    rank: int  # rank inside the group
+    world_size: int
+    batch_sizes: tuple[int, ...]  # local batch of every rank of the group, in group-rank order
+    strategy: str
+    block_size: int | None
+    compute_grads: bool  # True when any rank needs gradients: the exchange pattern must agree
+
+    @property
+    def normaliser(self) -> float:
+        # W / N: the mean over ranks of the per-rank losses is then the global (1/N) loss, also
+        # for uneven local batches; for even batches it is 1 / n_local.
+        return self.world_size / sum(self.batch_sizes)
+
+    def global_rank(self, group_rank: int) -> int:
+        return dist.get_global_rank(self.group, group_rank % self.world_size)
+
+
+class _Sums:
+    """Running float32 sums of one rank's loss and gradients over the text blocks it has seen."""
+
+    def __init__(self, image: torch.Tensor, compute_grads: bool) -> None:
+        device = image.device
+        self.loss = torch.zeros((), dtype=torch.float32, device=device)
+        self.grad_image = (
+            torch.zeros(image.shape, dtype=torch.float32, device=device) if compute_grads else None
+        )
+        self.grad_scale = torch.zeros((), dtype=torch.float32, device=device)
+        self.grad_bias = torch.zeros((), dtype=torch.float32, device=device)
+
+    def add(self, block: Any) -> None:
+        self.loss += block.loss_sum
+        if self.grad_image is not None:
+            self.grad_image += block.grad_image
+            self.grad_scale += block.grad_scale
+            self.grad_bias += block.grad_bias
+
+
+def _ring(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    plan: _Plan,
+) -> tuple[_Sums, torch.Tensor | None]:
+    """Pass the text blocks to the right around the ring; their gradients travel with them.
+
+    At step ``s`` rank ``r`` holds the text block of rank ``r - s``. While it computes that block,
+    it already sends the block on to ``r + 1`` and receives the next one from ``r - 1``; in the
+    same batch of point-to-point operations it sends on the finished gradient of the block of step
+    ``s - 1`` and receives the partial gradient of the block of step ``s`` (its contributions
+    from ranks ``r - s .. r - 1``), which it completes with its own. After ``W`` steps each
+    gradient sits one hop before its owner; a last hop delivers it.
+    """
+    world, rank, sizes = plan.world_size, plan.rank, plan.batch_sizes
+    right, left = plan.global_rank(rank + 1), plan.global_rank(rank - 1)
+    dim = image.shape[1]
+    sums = _Sums(image, plan.compute_grads)
+    current_text = text.contiguous()
+    current_owner = rank
+    finished_grad: torch.Tensor | None = None  # gradient of the block of the previous step
+    for step in range(world):
+        operations = []
+        incoming_grad = None
+        if plan.compute_grads and step >= 1:
+            assert finished_grad is not None
+            incoming_grad = torch.empty(
+                (sizes[current_owner], dim), dtype=torch.float32, device=text.device
+            )
+            operations.append(dist.P2POp(dist.isend, finished_grad, right, plan.group, tag=1))
+            operations.append(dist.P2POp(dist.irecv, incoming_grad, left, plan.group, tag=1))
+        next_owner = (rank - step - 1) % world
+        next_text = current_text
+        if step < world - 1:
+            next_text = torch.empty((sizes[next_owner], dim), dtype=text.dtype, device=text.device)
+            # Last in the batch: gloo keeps the last received buffer until its next operation,
+            # and this one is kept anyway (it is the next step's block).
+            operations.append(dist.P2POp(dist.isend, current_text, right, plan.group, tag=0))
+            operations.append(dist.P2POp(dist.irecv, next_text, left, plan.group, tag=0))
+        requests = dist.batch_isend_irecv(operations) if operations else []
+        block = sigmoid_block_sums(
+            image,
+            current_text,
+            scale=scale,
+            bias=bias,
+            positive_offset=0 if step == 0 else None,
+            block_size=plan.block_size,
+            compute_grads=plan.compute_grads,
+        )
+        sums.add(block)
+        for request in requests:
+            request.wait()
+        # Drop every reference to the buffers of this step (requests hold their tensors), so
+        # that at most two text blocks and three gradient blocks are alive at any time.
+        del requests
+        finished_grad = block.grad_text
+        del block
+        if finished_grad is not None and incoming_grad is not None:
+            finished_grad.add_(incoming_grad)
+        del incoming_grad
+        current_text, current_owner = next_text, next_owner
+        del next_text
+    if not plan.compute_grads:
+        return sums, None
+    assert finished_grad is not None
+    if world == 1:
+        return sums, finished_grad
+    own_grad = torch.empty((sizes[rank], dim), dtype=torch.float32, device=text.device)
+    requests = dist.batch_isend_irecv(
+        [
+            dist.P2POp(dist.isend, finished_grad, right, plan.group, tag=1),
+            dist.P2POp(dist.irecv, own_grad, left, plan.group, tag=1),
+        ]
+    )
+    for request in requests:
+        request.wait()
+    return sums, own_grad
+
+
+def _all_gather(
+    image: torch.Tensor,
+    text: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    plan: _Plan,
+) -> tuple[_Sums, torch.Tensor | None]:
+    """Gather every text block at once, then return each block's gradient with a reduce-scatter.
+
+    One collective instead of ``W - 1`` sequential hops, at the price of holding the gathered
+    ``[N, D]`` text tower and its ``[N, D]`` float32 gradient. Uneven batches are padded to the
+    largest one for the collectives (gloo needs equal sizes) and sliced back before any compute.
+    """
+    world, rank, sizes = plan.world_size, plan.rank, plan.batch_sizes
+    dim = image.shape[1]
+    largest = max(sizes)
+    sums = _Sums(image, plan.compute_grads)
+    padded_text = text.contiguous()
+    if text.shape[0] < largest:
+        padded_text = torch.cat([padded_text, padded_text.new_zeros(largest - text.shape[0], dim)])
+    gathered = [torch.empty_like(padded_text) for _ in range(world)]
+    request = dist.all_gather(gathered, padded_text, group=plan.group, async_op=True)
+    # The own block needs nothing from the others: compute it while the gather runs.
+    grad_blocks: list[torch.Tensor] = []
+    own_block = sigmoid_block_sums(
+        image,
+        text,
+        scale=scale,
+        bias=bias,
+        positive_offset=0,
+        block_size=plan.block_size,
+        compute_grads=plan.compute_grads,
+    )
+    sums.add(own_block)
+    assert request is not None
+    request.wait()
+    for owner in range(world):
+        if owner == rank:
+            block = own_block
+        else:
+            block = sigmoid_block_sums(
+                image,
+                gathered[owner][: sizes[owner]],
+                scale=scale,
+                bias=bias,
+                positive_offset=None,
+                block_size=plan.block_size,
+                compute_grads=plan.compute_grads,
+            )
+            sums.add(block)
+        if plan.compute_grads:
+            assert block.grad_text is not None
+            grad_block = block.grad_text
+            if grad_block.shape[0] < largest:
+                grad_block = torch.cat(
+                    [grad_block, grad_block.new_zeros(largest - sizes[owner], dim)]
+                )
+            grad_blocks.append(grad_block)
+    del gathered
+    if not plan.compute_grads:
+        return sums, None
+    own_grad = torch.empty((largest, dim), dtype=torch.float32, device=text.device)
+    dist.reduce_scatter(own_grad, grad_blocks, op=dist.ReduceOp.SUM, group=plan.group)
+    return sums, own_grad[: sizes[rank]]
+
+
+class _DistributedSigmoidLoss(torch.autograd.Function):
+    """Forward computes the loss and every gradient; backward only scales them."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        plan: _Plan,
+    ) -> torch.Tensor:
+        walk = _ring if plan.strategy == "ring" else _all_gather
+        sums, grad_text = walk(image, text, scale, bias, plan)
+        normaliser = plan.normaliser
+        ctx.input_dtypes = (image.dtype, text.dtype, scale.dtype, bias.dtype)
+        if plan.compute_grads:
+            assert sums.grad_image is not None
+            assert grad_text is not None
+            ctx.save_for_backward(
+                sums.grad_image.mul_(normaliser),
+                grad_text.mul_(normaliser),
+                sums.grad_scale.mul_(normaliser),
+                sums.grad_bias.mul_(normaliser),
+            )
+        return sums.loss * normaliser
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grads = ctx.saved_tensors
+        results: list[torch.Tensor | None] = []
+        for needed, grad, dtype in zip(ctx.needs_input_grad[:4], grads, ctx.input_dtypes):
+            results.append((grad * grad_output).to(dtype) if needed else None)
+        return (*results, None)
+
+
+def _agree_on_plan(
+    image_emb: torch.Tensor,
+    group: dist.ProcessGroup,
+    strategy: str,
+    block_size: int | None,
+    needs_grad: bool,
+) -> _Plan:
+    """All-gather (batch, dim, needs_grad) of every rank: buffer sizes, checks, one grad decision."""
+    rank = dist.get_rank(group)
+    if rank < 0:
+        raise ValueError(
+            f"group: expected a process group that contains this process (global rank "
+            f"{dist.get_rank()}), got a group it is not a member of"
+        )
+    world_size = dist.get_world_size(group)
+    batch, dim = image_emb.shape
+    local = torch.tensor([batch, dim, int(needs_grad)], dtype=torch.int64, device=image_emb.device)
+    everyone = [torch.empty_like(local) for _ in range(world_size)]
+    dist.all_gather(everyone, local, group=group)
+    table = [tuple(int(v) for v in row.tolist()) for row in everyone]
+    dims = [row[1] for row in table]
+    if any(d != dim for d in dims):
+        raise ValueError(
+            f"image_emb: expected the same embedding dim on every rank, got dims {dims} "
+            f"(in group-rank order)"
+        )
+    return _Plan(
+        group=group,
+        rank=rank,
+        world_size=world_size,
+        batch_sizes=tuple(row[0] for row in table),
+        strategy=strategy,
+        block_size=block_size,
+        compute_grads=any(row[2] for row in table),
+    )
+
+
+def distributed_sigmoid_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    scale: Scalar,
+    bias: Scalar,
+    group: dist.ProcessGroup | None = None,
+    strategy: Strategy = "ring",
+    block_size: int | None = None,
+) -> torch.Tensor:
+    r"""The SigLIP sigmoid loss over a process group: this rank's share of the global loss.
+
+    Every rank passes its own rows; the negatives are the text rows of *all* ranks. With
+    :math:`N = \sum_p n_p` rows in the group and :math:`W` ranks, rank :math:`r` returns
+
+    .. math::
+        \ell_r = \frac{W}{N} \sum_{i \in r} \sum_{j=1}^{N}
+        \operatorname{softplus}\big(-z_{ij} (t \langle x_i, y_j \rangle + b)\big),
+        \qquad \frac{1}{W} \sum_r \ell_r = L
+
+    i.e. :math:`\frac{1}{n}` times its rows' sums over all global columns when the local batches
+    are equal. The mean over ranks of the returned values is exactly the single-device loss
+    :math:`L` on the concatenated batch, and DDP's gradient averaging yields exactly the
+    single-device gradient: the gradient of each rank's text rows collects the contributions of
+    every rank's loss (they travel back to their owner), and ``scale``/``bias`` get this rank's
+    share, so their DDP average is the global gradient. Log ``all_reduce(loss) / W`` for the
+    global value.
+
+    Uneven local batches are supported exactly (the :math:`W/N` factor keeps the identity); the
+    embedding dim must agree on every rank. Gradients assume that the incoming gradient of the
+    loss is the same on every rank, which holds for ``loss.backward()``, a ``GradScaler``, and
+    dividing by the number of accumulation steps; weighting the loss differently per rank is not
+    supported.
+
+    Memory: ``"ring"`` keeps per rank only its own embeddings, two text blocks and three
+    ``[n, dim]`` float32 gradient buffers, independent of ``W``; backward stores two ``[n, dim]``
+    float32 gradients. ``"all_gather"`` needs one collective instead of ``W - 1`` hops but holds
+    the gathered ``[N, dim]`` text tower and its float32 gradient during the forward.
+
+    Args:
+        image_emb: ``[batch, dim]`` this rank's image embeddings (normalise them first).
+        text_emb: ``[batch, dim]`` this rank's text embeddings; row ``i`` pairs with image row ``i``.
+        scale: the positive multiplier ``t = exp(log_scale)``, not its log; float or 0-d tensor.
+        bias: the logit bias ``b``; float or 0-d tensor.
+        group: the process group (default: the world). Every rank of it must call this function.
+        strategy: ``"ring"`` (point-to-point, overlaps the next block's transfer with the current
+            block's compute) or ``"all_gather"``.
+        block_size: tile edge of the fused block computation (None: the fused default).
+
+    Returns:
+        0-d float32 tensor: this rank's loss :math:`\ell_r`.
+
+    Raises:
+        RuntimeError: ``torch.distributed`` is not initialised.
+        ValueError: bad shapes or ``scale``, an unknown ``strategy``, dims that differ between
+            ranks, or a ``group`` this process is not part of.
+        TypeError: an input is not a floating tensor.
+
+    Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
+
+    Example::
+
+        # on each of W ranks, after torch.distributed.init_process_group(...):
+        loss = distributed_sigmoid_loss(image, text, scale=log_scale.exp(), bias=bias)
+        loss.backward()  # DDP (or an all-reduce mean) then averages the gradients
+    """
+    check_pair(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    check_scalar("bias", bias)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            "distributed_sigmoid_loss: torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group first (or use sigmoid_loss on one device)"
+        )
+    process_group = group if group is not None else dist.group.WORLD
+    assert process_group is not None
+    device = image_emb.device
+    scale_tensor = as_scalar_tensor(scale, dtype=torch.float32, device=device)
+    bias_tensor = as_scalar_tensor(bias, dtype=torch.float32, device=device)
+    inputs = (image_emb, text_emb, scale_tensor, bias_tensor)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    plan = _agree_on_plan(image_emb, process_group, strategy, block_size, needs_grad)
+    loss: torch.Tensor = _DistributedSigmoidLoss.apply(*inputs, plan)
+    return loss

@@ -1,0 +1,188 @@
+"""One rank of the gloo worker pool that tests/torch/test_distributed.py drives.
+
+Started as ``python distributed_worker.py RANK WORLD_SIZE PARENT_PORT AUTHKEY_HEX``. It connects
+back to the test process, joins a gloo process group on 127.0.0.1 (rank 0 opens the store on a
+free port and reports it), creates one subgroup per size 1..WORLD_SIZE (the full size is the
+default group), then answers jobs until it receives ``None``. A job names a group size; only the
+ranks below it receive it. Replies are plain numpy arrays and floats; an exception becomes
+``("error", traceback)``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import traceback
+import weakref
+from multiprocessing.connection import Client
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from siglip_loss.torch import distributed_sigmoid_loss
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Track the bytes of tensor storage created under the mode that is still alive; keep the peak.
+
+    Every tensor an operator returns counts its storage once (views and in-place results share
+    it); a storage stops counting when the last tracked tensor that uses it is garbage collected.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = 0
+        self.peak = 0
+        self._storage_users: dict[int, int] = {}
+        self._storage_bytes: dict[int, int] = {}
+        self._tracked: set[int] = set()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        result = func(*args, **(kwargs or {}))
+        for leaf in tree_leaves(result):
+            if isinstance(leaf, torch.Tensor):
+                self._track(leaf)
+        return result
+
+    def _track(self, tensor: torch.Tensor) -> None:
+        if id(tensor) in self._tracked:
+            return
+        storage = tensor.untyped_storage()
+        key, size = storage.data_ptr(), storage.nbytes()
+        if size == 0:
+            return
+        self._tracked.add(id(tensor))
+        if key not in self._storage_users:
+            self._storage_users[key] = 0
+            self._storage_bytes[key] = size
+            self.current += size
+            self.peak = max(self.peak, self.current)
+        self._storage_users[key] += 1
+        weakref.finalize(tensor, self._release, id(tensor), key)
+
+    def _release(self, tensor_id: int, key: int) -> None:
+        self._tracked.discard(tensor_id)
+        self._storage_users[key] -= 1
+        if self._storage_users[key] == 0:
+            del self._storage_users[key]
+            self.current -= self._storage_bytes.pop(key)
+
+
+def _loss_and_grads(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
+    dtype = getattr(torch, job.get("dtype", "float32"))
+    image = torch.tensor(job["image_shards"][rank], dtype=dtype, requires_grad=True)
+    text = torch.tensor(job["text_shards"][rank], dtype=dtype, requires_grad=True)
+    scale = torch.tensor(job["scale"], dtype=torch.float32, requires_grad=True)
+    bias = torch.tensor(job["bias"], dtype=torch.float32, requires_grad=True)
+    loss = distributed_sigmoid_loss(
+        image,
+        text,
+        scale=scale,
+        bias=bias,
+        group=group,
+        strategy=job["strategy"],
+        block_size=job.get("block_size"),
+    )
+    loss.backward()
+    assert image.grad is not None
+    assert text.grad is not None
+    assert scale.grad is not None
+    assert bias.grad is not None
+    with torch.no_grad():
+        loss_without_grad = distributed_sigmoid_loss(
+            image, text, scale=scale, bias=bias, group=group, strategy=job["strategy"]
+        )
+    return {
+        "loss": float(loss),
+        "loss_without_grad": float(loss_without_grad),
+        "loss_dtype": str(loss.dtype),
+        "grad_image": image.grad.double().numpy(),
+        "grad_text": text.grad.double().numpy(),
+        "grad_image_dtype": str(image.grad.dtype),
+        "grad_scale": float(scale.grad),
+        "grad_bias": float(bias.grad),
+    }
+
+
+def _memory(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
+    """Saved-for-backward bytes and peak live tensor bytes of one forward + backward."""
+    generator = torch.Generator().manual_seed(1000 + rank)
+    batch, dim = job["batch"], job["dim"]
+    saved_bytes = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved_bytes
+        saved_bytes += tensor.numel() * tensor.element_size()
+        return tensor
+
+    tracker = LiveTensorBytes()
+    with tracker, torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        # Created under the tracker: the own embeddings count too.
+        image = torch.randn(batch, dim, generator=generator).requires_grad_(True)
+        text = torch.randn(batch, dim, generator=generator).requires_grad_(True)
+        loss = distributed_sigmoid_loss(
+            image,
+            text,
+            scale=10.0,
+            bias=-10.0,
+            group=group,
+            strategy=job["strategy"],
+            block_size=job["block_size"],
+        )
+        loss.backward()
+        del loss
+    return {"saved_bytes": saved_bytes, "peak_bytes": tracker.peak}
+
+
+def _mismatched_dims(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
+    image = torch.randn(3, 4 + rank)
+    try:
+        distributed_sigmoid_loss(image, image, scale=10.0, bias=-10.0, group=group)
+    except ValueError as error:
+        return {"error": str(error)}
+    return {"error": None}
+
+
+JOBS = {"loss_and_grads": _loss_and_grads, "memory": _memory, "mismatched_dims": _mismatched_dims}
+
+
+def main(rank: int, world_size: int, parent_port: int, authkey: bytes) -> None:
+    connection = Client(("127.0.0.1", parent_port), authkey=authkey)
+    connection.send(("hello", rank))
+    if rank == 0:
+        store = dist.TCPStore("127.0.0.1", 0, world_size, is_master=True, wait_for_workers=False)
+        connection.send(("store_port", store.port))
+    else:
+        store = dist.TCPStore("127.0.0.1", connection.recv(), world_size, is_master=False)
+    dist.init_process_group(
+        "gloo",
+        store=store,
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    # new_group is collective: every rank creates every group, in the same order.
+    groups: dict[int, Any] = {
+        size: dist.new_group(list(range(size))) for size in range(1, world_size)
+    }
+    groups[world_size] = None  # the default group (the world)
+    connection.send(("ready", rank))
+    while True:
+        job = connection.recv()
+        if job is None:
+            break
+        try:
+            result = JOBS[job["kind"]](job, groups[job["world_size"]], rank)
+            connection.send(("ok", result))
+        except Exception:
+            connection.send(("error", traceback.format_exc()))
+    dist.destroy_process_group()
+    connection.close()
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), bytes.fromhex(sys.argv[4]))

@@ -1,0 +1,280 @@
+"""distributed_sigmoid_loss over real gloo process groups equals the single-device float64 oracle.
+
+One pool of 4 worker processes (tests/torch/distributed_worker.py) is started per module; it has
+one process group per size 1..4, so every check (sizes, strategies, hypothesis examples, memory)
+runs without paying process start-up and torch import again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from multiprocessing.connection import Listener
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from siglip_loss.numpy import sigmoid_loss_and_grads
+from siglip_loss.torch import distributed_sigmoid_loss
+
+pytestmark = pytest.mark.multiprocess
+
+POOL_SIZE = 4
+WORKER = Path(__file__).with_name("distributed_worker.py")
+TIMEOUT_S = 180.0
+
+
+class WorkerPool:
+    """Four gloo ranks on 127.0.0.1 waiting for jobs; ``run`` sends one job to the first W ranks."""
+
+    def __init__(self) -> None:
+        authkey = secrets.token_bytes(16)
+        self._listener = Listener(("127.0.0.1", 0), authkey=authkey)
+        port = self._listener.address[1]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        self._processes = [
+            subprocess.Popen(
+                [sys.executable, str(WORKER), str(rank), str(POOL_SIZE), str(port), authkey.hex()],
+                env=env,
+            )
+            for rank in range(POOL_SIZE)
+        ]
+        connections: dict[int, Connection] = {}
+        for _ in range(POOL_SIZE):
+            connection = self._listener.accept()
+            _, rank = self._receive(connection)
+            connections[rank] = connection
+        self.connections = [connections[rank] for rank in range(POOL_SIZE)]
+        _, store_port = self._receive(self.connections[0])
+        for connection in self.connections[1:]:
+            connection.send(store_port)
+        for connection in self.connections:
+            self._receive(connection)  # "ready"
+
+    def _receive(self, connection: Connection) -> Any:
+        if not connection.poll(TIMEOUT_S):
+            self.close()
+            raise TimeoutError(f"a gloo worker did not answer within {TIMEOUT_S} s")
+        return connection.recv()
+
+    def run(self, world_size: int, job: dict[str, Any]) -> list[dict[str, Any]]:
+        job = dict(job, world_size=world_size)
+        for connection in self.connections[:world_size]:
+            connection.send(job)
+        replies = [self._receive(connection) for connection in self.connections[:world_size]]
+        errors = [payload for status, payload in replies if status == "error"]
+        if errors:
+            raise AssertionError("worker failed:\n" + "\n".join(errors))
+        return [payload for _, payload in replies]
+
+    def close(self) -> None:
+        for connection in getattr(self, "connections", []):
+            with contextlib.suppress(OSError):
+                connection.send(None)
+        for process in self._processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._listener.close()
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[WorkerPool]:
+    workers = WorkerPool()
+    yield workers
+    workers.close()
+
+
+def random_shards(
+    rng: np.random.Generator, batch_sizes: list[int], dim: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """L2-normalised float32 image/text rows split into one shard per rank."""
+
+    def rows(count: int) -> np.ndarray:
+        values = rng.standard_normal((count, dim))
+        return (values / np.linalg.norm(values, axis=1, keepdims=True)).astype(np.float32)
+
+    return [rows(n) for n in batch_sizes], [rows(n) for n in batch_sizes]
+
+
+def assert_matches_single_device(
+    replies: list[dict[str, Any]],
+    image_shards: list[np.ndarray],
+    text_shards: list[np.ndarray],
+    scale: float,
+    bias: float,
+    *,
+    rtol: float = 2e-5,
+    atol: float = 2e-6,
+) -> None:
+    """Mean loss and DDP-averaged gradients equal the float64 oracle on the concatenated batch."""
+    world_size = len(replies)
+    oracle = sigmoid_loss_and_grads(
+        np.concatenate(image_shards), np.concatenate(text_shards), scale=scale, bias=bias
+    )
+    mean_loss = np.mean([reply["loss"] for reply in replies])
+    np.testing.assert_allclose(mean_loss, oracle.loss, rtol=rtol, atol=atol)
+    mean_loss_without_grad = np.mean([reply["loss_without_grad"] for reply in replies])
+    np.testing.assert_allclose(mean_loss_without_grad, oracle.loss, rtol=rtol, atol=atol)
+    # DDP averages each parameter's gradient over the ranks; a shard's rows live on one rank, so
+    # its averaged gradient is the rank's gradient / W.
+    grad_image = np.concatenate([reply["grad_image"] for reply in replies]) / world_size
+    grad_text = np.concatenate([reply["grad_text"] for reply in replies]) / world_size
+    np.testing.assert_allclose(grad_image, oracle.grad_image_emb, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(grad_text, oracle.grad_text_emb, rtol=rtol, atol=atol)
+    grad_scale = np.mean([reply["grad_scale"] for reply in replies])
+    grad_bias = np.mean([reply["grad_bias"] for reply in replies])
+    np.testing.assert_allclose(grad_scale, oracle.grad_scale, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(grad_bias, oracle.grad_bias, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("strategy", ["ring", "all_gather"])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_mean_loss_and_averaged_gradients_equal_single_device(
+    pool: WorkerPool, world_size: int, strategy: str
+) -> None:
+    rng = np.random.default_rng(world_size)
+    image_shards, text_shards = random_shards(rng, [5] * world_size, 8)
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": strategy,
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": 10.0,
+        "bias": -3.0,
+        "block_size": 2,  # several tiles per block, ragged last tile
+    }
+    replies = pool.run(world_size, job)
+    assert {reply["loss_dtype"] for reply in replies} == {"torch.float32"}
+    assert_matches_single_device(replies, image_shards, text_shards, 10.0, -3.0)
+
+
+@pytest.mark.parametrize("strategy", ["ring", "all_gather"])
+def test_uneven_local_batches_are_exact(pool: WorkerPool, strategy: str) -> None:
+    rng = np.random.default_rng(7)
+    image_shards, text_shards = random_shards(rng, [1, 6, 3, 4], 5)
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": strategy,
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": 7.5,
+        "bias": -1.0,
+    }
+    assert_matches_single_device(pool.run(4, job), image_shards, text_shards, 7.5, -1.0)
+
+
+def test_bfloat16_inputs_get_bfloat16_gradients_close_to_the_oracle(pool: WorkerPool) -> None:
+    rng = np.random.default_rng(3)
+    image_shards, text_shards = random_shards(rng, [4, 4], 16)
+    # Round the inputs to bfloat16 first, so that the oracle sees the same values.
+    image_shards = [torch.tensor(s).bfloat16().float().numpy() for s in image_shards]
+    text_shards = [torch.tensor(s).bfloat16().float().numpy() for s in text_shards]
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": "ring",
+        "dtype": "bfloat16",
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": 10.0,
+        "bias": -10.0,
+    }
+    replies = pool.run(2, job)
+    assert {reply["grad_image_dtype"] for reply in replies} == {"torch.bfloat16"}
+    # float32 accumulation: the loss is float32-exact; the gradients are rounded to bfloat16.
+    oracle = sigmoid_loss_and_grads(
+        np.concatenate(image_shards), np.concatenate(text_shards), scale=10.0, bias=-10.0
+    )
+    np.testing.assert_allclose(np.mean([r["loss"] for r in replies]), oracle.loss, rtol=1e-5)
+    grad_text = np.concatenate([r["grad_text"] for r in replies]) / 2
+    np.testing.assert_allclose(grad_text, oracle.grad_text_emb, rtol=1e-2, atol=1e-3)
+
+
+@settings(deadline=None)
+@given(
+    batch_sizes=st.lists(st.integers(1, 6), min_size=1, max_size=POOL_SIZE),
+    dim=st.integers(1, 9),
+    scale=st.floats(0.5, 50.0),
+    bias=st.floats(-15.0, 5.0),
+    strategy=st.sampled_from(["ring", "all_gather"]),
+    block_size=st.one_of(st.none(), st.integers(1, 4)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_distributed_equals_single_device_for_any_shards_scale_and_bias(
+    pool: WorkerPool,
+    batch_sizes: list[int],
+    dim: int,
+    scale: float,
+    bias: float,
+    strategy: str,
+    block_size: int | None,
+    seed: int,
+) -> None:
+    image_shards, text_shards = random_shards(np.random.default_rng(seed), batch_sizes, dim)
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": strategy,
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": scale,
+        "bias": bias,
+        "block_size": block_size,
+    }
+    replies = pool.run(len(batch_sizes), job)
+    # float32 sums of up to 24^2 terms with logits up to |60|: relative 1e-4 on the small grads.
+    assert_matches_single_device(
+        replies, image_shards, text_shards, scale, bias, rtol=1e-4, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("strategy", ["ring", "all_gather"])
+def test_ring_memory_does_not_grow_with_world_size(pool: WorkerPool, strategy: str) -> None:
+    job = {"kind": "memory", "strategy": strategy, "batch": 64, "dim": 32, "block_size": 16}
+    by_world = {w: pool.run(w, job) for w in (1, 2, 3, 4)}
+    saved = {w: {r["saved_bytes"] for r in replies} for w, replies in by_world.items()}
+    peak = {w: max(r["peak_bytes"] for r in replies) for w, replies in by_world.items()}
+    # Backward keeps exactly the four float32 gradients, [n, D] x 2 and two scalars, for any W.
+    expected_saved = 2 * 64 * 32 * 4 + 2 * 4
+    assert saved == {w: {expected_saved} for w in (1, 2, 3, 4)}
+    block = 64 * 32 * 4  # one [n, D] float32 block
+    if strategy == "ring":
+        # From W = 3 on, every step looks the same: own embeddings (2 blocks), the image gradient,
+        # two block gradients inside the fused primitive, the travelling gradient being sent and
+        # the one being received, the text block in use and the one in flight: 9 blocks + tiles.
+        assert peak[1] <= peak[2] <= peak[3] == peak[4], peak
+        assert peak[4] < 10 * block, peak
+    else:
+        # The gathered tower and its float32 gradient grow by two blocks per extra rank.
+        assert peak[4] - peak[2] >= 4 * block, peak
+
+
+def test_dims_that_differ_between_ranks_raise_on_every_rank(pool: WorkerPool) -> None:
+    replies = pool.run(3, {"kind": "mismatched_dims"})
+    for reply in replies:
+        assert reply["error"] is not None
+        assert "dims [4, 5, 6]" in reply["error"]
+
+
+def test_without_a_process_group_raises_a_clear_error() -> None:
+    image = torch.randn(2, 3)
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        distributed_sigmoid_loss(image, image, scale=10.0, bias=-10.0)
+
+
+def test_unknown_strategy_raises_naming_the_argument() -> None:
+    image = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="strategy: expected one of"):
+        distributed_sigmoid_loss(image, image, scale=10.0, bias=-10.0, strategy="bidir")  # type: ignore[arg-type]
