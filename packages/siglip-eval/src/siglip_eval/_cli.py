@@ -1,0 +1,439 @@
+"""``siglip-eval zeroshot|retrieval|linear-probe``: evaluate a checkpoint on disk (or saved
+embeddings) and write ``results.json``, ``summary.md`` and plots.
+
+Datasets are named ``KIND:PATH``:
+
+- ``image-folder:DIR`` one sub-folder per class (classification);
+- ``built:DIR[:SPLIT]`` a dataset written by ``siglip-data build ...`` (its ``dataset.json``);
+- ``shards:PATTERN`` siglip-data shards (classification needs ``--class-names FILE``);
+- ``karpathy:JSON`` COCO / Flickr30k Karpathy split (``--image-root``, ``--split``);
+- ``jsonl:FILE`` one ``{"image", "captions"}`` object per line (retrieval).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._datasets import ClassificationDataset
+from ._datasets import RetrievalDataset
+from ._datasets import image_folder
+from ._datasets import karpathy_json
+from ._datasets import retrieval_jsonl
+from ._encoders import EmbeddingCache
+from ._encoders import Encoder
+from ._templates import TEMPLATE_SETS
+from ._templates import get_templates
+
+
+class UsageError(ValueError):
+    """A command-line argument that cannot work; printed without a traceback."""
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    kind, separator, rest = spec.partition(":")
+    if not separator or not rest:
+        raise UsageError(
+            f"dataset: expected KIND:PATH (e.g. image-folder:/data/pets), got {spec!r}"
+        )
+    return kind, rest
+
+
+def _preprocess(args: argparse.Namespace, image_size: int) -> Any:
+    try:
+        import siglip_data
+    except ImportError:
+        if args.resample != "bicubic":
+            raise UsageError(
+                "--resample other than bicubic needs siglip-data: pip install 'siglip-eval[data]'"
+            ) from None
+        return None
+    return lambda image: siglip_data.preprocess_image(
+        image, size=image_size, resample=args.resample
+    )
+
+
+def _class_names_file(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    names = [
+        line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+    if not names:
+        raise UsageError(f"--class-names: {path!r} has no names (one per line expected)")
+    return names
+
+
+def classification_dataset(
+    spec: str, args: argparse.Namespace, image_size: int
+) -> tuple[ClassificationDataset, tuple[str, ...] | None]:
+    """The classification dataset named by ``spec`` and, for built datasets, their templates."""
+    from ._shards import built_dataset
+    from ._shards import classification_shards
+
+    kind, path = _split_spec(spec)
+    names = _class_names_file(args.class_names)
+    if kind == "image-folder":
+        return image_folder(
+            path, image_size=image_size, class_names=names, preprocess=_preprocess(args, image_size)
+        ), None
+    if kind == "built":
+        directory, _, split = path.partition(":")
+        dataset, templates = built_dataset(
+            directory, split=split or "test", image_size=image_size, resample=args.resample
+        )
+        assert isinstance(dataset, ClassificationDataset)
+        if names is not None:
+            dataset.class_names = names
+        return dataset, templates
+    if kind == "shards":
+        if names is None:
+            raise UsageError(
+                "shards: classification from shards needs --class-names FILE (one name per line)"
+            )
+        return (
+            classification_shards(
+                path,
+                class_names=names,
+                image_size=image_size,
+                label_key=args.label_key,
+                resample=args.resample,
+            ),
+            None,
+        )
+    raise UsageError(
+        f"dataset: unknown kind {kind!r} for classification (image-folder, built, shards)"
+    )
+
+
+def retrieval_dataset(spec: str, args: argparse.Namespace, image_size: int) -> RetrievalDataset:
+    """The retrieval dataset named by ``spec``."""
+    from ._shards import built_dataset
+    from ._shards import retrieval_shards
+
+    kind, path = _split_spec(spec)
+    preprocess = _preprocess(args, image_size)
+    if kind == "karpathy":
+        if args.image_root is None:
+            raise UsageError(
+                "karpathy: needs --image-root (the folder the JSON's file paths are relative to)"
+            )
+        return karpathy_json(
+            path,
+            args.image_root,
+            image_size=image_size,
+            split=args.split,
+            captions_per_image=args.captions_per_image,
+            preprocess=preprocess,
+        )
+    if kind == "jsonl":
+        return retrieval_jsonl(
+            path, image_size=image_size, image_root=args.image_root, preprocess=preprocess
+        )
+    if kind == "shards":
+        return retrieval_shards(path, image_size=image_size, resample=args.resample)
+    if kind == "built":
+        directory, _, split = path.partition(":")
+        dataset, _ = built_dataset(
+            directory,
+            split=split or "test",
+            image_size=image_size,
+            task="retrieval",
+            resample=args.resample,
+        )
+        assert isinstance(dataset, RetrievalDataset)
+        return dataset
+    raise UsageError(
+        f"dataset: unknown kind {kind!r} for retrieval (karpathy, jsonl, shards, built)"
+    )
+
+
+def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
+    """``(encoder, image_size)`` for ``--model`` with ``--backend`` and ``--tokenizer``."""
+    if args.tokenizer is None:
+        raise UsageError("--tokenizer: a SentencePiece .model file is needed to embed text")
+    try:
+        from siglip_data import SentencePieceTokenizer
+        from siglip_models import read_hf_config
+    except ImportError as error:
+        raise UsageError(
+            f"--model needs siglip-models and siglip-data: pip install 'siglip-eval[torch,data]' ({error})"
+        ) from None
+    if str(args.model).endswith(".npz"):
+        raise UsageError(
+            "--model: pass a Hugging Face folder (config.json + model.safetensors); convert .npz with siglip-models"
+        )
+    config = read_hf_config(args.model)
+    tokenizer = SentencePieceTokenizer(
+        args.tokenizer,
+        preset=args.tokenizer_preset,
+        length=args.text_length or config.text.max_length,
+    )
+    if args.backend == "torch":
+        import torch
+
+        from .torch import from_pretrained
+
+        dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            args.dtype
+        ]
+        encoder, model = from_pretrained(args.model, tokenizer, device=args.device, dtype=dtype)
+    else:
+        from .flax import from_pretrained as flax_from_pretrained
+
+        encoder, model = flax_from_pretrained(args.model, tokenizer)
+    return encoder, int(args.image_size or model.config.vision.image_size)
+
+
+def _load_npz(path: str, required: Sequence[str]) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        missing = [key for key in required if key not in archive]
+        if missing:
+            raise UsageError(
+                f"--embeddings: {path!r} lacks arrays {missing} (has {sorted(archive.files)})"
+            )
+        return {key: archive[key] for key in archive.files}
+
+
+def _finish(result: Any, args: argparse.Namespace, context: dict[str, Any]) -> int:
+    from ._report import markdown_summary
+    from ._report import write_report
+
+    plots = not args.no_plots
+    if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print(
+                "matplotlib is not installed: skipping plots (pip install 'siglip-eval[report]')",
+                file=sys.stderr,
+            )
+            plots = False
+    written = write_report(result, args.out, context=context, plots=plots)
+    print(markdown_summary(result, context=context))
+    print("wrote " + ", ".join(str(path) for path in written.values()), file=sys.stderr)
+    return 0
+
+
+def _context(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    context = (
+        {"model": args.model, "backend": args.backend}
+        if args.embeddings is None
+        else {"embeddings": args.embeddings}
+    )
+    context.update({k: v for k, v in extra.items() if v is not None})
+    return context
+
+
+def run_zeroshot(args: argparse.Namespace) -> int:
+    from ._zeroshot import evaluate_zeroshot
+    from ._zeroshot import zeroshot_from_embeddings
+
+    if args.embeddings is not None:
+        arrays = _load_npz(args.embeddings, ("image_emb", "class_emb", "labels", "class_names"))
+        result = zeroshot_from_embeddings(
+            arrays["image_emb"],
+            arrays["class_emb"],
+            arrays["labels"],
+            [str(n) for n in arrays["class_names"]],
+            dataset=Path(args.embeddings).stem,
+            ties=args.ties,
+        )
+        return _finish(result, args, _context(args))
+    encoder, image_size = load_encoder(args)
+    dataset, dataset_templates = classification_dataset(args.dataset, args, image_size)
+    templates = get_templates(args.templates) if args.templates != "dataset" else dataset_templates
+    if templates is None:
+        raise UsageError(
+            "--templates dataset: only built datasets (built:DIR) carry their own templates"
+        )
+    result = evaluate_zeroshot(
+        encoder,
+        dataset,
+        templates=templates,
+        batch_size=args.batch_size,
+        cache=EmbeddingCache(args.cache) if args.cache else None,
+        progress=not args.no_progress,
+        ties=args.ties,
+    )
+    return _finish(
+        result,
+        args,
+        _context(args, dataset=args.dataset, templates=args.templates, image_size=image_size),
+    )
+
+
+def run_retrieval(args: argparse.Namespace) -> int:
+    from ._retrieval import evaluate_retrieval
+    from ._retrieval import retrieval_from_embeddings
+
+    ks = tuple(int(k) for k in args.ks.split(","))
+    if args.embeddings is not None:
+        arrays = _load_npz(args.embeddings, ("image_emb", "text_emb", "text_to_image"))
+        result = retrieval_from_embeddings(
+            arrays["image_emb"],
+            arrays["text_emb"],
+            arrays["text_to_image"],
+            ks=ks,
+            dataset=Path(args.embeddings).stem,
+            ties=args.ties,
+        )
+        return _finish(result, args, _context(args))
+    encoder, image_size = load_encoder(args)
+    dataset = retrieval_dataset(args.dataset, args, image_size)
+    result = evaluate_retrieval(
+        encoder,
+        dataset,
+        ks=ks,
+        batch_size=args.batch_size,
+        cache=EmbeddingCache(args.cache) if args.cache else None,
+        progress=not args.no_progress,
+        ties=args.ties,
+    )
+    return _finish(result, args, _context(args, dataset=args.dataset, image_size=image_size))
+
+
+def run_linear_probe(args: argparse.Namespace) -> int:
+    from ._linear_probe import evaluate_linear_probe
+    from ._linear_probe import linear_probe
+
+    if args.embeddings is not None:
+        arrays = _load_npz(
+            args.embeddings, ("train_features", "train_labels", "test_features", "test_labels")
+        )
+        result = linear_probe(
+            arrays["train_features"],
+            arrays["train_labels"],
+            arrays["test_features"],
+            arrays["test_labels"],
+            val_features=arrays.get("val_features"),
+            val_labels=arrays.get("val_labels"),
+            dataset=Path(args.embeddings).stem,
+            seed=args.seed,
+        )
+        return _finish(result, args, _context(args))
+    if args.train is None or args.dataset is None:
+        raise UsageError(
+            "linear-probe: needs --train SPEC and --dataset SPEC (the test split), or --embeddings"
+        )
+    encoder, image_size = load_encoder(args)
+    train, _ = classification_dataset(args.train, args, image_size)
+    test, _ = classification_dataset(args.dataset, args, image_size)
+    val = classification_dataset(args.val, args, image_size)[0] if args.val else None
+    result = evaluate_linear_probe(
+        encoder,
+        train,
+        test,
+        val=val,
+        batch_size=args.batch_size,
+        cache=EmbeddingCache(args.cache) if args.cache else None,
+        progress=not args.no_progress,
+        seed=args.seed,
+    )
+    return _finish(result, args, _context(args, train=args.train, test=args.dataset, val=args.val))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``siglip-eval`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="siglip-eval",
+        description="Zero-shot classification, retrieval and linear probe for SigLIP checkpoints.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--out", required=True, help="folder for results.json, summary.md and plots"
+        )
+        source = sub.add_argument_group("model (or --embeddings)")
+        source.add_argument(
+            "--model", help="Hugging Face SiglipModel folder (config.json + model.safetensors)"
+        )
+        source.add_argument(
+            "--embeddings", help=".npz of precomputed embeddings instead of a model"
+        )
+        source.add_argument("--backend", choices=("torch", "flax"), default="torch")
+        source.add_argument("--tokenizer", help="SentencePiece .model file")
+        source.add_argument(
+            "--tokenizer-preset", default="siglip", choices=("siglip", "siglip-i18n", "siglip2")
+        )
+        source.add_argument("--text-length", type=int, help="token length (default: the model's)")
+        source.add_argument("--device", default="cpu")
+        source.add_argument(
+            "--dtype", default="float32", choices=("float32", "bfloat16", "float16")
+        )
+        source.add_argument(
+            "--image-size", type=int, help="input resolution (default: the model's)"
+        )
+        source.add_argument(
+            "--resample",
+            default="bicubic",
+            choices=("bicubic", "bilinear", "pil_bilinear"),
+            help="resize kernel (bilinear = big_vision's tf.image.resize; needs siglip-data)",
+        )
+        sub.add_argument("--batch-size", type=int, default=64)
+        sub.add_argument("--cache", help="folder for the .npy embedding cache")
+        sub.add_argument("--ties", default="index", choices=("index", "pessimistic", "optimistic"))
+        sub.add_argument("--no-progress", action="store_true", help="no progress bars")
+        sub.add_argument("--no-plots", action="store_true", help="no matplotlib plots")
+        sub.add_argument("--class-names", help="file with one class name per line (prompt names)")
+        sub.add_argument("--label-key", default="label", help="shard metadata field with the label")
+
+    zeroshot = commands.add_parser("zeroshot", help="zero-shot classification")
+    common(zeroshot)
+    zeroshot.add_argument("--dataset", help="image-folder:DIR | built:DIR[:SPLIT] | shards:PATTERN")
+    zeroshot.add_argument(
+        "--templates",
+        default="imagenet80",
+        choices=(*sorted(TEMPLATE_SETS), "dataset"),
+        help="prompt set: the 80 CLIP ImageNet prompts, CLIP's 7, one prompt, or the built dataset's",
+    )
+    zeroshot.set_defaults(run=run_zeroshot)
+
+    retrieval = commands.add_parser("retrieval", help="image-text retrieval Recall@K")
+    common(retrieval)
+    retrieval.add_argument(
+        "--dataset", help="karpathy:JSON | jsonl:FILE | shards:PATTERN | built:DIR[:SPLIT]"
+    )
+    retrieval.add_argument("--image-root", help="folder image paths are relative to")
+    retrieval.add_argument(
+        "--split", default="test", help="Karpathy split (test, val, train, restval)"
+    )
+    retrieval.add_argument(
+        "--captions-per-image", type=int, help="keep the first N captions of each image"
+    )
+    retrieval.add_argument("--ks", default="1,5,10", help="comma-separated K values")
+    retrieval.set_defaults(run=run_retrieval)
+
+    probe = commands.add_parser("linear-probe", help="logistic regression on frozen image features")
+    common(probe)
+    probe.add_argument("--train", help="training split (classification spec)")
+    probe.add_argument("--val", help="validation split (default: 20%% of --train, stratified)")
+    probe.add_argument("--dataset", help="test split (classification spec)")
+    probe.add_argument("--seed", type=int, default=0)
+    probe.set_defaults(run=run_linear_probe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``siglip-eval``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.embeddings is None and args.model is None:
+        parser.error("either --model (with --tokenizer and --dataset) or --embeddings is required")
+    if args.embeddings is None and args.command != "linear-probe" and args.dataset is None:
+        parser.error("--dataset is required with --model")
+    try:
+        return int(args.run(args))
+    except (UsageError, FileNotFoundError, ValueError, ImportError) as error:
+        print(f"siglip-eval {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Encoders for Flax NNX models: numpy in, numpy out, jitted once per input shape."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from siglip_eval._encoders import Encoder
+
+Tokenizer = Callable[[list[str]], Any]
+
+
+def flax_encoder(
+    model: Any,
+    tokenizer: Tokenizer,
+    *,
+    name: str | None = None,
+    jit: bool = True,
+    image_method: str = "encode_image",
+    text_method: str = "encode_text",
+) -> Encoder:
+    """An ``Encoder`` over a Flax NNX model with ``encode_image(NHWC)`` / ``encode_text(ids)``.
+
+    Works for ``siglip_models.flax.SiglipModel``. Pixels stay NHWC float32 in [-1, 1]; texts go
+    through ``tokenizer`` and become int32 ids. With ``jit`` each method is compiled once per batch
+    shape (``nnx.jit``); the last, smaller batch compiles once more.
+
+    Args:
+        model: the NNX model.
+        tokenizer: ``list[str] -> [batch, length]`` int ids.
+        name: cache key (default: the class name).
+        jit: compile the encoders.
+        image_method / text_method: method names to call.
+
+    Returns:
+        ``Encoder``.
+    """
+
+    def run_image(module: Any, pixels: jax.Array) -> Any:
+        return getattr(module, image_method)(pixels)
+
+    def run_text(module: Any, ids: jax.Array) -> Any:
+        return getattr(module, text_method)(ids)
+
+    image_fn = nnx.jit(run_image) if jit else run_image
+    text_fn = nnx.jit(run_text) if jit else run_text
+
+    def encode_images(pixels: np.ndarray) -> np.ndarray:
+        output = image_fn(model, jnp.asarray(np.asarray(pixels, dtype=np.float32)))
+        return np.asarray(output, dtype=np.float32)
+
+    def encode_texts(texts: list[str]) -> np.ndarray:
+        ids = jnp.asarray(np.asarray(tokenizer(list(texts))), dtype=jnp.int32)
+        return np.asarray(text_fn(model, ids), dtype=np.float32)
+
+    return Encoder(
+        encode_images=encode_images, encode_texts=encode_texts, name=name or type(model).__name__
+    )
+
+
+def from_pretrained(
+    path: str | os.PathLike[str],
+    tokenizer: Tokenizer,
+    *,
+    name: str | None = None,
+) -> tuple[Encoder, Any]:
+    """Load a checkpoint on disk with ``siglip_models.flax.SiglipModel`` and wrap it.
+
+    Returns:
+        ``(encoder, model)``.
+    """
+    from siglip_models.flax import SiglipModel
+
+    model = SiglipModel.from_pretrained(path)
+    return flax_encoder(model, tokenizer, name=name or os.path.abspath(path)), model

@@ -1,0 +1,11 @@
+"""PyTorch adapters: turn a model into an ``Encoder`` (install ``siglip-eval[torch]``)."""
+
+from siglip_eval.torch._adapter import from_pretrained
+from siglip_eval.torch._adapter import torch_encoder
+from siglip_eval.torch._adapter import transformers_encoder
+
+__all__ = [
+    "from_pretrained",
+    "torch_encoder",
+    "transformers_encoder",
+]

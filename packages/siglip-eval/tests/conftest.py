@@ -1,0 +1,59 @@
+"""Shared fixtures: a toy encoder whose embeddings are known in closed form."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from siglip_eval import Encoder
+
+COLORS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0)}
+
+
+def color_encoder(name: str = "color-toy") -> Encoder:
+    """Images embed to their mean RGB; a text embeds to the RGB of the color it names.
+
+    A prompt naming "red" maps to (1, -1, -1) etc., so zero-shot on solid-color images is exact.
+    """
+
+    def encode_images(pixels: np.ndarray) -> np.ndarray:
+        return pixels.reshape(len(pixels), -1, 3).mean(axis=1)
+
+    def encode_texts(texts: list[str]) -> np.ndarray:
+        rows = []
+        for text in texts:
+            words = set(re.findall(r"[a-z]+", text.lower()))
+            match = [rgb for color, rgb in COLORS.items() if color in words]
+            if len(match) != 1:
+                raise AssertionError(f"toy encoder cannot embed {text!r}")
+            rows.append(match[0])
+        return np.asarray(rows)
+
+    return Encoder(encode_images=encode_images, encode_texts=encode_texts, name=name)
+
+
+def solid_images(colors: list[str], size: int = 8, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pixels = np.stack([np.broadcast_to(np.asarray(COLORS[c]), (size, size, 3)) for c in colors])
+    return (pixels + noise * rng.normal(size=pixels.shape)).astype(np.float32)
+
+
+@pytest.fixture
+def encoder() -> Encoder:
+    return color_encoder()
+
+
+class Toys:
+    """The toy helpers, handed to tests as a fixture (pytest's importlib mode cannot import
+    conftest as a module)."""
+
+    colors = COLORS
+    color_encoder = staticmethod(color_encoder)
+    solid_images = staticmethod(solid_images)
+
+
+@pytest.fixture
+def toys() -> type[Toys]:
+    return Toys

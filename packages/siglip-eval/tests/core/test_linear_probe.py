@@ -1,0 +1,97 @@
+"""Linear probe: the C sweep, accuracy on separable and on noise features, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from siglip_eval import classification_arrays
+from siglip_eval import evaluate_linear_probe
+from siglip_eval import linear_probe
+
+
+def blobs(seed: int, count: int, classes: int = 4, dim: int = 8, spread: float = 0.5):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, dim)) * 3
+    labels = np.arange(count) % classes
+    return centers[labels] + spread * rng.normal(size=(count, dim)), labels
+
+
+def test_separable_features_reach_full_accuracy() -> None:
+    x, y = blobs(0, 200)
+    result = linear_probe(x[:160], y[:160], x[160:], y[160:])
+    assert result.metrics["top1"] == 1.0
+    assert result.metrics["mean_per_class_recall"] == 1.0
+    assert result.num_train + result.num_val == 160
+    assert result.num_test == 40
+    # 7 coarse values plus 2 per refinement (minus repeats), all inside [1e-6, 1e6].
+    assert 7 <= len(result.sweep) <= 15
+    assert all(1e-6 <= c <= 1e6 for c, _ in result.sweep)
+    assert result.best_c in [c for c, _ in result.sweep]
+
+
+def test_noise_features_stay_near_chance() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(400, 16)), rng.integers(0, 4, 400)
+    result = linear_probe(x[:300], y[:300], x[300:], y[300:])
+    assert result.metrics["top1"] < 0.45
+
+
+def test_best_c_maximizes_validation_accuracy_and_strong_regularization_wins_ties() -> None:
+    x, y = blobs(2, 120)
+    result = linear_probe(
+        x[:80], y[:80], x[80:], y[80:], val_features=x[80:100], val_labels=y[80:100]
+    )
+    best = max(accuracy for _, accuracy in result.sweep)
+    assert result.best_c == min(c for c, accuracy in result.sweep if accuracy == best)
+
+
+def test_matches_a_direct_sklearn_fit_at_the_chosen_c() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = blobs(3, 160, spread=3.0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    train_x, val_x, test_x = x[:80], x[80:120], x[120:]
+    result = linear_probe(
+        train_x,
+        y[:80],
+        test_x,
+        y[120:],
+        val_features=val_x,
+        val_labels=y[80:120],
+        max_iter=200,
+        refinements=2,
+    )
+    model = LogisticRegression(C=result.best_c, max_iter=200).fit(
+        np.concatenate([train_x, val_x]), y[:120]
+    )
+    assert result.metrics["top1"] == pytest.approx(np.mean(model.predict(test_x) == y[120:]))
+
+
+def test_unseen_test_class_and_nan_are_errors() -> None:
+    x, y = blobs(4, 40)
+    with pytest.raises(ValueError, match=r"classes \[9\] never occur"):
+        linear_probe(x, y, x[:2], np.array([9, 0]))
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"train_features.*NaN/inf in row 3"):
+        linear_probe(x, y, x[:2], y[:2])
+
+
+def test_evaluate_linear_probe_embeds_every_split(toys) -> None:
+    colors = ["red", "green", "blue"] * 6
+    names = ["red", "green", "blue"]
+    labels = [names.index(c) for c in colors]
+    train = classification_arrays(
+        toys.solid_images(colors, noise=0.3, seed=0), labels, names, name="train"
+    )
+    test = classification_arrays(
+        toys.solid_images(colors, noise=0.3, seed=1), labels, names, name="test"
+    )
+    result = evaluate_linear_probe(toys.color_encoder(), train, test, progress=False)
+    assert result.metrics["top1"] == 1.0
+    assert result.to_dict()["num_test"] == 18
+    other = classification_arrays(
+        toys.solid_images(colors[:2]), [0, 1], ["red", "green"], name="other"
+    )
+    with pytest.raises(ValueError, match="class list"):
+        evaluate_linear_probe(toys.color_encoder(), train, other, progress=False)
