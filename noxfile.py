@@ -33,6 +33,8 @@ class Variant:
     extras: tuple[str, ...]
     tests: tuple[str, ...]  # paths relative to the package directory
     env: tuple[tuple[str, str], ...] = ()
+    # Installed with --no-deps after the rest (peer projects whose deps would pull torchvision).
+    no_deps: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +75,43 @@ PACKAGES: dict[str, Package] = {
         siblings=(),
         variants={
             "core": Variant(extras=("test",), tests=("tests/core", "tests/test_public_api.py")),
-            "adapters": Variant(extras=("torch", "jax", "test"), tests=("tests/adapters",)),
+            # torch and jax in separate venvs: DataLoader workers fork, and JAX warns on fork.
+            "torch": Variant(extras=("torch", "test"), tests=("tests/adapters/test_torch.py",)),
+            "jax": Variant(extras=("jax", "test"), tests=("tests/adapters/test_jax.py",)),
         },
         all_extras=("torch", "jax", "test"),
+    ),
+    "models": Package(
+        short="models",
+        directory="packages/siglip-models",
+        import_name="siglip_models",
+        siblings=(),
+        variants={
+            "torch": Variant(
+                extras=("torch", "test"),
+                tests=("tests/test_public_api.py", "tests/core", "tests/torch"),
+            ),
+        },
+        all_extras=("torch", "flax", "test"),
+    ),
+    "eval": Package(
+        short="eval",
+        directory="packages/siglip-eval",
+        import_name="siglip_eval",
+        siblings=("data", "models"),
+        variants={
+            "core": Variant(
+                extras=("linear-probe", "report", "testing"),
+                tests=("tests/core", "tests/test_public_api.py"),
+            ),
+            # clip-benchmark's metric modules need only torch, tqdm and scikit-learn.
+            "torch": Variant(
+                extras=("torch", "data", "parity", "linear-probe", "testing"),
+                tests=("tests/torch", "tests/parity"),
+                no_deps=("clip-benchmark==1.6.2",),
+            ),
+        },
+        all_extras=("torch", "flax", "data", "linear-probe", "report", "testing"),
     ),
 }
 
@@ -116,6 +152,8 @@ def _make_test_session(package: Package) -> None:
         requirements = [local_requirement(s) for s in sibling_closure(package.short)]
         requirements.append(local_requirement(package.short, spec.extras))
         install_packages(session, requirements, "pytest", "pytest-xdist")
+        if spec.no_deps:
+            session.install("--no-deps", *spec.no_deps)
         env = dict(spec.env)
         paths = [str(package_dir(package.short) / t) for t in spec.tests]
         session.run("python", "-m", "pytest", *paths, *session.posargs, env=env)

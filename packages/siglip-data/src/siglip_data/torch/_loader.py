@@ -17,6 +17,7 @@ from siglip_data._dataset import Batch
 from siglip_data._dataset import ImageTextDataset
 
 _STATE_KEY = "_siglip_data_state"
+_END_KEY = "_siglip_data_end_of_stream"
 
 
 def to_torch(batch: Batch, *, channels_first: bool = True) -> dict[str, Any]:
@@ -55,6 +56,9 @@ class TorchImageTextDataset(IterableDataset):  # type: ignore[type-arg]
         self.rotation = 0
         self.stream_states: dict[int, dict[str, Any]] = {}
         self.epoch = dataset.epoch
+        # ImageTextLoader sets this: batches then carry their stream's state, and each stream
+        # ends with a state-only item.
+        self.track_state = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -69,8 +73,12 @@ class TorchImageTextDataset(IterableDataset):  # type: ignore[type-arg]
                 return  # this stream already finished the epoch
         for batch, state in stream.iter_with_state():
             converted = to_torch(batch, channels_first=self.channels_first)
-            converted[_STATE_KEY] = (logical, state)
+            if self.track_state:
+                converted[_STATE_KEY] = (logical, state)
             yield converted
+        if self.track_state:
+            # Report the final state: skips after the stream's last batch must be counted too.
+            yield {_STATE_KEY: (logical, stream.state_dict()), _END_KEY: True}
 
 
 class ImageTextLoader:
@@ -123,6 +131,7 @@ class ImageTextLoader:
         self._stream_states: dict[int, dict[str, Any]] = {}
         self._next_stream = 0
         self._batches_in_epoch = 0
+        self._skipped_before_epoch = dict.fromkeys(SKIP_REASONS, 0)
 
     @property
     def epoch(self) -> int:
@@ -130,7 +139,8 @@ class ImageTextLoader:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its beginning on the next iteration."""
+        """Start ``epoch`` from its beginning on the next iteration (skip counts are kept)."""
+        self._skipped_before_epoch = self.skipped
         self._epoch = epoch
         self._stream_states = {}
         self._next_stream = 0
@@ -138,8 +148,8 @@ class ImageTextLoader:
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Bad samples skipped so far, by reason, summed over the worker streams."""
-        total = dict.fromkeys(SKIP_REASONS, 0)
+        """Bad samples skipped so far, by reason, summed over the worker streams and epochs."""
+        total = dict(self._skipped_before_epoch)
         for state in self._stream_states.values():
             for reason, count in state["skipped"].items():
                 total[reason] = total.get(reason, 0) + count
@@ -152,6 +162,7 @@ class ImageTextLoader:
             "num_workers": self.num_workers,
             "next_stream": self._next_stream,
             "batches_in_epoch": self._batches_in_epoch,
+            "skipped_before_epoch": dict(self._skipped_before_epoch),
             "streams": {str(k): copy.deepcopy(v) for k, v in self._stream_states.items()},
         }
 
@@ -169,6 +180,9 @@ class ImageTextLoader:
         self._epoch = int(state["epoch"])
         self._next_stream = int(state["next_stream"])
         self._batches_in_epoch = int(state["batches_in_epoch"])
+        self._skipped_before_epoch = dict.fromkeys(SKIP_REASONS, 0) | {
+            reason: int(count) for reason, count in state["skipped_before_epoch"].items()
+        }
         self._stream_states = {int(k): copy.deepcopy(v) for k, v in state["streams"].items()}
 
     def _epoch_dataset(self) -> TorchImageTextDataset:
@@ -176,6 +190,7 @@ class ImageTextLoader:
         wrapped.epoch = self._epoch
         wrapped.rotation = self._next_stream
         wrapped.stream_states = copy.deepcopy(self._stream_states)
+        wrapped.track_state = True
         return wrapped
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -197,6 +212,8 @@ class ImageTextLoader:
             logical, stream_state = batch.pop(_STATE_KEY)
             self._stream_states[int(logical)] = stream_state
             self._next_stream = (int(logical) + 1) % streams
+            if batch.pop(_END_KEY, False):
+                continue
             self._batches_in_epoch += 1
             yield batch
         self.set_epoch(self._epoch + 1)
