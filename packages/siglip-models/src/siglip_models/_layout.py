@@ -1,0 +1,335 @@
+"""The Hugging Face ``SiglipModel`` checkpoint layout: key names, shapes, config.json.
+
+Framework-free: both the PyTorch and the Flax models read and write exactly these keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from siglip_models._config import SiglipConfig
+from siglip_models._config import TextConfig
+from siglip_models._config import VisionConfig
+
+__all__ = [
+    "CheckpointError",
+    "config_from_hf_dict",
+    "config_to_hf_dict",
+    "hf_parameter_shapes",
+    "read_hf_config",
+    "validate_parameter_shapes",
+    "write_atomic",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+# Non-persistent HF buffers that old transformers versions sometimes saved; they carry no weights.
+IGNORED_SUFFIXES = (".position_ids",)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model: missing, unexpected or mis-shaped weights."""
+
+
+def _encoder_shapes(prefix: str, width: int, depth: int, mlp_dim: int) -> dict[str, tuple]:
+    shapes: dict[str, tuple] = {}
+    for index in range(depth):
+        layer = f"{prefix}.encoder.layers.{index}"
+        for norm in ("layer_norm1", "layer_norm2"):
+            shapes[f"{layer}.{norm}.weight"] = (width,)
+            shapes[f"{layer}.{norm}.bias"] = (width,)
+        for projection in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            shapes[f"{layer}.self_attn.{projection}.weight"] = (width, width)
+            shapes[f"{layer}.self_attn.{projection}.bias"] = (width,)
+        shapes[f"{layer}.mlp.fc1.weight"] = (mlp_dim, width)
+        shapes[f"{layer}.mlp.fc1.bias"] = (mlp_dim,)
+        shapes[f"{layer}.mlp.fc2.weight"] = (width, mlp_dim)
+        shapes[f"{layer}.mlp.fc2.bias"] = (width,)
+    return shapes
+
+
+def hf_parameter_shapes(config: SiglipConfig) -> dict[str, tuple]:
+    """Every key of a Hugging Face ``SiglipModel`` state dict for ``config``, with its shape.
+
+    Example:
+        >>> from siglip_models import get_config
+        >>> hf_parameter_shapes(get_config("tiny-test"))["vision_model.head.probe"]
+        (1, 1, 32)
+    """
+    vision, text = config.vision, config.text
+    width = vision.width
+    patch = vision.patch_size
+    shapes: dict[str, tuple] = {"logit_scale": (1,), "logit_bias": (1,)}
+    shapes["text_model.embeddings.token_embedding.weight"] = (text.vocab_size, text.width)
+    shapes["text_model.embeddings.position_embedding.weight"] = (text.max_length, text.width)
+    shapes.update(_encoder_shapes("text_model", text.width, text.depth, text.mlp_dim))
+    shapes["text_model.final_layer_norm.weight"] = (text.width,)
+    shapes["text_model.final_layer_norm.bias"] = (text.width,)
+    shapes["text_model.head.weight"] = (text.embed_dim, text.width)
+    shapes["text_model.head.bias"] = (text.embed_dim,)
+    shapes["vision_model.embeddings.patch_embedding.weight"] = (width, 3, patch, patch)
+    shapes["vision_model.embeddings.patch_embedding.bias"] = (width,)
+    shapes["vision_model.embeddings.position_embedding.weight"] = (vision.num_patches, width)
+    shapes.update(_encoder_shapes("vision_model", width, vision.depth, vision.mlp_dim))
+    shapes["vision_model.post_layernorm.weight"] = (width,)
+    shapes["vision_model.post_layernorm.bias"] = (width,)
+    shapes["vision_model.head.probe"] = (1, 1, width)
+    shapes["vision_model.head.attention.in_proj_weight"] = (3 * width, width)
+    shapes["vision_model.head.attention.in_proj_bias"] = (3 * width,)
+    shapes["vision_model.head.attention.out_proj.weight"] = (width, width)
+    shapes["vision_model.head.attention.out_proj.bias"] = (width,)
+    shapes["vision_model.head.layernorm.weight"] = (width,)
+    shapes["vision_model.head.layernorm.bias"] = (width,)
+    shapes["vision_model.head.mlp.fc1.weight"] = (vision.mlp_dim, width)
+    shapes["vision_model.head.mlp.fc1.bias"] = (vision.mlp_dim,)
+    shapes["vision_model.head.mlp.fc2.weight"] = (width, vision.mlp_dim)
+    shapes["vision_model.head.mlp.fc2.bias"] = (width,)
+    return shapes
+
+
+def _summarise(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def validate_parameter_shapes(
+    found: Mapping[str, tuple], config: SiglipConfig, *, source: str
+) -> None:
+    """Check that a checkpoint holds exactly the keys and shapes ``config`` needs.
+
+    Args:
+        found: key -> shape of every tensor in the checkpoint (HF key names).
+        config: the configuration the weights must fit.
+        source: where the weights came from, quoted in the error.
+
+    Raises:
+        CheckpointError: listing missing keys, unexpected keys, or each shape mismatch with the
+            key, the shape the config implies and the shape found.
+    """
+    expected = hf_parameter_shapes(config)
+    present = {k: tuple(v) for k, v in found.items() if not k.endswith(IGNORED_SUFFIXES)}
+    missing = sorted(set(expected) - set(present))
+    unexpected = sorted(set(present) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_summarise(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_summarise(unexpected)}")
+    mismatched = [
+        f"{key}: config expects {expected[key]}, checkpoint has {present[key]}"
+        for key in sorted(set(expected) & set(present))
+        if tuple(expected[key]) != present[key]
+    ]
+    if mismatched:
+        problems.append("shape mismatch (config/weights mismatch): " + "; ".join(mismatched[:8]))
+        if len(mismatched) > 8:
+            problems[-1] += f"; ... ({len(mismatched) - 8} more)"
+    if problems:
+        raise CheckpointError(
+            f"weights from {source} do not fit the config: " + " | ".join(problems)
+        )
+
+
+def config_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
+    """The ``config.json`` a transformers ``SiglipModel`` writes for this shape."""
+    vision, text = config.vision, config.text
+    return {
+        "architectures": ["SiglipModel"],
+        "model_type": "siglip",
+        "initializer_factor": 1.0,
+        "text_config": {
+            "model_type": "siglip_text_model",
+            "vocab_size": text.vocab_size,
+            "hidden_size": text.width,
+            "intermediate_size": text.mlp_dim,
+            "num_hidden_layers": text.depth,
+            "num_attention_heads": text.num_heads,
+            "max_position_embeddings": text.max_length,
+            "projection_size": text.embed_dim,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": text.layer_norm_eps,
+            "attention_dropout": 0.0,
+            "pad_token_id": text.pad_id,
+            "eos_token_id": 1,
+            "bos_token_id": None,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": vision.width,
+            "intermediate_size": vision.mlp_dim,
+            "num_hidden_layers": vision.depth,
+            "num_attention_heads": vision.num_heads,
+            "num_channels": 3,
+            "image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": vision.layer_norm_eps,
+            "attention_dropout": 0.0,
+            "vision_use_head": True,
+        },
+        # Not read by transformers; lets this package restore the from-scratch init values.
+        "siglip_models": {
+            "init_log_scale": config.init_log_scale,
+            "init_bias": config.init_bias,
+            "lowercase": config.lowercase,
+        },
+    }
+
+
+# transformers' defaults: Hub config.json files store only the values that differ from them.
+_HF_VISION_DEFAULTS = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "image_size": 224,
+    "patch_size": 16,
+}
+_HF_TEXT_DEFAULTS = {
+    "vocab_size": 32000,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 64,
+}
+
+
+def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json") -> SiglipConfig:
+    """Read a transformers ``SiglipConfig`` dict (the ``config.json`` of an HF directory).
+
+    Raises:
+        CheckpointError: for a NaFlex (``siglip2``) or otherwise unsupported model, an activation
+            other than tanh-GELU or a model without the MAP head. Fields a Hub ``config.json``
+            omits take transformers' defaults, as transformers does.
+    """
+    model_type = data.get("model_type")
+    if model_type == "siglip2":
+        raise CheckpointError(
+            f"{source}: model_type 'siglip2' is a SigLIP 2 NaFlex checkpoint; only fixed-resolution "
+            "models (model_type 'siglip', SigLIP and SigLIP 2) are supported"
+        )
+    if model_type != "siglip":
+        raise CheckpointError(f"{source}: expected model_type 'siglip', got {model_type!r}")
+    vision = {**_HF_VISION_DEFAULTS, **(data.get("vision_config") or {})}
+    text = {**_HF_TEXT_DEFAULTS, **(data.get("text_config") or {})}
+    for name, section in (("vision_config", vision), ("text_config", text)):
+        activation = section.get("hidden_act", "gelu_pytorch_tanh")
+        if activation not in ("gelu_pytorch_tanh", "gelu_new", "gelu_fast"):
+            raise CheckpointError(
+                f"{source}: {name}.hidden_act must be the tanh GELU ('gelu_pytorch_tanh'), "
+                f"got {activation!r}"
+            )
+    if not vision.get("vision_use_head", True):
+        raise CheckpointError(f"{source}: vision_config.vision_use_head=false is not supported")
+    if vision.get("num_channels", 3) != 3:
+        raise CheckpointError(
+            f"{source}: vision_config.num_channels must be 3, got {vision['num_channels']}"
+        )
+    image_size = vision["image_size"]
+    patch_size = vision["patch_size"]
+    for name, value in (("image_size", image_size), ("patch_size", patch_size)):
+        if isinstance(value, (list, tuple)) and len(set(value)) != 1:
+            raise CheckpointError(f"{source}: vision_config.{name} must be square, got {value!r}")
+    if isinstance(image_size, (list, tuple)):
+        image_size = image_size[0]
+    if isinstance(patch_size, (list, tuple)):
+        patch_size = patch_size[0]
+    text_width = text["hidden_size"]
+    extras = data.get("siglip_models", {})
+    pad_id = text.get("pad_token_id")
+    return SiglipConfig(
+        vision=VisionConfig(
+            image_size=int(image_size),
+            patch_size=int(patch_size),
+            width=vision["hidden_size"],
+            depth=vision["num_hidden_layers"],
+            num_heads=vision["num_attention_heads"],
+            mlp_dim=vision["intermediate_size"],
+            layer_norm_eps=float(vision.get("layer_norm_eps", 1e-6)),
+        ),
+        text=TextConfig(
+            vocab_size=text["vocab_size"],
+            max_length=text["max_position_embeddings"],
+            width=text_width,
+            depth=text["num_hidden_layers"],
+            num_heads=text["num_attention_heads"],
+            mlp_dim=text["intermediate_size"],
+            embed_dim=text.get("projection_size") or text_width,
+            pad_id=1 if pad_id is None else int(pad_id),
+            layer_norm_eps=float(text.get("layer_norm_eps", 1e-6)),
+        ),
+        **{k: extras[k] for k in ("init_log_scale", "init_bias", "lowercase") if k in extras},
+    )
+
+
+def read_hf_config(directory: str | os.PathLike[str]) -> SiglipConfig:
+    """The :class:`SiglipConfig` of an HF checkpoint directory (its ``config.json``).
+
+    Raises:
+        FileNotFoundError: if ``directory/config.json`` does not exist.
+        CheckpointError: if the config describes an unsupported model.
+    """
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {CONFIG_NAME} in {str(directory)!r}: expected a Hugging Face SiglipModel "
+            "directory (config.json + model.safetensors)"
+        )
+    with path.open(encoding="utf-8") as handle:
+        return config_from_hf_dict(json.load(handle), source=str(path))
+
+
+def weight_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The safetensors file(s) of an HF directory: one file, or the shards of an index.
+
+    Raises:
+        FileNotFoundError: if there is neither ``model.safetensors`` nor an index, or only a
+            pickle (``pytorch_model.bin``), which this package refuses to load.
+    """
+    root = Path(directory)
+    single = root / WEIGHTS_NAME
+    if single.is_file():
+        return [single]
+    index = root / WEIGHTS_INDEX_NAME
+    if index.is_file():
+        with index.open(encoding="utf-8") as handle:
+            weight_map = json.load(handle)["weight_map"]
+        return [root / name for name in sorted(set(weight_map.values()))]
+    pickled = " (only a pickle, pytorch_model.bin, which is never loaded)" * (
+        (root / "pytorch_model.bin").is_file()
+    )
+    raise FileNotFoundError(
+        f"no {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} in {str(directory)!r}{pickled}"
+    )
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Write a file through ``write(temporary_path)`` then ``os.replace`` it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def write_hf_config(directory: str | os.PathLike[str], config: SiglipConfig) -> None:
+    """Write ``config.json`` atomically."""
+    text = json.dumps(config_to_hf_dict(config), indent=2, sort_keys=True) + "\n"
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    write_atomic(Path(directory) / CONFIG_NAME, write)
