@@ -113,19 +113,6 @@ PACKAGES: dict[str, Package] = {
         },
         all_extras=("torch", "flax", "data", "linear-probe", "report", "testing"),
     ),
-    "models": Package(
-        short="models",
-        directory="packages/siglip-models",
-        import_name="siglip_models",
-        siblings=(),
-        variants={
-            "torch": Variant(
-                extras=("torch", "test"),
-                tests=("tests/test_public_api.py", "tests/core", "tests/torch"),
-            ),
-        },
-        all_extras=("torch", "flax", "test"),
-    ),
 }
 
 
