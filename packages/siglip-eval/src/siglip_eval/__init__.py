@@ -15,6 +15,7 @@ from ._datasets import RetrievalDataset
 from ._datasets import classification_arrays
 from ._datasets import image_folder
 from ._datasets import karpathy_json
+from ._datasets import resize_center_crop
 from ._datasets import retrieval_arrays
 from ._datasets import retrieval_jsonl
 from ._datasets import squash_resize
@@ -38,6 +39,9 @@ from ._metrics import zeroshot_scores
 from ._retrieval import RetrievalResult
 from ._retrieval import evaluate_retrieval
 from ._retrieval import retrieval_from_embeddings
+from ._shards import built_dataset
+from ._shards import classification_shards
+from ._shards import retrieval_shards
 from ._templates import IMAGENET_TEMPLATES
 from ._templates import IMAGENET_TEMPLATES_7
 from ._templates import ONE_TEMPLATE
@@ -64,9 +68,11 @@ __all__ = [
     "RetrievalResult",
     "ZeroShotResult",
     "__version__",
+    "built_dataset",
     "class_embeddings",
     "classification_arrays",
     "classification_ranks",
+    "classification_shards",
     "confusion_matrix",
     "embed_image_batches",
     "embed_texts",
@@ -81,11 +87,13 @@ __all__ = [
     "linear_probe",
     "per_class_recall",
     "recall_at_k",
+    "resize_center_crop",
     "retrieval_arrays",
     "retrieval_from_embeddings",
     "retrieval_jsonl",
     "retrieval_metrics",
     "retrieval_ranks",
+    "retrieval_shards",
     "squash_resize",
     "zeroshot_from_embeddings",
     "zeroshot_metrics",

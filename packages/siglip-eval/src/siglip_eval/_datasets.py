@@ -115,6 +115,29 @@ def squash_resize(image: Any, *, size: int, resample: str = "bicubic") -> np.nda
     return np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0
 
 
+def resize_center_crop(
+    image: Any, *, size: int, crop_fraction: float = 0.875, resample: str = "bilinear"
+) -> np.ndarray:
+    """big_vision's ImageNet zero-shot evaluation input: ``resize(size / crop_fraction)`` then
+    ``central_crop(size)``, mapped to [-1, 1] (``configs/proj/image_text/common.py``).
+
+    Args:
+        image: a ``PIL.Image.Image``.
+        size: output side.
+        crop_fraction: kept fraction of the resized side (0.875 in big_vision).
+        resample: resize kernel (see ``squash_resize``).
+
+    Returns:
+        ``[size, size, 3]`` float32 in [-1, 1].
+    """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction: expected a value in (0, 1], got {crop_fraction}")
+    large = max(size, round(size / crop_fraction))
+    pixels = squash_resize(image, size=large, resample=resample)
+    offset = (large - size) // 2
+    return np.ascontiguousarray(pixels[offset : offset + size, offset : offset + size])
+
+
 def load_image(path: str | os.PathLike[str], preprocess: Preprocess, *, dataset: str) -> np.ndarray:
     """Decode the image file at ``path`` and preprocess it, naming the file and dataset on failure."""
     from PIL import Image
