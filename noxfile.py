@@ -106,7 +106,7 @@ PACKAGES: dict[str, Package] = {
             ),
             # clip-benchmark's metric modules need only torch, tqdm and scikit-learn.
             "torch": Variant(
-                extras=("torch", "data", "parity", "linear-probe", "testing"),
+                extras=("torch", "data", "parity", "linear-probe", "report", "testing"),
                 tests=("tests/torch", "tests/parity"),
                 no_deps=("clip-benchmark==1.6.2",),
             ),
