@@ -127,6 +127,27 @@ class _Carry(NamedTuple):
     grad_text: jax.Array  # [m, D]
 
 
+def _varying_like(value: jax.Array, *references: Any) -> jax.Array:
+    """``value`` cast to vary over every ``shard_map`` axis any of ``references`` varies over."""
+    typeof = getattr(jax, "typeof", None)
+    pcast = getattr(lax, "pcast", None)
+    if typeof is None or pcast is None:  # older JAX: no varying-axis types to match
+        return value
+    axes: set[Any] = set()
+    for reference in references:
+        if reference is not None:
+            axes |= _varying_axes(typeof(reference))
+    missing = tuple(sorted(axes - _varying_axes(typeof(value)), key=str))
+    return pcast(value, missing, to="varying") if missing else value
+
+
+def _varying_axes(aval: Any) -> set[Any]:
+    manual = getattr(aval, "manual_axis_type", None)  # JAX >= 0.10
+    if manual is not None:
+        return set(manual.varying)
+    return set(getattr(aval, "vma", ()))  # JAX 0.6 - 0.9
+
+
 def _block_sums(
     image_block: jax.Array,
     text_block: jax.Array,
@@ -142,6 +163,13 @@ def _block_sums(
     row_tile, col_tile = min(tile, n), min(tile, m)
     full_row_blocks, last_rows = divmod(n, row_tile)
     full_col_blocks, last_cols = divmod(m, col_tile)
+
+    def zeros(shape: tuple[int, ...]) -> jax.Array:
+        # Loop carries start with the inputs' varying mesh axes, or fori_loop rejects them
+        # inside shard_map (the sharded ring calls this per device).
+        return _varying_like(
+            jnp.zeros(shape, float32), image_block, text_block, scale, bias, positive_offset
+        )
 
     def tile_step(
         carry: _Carry, scaled_rows: jax.Array, row_start: jax.Array, col_start: Any, cols: int
@@ -200,7 +228,7 @@ def _block_sums(
         carry = _Carry(
             loss_sum,
             sigmoid_sum,
-            jnp.zeros((rows, dim), float32) if compute_grads else jnp.zeros((), float32),
+            zeros((rows, dim) if compute_grads else ()),
             grad_text,
         )
         if full_col_blocks == 1:
@@ -220,9 +248,9 @@ def _block_sums(
             )
         return carry.loss_sum, carry.sigmoid_sum, image_times_g, carry.grad_text
 
-    zero = jnp.zeros((), float32)
+    zero = zeros(())
     if compute_grads:
-        state = (zero, zero, jnp.zeros((n, dim), float32), jnp.zeros((m, dim), float32))
+        state = (zero, zero, zeros((n, dim)), zeros((m, dim)))
     else:
         state = (zero, zero, zero, zero)
     if full_row_blocks == 1:

@@ -1,0 +1,360 @@
+"""The sigmoid loss over a sharded batch in JAX: a ``lax.ppermute`` ring inside ``shard_map``.
+
+Each device holds ``n`` rows of the global batch. The forward pass walks the text shards around
+the mesh axis and computes, with the fused block primitive, the loss *and* the four gradients of
+every ``[n, n]`` block; the gradient of each visiting text shard travels on with it and arrives
+back at its owner after the last hop. A ``jax.custom_vjp`` stores only the finished ``[n, D]``
+float32 gradients, so nothing of size ``n x N`` or ``N x D`` is kept for the backward pass, and
+the backward pass communicates nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+from siglip_loss._validation import check_pair
+from siglip_loss._validation import check_scalar
+from siglip_loss.jax._fused import _varying_axes
+from siglip_loss.jax._fused import sigmoid_block_sums
+from siglip_loss.jax._reference import Scalar
+
+try:
+    _shard_map = jax.shard_map
+except AttributeError:  # jax < 0.7: the experimental location
+    from jax.experimental.shard_map import shard_map as _shard_map  # type: ignore[no-redef,assignment]
+
+float32 = jnp.float32
+
+
+def _ring_sums(
+    image: jax.Array,
+    text: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    *,
+    axis_name: Any,
+    block_size: int | None,
+    compute_grads: bool,
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None, jax.Array | None, jax.Array | None]:
+    """This device's loss sum and (optionally) gradient sums, walking the text shards to the right.
+
+    At step ``s`` device ``r`` holds the text shard of device ``r - s``. The next shard is sent
+    before the current one is used (no data dependence, so XLA overlaps the transfer with the
+    block), and the partial gradient of the current shard (the contributions of devices
+    ``r - s .. r - 1``) arrives while the block is computed. After the last step every finished
+    gradient is one hop before its owner; a last ``ppermute`` delivers it.
+
+    Returns:
+        ``(loss_sum, grad_image, grad_text, grad_scale, grad_bias)``: sums (not divided by the
+        batch) of this device's rows against every text row; ``grad_text`` is the gradient of
+        the sum over *all* devices' losses with respect to this device's text rows. Gradients are
+        None when ``compute_grads`` is False.
+    """
+    world = lax.axis_size(axis_name)
+    to_the_right = [(source, (source + 1) % world) for source in range(world)]
+
+    def block(text_block: jax.Array, positive_offset: int | None) -> Any:
+        return sigmoid_block_sums(
+            image,
+            text_block,
+            scale=scale,
+            bias=bias,
+            positive_offset=positive_offset,
+            block_size=block_size,
+            compute_grads=compute_grads,
+        )
+
+    def send_right(value: jax.Array) -> jax.Array:
+        moved: jax.Array = lax.ppermute(value, axis_name, perm=to_the_right)
+        return moved
+
+    own = block(text, 0)
+    if world == 1:
+        return own.loss_sum, own.grad_image, own.grad_text, own.grad_scale, own.grad_bias
+
+    if not compute_grads:
+
+        def loss_step(_: Any, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+            text_current, loss_sum = carry
+            text_next = send_right(text_current)
+            return text_next, loss_sum + block(text_current, None).loss_sum
+
+        # Steps 1 .. W-2 inside the loop; step W-1 needs no onward send.
+        text_current, loss_sum = lax.fori_loop(
+            1, world - 1, loss_step, (send_right(text), own.loss_sum)
+        )
+        return loss_sum + block(text_current, None).loss_sum, None, None, None, None
+
+    Carry = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
+
+    def accumulate(carry: Carry, text_current: jax.Array, incoming: jax.Array) -> Carry:
+        _, _, loss_sum, grad_image, grad_scale, grad_bias = carry
+        sums = block(text_current, None)
+        return (
+            text_current,
+            incoming + sums.grad_text,
+            loss_sum + sums.loss_sum,
+            grad_image + sums.grad_image,
+            grad_scale + sums.grad_scale,
+            grad_bias + sums.grad_bias,
+        )
+
+    def grad_step(_: Any, carry: Carry) -> Carry:
+        text_current, finished_grad = carry[0], carry[1]
+        text_next = send_right(text_current)
+        incoming = send_right(finished_grad)
+        updated = accumulate(carry, text_current, incoming)
+        return (text_next, *updated[1:])
+
+    initial: Carry = (
+        send_right(text),
+        own.grad_text,
+        own.loss_sum,
+        own.grad_image,
+        own.grad_scale,
+        own.grad_bias,
+    )
+    carry = lax.fori_loop(1, world - 1, grad_step, initial)
+    last = accumulate(carry, carry[0], send_right(carry[1]))
+    _, finished_grad, loss_sum, grad_image, grad_scale, grad_bias = last
+    return loss_sum, grad_image, send_right(finished_grad), grad_scale, grad_bias
+
+
+@functools.cache
+def _sharded_loss_function(
+    axis_name: Any, block_size: int | None, dtypes: tuple[Any, ...], unchecked: bool
+) -> Callable[..., jax.Array]:
+    """The custom-vjp loss for one axis, tile size, set of input dtypes and vma mode (cached)."""
+
+    def global_count(image: jax.Array) -> jax.Array:
+        return jnp.asarray(image.shape[0] * lax.axis_size(axis_name), float32)
+
+    @jax.custom_vjp
+    def loss(image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+        loss_sum = _ring_sums(
+            image,
+            text,
+            scale,
+            bias,
+            axis_name=axis_name,
+            block_size=block_size,
+            compute_grads=False,
+        )[0]
+        total: jax.Array = lax.psum(loss_sum, axis_name)
+        return total / global_count(image)
+
+    def forward(
+        image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array
+    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        loss_sum, grad_image, grad_text, grad_scale, grad_bias = _ring_sums(
+            image,
+            text,
+            scale,
+            bias,
+            axis_name=axis_name,
+            block_size=block_size,
+            compute_grads=True,
+        )
+        assert grad_image is not None
+        assert grad_text is not None
+        assert grad_scale is not None
+        assert grad_bias is not None
+        count = global_count(image)
+        local = jnp.stack([loss_sum, grad_scale, grad_bias]) / count
+        total = lax.psum(local, axis_name)
+        # scale and bias are replicated. With check_vma, their cotangent must be the full,
+        # replicated gradient; without it, shard_map sums the devices' cotangents itself.
+        shared = local if unchecked else total
+        residuals = (grad_image / count, grad_text / count, shared[1], shared[2])
+        return total[0], residuals
+
+    def backward(residuals: tuple[jax.Array, ...], cotangent: jax.Array) -> tuple[jax.Array, ...]:
+        if unchecked:
+            # shard_map(check_vma=False) splits the cotangent of a replicated output over the
+            # devices; sum it back, as the transpose of psum does there.
+            cotangent = lax.psum(cotangent, axis_name)
+        return tuple(
+            (gradient * cotangent).astype(dtype) for gradient, dtype in zip(residuals, dtypes)
+        )
+
+    loss.defvjp(forward, backward)
+    return loss
+
+
+def sharded_sigmoid_loss(
+    image_emb: jax.Array,
+    text_emb: jax.Array,
+    *,
+    scale: Scalar,
+    bias: Scalar,
+    axis_name: Any,
+    block_size: int | None = None,
+) -> jax.Array:
+    r"""The SigLIP sigmoid loss of a batch sharded over a mesh axis; call it inside ``shard_map``.
+
+    Each device passes its ``[n, dim]`` shard (the global batch is the concatenation over the
+    axis, ``N = n W``); every device gets the same global loss
+
+    .. math::
+        L = \frac{1}{N} \sum_{i=1}^{N} \sum_{j=1}^{N}
+        \operatorname{softplus}\big(-z_{ij} (t \langle x_i, y_j \rangle + b)\big)
+
+    exactly as :func:`sigmoid_loss` on the gathered batch, so ``shard_map(...,
+    out_specs=PartitionSpec())`` can return it and ``jax.grad`` of it gives the exact global
+    gradients: the shards' gradients are sharded like the inputs and the gradients of
+    ``scale``/``bias`` are already summed over the axis. (The PyTorch
+    ``distributed_sigmoid_loss`` returns per-rank shares instead, for DDP's averaging.)
+
+    The text shards travel around the axis with ``lax.ppermute`` (``W - 1`` hops, each overlapped
+    with the previous block's compute); the fused block primitive computes the loss and the
+    gradients in the forward pass, and a ``custom_vjp`` keeps only the ``[n, dim]`` float32
+    gradients, so the memory per device does not grow with ``W``.
+
+    Args:
+        image_emb: ``[n, dim]`` this device's image embeddings (normalise them first).
+        text_emb: ``[n, dim]`` this device's text embeddings; row ``i`` pairs with image row ``i``.
+        scale: the positive multiplier ``t = exp(log_scale)``; float or 0-d array (replicated).
+        bias: the logit bias ``b``; float or 0-d array (replicated).
+        axis_name: the ``shard_map`` mesh axis that the batch is sharded over.
+        block_size: tile edge of the fused block computation (None: the fused default).
+
+    Returns:
+        0-d float32 array: the global loss, identical on every device of the axis.
+
+    Raises:
+        ValueError, TypeError: bad shapes, dtypes or ``scale`` (see :func:`sigmoid_loss`).
+        NameError: ``axis_name`` is not a bound mesh axis (raised by JAX).
+
+    Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
+
+    Example::
+
+        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+        spec = PartitionSpec("batch")
+        loss_fn = jax.shard_map(
+            functools.partial(sharded_sigmoid_loss, axis_name="batch"),
+            mesh=mesh,
+            in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
+            out_specs=PartitionSpec(),
+        )
+        loss = loss_fn(image, text, jnp.float32(10.0), jnp.float32(-10.0))
+    """
+    check_pair(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    check_scalar("bias", bias)
+    scale_array = jnp.asarray(scale, dtype=float32)
+    bias_array = jnp.asarray(bias, dtype=float32)
+    inputs = (image_emb, text_emb, scale_array, bias_array)
+    dtypes = tuple(jnp.dtype(value.dtype) for value in inputs)
+    # Under shard_map(check_vma=True) the sharded inputs vary over the axis; with
+    # check_vma=False nothing is tracked and cotangents follow the unchecked rules.
+    unchecked = axis_name not in _varying_axes(jax.typeof(image_emb))
+    return _sharded_loss_function(axis_name, block_size, dtypes, unchecked)(*inputs)
+
+
+def _placed(value: Any, sharding: NamedSharding) -> Any:
+    """Concrete arrays are moved to ``sharding``; traced ones are left to ``shard_map``."""
+    if isinstance(value, jax.core.Tracer):
+        explicit = getattr(jax.sharding.AxisType, "Explicit", None)
+        axis_types = dict(zip(sharding.mesh.axis_names, getattr(sharding.mesh, "axis_types", ())))
+        if explicit is not None and explicit in axis_types.values():
+            # Explicit axes: the sharding is part of the type; shard_map needs it to match.
+            return jax.reshard(value, sharding)
+        return value
+    if isinstance(value, jax.Array) and value.sharding == sharding:
+        return value
+    return jax.device_put(value, sharding)
+
+
+def sharded_sigmoid_loss_on_mesh(
+    image_emb: jax.Array,
+    text_emb: jax.Array,
+    *,
+    scale: Scalar,
+    bias: Scalar,
+    mesh: Mesh,
+    axis_name: str,
+    block_size: int | None = None,
+) -> jax.Array:
+    r"""The sigmoid loss of a global batch whose rows are sharded over ``mesh`` axis ``axis_name``.
+
+    A convenience wrapper: it runs :func:`sharded_sigmoid_loss` under ``jax.shard_map`` with the
+    rows split over ``axis_name`` (and replicated over the other mesh axes), so that each device
+    only ever holds its ``[N / W, dim]`` shard and one visiting shard. Differentiable, works under
+    ``jax.jit``, on meshes with ``Explicit`` (the ``jax.make_mesh`` default) or ``Auto`` axes.
+    Arrays already sharded as ``NamedSharding(mesh, PartitionSpec(axis_name))`` are used in
+    place; others are resharded so (``device_put`` outside ``jit``, ``jax.reshard`` or
+    ``shard_map``'s own resharding inside).
+
+    Args:
+        image_emb: ``[batch, dim]`` global image embeddings; batch divisible by the axis size.
+        text_emb: ``[batch, dim]`` global text embeddings.
+        scale: the positive multiplier ``t``; float or 0-d array.
+        bias: the logit bias ``b``; float or 0-d array.
+        mesh: the device mesh.
+        axis_name: the mesh axis to shard the batch over.
+        block_size: tile edge of the fused block computation (None: the fused default).
+
+    Returns:
+        0-d float32 array: the loss ``L``, equal to :func:`sigmoid_loss` on the same arrays.
+
+    Raises:
+        ValueError: ``axis_name`` is not an axis of ``mesh`` or the batch is not divisible by
+            its size; bad shapes or ``scale``.
+
+    Example::
+
+        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+        loss = sharded_sigmoid_loss_on_mesh(
+            image, text, scale=10.0, bias=-10.0, mesh=mesh, axis_name="batch"
+        )
+    """
+    batch, _ = check_pair(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    check_scalar("bias", bias)
+    if axis_name not in mesh.axis_names:
+        raise ValueError(
+            f"axis_name: expected one of the mesh axes {tuple(mesh.axis_names)}, got {axis_name!r}"
+        )
+    devices = mesh.shape[axis_name]
+    if batch % devices:
+        raise ValueError(
+            f"image_emb: expected a batch divisible by the {devices} devices of mesh axis "
+            f"{axis_name!r}, got batch {batch}"
+        )
+    rows = PartitionSpec(axis_name)
+    replicated = PartitionSpec()
+    image_emb, text_emb = (
+        _placed(value, NamedSharding(mesh, rows)) for value in (image_emb, text_emb)
+    )
+
+    def loss_of_shards(
+        image_shard: jax.Array, text_shard: jax.Array, scale: jax.Array, bias: jax.Array
+    ) -> jax.Array:
+        return sharded_sigmoid_loss(
+            image_shard,
+            text_shard,
+            scale=scale,
+            bias=bias,
+            axis_name=axis_name,
+            block_size=block_size,
+        )
+
+    loss_on_shards = _shard_map(
+        loss_of_shards,
+        mesh=mesh,
+        in_specs=(rows, rows, replicated, replicated),
+        out_specs=replicated,
+    )
+    return loss_on_shards(
+        image_emb, text_emb, jnp.asarray(scale, dtype=float32), jnp.asarray(bias, dtype=float32)
+    )
