@@ -1,44 +1,201 @@
-"""The numpy oracle against closed forms and finite differences."""
+"""The numpy float64 oracle against closed forms, finite differences and the loss's symmetries."""
 
 from __future__ import annotations
 
-import numpy as np
+import math
+from collections.abc import Callable
 
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from siglip_loss.numpy import l2_normalize
 from siglip_loss.numpy import sigmoid_loss
 from siglip_loss.numpy import sigmoid_loss_and_grads
+from siglip_loss.numpy import softmax_loss
+from siglip_loss.testing import EmbeddingPair
+from siglip_loss.testing import biases
+from siglip_loss.testing import embedding_pairs
+from siglip_loss.testing import scales
+
+float64_pairs = embedding_pairs(batch=(1, 64), dim=(1, 64), dtypes=("float64",))
 
 
 def softplus(x: float) -> float:
     return float(np.logaddexp(0.0, x))
 
 
-def test_zero_similarity_matches_closed_form() -> None:
-    for batch in (1, 2, 17):
-        zeros = np.zeros((batch, 4))
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@given(batch=st.integers(1, 300), bias=biases())
+def test_zero_similarity_loss_and_bias_gradient_match_closed_form(batch: int, bias: float) -> None:
+    zeros = np.zeros((batch, 3))
+    result = sigmoid_loss_and_grads(zeros, zeros, scale=10.0, bias=bias)
+    assert result.loss == pytest.approx(softplus(-bias) + (batch - 1) * softplus(bias), rel=1e-12)
+    assert result.grad_bias == pytest.approx(batch * sigmoid(bias) - 1.0, rel=1e-10, abs=1e-12)
+    assert result.grad_scale == 0.0
+    assert not result.grad_image_emb.any()
+    assert not result.grad_text_emb.any()
+
+
+@pytest.mark.parametrize(
+    ("batch", "loss", "grad_bias"), [(1024, 10.047, -0.954), (22027, 11.000, 0.000)]
+)
+def test_zero_similarity_anchor_values_divide_by_batch_not_batch_squared(
+    batch: int, loss: float, grad_bias: float
+) -> None:
+    # The table of loss-anchors.md section 1 (b = -10). Dividing by N^2 would give ~0.01 at N=1024.
+    if batch > 2048:  # an N x N float64 matrix of 22k would be 3.9 GB: use the closed form
+        value = softplus(10.0) + (batch - 1) * softplus(-10.0)
+        derivative = batch * sigmoid(-10.0) - 1.0
+    else:
+        zeros = np.zeros((batch, 1))
         result = sigmoid_loss_and_grads(zeros, zeros, scale=10.0, bias=-10.0)
-        expected = softplus(10.0) + (batch - 1) * softplus(-10.0)
-        assert np.isclose(result.loss, expected, rtol=1e-12)
-        assert np.isclose(result.grad_bias, batch / (1 + np.exp(10.0)) - 1, rtol=1e-12)
+        value, derivative = result.loss, result.grad_bias
+    # The table has 3 decimals (10.047 is 10.04649 rounded up).
+    assert value == pytest.approx(loss, abs=1e-3)
+    assert derivative == pytest.approx(grad_bias, abs=1e-3)
+    # b* = -log(N - 1) balances positives and negatives: d/dbias = 0 there.
+    balanced = sigmoid_loss_and_grads(
+        np.zeros((64, 1)), np.zeros((64, 1)), scale=1.0, bias=-math.log(63)
+    )
+    assert balanced.grad_bias == pytest.approx(0.0, abs=1e-12)
 
 
-def test_gradients_equal_central_finite_differences() -> None:
-    rng = np.random.default_rng(0)
-    image, text = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
-    scale, bias, step = 2.5, -1.5, 1e-6
+@given(dim=st.integers(1, 16), seed=st.integers(0, 2**32 - 1), scale=scales(), bias=biases())
+def test_single_pair_loss_is_softplus_of_negative_logit(
+    dim: int, seed: int, scale: float, bias: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    image, text = l2_normalize(rng.normal(size=(1, dim))), l2_normalize(rng.normal(size=(1, dim)))
+    similarity = float(image[0] @ text[0])
+    result = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias)
+    assert result.loss == pytest.approx(softplus(-(scale * similarity + bias)), rel=1e-12)
+    assert result.grad_bias == pytest.approx(sigmoid(scale * similarity + bias) - 1.0, abs=1e-12)
+
+
+@given(pair=float64_pairs, scale=scales(), bias=biases(), data=st.data())
+def test_loss_is_invariant_to_jointly_permuting_the_pairs(
+    pair: EmbeddingPair, scale: float, bias: float, data: st.DataObject
+) -> None:
+    image, text = pair
+    order = np.array(data.draw(st.permutations(range(image.shape[0])), label="order"))
+    result = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias)
+    permuted = sigmoid_loss_and_grads(image[order], text[order], scale=scale, bias=bias)
+    assert permuted.loss == pytest.approx(result.loss, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(permuted.grad_image_emb, result.grad_image_emb[order], atol=1e-12)
+    np.testing.assert_allclose(permuted.grad_text_emb, result.grad_text_emb[order], atol=1e-12)
+    assert permuted.grad_scale == pytest.approx(result.grad_scale, rel=1e-10, abs=1e-12)
+    assert permuted.grad_bias == pytest.approx(result.grad_bias, rel=1e-10, abs=1e-12)
+
+
+@given(pair=float64_pairs, scale=scales(), bias=biases())
+def test_loss_is_invariant_to_swapping_image_and_text(
+    pair: EmbeddingPair, scale: float, bias: float
+) -> None:
+    image, text = pair
+    result = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias)
+    swapped = sigmoid_loss_and_grads(text, image, scale=scale, bias=bias)
+    assert swapped.loss == pytest.approx(result.loss, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(swapped.grad_image_emb, result.grad_text_emb, atol=1e-12)
+    np.testing.assert_allclose(swapped.grad_text_emb, result.grad_image_emb, atol=1e-12)
+    assert swapped.grad_bias == pytest.approx(result.grad_bias, rel=1e-10, abs=1e-12)
+
+
+@given(
+    pair=embedding_pairs(batch=(1, 5), dim=(1, 4), dtypes=("float64",), normalized=False),
+    scale=scales(min_value=0.1, max_value=20.0),
+    bias=biases(min_value=-5.0, max_value=5.0),
+)
+def test_oracle_gradients_equal_central_finite_differences(
+    pair: EmbeddingPair, scale: float, bias: float
+) -> None:
+    image, text = pair
+    step = 1e-6
     result = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias)
 
     def loss_at(image: np.ndarray, text: np.ndarray, scale: float, bias: float) -> float:
         return sigmoid_loss(image, text, scale=scale, bias=bias)
 
-    for index in np.ndindex(image.shape):
-        plus, minus = image.copy(), image.copy()
-        plus[index] += step
-        minus[index] -= step
-        numeric = (loss_at(plus, text, scale, bias) - loss_at(minus, text, scale, bias)) / (
-            2 * step
-        )
-        assert np.isclose(result.grad_image_emb[index], numeric, rtol=1e-6, atol=1e-8)
-    numeric_scale = (
-        loss_at(image, text, scale + step, bias) - loss_at(image, text, scale - step, bias)
-    ) / (2 * step)
-    assert np.isclose(result.grad_scale, numeric_scale, rtol=1e-6, atol=1e-8)
+    def central_difference(loss_of_delta: Callable[[float], float]) -> float:
+        return (loss_of_delta(+step) - loss_of_delta(-step)) / (2 * step)
+
+    for which, array, analytic in (
+        ("image", image, result.grad_image_emb),
+        ("text", text, result.grad_text_emb),
+    ):
+        for index in np.ndindex(array.shape):
+
+            def shifted(delta: float, index: tuple[int, ...] = index, which: str = which) -> float:
+                moved_image, moved_text = image.copy(), text.copy()
+                (moved_image if which == "image" else moved_text)[index] += delta
+                return loss_at(moved_image, moved_text, scale, bias)
+
+            assert analytic[index] == pytest.approx(central_difference(shifted), rel=1e-5, abs=1e-7)
+    numeric_scale = central_difference(lambda delta: loss_at(image, text, scale + delta, bias))
+    numeric_bias = central_difference(lambda delta: loss_at(image, text, scale, bias + delta))
+    assert result.grad_scale == pytest.approx(numeric_scale, rel=1e-5, abs=1e-7)
+    assert result.grad_bias == pytest.approx(numeric_bias, rel=1e-5, abs=1e-7)
+
+
+@given(pair=float64_pairs, scale=scales(), bias=biases())
+def test_oracle_equals_an_elementwise_loop_over_pairs(
+    pair: EmbeddingPair, scale: float, bias: float
+) -> None:
+    # An independent formulation: -(1/N) sum_ij log sigma(z_ij u_ij) written term by term.
+    image, text = pair
+    batch = image.shape[0]
+    total = 0.0
+    for i in range(batch):
+        for j in range(batch):
+            label = 1.0 if i == j else -1.0
+            total += softplus(-label * (scale * float(image[i] @ text[j]) + bias))
+    assert sigmoid_loss(image, text, scale=scale, bias=bias) == pytest.approx(
+        total / batch, rel=1e-11
+    )
+
+
+def test_oracle_is_finite_and_exact_for_logits_up_to_1e4() -> None:
+    image = np.array([[1.0, 0.0], [0.0, 1.0]])
+    text = np.array([[-1.0, 0.0], [1.0, 0.0]])  # cosines: [[-1, 1], [0, 0]]
+    result = sigmoid_loss_and_grads(image, text, scale=1e4, bias=0.0)
+    # Row 0: positive at -1e4 costs 1e4, negative at +1e4 costs 1e4; row 1: 2 * log 2.
+    assert result.loss == pytest.approx((2e4 + 2 * math.log(2.0)) / 2, rel=1e-15)
+    for gradient in (result.grad_image_emb, result.grad_text_emb):
+        assert np.all(np.isfinite(gradient))
+    assert math.isfinite(result.grad_scale)
+    assert math.isfinite(result.grad_bias)
+
+
+@given(batch=st.integers(1, 40), scale=scales())
+def test_softmax_loss_at_zero_similarity_is_log_batch(batch: int, scale: float) -> None:
+    zeros = np.zeros((batch, 2))
+    assert softmax_loss(zeros, zeros, scale=scale) == pytest.approx(math.log(batch), rel=1e-12)
+
+
+@given(pair=float64_pairs, scale=scales())
+def test_softmax_loss_equals_mean_negative_log_probability_of_the_match(
+    pair: EmbeddingPair, scale: float
+) -> None:
+    image, text = pair
+    logits = scale * image @ text.T
+    row_probability = np.exp(logits - logits.max(axis=1, keepdims=True))
+    row_probability /= row_probability.sum(axis=1, keepdims=True)
+    column_probability = np.exp(logits - logits.max(axis=0, keepdims=True))
+    column_probability /= column_probability.sum(axis=0, keepdims=True)
+    expected = -0.5 * (
+        np.mean(np.log(np.diag(row_probability))) + np.mean(np.log(np.diag(column_probability)))
+    )
+    assert softmax_loss(image, text, scale=scale) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_l2_normalize_gives_unit_rows_and_keeps_zero_rows_zero() -> None:
+    rows = np.array([[3.0, 4.0], [0.0, 0.0], [1e-12, 0.0]])
+    normalized = l2_normalize(rows)
+    np.testing.assert_allclose(normalized[0], [0.6, 0.8])
+    np.testing.assert_array_equal(normalized[1], [0.0, 0.0])
+    np.testing.assert_allclose(normalized[2], [1e-4, 0.0])  # below eps: divided by eps
+    assert normalized.dtype == np.float64

@@ -1,0 +1,117 @@
+"""siglip_loss.testing: the strategies draw what they promise; the checker accepts correct losses
+and rejects the known ways of getting the sigmoid loss wrong (numpy values; torch/JAX gradients
+are tested in their own directories)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+from siglip_loss.testing import EmbeddingPair
+from siglip_loss.testing import assert_matches_reference
+from siglip_loss.testing import biases
+from siglip_loss.testing import embedding_pairs
+from siglip_loss.testing import scales
+from siglip_loss.testing import to_backend
+
+
+def handwritten_loss(
+    image_emb: np.ndarray, text_emb: np.ndarray, *, scale: float, bias: float
+) -> float:
+    logits = scale * (image_emb.astype(np.float32) @ text_emb.astype(np.float32).T) + bias
+    labels = 2.0 * np.eye(len(logits), dtype=np.float32) - 1.0
+    return float(np.logaddexp(0.0, -labels * logits).sum(dtype=np.float32) / len(logits))
+
+
+@given(
+    pair=embedding_pairs(batch=(2, 9), dim=(3, 5), dtypes=("float16", "float64")),
+)
+def test_embedding_pairs_respect_batch_dim_and_dtype(pair: EmbeddingPair) -> None:
+    image, text = pair
+    assert image.shape == text.shape
+    assert 2 <= image.shape[0] <= 9
+    assert 3 <= image.shape[1] <= 5
+    assert image.dtype == text.dtype
+    assert image.dtype in (np.float16, np.float64)
+    norms = np.linalg.norm(image.astype(np.float64), axis=1)
+    assert np.all((np.abs(norms - 1) < 2e-3) | (norms == 0))
+
+
+@given(scale=scales(min_value=0.5, max_value=300.0), bias=biases(min_value=-3.0, max_value=1.0))
+def test_scales_and_biases_stay_in_their_ranges(scale: float, bias: float) -> None:
+    assert 0.5 <= scale <= 300.0
+    assert -3.0 <= bias <= 1.0
+
+
+@given(pair=embedding_pairs(dtypes=("float32", "float64")), scale=scales(), bias=biases())
+def test_checker_accepts_a_correct_numpy_loss(
+    pair: EmbeddingPair, scale: float, bias: float
+) -> None:
+    assert_matches_reference(handwritten_loss, *pair, scale=scale, bias=bias)
+
+
+def test_checker_rejects_dividing_by_batch_squared() -> None:
+    def divided_by_batch_squared(image_emb, text_emb, *, scale, bias):  # type: ignore[no-untyped-def]
+        return handwritten_loss(image_emb, text_emb, scale=scale, bias=bias) / len(image_emb)
+
+    image = to_backend(np.eye(4), backend="numpy", dtype="float32")
+    with pytest.raises(AssertionError, match=r"^loss: got .* float64 oracle"):
+        assert_matches_reference(divided_by_batch_squared, image, image, scale=10.0, bias=-10.0)
+
+
+def test_checker_rejects_positives_off_the_diagonal() -> None:
+    def shifted_positives(image_emb, text_emb, *, scale, bias):  # type: ignore[no-untyped-def]
+        return handwritten_loss(image_emb, np.roll(text_emb, 1, axis=0), scale=scale, bias=bias)
+
+    rng = np.random.default_rng(0)
+    image, text = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    with pytest.raises(AssertionError, match="loss"):
+        assert_matches_reference(shifted_positives, image, text, scale=10.0, bias=-5.0)
+
+
+def test_checker_rejects_non_scalar_and_non_finite_results() -> None:
+    image = np.eye(3)
+    with pytest.raises(AssertionError, match="expected a scalar"):
+        assert_matches_reference(
+            lambda i, t, *, scale, bias: np.zeros(3), image, image, scale=1.0, bias=0.0
+        )
+    with pytest.raises(AssertionError, match="expected finite values"):
+        assert_matches_reference(
+            lambda i, t, *, scale, bias: math.inf, image, image, scale=1.0, bias=0.0
+        )
+
+
+def test_checker_rejects_bad_arguments_with_clear_messages() -> None:
+    image = np.eye(3)
+    with pytest.raises(ValueError, match="check_grads: numpy arrays have no autodiff"):
+        assert_matches_reference(
+            handwritten_loss, image, image, scale=1.0, bias=0.0, check_grads=True
+        )
+    with pytest.raises(
+        TypeError, match=r"image_emb: expected a numpy.ndarray, torch.Tensor or jax.Array, got list"
+    ):
+        assert_matches_reference(handwritten_loss, [[1.0]], [[1.0]], scale=1.0, bias=0.0)
+    with pytest.raises(TypeError, match=r"image_emb: expected a floating dtype .* int64"):
+        assert_matches_reference(
+            handwritten_loss, np.eye(3, dtype=np.int64), image, scale=1.0, bias=0.0
+        )
+    with pytest.raises(ValueError, match=r"scale: expected a finite value, got nan"):
+        assert_matches_reference(handwritten_loss, image, image, scale=math.nan, bias=0.0)
+
+
+def test_strategies_reject_bad_arguments_with_clear_messages() -> None:
+    with pytest.raises(ValueError, match=r"batch: expected 1 <= min <= max, got \(0, 4\)"):
+        embedding_pairs(batch=(0, 4))
+    with pytest.raises(ValueError, match="dtypes: numpy has no bfloat16"):
+        embedding_pairs(dtypes=("bfloat16",))
+    with pytest.raises(ValueError, match="dtypes: expected names among"):
+        embedding_pairs(dtypes=("int8",))
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        embedding_pairs(backend="tensorflow")
+    with pytest.raises(ValueError, match="min_value: expected a finite positive scale"):
+        scales(min_value=0.0)
+    with pytest.raises(ValueError, match="max_value: expected >= min_value"):
+        biases(min_value=1.0, max_value=0.0)
