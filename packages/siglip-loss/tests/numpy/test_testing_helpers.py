@@ -21,9 +21,11 @@ from siglip_loss.testing import to_backend
 def handwritten_loss(
     image_emb: np.ndarray, text_emb: np.ndarray, *, scale: float, bias: float
 ) -> float:
-    logits = scale * (image_emb.astype(np.float32) @ text_emb.astype(np.float32).T) + bias
-    labels = 2.0 * np.eye(len(logits), dtype=np.float32) - 1.0
-    return float(np.logaddexp(0.0, -labels * logits).sum(dtype=np.float32) / len(logits))
+    # float32 accumulation for float16/float32 inputs, float64 for float64 inputs.
+    dtype = np.promote_types(image_emb.dtype, np.float32)
+    logits = scale * (image_emb.astype(dtype) @ text_emb.astype(dtype).T) + bias
+    labels = 2.0 * np.eye(len(logits), dtype=dtype) - 1.0
+    return float(np.logaddexp(0.0, -labels * logits).sum(dtype=dtype) / len(logits))
 
 
 @given(
