@@ -74,10 +74,17 @@ PACKAGES: dict[str, Package] = {
         import_name="siglip_data",
         siblings=(),
         variants={
-            "core": Variant(extras=("test",), tests=("tests/core", "tests/test_public_api.py")),
-            # torch and jax in separate venvs: DataLoader workers fork, and JAX warns on fork.
-            "torch": Variant(extras=("torch", "test"), tests=("tests/adapters/test_torch.py",)),
-            "jax": Variant(extras=("jax", "test"), tests=("tests/adapters/test_jax.py",)),
+            # numpy core (+ transformers parity) and the JAX adapter; the public-API test checks
+            # in a subprocess that `import siglip_data` imports neither torch nor jax.
+            "core": Variant(
+                extras=("jax", "test"),
+                tests=("tests/core", "tests/test_public_api.py", "tests/adapters/test_jax.py"),
+            ),
+            # Separate venv: DataLoader workers fork, and JAX warns on fork once imported.
+            "torch": Variant(
+                extras=("torch", "testing"),
+                tests=("tests/adapters/test_torch.py", "tests/test_public_api.py"),
+            ),
         },
         all_extras=("torch", "jax", "test"),
     ),
@@ -100,14 +107,12 @@ PACKAGES: dict[str, Package] = {
         import_name="siglip_eval",
         siblings=("data", "models"),
         variants={
-            "core": Variant(
-                extras=("linear-probe", "report", "testing"),
-                tests=("tests/core", "tests/test_public_api.py"),
-            ),
-            # clip-benchmark's metric modules need only torch, tqdm and scikit-learn.
-            "torch": Variant(
+            # core: numpy, pillow and tqdm only; full: every extra and the CLIP_benchmark parity
+            # tests (clip-benchmark's metric modules need only torch, tqdm and scikit-learn).
+            "core": Variant(extras=("testing",), tests=("tests/core", "tests/test_public_api.py")),
+            "full": Variant(
                 extras=("torch", "data", "parity", "linear-probe", "report", "testing"),
-                tests=("tests/torch", "tests/parity"),
+                tests=("tests/full", "tests/parity"),
                 no_deps=("clip-benchmark==1.6.2",),
             ),
         },

@@ -263,6 +263,7 @@ class ImageTextDataset:
             samples seen is bad (checked once ``min_samples_for_check`` were seen, and at the end
             of each epoch).
         min_samples_for_check: see ``max_bad_fraction``.
+        jpeg_draft: faster, not bit-exact JPEG decoding (see :func:`~siglip_data.preprocess_image`).
 
     Raises:
         ValueError: invalid arguments (named in the message).
@@ -295,6 +296,7 @@ class ImageTextDataset:
         num_threads: int = 0,
         max_bad_fraction: float = 0.1,
         min_samples_for_check: int = 200,
+        jpeg_draft: bool = False,
     ) -> None:
         _require_int("image_size", image_size, minimum=1)
         _require_int("batch_size", batch_size, minimum=1)
@@ -331,6 +333,7 @@ class ImageTextDataset:
         self.num_threads = num_threads
         self.max_bad_fraction = max_bad_fraction
         self.min_samples_for_check = min_samples_for_check
+        self.jpeg_draft = jpeg_draft
         self._units = self.source.units
         if not self._units:
             raise ValueError(f"source {self.source!r} has no units to read")
@@ -490,6 +493,7 @@ class ImageTextDataset:
                 augmentation=self.augmentation,
                 rng=rng,
                 dtype=self.pixel_dtype,
+                jpeg_draft=self.jpeg_draft,
             )
         except Exception as error:  # any failure to decode untrusted bytes is a bad sample
             return _Decoded(raw, None, "corrupt_image", f"{type(error).__name__}: {error}")
@@ -586,12 +590,39 @@ class ImageTextDataset:
         for batch, _ in self.iter_with_state():
             yield batch
 
+    def repeat(self) -> Iterator[Batch]:
+        """Batches forever, epoch after epoch, resumable at any point.
+
+        For step-based training: every rank always has a next batch, so ranks whose streams
+        differ by a few samples never wait on each other at an epoch's end.
+
+        Raises:
+            DataQualityError: two epochs in a row gave this stream no batch at all.
+        """
+        yield from repeat_epochs(self)
+
     def __repr__(self) -> str:
         return (
             f"ImageTextDataset({self.source!r}, image_size={self.image_size}, "
             f"batch_size={self.batch_size}, stream={self.stream}/{self.num_streams}, "
             f"epoch={self._epoch})"
         )
+
+
+def repeat_epochs(loader: Any) -> Iterator[Any]:
+    """Iterate ``loader`` (one epoch per ``iter``) forever; stop on two empty epochs in a row."""
+    empty_epochs = 0
+    while True:
+        produced = False
+        for batch in loader:
+            produced = True
+            yield batch
+        empty_epochs = 0 if produced else empty_epochs + 1
+        if empty_epochs >= 2:
+            raise DataQualityError(
+                f"{loader!r} produced no batch in two consecutive epochs: fewer samples than "
+                "ranks x workers, or drop_last with fewer samples than batch_size?"
+            )
 
 
 def _require_int(name: str, value: Any, *, minimum: int) -> None:

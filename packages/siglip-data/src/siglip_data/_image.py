@@ -71,7 +71,7 @@ class Augmentation:
         return 0, 0, width, height
 
 
-def decode_image(image: ImageSource) -> Image.Image:
+def decode_image(image: ImageSource, *, draft_size: int | None = None) -> Image.Image:
     """Open any image source as an 8-bit RGB Pillow image, the way a user expects to see it.
 
     - EXIF orientation is applied (phone photos come out upright);
@@ -81,6 +81,9 @@ def decode_image(image: ImageSource) -> Image.Image:
     Args:
         image: a PIL image, a path, encoded bytes, or a uint8 ``[height, width]`` /
             ``[height, width, 3|4]`` array.
+        draft_size: for JPEG files, let libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT-domain
+            downscaling, several times faster) as long as both sides stay >= ``draft_size``.
+            Pixels then differ slightly from a full decode; None decodes at full size.
 
     Returns:
         A loaded ``"RGB"`` PIL image.
@@ -106,6 +109,8 @@ def decode_image(image: ImageSource) -> Image.Image:
             "image must be a PIL image, a path, bytes or a uint8 numpy array, "
             f"got {type(image).__name__}"
         )
+    if draft_size is not None and opened.format == "JPEG":
+        opened.draft("RGB", (draft_size, draft_size))
     opened.load()
     if opened.getexif().get(_EXIF_ORIENTATION, 1) != 1:
         transposed = ImageOps.exif_transpose(opened)
@@ -222,6 +227,7 @@ def preprocess_image(
     augmentation: Augmentation | None = None,
     rng: np.random.Generator | None = None,
     dtype: Literal["float32", "uint8"] = "float32",
+    jpeg_draft: bool = False,
 ) -> npt.NDArray:
     """Decode and preprocess one image for a fixed-resolution SigLIP model.
 
@@ -239,6 +245,9 @@ def preprocess_image(
         rng: random generator used by the augmentation.
         dtype: ``"float32"`` for [-1, 1] or ``"uint8"`` for the resized 0..255 pixels (rounded),
             to normalize later on the accelerator.
+        jpeg_draft: decode large JPEGs at a reduced scale (still >= ``size``) before resizing:
+            2-4x faster on photos, pixels within a few levels of the exact path. Off by default
+            (exact parity with the reference); ignored with ``augmentation`` (crops need detail).
 
     Returns:
         ``[size, size, 3]`` float32 in [-1, 1] (or uint8).
@@ -259,7 +268,8 @@ def preprocess_image(
         raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
     if augmentation is not None and rng is None:
         raise ValueError("augmentation needs rng (a numpy Generator), got rng=None")
-    rgb = decode_image(image)
+    draft_size = int(size) if jpeg_draft and augmentation is None else None
+    rgb = decode_image(image, draft_size=draft_size)
     box = None
     flip = False
     if augmentation is not None:

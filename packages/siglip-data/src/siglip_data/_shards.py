@@ -247,7 +247,7 @@ def _encode_image(image: Any, image_format: str) -> tuple[bytes, str]:
     if image_format == "webp":
         image.save(buffer, format="WEBP", lossless=True)
         return buffer.getvalue(), "webp"
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)  # 3x faster than 6, ~15% larger
     return buffer.getvalue(), "png"
 
 

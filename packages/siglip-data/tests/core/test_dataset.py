@@ -361,3 +361,20 @@ def test_bad_arguments_raise_clear_errors(
         make_dataset(shards, tokenizer, pixel_dtype="float16")
     with pytest.raises(ValueError, match="max_bad_fraction"):
         make_dataset(shards, tokenizer, max_bad_fraction=2.0)
+
+
+def test_repeat_runs_epoch_after_epoch_and_stops_on_an_empty_stream(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    shards = write_numbered_shards(tmp_path, [3, 2])
+    reference = make_dataset(shards, tokenizer, seed=9)
+    expected = keys_of(list(reference)) + keys_of(list(reference)) + keys_of(list(reference))
+    repeated = make_dataset(shards, tokenizer, seed=9).repeat()
+    got: list[str] = []
+    while len(got) < len(expected):
+        got.extend(next(repeated)["keys"])
+    assert got == expected
+    # Five samples over six streams: stream 5 never gets one.
+    starved = make_dataset(shards, tokenizer, world_size=6, rank=5)
+    with pytest.raises(siglip_data.DataQualityError, match="two consecutive epochs"):
+        next(starved.repeat())

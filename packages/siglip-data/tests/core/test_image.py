@@ -235,3 +235,20 @@ def test_bad_arguments_raise_clear_errors(tmp_path: Path) -> None:
         preprocess_image(b"not an image", size=4)
     with pytest.raises(ValueError, match="scale must satisfy"):
         siglip_data.Augmentation(scale=(0.0, 1.0))
+
+
+def test_jpeg_draft_decodes_large_jpegs_smaller_and_stays_close() -> None:
+    rng = np.random.default_rng(5)
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    photo = Image.fromarray(coarse).resize((800, 600), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=92)
+    data = buffer.getvalue()
+    drafted = siglip_data.decode_image(data, draft_size=64)
+    assert drafted.size == (100, 75)  # 1/8 scale: the smallest that keeps both sides >= 64
+    exact = preprocess_image(data, size=64)
+    fast = preprocess_image(data, size=64, jpeg_draft=True)
+    assert np.abs(fast - exact).mean() < 2 / 127.5  # within two levels on average
+    np.testing.assert_array_equal(
+        preprocess_image(photo, size=64, jpeg_draft=True), preprocess_image(photo, size=64)
+    )

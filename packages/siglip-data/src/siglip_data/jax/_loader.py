@@ -11,6 +11,7 @@ import jax
 
 from siglip_data._dataset import Batch
 from siglip_data._dataset import ImageTextDataset
+from siglip_data._dataset import repeat_epochs
 
 _DONE = object()
 
@@ -79,6 +80,10 @@ class JaxImageTextLoader:
         """Start ``epoch`` from its beginning on the next iteration."""
         self.dataset.set_epoch(epoch)
         self._state = self.dataset.state_dict()
+
+    def repeat(self) -> Iterator[dict[str, Any]]:
+        """Batches forever, epoch after epoch (see ``ImageTextDataset.repeat``)."""
+        yield from repeat_epochs(self)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self.dataset.load_state_dict(self._state)

@@ -15,6 +15,7 @@ from torch.utils.data import get_worker_info
 from siglip_data._dataset import SKIP_REASONS
 from siglip_data._dataset import Batch
 from siglip_data._dataset import ImageTextDataset
+from siglip_data._dataset import repeat_epochs
 
 _STATE_KEY = "_siglip_data_state"
 _END_KEY = "_siglip_data_end_of_stream"
@@ -217,6 +218,10 @@ class ImageTextLoader:
             self._batches_in_epoch += 1
             yield batch
         self.set_epoch(self._epoch + 1)
+
+    def repeat(self) -> Iterator[dict[str, Any]]:
+        """Batches forever, epoch after epoch (see ``ImageTextDataset.repeat``)."""
+        yield from repeat_epochs(self)
 
     def __len__(self) -> int:
         raise TypeError("ImageTextLoader streams shards: its length is not known in advance")
