@@ -241,10 +241,17 @@ class Task:
     script: str  # path relative to the repository root
     requirements: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    # Installed with --no-deps after the rest (e.g. open_clip_torch, whose deps pull torchvision).
+    no_deps_requirements: tuple[str, ...] = ()
 
 
 # Opt-in sessions: `nox -s <name> -- <script args>`. Never tagged "tests".
 TASKS: dict[str, Task] = {
+    "bench-distributed": Task(
+        packages=(("loss", ("torch",)),),
+        script="packages/siglip-loss/benchmarks/bench_distributed.py",
+        no_deps_requirements=("open_clip_torch==3.3.0",),
+    ),
     "bench-data": Task(
         packages=(("data", ("test",)),),
         script="packages/siglip-data/benchmarks/bench_data.py",
@@ -260,6 +267,8 @@ def _make_task_session(name: str, task: Task) -> None:
             requirements.extend(local_requirement(s) for s in sibling_closure(short))
             requirements.append(local_requirement(short, extras))
         install_packages(session, requirements, *task.requirements)
+        if task.no_deps_requirements:
+            session.install("--no-deps", *task.no_deps_requirements)
         session.run("python", str(ROOT / task.script), *session.posargs, env=dict(task.env))
 
     run_task.__doc__ = f"Opt-in: run {task.script}."
