@@ -1,13 +1,40 @@
-"""Shared fixtures: a toy encoder whose embeddings are known in closed form."""
+"""Test harness for siglip-eval: hypothesis profiles and a toy encoder with known embeddings.
+
+Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``ci``): ``ci`` is derandomized
+(the same examples on every run) with no deadline; ``dev`` is random with more examples.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings
 
 from siglip_eval import Encoder
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+if importlib.util.find_spec("torch") is not None:
+    import torch
+
+    # Tiny models on a 2-core machine shared with other jobs: extra threads only contend.
+    torch.set_num_threads(1)
 
 COLORS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0)}
 
