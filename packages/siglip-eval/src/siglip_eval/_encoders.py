@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import re
@@ -266,8 +267,6 @@ class EmbeddingCache:
     ) -> None:
         """Store ``embeddings: [rows, dim]`` with JSON ``metadata`` atomically."""
         array_path = self.path(model, dataset, kind)
-        import io
-
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(embeddings), allow_pickle=False)
         record = dict(

@@ -69,7 +69,9 @@ def markdown_summary(result: Result, *, context: dict[str, Any] | None = None) -
             f" text->image {summary['median_rank']['text_to_image']:.1f}."
         )
         if result.tied_queries:
-            lines.append(f"**{result.tied_queries} query/K pair(s) depend on the tie rule.**")
+            lines.append(
+                f"**{result.tied_queries} quer(ies) have a hit that depends on the tie rule.**"
+            )
     else:
         lines.append(
             f"train {summary['num_train']}, validation {summary['num_val']}, test {summary['num_test']};"

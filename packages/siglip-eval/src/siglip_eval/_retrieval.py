@@ -30,7 +30,8 @@ class RetrievalResult:
             each caption's image (0 = first).
         text_to_image: ``[texts]`` image index of each caption.
         keys: ``[images]`` item names.
-        tied_queries: queries whose hit at some K depends on the tie rule (0 for real models).
+        tied_queries: queries (images and captions) whose hit at some K depends on the tie rule
+            (0 for real models).
     """
 
     dataset: str
@@ -96,7 +97,10 @@ def retrieval_from_embeddings(
     high = retrieval_ranks(image_emb, text_emb, text_to_image, ties="pessimistic", dataset=dataset)
     tied = 0
     for optimistic, pessimistic in zip(low, high):
-        tied += int(sum(np.sum((optimistic < k) != (pessimistic < k)) for k in k_values))
+        depends = np.zeros(optimistic.shape, dtype=bool)
+        for k in k_values:
+            depends |= (optimistic < k) != (pessimistic < k)
+        tied += int(depends.sum())
     return RetrievalResult(
         dataset=dataset,
         metrics=metrics,

@@ -193,8 +193,7 @@ def zeroshot_from_embeddings(
     optimistic = classification_ranks(scores, truth, ties="optimistic")
     pessimistic = classification_ranks(scores, truth, ties="pessimistic")
     tied = int(
-        np.sum((optimistic < 5) != (pessimistic < 5))
-        + np.sum((optimistic < 1) != (pessimistic < 1))
+        np.sum(((optimistic < 5) != (pessimistic < 5)) | ((optimistic < 1) != (pessimistic < 1)))
     )
     return ZeroShotResult(
         dataset=dataset,
