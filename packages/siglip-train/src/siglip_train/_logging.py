@@ -1,0 +1,76 @@
+"""Metrics: JSONL (always), TensorBoard (when installed), a tqdm progress bar."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from siglip_train._config import atomic_write_text
+
+LOGGER = logging.getLogger("siglip_train")
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a ``metrics.jsonl`` file, in order.
+
+    Example:
+        >>> read_metrics("no-such-file.jsonl")
+        []
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsLogger:
+    """Append metric records to ``metrics.jsonl`` and TensorBoard; only the writing rank logs.
+
+    Args:
+        output_dir: the run directory.
+        enabled: False on non-zero ranks (nothing is written).
+        tensorboard: also write TensorBoard events under ``output_dir/tensorboard``.
+    """
+
+    def __init__(self, output_dir: Path, *, enabled: bool, tensorboard: bool) -> None:
+        self.path = output_dir / METRICS_FILE
+        self.enabled = enabled
+        self._writer: Any = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                LOGGER.info("tensorboard is not installed; writing metrics.jsonl only")
+            else:
+                self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (written by a run that was interrupted after its checkpoint)."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [record for record in read_metrics(self.path) if record.get("step", 0) <= step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def log(self, step: int, values: Mapping[str, Any], *, kind: str = "train") -> None:
+        """Write one record ``{"step": step, "kind": kind, **values}``."""
+        if not self.enabled:
+            return
+        record = {"step": step, "kind": kind, **values}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for name, value in values.items():
+                if isinstance(value, int | float) and math.isfinite(float(value)):
+                    self._writer.add_scalar(f"{kind}/{name}", float(value), step)
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -1,0 +1,106 @@
+"""Named training presets: full ``TrainConfig`` objects a run starts from."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from siglip_train._config import CheckpointConfig
+from siglip_train._config import DataConfig
+from siglip_train._config import LoggingConfig
+from siglip_train._config import LossConfig
+from siglip_train._config import ModelConfig
+from siglip_train._config import OptimizerConfig
+from siglip_train._config import TrainConfig
+
+DEMO_MODEL_NAME = "demo-tiny"
+
+
+def _tiny_cpu() -> TrainConfig:
+    # The demo recipe: a ~1.6M-parameter SigLIP at 32 px trained on emoji + Fashion-MNIST on CPU.
+    return TrainConfig(
+        steps=1000,
+        seed=0,
+        output_dir="runs/tiny-cpu",
+        precision="fp32",
+        device="cpu",
+        model=ModelConfig(name=DEMO_MODEL_NAME, init_scale=10.0, init_bias=-10.0),
+        optimizer=OptimizerConfig(
+            lr=1e-3, weight_decay=1e-4 / 1e-3, beta2=0.95, grad_clip=1.0, warmup_steps=100
+        ),
+        loss=LossConfig(name="sigmoid"),
+        data=DataConfig(source="demo", batch_size=128, image_size=32, text_length=16),
+        checkpoint=CheckpointConfig(every_steps=250, keep_last=2),
+        logging=LoggingConfig(every_steps=10),
+    )
+
+
+def _b16_webli_like() -> TrainConfig:
+    # SigLIP B/16 from scratch as in arXiv:2303.15343 / 2502.14786: batch 32k, lr 1e-3, big_vision
+    # wd 1e-4 (= 0.1 in PyTorch AdamW units at lr 1e-3), beta2 0.95, clip 1, cosine, bf16 on GPU.
+    return TrainConfig(
+        steps=300_000,
+        output_dir="runs/b16-webli-like",
+        precision="auto",
+        model=ModelConfig(name="siglip-base-patch16-224", init_scale=10.0, init_bias=-10.0),
+        optimizer=OptimizerConfig(
+            lr=1e-3, weight_decay=1e-4 / 1e-3, beta2=0.95, grad_clip=1.0, warmup_steps=20_000
+        ),
+        loss=LossConfig(name="sigmoid", distributed_strategy="ring"),
+        data=DataConfig(source="webdataset", batch_size=32_768, image_size=224, text_length=64),
+        checkpoint=CheckpointConfig(every_steps=2000, keep_last=3),
+        logging=LoggingConfig(every_steps=50),
+    )
+
+
+def _lit_b16() -> TrainConfig:
+    # LiT / SigLiT: image tower locked (frozen), text tower trained (arXiv:2303.15343 sec. 4.4;
+    # big_vision siglip_lit_coco.py: lr 1e-3, wd 0.01 bv units, 3% warmup, clip 1).
+    config = _b16_webli_like()
+    config.steps = 20_000
+    config.output_dir = "runs/lit-b16"
+    config.freeze = "image"
+    config.model.init_from = "path/to/pretrained-siglip-b16"
+    config.optimizer.weight_decay = 0.01 / 1e-3
+    config.optimizer.warmup_steps = 600
+    config.data.batch_size = 16_384
+    return config
+
+
+_PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "tiny-cpu": _tiny_cpu,
+    "b16-webli-like": _b16_webli_like,
+    "lit-b16": _lit_b16,
+}
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets.
+
+    Example:
+        >>> list_presets()
+        ['b16-webli-like', 'lit-b16', 'tiny-cpu']
+    """
+    return sorted(_PRESETS)
+
+
+def get_preset(name: str) -> TrainConfig:
+    """A fresh copy of the preset ``name``.
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+    """
+    if name not in _PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known presets: {list_presets()}")
+    return copy.deepcopy(_PRESETS[name]())
+
+
+def register_preset(name: str, factory: Callable[[], TrainConfig]) -> None:
+    """Add a preset (a function returning a ``TrainConfig``); the name must be new.
+
+    Raises:
+        ValueError: ``name`` is taken.
+    """
+    if name in _PRESETS:
+        raise ValueError(f"preset {name!r} already exists")
+    _PRESETS[name] = factory

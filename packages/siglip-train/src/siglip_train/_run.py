@@ -1,0 +1,150 @@
+"""Build the model and batches a config describes, then train (the ``siglip-train train`` path)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from siglip_train._checkpoint import resolve_resume_path
+from siglip_train._config import ConfigError
+from siglip_train._config import TrainConfig
+from siglip_train._distributed import DistributedContext
+from siglip_train._distributed import init_distributed
+from siglip_train._logging import LOGGER
+from siglip_train._trainer import Trainer
+
+
+def build_model(config: TrainConfig, *, vocab_size: int | None = None) -> nn.Module:
+    """The ``siglip_models`` model ``config.model`` names, or the one in ``init_from``."""
+    from siglip_models.torch import SiglipModel
+
+    if config.model.init_from:
+        if not Path(config.model.init_from).is_dir():
+            raise ConfigError(
+                f"config field 'model.init_from' must be an HF model directory, got "
+                f"{config.model.init_from!r} (not a directory)"
+            )
+        loaded: nn.Module = SiglipModel.from_pretrained(config.model.init_from).train()
+        return loaded
+    torch.manual_seed(config.seed)
+    model = SiglipModel(config.model.name)
+    if vocab_size is not None and model.config.text.vocab_size < vocab_size:
+        raise ConfigError(
+            f"model {config.model.name!r} has a {model.config.text.vocab_size}-token table but "
+            f"the tokenizer has {vocab_size} tokens"
+        )
+    with torch.no_grad():
+        model.log_scale.fill_(math.log(config.model.init_scale))
+        model.bias.fill_(config.model.init_bias)
+    trainable: nn.Module = model.train()
+    return trainable
+
+
+def _webdataset_batches(config: TrainConfig, context: DistributedContext) -> Any:
+    import siglip_data
+    from siglip_data.torch import ImageTextLoader
+
+    data = config.data
+    if not data.shards:
+        raise ConfigError("config field 'data.shards' is empty; give shard paths or patterns")
+    if not data.tokenizer:
+        raise ConfigError("config field 'data.tokenizer' must name a SentencePiece .model file")
+    if data.batch_size % context.world_size:
+        raise ConfigError(
+            f"data.batch_size ({data.batch_size}) must be divisible by the number of "
+            f"processes ({context.world_size})"
+        )
+    tokenizer = siglip_data.SentencePieceTokenizer(
+        data.tokenizer, preset=data.tokenizer_preset, length=data.text_length
+    )
+    dataset = siglip_data.ImageTextDataset(
+        siglip_data.ShardSource(data.shards),
+        tokenizer=tokenizer,
+        image_size=data.image_size,
+        batch_size=data.batch_size // context.world_size,
+        seed=config.seed,
+        drop_last=True,
+        rank=context.rank,
+        world_size=context.world_size,
+    )
+    return ImageTextLoader(dataset)
+
+
+def train_from_config(config: TrainConfig, *, resume: str | None = None) -> int:
+    """Train what ``config`` describes; returns the process exit code (128 + signal if stopped).
+
+    Under torchrun every process runs this; the demo data is built by rank 0 first.
+    """
+    device_type = (
+        "cuda"
+        if config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+        else "cpu"
+    )
+    context = init_distributed(device_type)
+    eval_fn = None
+    if config.data.source == "demo":
+        from siglip_train._demo import build_demo_model
+        from siglip_train._demo import evaluate_demo
+        from siglip_train._demo_data import DemoBatches
+        from siglip_train._demo_data import prepare_demo_data
+
+        def prepare() -> Any:
+            return prepare_demo_data(
+                config.data.root,
+                image_size=config.data.image_size,
+                text_length=config.data.text_length,
+            )
+
+        if context.is_main:
+            data = prepare()
+        if context.is_distributed:
+            dist.barrier()
+        if not context.is_main:
+            data = prepare()
+        vocab_size = data.tokenizer(config.data.text_length).vocab_size
+        if config.model.init_from:
+            model = build_model(config)
+        else:
+            model = build_demo_model(config, vocab_size=vocab_size)
+        batches: Any = DemoBatches(
+            data,
+            batch_size=config.data.batch_size,
+            fashion_mnist_fraction=config.data.fashion_mnist_fraction,
+            seed=config.seed,
+            rank=context.rank,
+            world_size=context.world_size,
+            augment=config.data.augment,
+        )
+        if config.eval.every_steps:
+
+            def eval_fn(trained: nn.Module) -> dict[str, float]:
+                return evaluate_demo(trained, data, fashion_limit=1000)
+
+    else:
+        model = build_model(config)
+        batches = _webdataset_batches(config, context)
+    trainer = Trainer(model, batches, config, eval_fn=eval_fn)
+    if resume is not None:
+        checkpoint = resolve_resume_path(resume, Path(config.output_dir))
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+        else:
+            LOGGER.info("--resume auto: no checkpoint in %s, starting fresh", config.output_dir)
+    result = trainer.fit()
+    LOGGER.info(
+        "finished at step %d (interrupted=%s), %.1f s training, checkpoint %s",
+        result.step,
+        result.interrupted,
+        result.train_seconds,
+        result.checkpoint,
+    )
+    if context.initialized_here:
+        dist.destroy_process_group()
+    if trainer.stop_signal is not None:
+        return 128 + int(trainer.stop_signal)
+    return 0
