@@ -169,15 +169,35 @@ def resize_bilinear_tf(pixels: npt.NDArray, height: int, width: int) -> npt.NDAr
     Returns:
         float32 ``[height, width, channels]`` (not rounded).
     """
-    source = np.asarray(pixels, dtype=np.float32)
+    source = np.asarray(pixels)
+    if source.ndim == 2:
+        source = source[:, :, None]
+    channels = source.shape[2]
     rows_low, rows_high, rows_weight = _linear_taps(source.shape[0], height)
     cols_low, cols_high, cols_weight = _linear_taps(source.shape[1], width)
-    top = source[rows_low]
-    bottom = source[rows_high]
-    vertical = top + (bottom - top) * rows_weight[:, None, None]
-    left = vertical[:, cols_low]
-    right = vertical[:, cols_high]
-    resized: npt.NDArray[np.float32] = left + (right - left) * cols_weight[None, :, None]
+    # Gather the four neighbours in the input dtype on [rows, width * channels] views (cheap),
+    # then convert only height x width values; in-place arithmetic avoids temporaries.
+    channel_offsets = np.arange(channels)
+    flat_low = (cols_low[:, None] * channels + channel_offsets).ravel()
+    flat_high = (cols_high[:, None] * channels + channel_offsets).ravel()
+    column_weight = np.repeat(cols_weight, channels)[None, :]
+    top = source[rows_low].reshape(height, -1)
+    bottom = source[rows_high].reshape(height, -1)
+    # TF's order: interpolate along x within the top and bottom rows, then along y.
+    upper = np.take(top, flat_low, axis=1).astype(np.float32)
+    step = np.take(top, flat_high, axis=1).astype(np.float32)
+    step -= upper
+    step *= column_weight
+    upper += step
+    lower = np.take(bottom, flat_low, axis=1).astype(np.float32)
+    step = np.take(bottom, flat_high, axis=1).astype(np.float32)
+    step -= lower
+    step *= column_weight
+    lower += step
+    lower -= upper
+    lower *= rows_weight[:, None]
+    upper += lower
+    resized: npt.NDArray[np.float32] = upper.reshape(height, width, channels)
     return resized
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,12 +22,16 @@ from siglip_data import resize_bilinear_tf
 HF_TOLERANCE = 1e-6
 
 
-def hf_pixels(image: Image.Image, size: int, resample: int) -> np.ndarray:
+@functools.cache
+def hf_processor(size: int, resample: int) -> Any:
     transformers = pytest.importorskip("transformers")
-    processor = transformers.SiglipImageProcessorPil(
+    return transformers.SiglipImageProcessorPil(
         size={"height": size, "width": size}, resample=resample
     )
-    output = processor(image, return_tensors="np")["pixel_values"][0]
+
+
+def hf_pixels(image: Image.Image, size: int, resample: int) -> np.ndarray:
+    output = hf_processor(size, resample)(image, return_tensors="np")["pixel_values"][0]
     return np.transpose(output, (1, 2, 0))
 
 
