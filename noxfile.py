@@ -74,10 +74,17 @@ PACKAGES: dict[str, Package] = {
         import_name="siglip_data",
         siblings=(),
         variants={
-            "core": Variant(extras=("test",), tests=("tests/core", "tests/test_public_api.py")),
-            # torch and jax in separate venvs: DataLoader workers fork, and JAX warns on fork.
-            "torch": Variant(extras=("torch", "test"), tests=("tests/adapters/test_torch.py",)),
-            "jax": Variant(extras=("jax", "test"), tests=("tests/adapters/test_jax.py",)),
+            # numpy core (+ transformers parity) and the JAX adapter; the public-API test checks
+            # in a subprocess that `import siglip_data` imports neither torch nor jax.
+            "core": Variant(
+                extras=("jax", "test"),
+                tests=("tests/core", "tests/test_public_api.py", "tests/adapters/test_jax.py"),
+            ),
+            # Separate venv: DataLoader workers fork, and JAX warns on fork once imported.
+            "torch": Variant(
+                extras=("torch", "testing"),
+                tests=("tests/adapters/test_torch.py", "tests/test_public_api.py"),
+            ),
         },
         all_extras=("torch", "jax", "test"),
     ),
@@ -253,7 +260,7 @@ TASKS: dict[str, Task] = {
         no_deps_requirements=("open_clip_torch==3.3.0",),
     ),
     "bench-data": Task(
-        packages=(("data", ("test",)),),
+        packages=(("data", ("test", "torch")),),
         script="packages/siglip-data/benchmarks/bench_data.py",
     ),
 }
