@@ -1,6 +1,6 @@
 """Benchmark: decode + resize + tokenize from shards, siglip-data vs transformers processors.
 
-    nox -s bench-data                      # 512 samples at 224 px
+    nox -s bench-data                      # 384 samples per scenario at 224 px
     nox -s bench-data -- --num-samples 2048 --image-size 384
 
 Both pipelines read the same tar shards with the same reader, so the comparison is the
