@@ -118,6 +118,17 @@ PACKAGES: dict[str, Package] = {
         },
         all_extras=("torch", "flax", "data", "linear-probe", "report", "testing"),
     ),
+    "train": Package(
+        short="train",
+        directory="packages/siglip-train",
+        import_name="siglip_train",
+        # eval is optional for train (extras "eval"/"demo"); listed so its local copy is installed.
+        siblings=("loss", "models", "data", "eval"),
+        variants={
+            "torch": Variant(extras=("eval", "tensorboard", "demo", "testing"), tests=("tests",)),
+        },
+        all_extras=("eval", "tensorboard", "demo", "testing"),
+    ),
 }
 
 
@@ -262,6 +273,16 @@ TASKS: dict[str, Task] = {
     "bench-data": Task(
         packages=(("data", ("test", "torch")),),
         script="packages/siglip-data/benchmarks/bench_data.py",
+    ),
+    # The one-command demo: `nox -s demo [-- --out DIR]` (builds data, trains on CPU, reports).
+    "demo": Task(
+        packages=(("train", ("demo", "eval", "tensorboard")),),
+        script="packages/siglip-train/scripts/demo.py",
+    ),
+    # Sigmoid vs softmax loss at batch 16..256 under one example budget -> docs/results.md.
+    "batch-scan": Task(
+        packages=(("train", ("demo", "eval")),),
+        script="packages/siglip-train/scripts/batch_scan.py",
     ),
 }
 

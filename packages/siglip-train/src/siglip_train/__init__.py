@@ -15,6 +15,7 @@ See docs/train.md.
 from siglip_train._checkpoint import CheckpointError
 from siglip_train._checkpoint import latest_checkpoint
 from siglip_train._checkpoint import read_manifest
+from siglip_train._cli import main
 from siglip_train._config import CheckpointConfig
 from siglip_train._config import ConfigError
 from siglip_train._config import DataConfig
@@ -25,12 +26,18 @@ from siglip_train._config import ModelConfig
 from siglip_train._config import OptimizerConfig
 from siglip_train._config import TrainConfig
 from siglip_train._config import apply_overrides
+from siglip_train._config import atomic_write_text
 from siglip_train._config import build_config
 from siglip_train._config import config_from_dict
 from siglip_train._config import config_to_dict
 from siglip_train._config import config_to_yaml
 from siglip_train._config import load_config_file
 from siglip_train._config import save_config
+from siglip_train._demo import evaluate_demo
+from siglip_train._demo import run_demo
+from siglip_train._demo_data import DemoBatches
+from siglip_train._demo_data import DemoData
+from siglip_train._demo_data import prepare_demo_data
 from siglip_train._distributed import DistributedContext
 from siglip_train._distributed import distributed_softmax_loss
 from siglip_train._distributed import init_distributed
@@ -57,6 +64,8 @@ __all__ = [
     "ConfigError",
     "ContrastiveLoss",
     "DataConfig",
+    "DemoBatches",
+    "DemoData",
     "DistributedContext",
     "EvalConfig",
     "LoggingConfig",
@@ -69,6 +78,7 @@ __all__ = [
     "TwoTowerModel",
     "__version__",
     "apply_overrides",
+    "atomic_write_text",
     "batch_to_tensors",
     "build_config",
     "config_from_dict",
@@ -77,15 +87,19 @@ __all__ = [
     "decay_parameter_names",
     "default_loss",
     "distributed_softmax_loss",
+    "evaluate_demo",
     "get_preset",
     "init_distributed",
     "interpolate_weights",
     "latest_checkpoint",
     "list_presets",
     "load_config_file",
+    "main",
+    "prepare_demo_data",
     "read_manifest",
     "read_metrics",
     "register_preset",
+    "run_demo",
     "save_config",
     "tower_parameter_names",
     "warmup_cosine_multiplier",

@@ -1,0 +1,10 @@
+"""`nox -s demo [-- --out DIR ...]`: the one-command demo (same as `siglip-train demo`)."""
+
+from __future__ import annotations
+
+import sys
+
+from siglip_train import main
+
+if __name__ == "__main__":
+    sys.exit(main(["demo", *sys.argv[1:]]))
