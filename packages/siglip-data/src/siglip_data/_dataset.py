@@ -440,7 +440,9 @@ class ImageTextDataset:
         }
 
     # -- the stream --------------------------------------------------------------------------
-    def _raw_samples(self, epoch: int, counting: list[bool]) -> Iterator[RawSample]:
+    def _raw_samples(
+        self, epoch: int, counting: list[bool], failed_units: list[str]
+    ) -> Iterator[RawSample]:
         order = self.unit_order(epoch)
         streams, stream = self.num_streams, self.stream
         by_unit = len(order) >= streams
@@ -453,6 +455,7 @@ class ImageTextDataset:
                         yield sample
                     index += 1
             except UnreadableShardError as error:
+                failed_units.append(unit)
                 if counting[0]:
                     self._skipped["unreadable_shard"] += 1
                     logger.warning("skipped the rest of unit %s: %s", unit, error)
@@ -509,6 +512,18 @@ class ImageTextDataset:
             "metadata": [sample.raw.metadata or {} for sample in samples],
         }
 
+    def _any_unit_readable(self, excluded: list[str]) -> bool:
+        """Whether some unit outside ``excluded`` yields a sample (only probed on failure)."""
+        for unit in self._units:
+            if unit in excluded:
+                continue
+            try:
+                for _ in self.source.read_unit(unit):
+                    return True
+            except UnreadableShardError:
+                continue
+        return False
+
     def _check_quality(self, final: bool) -> None:
         bad = sum(count for reason, count in self._skipped.items() if reason != "unreadable_shard")
         checkable = self._seen and (final or self._seen >= self.min_samples_for_check)
@@ -526,7 +541,8 @@ class ImageTextDataset:
         """
         epoch = self._epoch
         counting = [False]
-        stream = self._shuffled(self._raw_samples(epoch, counting), epoch)
+        failed_units: list[str] = []
+        stream = self._shuffled(self._raw_samples(epoch, counting, failed_units), epoch)
         position = 0
         for _ in range(self._position):
             if next(stream, None) is None:
@@ -569,11 +585,12 @@ class ImageTextDataset:
                     batch = []
                     yield made, self.state_dict()
             self._check_quality(final=True)
-            unreadable = self._skipped["unreadable_shard"]
-            if epoch_good + len(batch) == 0 and self._position == 0 and unreadable:
+            nothing_read = position == 0 and failed_units
+            if nothing_read and not self._any_unit_readable(failed_units):
                 raise DataQualityError(
-                    f"no sample could be read from source {self.source!r} in stream "
-                    f"{self.stream} ({unreadable} unreadable units): check the paths"
+                    f"no sample could be read from source {self.source!r}: all "
+                    f"{len(self._units)} units are unreadable (first: {failed_units[0]}); "
+                    "check the paths"
                 )
             if batch and not self.drop_last:
                 self._position = position

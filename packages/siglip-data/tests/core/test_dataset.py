@@ -378,3 +378,18 @@ def test_repeat_runs_epoch_after_epoch_and_stops_on_an_empty_stream(
     starved = make_dataset(shards, tokenizer, world_size=6, rank=5)
     with pytest.raises(siglip_data.DataQualityError, match="two consecutive epochs"):
         next(starved.repeat())
+
+
+def test_a_stream_whose_only_shard_is_broken_does_not_stop_the_run(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    shards = write_numbered_shards(tmp_path, [3, 3])
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(b"not a tar")
+    sources = [shards[0], str(broken), shards[1]]
+    keys = []
+    for worker in range(3):  # three shards, three streams: one stream gets only the broken one
+        data = make_dataset(sources, tokenizer, shuffle=False, worker_id=worker, num_workers=3)
+        keys.extend(keys_of(list(data)))
+        assert data.skipped["unreadable_shard"] == (1 if worker == 1 else 0)
+    assert sorted(keys) == sorted(f"s{s}n{i}" for s in range(2) for i in range(3))
