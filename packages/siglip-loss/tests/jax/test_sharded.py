@@ -235,3 +235,24 @@ def test_mesh_wrapper_rejects_an_unknown_axis() -> None:
         sharded_sigmoid_loss_on_mesh(
             rows, rows, scale=10.0, bias=-10.0, mesh=mesh_of(1), axis_name="data"
         )
+
+
+@needs_8_devices
+def test_batch_sharded_over_two_mesh_axes_equals_single_device() -> None:
+    rng = np.random.default_rng(11)
+    image, text = normalized_rows(rng, 16, 4), normalized_rows(rng, 16, 4)
+    mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(AxisType.Auto,) * 2)
+    rows, replicated = PartitionSpec(("data", "fsdp")), PartitionSpec()
+
+    def per_device(image, text, scale, bias):
+        return sharded_sigmoid_loss(
+            image, text, scale=scale, bias=bias, axis_name=("data", "fsdp"), block_size=3
+        )
+
+    loss = jax.shard_map(
+        per_device, mesh=mesh, in_specs=(rows, rows, replicated, replicated), out_specs=replicated
+    )
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))(
+        image, text, jnp.float32(10.0), jnp.float32(-3.0)
+    )
+    assert_matches_oracle(value, grads, image, text, 10.0, -3.0)

@@ -224,7 +224,8 @@ def sharded_sigmoid_loss(
         text_emb: ``[n, dim]`` this device's text embeddings; row ``i`` pairs with image row ``i``.
         scale: the positive multiplier ``t = exp(log_scale)``; float or 0-d array (replicated).
         bias: the logit bias ``b``; float or 0-d array (replicated).
-        axis_name: the ``shard_map`` mesh axis that the batch is sharded over.
+        axis_name: the ``shard_map`` mesh axis that the batch is sharded over, or a tuple of
+            axes (the batch sharded over their product, e.g. ``("data", "fsdp")``).
         block_size: tile edge of the fused block computation (None: the fused default).
 
     Returns:
@@ -257,7 +258,8 @@ def sharded_sigmoid_loss(
     dtypes = tuple(jnp.dtype(value.dtype) for value in inputs)
     # Under shard_map(check_vma=True) the sharded inputs vary over the axis; with
     # check_vma=False nothing is tracked and cotangents follow the unchecked rules.
-    unchecked = axis_name not in _varying_axes(jax.typeof(image_emb))
+    axis_names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    unchecked = not set(axis_names) <= _varying_axes(jax.typeof(image_emb))
     return _sharded_loss_function(axis_name, block_size, dtypes, unchecked)(*inputs)
 
 
