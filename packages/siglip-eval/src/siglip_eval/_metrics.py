@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
@@ -58,30 +59,79 @@ def l2_normalize(embeddings: Any) -> np.ndarray:
     return normalized
 
 
-def _ranks_of_positive(
+class RankParts(NamedTuple):
+    """Where the positive of each query stands, before a tie rule is applied.
+
+    Attributes:
+        ahead: ``[queries]`` negatives scoring strictly higher than the (best) positive.
+        tied_before: ``[queries]`` negatives with an equal score and a lower index.
+        tied: ``[queries]`` negatives with an equal score.
+    """
+
+    ahead: np.ndarray
+    tied_before: np.ndarray
+    tied: np.ndarray
+
+    def ranks(self, ties: str = "index") -> np.ndarray:
+        """0-based ranks under the tie rule ``ties``."""
+        check_ties(ties)
+        if ties == "optimistic":
+            return self.ahead
+        added = self.tied if ties == "pessimistic" else self.tied_before
+        ranks: np.ndarray = self.ahead + added
+        return ranks
+
+
+def _count(mask: np.ndarray) -> np.ndarray:
+    return np.asarray(np.count_nonzero(mask, axis=1), dtype=np.int64)
+
+
+def _rank_parts(
     scores: np.ndarray,
     positive: np.ndarray,
     positive_score: np.ndarray,
-    is_positive: Any,
-    ties: str,
-) -> np.ndarray:
-    """0-based rank of the positive candidate of each row of ``scores: [rows, candidates]``.
+    positives_tied: np.ndarray | None = None,
+) -> RankParts:
+    """``RankParts`` of each row of ``scores: [rows, candidates]``.
 
-    ``positive: [rows]`` index of the (best) positive, ``positive_score: [rows]`` its score,
-    ``is_positive: [rows, candidates]`` bool mask of every positive (other positives never count
-    against the best one; none of them can score higher).
+    ``positive: [rows]`` index of the (best) positive and ``positive_score: [rows]`` its score,
+    taken from ``scores`` itself (so the positive equals itself exactly). With several positives
+    per row the best one must be the lowest-index positive of maximal score; then no positive
+    scores higher, none ties with a lower index, and ``positives_tied: [rows]`` (how many
+    positives share the best score) is removed from the tie count.
     """
     column = positive_score[:, None]
-    negative = ~is_positive
-    ahead = np.asarray(np.sum((scores > column) & negative, axis=1), dtype=np.int64)
-    if ties == "optimistic":
-        return ahead
-    tied = (scores == column) & negative
-    if ties == "pessimistic":
-        return ahead + np.asarray(np.sum(tied, axis=1), dtype=np.int64)
+    equal = scores == column
     candidate_index = np.arange(scores.shape[1])[None, :]
-    earlier = tied & (candidate_index < positive[:, None])
-    return ahead + np.asarray(np.sum(earlier, axis=1), dtype=np.int64)
+    tied_all = _count(equal)
+    return RankParts(
+        ahead=_count(scores > column),
+        tied_before=_count(equal & (candidate_index < positive[:, None])),
+        tied=tied_all - (1 if positives_tied is None else positives_tied),
+    )
+
+
+def _concat_parts(parts: list[RankParts]) -> RankParts:
+    return RankParts(*(np.concatenate([getattr(p, f) for p in parts]) for f in RankParts._fields))
+
+
+def classification_rank_parts(scores: Any, labels: Any) -> RankParts:
+    """``RankParts`` of the true class in each row of ``scores: [images, classes]``."""
+    matrix = np.asarray(scores, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"scores: expected shape [images, classes], got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        row = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
+        raise ValueError(f"scores: expected finite values, got NaN/inf in row {row}")
+    vector = check_labels(
+        "labels", labels, rows=matrix.shape[0], num_classes=matrix.shape[1], rows_name="scores"
+    )
+    parts = []
+    for start in range(0, matrix.shape[0], ROW_CHUNK):
+        block = matrix[start : start + ROW_CHUNK]
+        truth = vector[start : start + ROW_CHUNK]
+        parts.append(_rank_parts(block, truth, block[np.arange(block.shape[0]), truth]))
+    return _concat_parts(parts)
 
 
 def classification_ranks(scores: Any, labels: Any, *, ties: str = "index") -> np.ndarray:
@@ -102,26 +152,7 @@ def classification_ranks(scores: Any, labels: Any, *, ties: str = "index") -> np
         [1]
     """
     check_ties(ties)
-    matrix = np.asarray(scores, dtype=np.float64)
-    if matrix.ndim != 2:
-        raise ValueError(f"scores: expected shape [images, classes], got shape {matrix.shape}")
-    if not np.isfinite(matrix).all():
-        row = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
-        raise ValueError(f"scores: expected finite values, got NaN/inf in row {row}")
-    vector = check_labels(
-        "labels", labels, rows=matrix.shape[0], num_classes=matrix.shape[1], rows_name="scores"
-    )
-    ranks = np.empty(matrix.shape[0], dtype=np.int64)
-    classes = np.arange(matrix.shape[1])
-    for start in range(0, matrix.shape[0], ROW_CHUNK):
-        block = matrix[start : start + ROW_CHUNK]
-        truth = vector[start : start + ROW_CHUNK]
-        true_score = block[np.arange(block.shape[0]), truth]
-        is_true = classes[None, :] == truth[:, None]
-        ranks[start : start + ROW_CHUNK] = _ranks_of_positive(
-            block, truth, true_score, is_true, ties
-        )
-    return ranks
+    return classification_rank_parts(scores, labels).ranks(ties)
 
 
 def confusion_matrix(labels: Any, predictions: Any, *, num_classes: int) -> np.ndarray:
@@ -223,16 +254,23 @@ def zeroshot_metrics(
         >>> metrics["top1"], metrics["mean_per_class_recall"]
         (0.6666666666666666, 0.75)
     """
+    check_ties(ties)
     scores = zeroshot_scores(image_emb, class_emb)
     truth = check_labels("labels", labels, rows=scores.shape[0], num_classes=scores.shape[1])
-    ranks = classification_ranks(scores, truth, ties=ties)
+    return metrics_from_ranks(
+        classification_rank_parts(scores, truth).ranks(ties), truth, scores.shape[1]
+    )
+
+
+def metrics_from_ranks(ranks: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, float]:
+    """``zeroshot_metrics`` from the true-class ranks ``[images]`` and labels ``[images]``."""
     # rank 0 under "index" is exactly argmax == label (argmax takes the first maximum).
     first = ranks == 0
-    support = np.bincount(truth, minlength=scores.shape[1])
-    hits = np.bincount(truth, weights=first, minlength=scores.shape[1])
+    support = np.bincount(labels, minlength=num_classes)
+    hits = np.bincount(labels, weights=first, minlength=num_classes)
     present = support > 0
     recall = hits[present] / support[present]
-    top5 = float(np.mean(ranks < 5)) if scores.shape[1] >= 5 else float("nan")
+    top5 = float(np.mean(ranks < 5)) if num_classes >= 5 else float("nan")
     return {
         "top1": float(np.mean(ranks < 1)),
         "top5": top5,
@@ -263,6 +301,44 @@ def _check_text_to_image(
     return mapping
 
 
+def retrieval_rank_parts(
+    image_emb: Any,
+    text_emb: Any,
+    text_to_image: Any,
+    *,
+    dataset: str | None = None,
+) -> tuple[RankParts, RankParts]:
+    """``(image_to_text, text_to_image)`` ``RankParts``: every tie rule from one pass.
+
+    Same arguments as ``retrieval_ranks``.
+    """
+    images = l2_normalize(check_embeddings("image_emb", image_emb, dataset=dataset))
+    texts = l2_normalize(
+        check_embeddings("text_emb", text_emb, dataset=dataset, dim=images.shape[1])
+    )
+    mapping = _check_text_to_image(
+        text_to_image, texts=texts.shape[0], images=images.shape[0], dataset=dataset
+    )
+    text_parts = []
+    for start in range(0, texts.shape[0], ROW_CHUNK):
+        scores = texts[start : start + ROW_CHUNK] @ images.T
+        target = mapping[start : start + ROW_CHUNK]
+        text_parts.append(_rank_parts(scores, target, scores[np.arange(scores.shape[0]), target]))
+
+    image_parts = []
+    for start in range(0, images.shape[0], ROW_CHUNK):
+        rows = np.arange(start, min(start + ROW_CHUNK, images.shape[0]))
+        scores = images[rows] @ texts.T
+        is_caption = mapping[None, :] == rows[:, None]
+        caption_scores = np.where(is_caption, scores, -np.inf)
+        best_score = caption_scores.max(axis=1)
+        best = caption_scores == best_score[:, None]
+        # Lowest-index caption among those reaching the best score: the one "index" ties put first.
+        best_caption = np.argmax(best, axis=1)
+        image_parts.append(_rank_parts(scores, best_caption, best_score, _count(best)))
+    return _concat_parts(image_parts), _concat_parts(text_parts)
+
+
 def retrieval_ranks(
     image_emb: Any,
     text_emb: Any,
@@ -276,6 +352,8 @@ def retrieval_ranks(
     Text -> image: for caption j, the 0-based rank of its image ``text_to_image[j]`` among all
     images. Image -> text: for image i, the rank of its best-scoring caption among all captions
     (other captions of the same image are not counted against it). Recall@K counts ranks < K.
+    Scores are computed in row blocks of ``ROW_CHUNK`` queries, so memory stays at
+    ``ROW_CHUNK x candidates``.
 
     Args:
         image_emb: ``[images, dim]`` image embeddings.
@@ -289,38 +367,10 @@ def retrieval_ranks(
         ``(image_to_text_ranks [images], text_to_image_ranks [texts])``, int64.
     """
     check_ties(ties)
-    images = l2_normalize(check_embeddings("image_emb", image_emb, dataset=dataset))
-    texts = l2_normalize(
-        check_embeddings("text_emb", text_emb, dataset=dataset, dim=images.shape[1])
+    image_parts, text_parts = retrieval_rank_parts(
+        image_emb, text_emb, text_to_image, dataset=dataset
     )
-    mapping = _check_text_to_image(
-        text_to_image, texts=texts.shape[0], images=images.shape[0], dataset=dataset
-    )
-    image_index = np.arange(images.shape[0])
-
-    text_ranks = np.empty(texts.shape[0], dtype=np.int64)
-    for start in range(0, texts.shape[0], ROW_CHUNK):
-        scores = texts[start : start + ROW_CHUNK] @ images.T
-        target = mapping[start : start + ROW_CHUNK]
-        target_score = scores[np.arange(scores.shape[0]), target]
-        is_target = image_index[None, :] == target[:, None]
-        text_ranks[start : start + ROW_CHUNK] = _ranks_of_positive(
-            scores, target, target_score, is_target, ties
-        )
-
-    image_ranks = np.empty(images.shape[0], dtype=np.int64)
-    for start in range(0, images.shape[0], ROW_CHUNK):
-        rows = image_index[start : start + ROW_CHUNK]
-        scores = images[rows] @ texts.T
-        is_caption = mapping[None, :] == rows[:, None]
-        caption_scores = np.where(is_caption, scores, -np.inf)
-        best_score = caption_scores.max(axis=1)
-        # Lowest-index caption among those reaching the best score: the one "index" ties put first.
-        best_caption = np.argmax(caption_scores == best_score[:, None], axis=1)
-        image_ranks[start : start + ROW_CHUNK] = _ranks_of_positive(
-            scores, best_caption, best_score, is_caption, ties
-        )
-    return image_ranks, text_ranks
+    return image_parts.ranks(ties), text_parts.ranks(ties)
 
 
 def recall_at_k(ranks: Any, k: int) -> float:

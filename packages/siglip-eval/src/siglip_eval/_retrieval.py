@@ -14,8 +14,9 @@ from ._encoders import Encoder
 from ._encoders import embed_image_batches
 from ._encoders import embed_texts
 from ._metrics import recall_at_k
-from ._metrics import retrieval_ranks
+from ._metrics import retrieval_rank_parts
 from ._validation import check_ks
+from ._validation import check_ties
 from ._zeroshot import _as_encoder
 
 
@@ -88,15 +89,14 @@ def retrieval_from_embeddings(
         ties: tie rule (``retrieval_metrics``).
     """
     k_values = check_ks(ks)
-    image_ranks, text_ranks = retrieval_ranks(
-        image_emb, text_emb, text_to_image, ties=ties, dataset=dataset
-    )
+    check_ties(ties)
+    all_parts = retrieval_rank_parts(image_emb, text_emb, text_to_image, dataset=dataset)
+    image_ranks, text_ranks = (parts.ranks(ties) for parts in all_parts)
     metrics = {f"image_to_text_R@{k}": recall_at_k(image_ranks, k) for k in k_values}
     metrics.update({f"text_to_image_R@{k}": recall_at_k(text_ranks, k) for k in k_values})
-    low = retrieval_ranks(image_emb, text_emb, text_to_image, ties="optimistic", dataset=dataset)
-    high = retrieval_ranks(image_emb, text_emb, text_to_image, ties="pessimistic", dataset=dataset)
     tied = 0
-    for optimistic, pessimistic in zip(low, high):
+    for parts in all_parts:
+        optimistic, pessimistic = parts.ranks("optimistic"), parts.ranks("pessimistic")
         depends = np.zeros(optimistic.shape, dtype=bool)
         for k in k_values:
             depends |= (optimistic < k) != (pessimistic < k)

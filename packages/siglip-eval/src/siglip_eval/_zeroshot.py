@@ -16,14 +16,15 @@ from ._encoders import TextEncoderFn
 from ._encoders import embed_image_batches
 from ._encoders import embed_texts
 from ._encoders import fingerprint
-from ._metrics import classification_ranks
+from ._metrics import classification_rank_parts
 from ._metrics import confusion_matrix
+from ._metrics import metrics_from_ranks
 from ._metrics import per_class_recall
-from ._metrics import zeroshot_metrics
 from ._metrics import zeroshot_scores
 from ._templates import IMAGENET_TEMPLATES
 from ._templates import fill_templates
 from ._validation import check_embeddings
+from ._validation import check_ties
 
 
 def class_embeddings(
@@ -186,12 +187,13 @@ def zeroshot_from_embeddings(
             f"labels (dataset {dataset!r}): expected shape [{images.shape[0]}] (one per image), got {truth.shape}"
         )
     check_every_class_present(truth, names, dataset=dataset)
-    metrics = zeroshot_metrics(images, classes, truth, ties=ties)
+    check_ties(ties)
     scores = zeroshot_scores(images, classes)
+    parts = classification_rank_parts(scores, truth)
+    metrics = metrics_from_ranks(parts.ranks(ties), truth, len(names))
     predictions = np.argmax(scores, axis=1).astype(np.int64)
     confusion = confusion_matrix(truth, predictions, num_classes=len(names))
-    optimistic = classification_ranks(scores, truth, ties="optimistic")
-    pessimistic = classification_ranks(scores, truth, ties="pessimistic")
+    optimistic, pessimistic = parts.ranks("optimistic"), parts.ranks("pessimistic")
     tied = int(
         np.sum(((optimistic < 5) != (pessimistic < 5)) | ((optimistic < 1) != (pessimistic < 1)))
     )
