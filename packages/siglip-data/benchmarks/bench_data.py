@@ -130,7 +130,7 @@ def measure(
     shards = siglip_data.write_shards(samples, directory, samples_per_shard=128)
     size = args.image_size
     tokenizer = siglip_data.SentencePieceTokenizer(
-        model, preset="siglip", length=64, canonicalize=True
+        model, preset="siglip", length=64, canonicalize=True, num_threads=1
     )
     hf_tokenizer = transformers.SiglipTokenizer(str(model), model_max_length=64)
     hf_images = transformers.SiglipImageProcessorPil(size={"height": size, "width": size})

@@ -197,7 +197,8 @@ class SentencePieceTokenizer:
             (big_vision's zero-shot prompt canonicalization). Default False (the big_vision
             training/demo pipeline only lowercases).
         lowercase: override the preset's lowercasing (all SigLIP families lowercase).
-        num_threads: threads SentencePiece uses to encode a batch (0: its default).
+        num_threads: threads SentencePiece uses to encode a batch (1: the calling thread, which
+            suits dataloader workers; -1: every core).
 
     Raises:
         FileNotFoundError: ``model_file`` does not exist.
@@ -220,7 +221,7 @@ class SentencePieceTokenizer:
         length: int = 64,
         canonicalize: bool = False,
         lowercase: bool | None = None,
-        num_threads: int = 0,
+        num_threads: int = 1,
     ) -> None:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
