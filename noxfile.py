@@ -98,6 +98,8 @@ PACKAGES: dict[str, Package] = {
                 extras=("torch", "test"),
                 tests=("tests/test_public_api.py", "tests/core", "tests/torch"),
             ),
+            # torch too: the Flax model is checked against transformers and our torch model.
+            "flax": Variant(extras=("torch", "flax", "test"), tests=("tests/flax",)),
         },
         all_extras=("torch", "flax", "test"),
     ),

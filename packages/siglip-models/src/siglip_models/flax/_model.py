@@ -1,0 +1,565 @@
+"""SigLIP two-tower model in Flax NNX, module for module the PyTorch one (NHWC pixels)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax import struct
+
+from siglip_models._config import SiglipConfig
+from siglip_models._config import TextConfig
+from siglip_models._config import VisionConfig
+from siglip_models._config import get_config
+from siglip_models._layout import read_hf_config
+from siglip_models._layout import validate_parameter_shapes
+from siglip_models._layout import weight_files
+from siglip_models._layout import write_atomic
+from siglip_models._layout import write_hf_config
+from siglip_models._npz import read_big_vision_npz
+from siglip_models._resample import resample_position_embedding
+
+__all__ = ["SiglipModel", "SiglipOutput"]
+
+_xavier = nnx.initializers.xavier_uniform()
+_zeros = nnx.initializers.zeros_init()
+
+
+def _dense(in_features: int, out_features: int, rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(in_features, out_features, kernel_init=_xavier, bias_init=_zeros, rngs=rngs)
+
+
+def _layer_norm(width: int, eps: float, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Two-pass variance, as torch computes it (the one-pass form loses digits at large means).
+    return nnx.LayerNorm(width, epsilon=eps, use_fast_variance=False, rngs=rngs)
+
+
+class _MLP(nnx.Module):
+    def __init__(self, width: int, mlp_dim: int, rngs: nnx.Rngs) -> None:
+        self.fc1 = _dense(width, mlp_dim, rngs)
+        self.fc2 = _dense(mlp_dim, width, rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        return self.fc2(jax.nn.gelu(self.fc1(tokens), approximate=True))
+
+
+class _SelfAttention(nnx.Module):
+    """Unmasked multi-head self-attention; q/k/v run as one fused matmul."""
+
+    def __init__(self, width: int, num_heads: int, rngs: nnx.Rngs) -> None:
+        self.num_heads = num_heads
+        self.q_proj = _dense(width, width, rngs)
+        self.k_proj = _dense(width, width, rngs)
+        self.v_proj = _dense(width, width, rngs)
+        self.out_proj = _dense(width, width, rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        batch, length, width = tokens.shape
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
+        bias = jnp.concatenate([p.bias[...] for p in projections])  # type: ignore[index]
+        qkv = (tokens @ kernel.astype(tokens.dtype) + bias.astype(tokens.dtype)).reshape(
+            batch, length, 3, self.num_heads, -1
+        )
+        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [batch, length, heads, hd]
+        attended = jax.nn.dot_product_attention(query, key, value)
+        return self.out_proj(attended.reshape(batch, length, width))
+
+
+class _EncoderLayer(nnx.Module):
+    def __init__(self, width: int, num_heads: int, mlp_dim: int, eps: float, rngs: nnx.Rngs):
+        self.layer_norm1 = _layer_norm(width, eps, rngs)
+        self.self_attn = _SelfAttention(width, num_heads, rngs)
+        self.layer_norm2 = _layer_norm(width, eps, rngs)
+        self.mlp = _MLP(width, mlp_dim, rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        tokens = tokens + self.self_attn(self.layer_norm1(tokens))
+        return tokens + self.mlp(self.layer_norm2(tokens))
+
+
+def _run_layer(layer: _EncoderLayer, tokens: jax.Array) -> jax.Array:
+    return layer(tokens)
+
+
+_run_layer_recomputed = nnx.remat(_run_layer)
+
+
+class _Encoder(nnx.Module):
+    def __init__(
+        self, width: int, depth: int, num_heads: int, mlp_dim: int, eps: float, rngs: nnx.Rngs
+    ) -> None:
+        self.layers = nnx.List(
+            [_EncoderLayer(width, num_heads, mlp_dim, eps, rngs) for _ in range(depth)]
+        )
+        self.gradient_checkpointing = False
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        run = _run_layer_recomputed if self.gradient_checkpointing else _run_layer
+        for layer in self.layers:
+            tokens = run(layer, tokens)
+        return tokens
+
+
+class _VisionEmbeddings(nnx.Module):
+    def __init__(self, config: VisionConfig, rngs: nnx.Rngs) -> None:
+        patch = config.patch_size
+        self.patch_embedding = nnx.Conv(
+            3,
+            config.width,
+            kernel_size=(patch, patch),
+            strides=(patch, patch),
+            padding="VALID",
+            kernel_init=nnx.initializers.lecun_normal(),
+            bias_init=_zeros,
+            rngs=rngs,
+        )
+        self.position_embedding = nnx.Embed(
+            config.num_patches,
+            config.width,
+            embedding_init=nnx.initializers.normal(config.width**-0.5),
+            rngs=rngs,
+        )
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        kernel_dtype = self.patch_embedding.kernel[...].dtype
+        patches = self.patch_embedding(pixels.astype(kernel_dtype))  # [batch, gh, gw, width]
+        batch, rows, columns, width = patches.shape
+        tokens = patches.reshape(batch, rows * columns, width)  # row-major over the grid
+        return tokens + self.position_embedding.embedding[...].astype(tokens.dtype)
+
+
+class _PackedAttention(nnx.Module):
+    """``torch.nn.MultiheadAttention`` parameters: packed ``[q; k; v]`` rows (torch layout)."""
+
+    def __init__(self, width: int, rngs: nnx.Rngs) -> None:
+        key = rngs.params()
+        blocks = [_xavier(k, (width, width)) for k in jax.random.split(key, 3)]
+        self.in_proj_weight = nnx.Param(jnp.concatenate(blocks, axis=0))
+        self.in_proj_bias = nnx.Param(jnp.zeros((3 * width,)))
+        self.out_proj = _dense(width, width, rngs)
+
+
+class _MultiheadAttentionPooling(nnx.Module):
+    def __init__(self, config: VisionConfig, rngs: nnx.Rngs) -> None:
+        width = config.width
+        self.num_heads = config.num_heads
+        self.probe = nnx.Param(_xavier(rngs.params(), (1, width)).reshape(1, 1, width))
+        self.attention = _PackedAttention(width, rngs)
+        self.layernorm = _layer_norm(width, config.layer_norm_eps, rngs)
+        self.mlp = _MLP(width, config.mlp_dim, rngs)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        batch, length, width = tokens.shape
+        weight = self.attention.in_proj_weight[...].astype(tokens.dtype)
+        bias = self.attention.in_proj_bias[...].astype(tokens.dtype)
+        probe = self.probe[...].astype(tokens.dtype)
+        query = probe @ weight[:width].T + bias[:width]  # [1, 1, width]
+        key_value = tokens @ weight[width:].T + bias[width:]
+        query = jnp.broadcast_to(
+            query.reshape(1, 1, self.num_heads, -1),
+            (batch, 1, self.num_heads, width // self.num_heads),
+        )
+        key_value = key_value.reshape(batch, length, 2, self.num_heads, -1)
+        attended = jax.nn.dot_product_attention(query, key_value[:, :, 0], key_value[:, :, 1])
+        pooled = self.attention.out_proj(attended.reshape(batch, 1, width))
+        pooled = pooled + self.mlp(self.layernorm(pooled))
+        return pooled[:, 0]
+
+
+class _VisionTower(nnx.Module):
+    def __init__(self, config: VisionConfig, rngs: nnx.Rngs) -> None:
+        self.embeddings = _VisionEmbeddings(config, rngs)
+        self.encoder = _Encoder(
+            config.width,
+            config.depth,
+            config.num_heads,
+            config.mlp_dim,
+            config.layer_norm_eps,
+            rngs,
+        )
+        self.post_layernorm = _layer_norm(config.width, config.layer_norm_eps, rngs)
+        self.head = _MultiheadAttentionPooling(config, rngs)
+
+    def patch_tokens(self, pixels: jax.Array) -> jax.Array:
+        compute_dtype = self.post_layernorm.scale[...].dtype  # type: ignore[index]
+        tokens = self.embeddings(pixels).astype(compute_dtype)
+        normed: jax.Array = self.post_layernorm(self.encoder(tokens))
+        return normed
+
+    def __call__(self, pixels: jax.Array) -> jax.Array:
+        return self.head(self.patch_tokens(pixels))
+
+
+class _TextEmbeddings(nnx.Module):
+    def __init__(self, config: TextConfig, rngs: nnx.Rngs) -> None:
+        init = nnx.initializers.normal(config.width**-0.5)
+        self.token_embedding = nnx.Embed(
+            config.vocab_size, config.width, embedding_init=init, rngs=rngs
+        )
+        self.position_embedding = nnx.Embed(
+            config.max_length, config.width, embedding_init=init, rngs=rngs
+        )
+
+    def __call__(self, token_ids: jax.Array) -> jax.Array:
+        tokens = jnp.take(self.token_embedding.embedding[...], token_ids, axis=0)
+        return tokens + self.position_embedding.embedding[...]
+
+
+class _TextTower(nnx.Module):
+    def __init__(self, config: TextConfig, rngs: nnx.Rngs) -> None:
+        self.embeddings = _TextEmbeddings(config, rngs)
+        self.encoder = _Encoder(
+            config.width,
+            config.depth,
+            config.num_heads,
+            config.mlp_dim,
+            config.layer_norm_eps,
+            rngs,
+        )
+        self.final_layer_norm = _layer_norm(config.width, config.layer_norm_eps, rngs)
+        self.head = _dense(config.width, config.embed_dim, rngs)
+
+    def __call__(self, token_ids: jax.Array) -> jax.Array:
+        compute_dtype = self.final_layer_norm.scale[...].dtype  # type: ignore[index]
+        tokens = self.embeddings(token_ids).astype(compute_dtype)
+        tokens = self.final_layer_norm(self.encoder(tokens))
+        # No mask and the last position, whatever it holds (pad or EOS): as trained.
+        pooled: jax.Array = self.head(tokens[:, -1])
+        return pooled
+
+
+@struct.dataclass
+class SiglipOutput:
+    """What :meth:`SiglipModel.__call__` returns (a pytree, so it passes through ``jit``).
+
+    Attributes:
+        image_emb: ``[batch_images, embed]`` L2-normalised image embeddings (float32).
+        text_emb: ``[batch_texts, embed]`` L2-normalised text embeddings (float32).
+        logits_per_image: ``[batch_images, batch_texts]``.
+        logits_per_text: ``[batch_texts, batch_images]``.
+        scale: 0-d ``exp(log_scale)``.
+        bias: 0-d logit bias.
+    """
+
+    image_emb: jax.Array
+    text_emb: jax.Array
+    logits_per_image: jax.Array
+    logits_per_text: jax.Array
+    scale: jax.Array
+    bias: jax.Array
+
+
+def _normalize(embedding: jax.Array) -> jax.Array:
+    embedding = embedding.astype(jnp.float32)
+    norm: jax.Array = jnp.linalg.norm(embedding, axis=-1, keepdims=True)
+    return embedding / norm
+
+
+# ---------------------------------------------------------------- HF layout <-> NNX state
+def _hf_key(path: tuple[Any, ...]) -> str:
+    """NNX parameter path -> Hugging Face key (same module names; leaf names differ)."""
+    if path == ("log_scale",):
+        return "logit_scale"
+    if path == ("bias",):
+        return "logit_bias"
+    *modules, leaf = (str(part) for part in path)
+    leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(leaf, leaf)
+    return ".".join([*modules, leaf])
+
+
+def _from_hf(path: tuple[Any, ...], array: Any) -> Any:
+    """An HF (torch-layout) array -> the NNX layout of the parameter at ``path``."""
+    leaf = str(path[-1])
+    if path in (("log_scale",), ("bias",)):
+        return array.reshape(())
+    if leaf == "kernel":
+        return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
+    return array
+
+
+def _to_hf(path: tuple[Any, ...], array: Any) -> Any:
+    """Inverse of :func:`_from_hf`."""
+    leaf = str(path[-1])
+    if path in (("log_scale",), ("bias",)):
+        return array.reshape(1)
+    if leaf == "kernel":
+        return array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
+    return array
+
+
+class SiglipModel(nnx.Module):
+    """SigLIP / SigLIP 2 (fixed resolution) image and text towers in Flax NNX.
+
+    Same module tree and names as :class:`siglip_models.torch.SiglipModel` (and so as the
+    Hugging Face checkpoint keys); Flax layouts for the leaves (``kernel`` ``(in, out)``, conv
+    kernel ``HWIO``, LayerNorm ``scale``). Pixels are NHWC.
+
+    Args:
+        config: a :class:`~siglip_models.SiglipConfig` or a registered name.
+        rngs: random streams for the from-scratch init (default ``nnx.Rngs(0)``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> model = SiglipModel("tiny-test")
+        >>> out = model(jnp.zeros((2, 32, 32, 3)), jnp.ones((3, 16), jnp.int32))
+        >>> out.logits_per_image.shape
+        (2, 3)
+    """
+
+    def __init__(self, config: SiglipConfig | str, *, rngs: nnx.Rngs | None = None) -> None:
+        if isinstance(config, str):
+            config = get_config(config)
+        if not isinstance(config, SiglipConfig):
+            raise TypeError(
+                f"SiglipModel: config must be a SiglipConfig or a registered name, "
+                f"got {type(config).__name__}"
+            )
+        rngs = rngs if rngs is not None else nnx.Rngs(0)
+        self.config = config
+        self.vision_model = _VisionTower(config.vision, rngs)
+        self.text_model = _TextTower(config.text, rngs)
+        self.log_scale = nnx.Param(jnp.asarray(config.init_log_scale, jnp.float32))
+        self.bias = nnx.Param(jnp.asarray(config.init_bias, jnp.float32))
+
+    # ------------------------------------------------------------- encoders
+    def _check_pixels(self, pixels: jax.Array) -> None:
+        size = self.config.vision.image_size
+        if pixels.ndim != 4 or pixels.shape[3] != 3:
+            raise ValueError(
+                f"pixels must be [batch, height, width, 3] (NHWC), got shape {tuple(pixels.shape)}"
+            )
+        if pixels.shape[1] != size or pixels.shape[2] != size:
+            raise ValueError(
+                f"pixels must be {size}x{size} for this model, got "
+                f"{pixels.shape[1]}x{pixels.shape[2]}; resize the image, or call "
+                "resize_position_embedding() to run at another resolution"
+            )
+
+    def encode_image_patches(self, pixels: jax.Array) -> jax.Array:
+        """Final-LayerNorm patch tokens ``[batch, num_patches, width]`` (row-major, no class token).
+
+        Args:
+            pixels: ``[batch, image_size, image_size, 3]`` float in [-1, 1].
+        """
+        self._check_pixels(pixels)
+        return self.vision_model.patch_tokens(pixels)
+
+    def encode_image(self, pixels: jax.Array) -> jax.Array:
+        """Image embeddings (MAP-head output), not normalised.
+
+        Args:
+            pixels: ``[batch, image_size, image_size, 3]`` float in [-1, 1] (NHWC).
+
+        Returns:
+            ``[batch, embed]``.
+
+        Raises:
+            ValueError: for a shape other than ``[batch, image_size, image_size, 3]``.
+        """
+        self._check_pixels(pixels)
+        return self.vision_model(pixels)
+
+    def encode_text(self, token_ids: jax.Array) -> jax.Array:
+        """Text embeddings (head of the last position), not normalised.
+
+        Args:
+            token_ids: ``[batch, max_length]`` integer ids padded on the right to exactly
+                ``config.text.max_length``; no attention mask.
+
+        Returns:
+            ``[batch, embed]``.
+
+        Raises:
+            ValueError: if the ids are not integer or not padded to ``max_length``.
+        """
+        length = self.config.text.max_length
+        if token_ids.ndim != 2 or token_ids.shape[1] != length:
+            raise ValueError(
+                f"token_ids must be [batch, {length}] (padded to the trained length "
+                f"{length}: the pooled token is the last position), got shape "
+                f"{tuple(token_ids.shape)}"
+            )
+        if not jnp.issubdtype(token_ids.dtype, jnp.integer):
+            raise ValueError(f"token_ids must be an integer array, got {token_ids.dtype}")
+        return self.text_model(token_ids)
+
+    def logits(self, image_emb: jax.Array, text_emb: jax.Array) -> jax.Array:
+        """``exp(log_scale) * image_emb @ text_emb.T + bias`` -> ``[batch_images, batch_texts]``."""
+        scale = jnp.exp(self.log_scale[...].astype(jnp.float32))
+        return scale * image_emb @ text_emb.T + self.bias[...].astype(jnp.float32)
+
+    def __call__(self, pixels: jax.Array, token_ids: jax.Array) -> SiglipOutput:
+        """Embed both, normalise, and score every image against every text.
+
+        Args:
+            pixels: ``[batch_images, image_size, image_size, 3]`` in [-1, 1].
+            token_ids: ``[batch_texts, max_length]``.
+        """
+        image_emb = _normalize(self.encode_image(pixels))
+        text_emb = _normalize(self.encode_text(token_ids))
+        logits_per_image = self.logits(image_emb, text_emb)
+        return SiglipOutput(
+            image_emb=image_emb,
+            text_emb=text_emb,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_image.T,
+            scale=jnp.exp(self.log_scale[...].astype(jnp.float32)),
+            bias=self.bias[...].astype(jnp.float32),
+        )
+
+    # ---------------------------------------------------------------- knobs
+    def set_gradient_checkpointing(self, enabled: bool = True) -> SiglipModel:
+        """Recompute every encoder block in the backward pass (``nnx.remat``); returns self."""
+        self.vision_model.encoder.gradient_checkpointing = enabled
+        self.text_model.encoder.gradient_checkpointing = enabled
+        return self
+
+    def to_inference_dtype(self, dtype: Any = jnp.bfloat16) -> SiglipModel:
+        """Cast every parameter but the patch/position embeddings and scale/bias to ``dtype``.
+
+        As big_vision, patch extraction and position embeddings stay float32; the outputs of
+        ``__call__`` are float32. Returns self.
+        """
+        keep = {("log_scale",), ("bias",)}
+        for path, variable in nnx.to_flat_state(nnx.state(self, nnx.Param)):
+            if path in keep or path[:2] == ("vision_model", "embeddings"):
+                continue
+            variable.set_value(variable.get_value().astype(dtype))
+        return self
+
+    def resize_position_embedding(
+        self, image_size: int, *, method: Literal["bilinear", "bicubic"] = "bilinear"
+    ) -> SiglipModel:
+        """Resample the learned position grid for another resolution, in place.
+
+        ``bilinear`` = big_vision's load-time ``scipy.ndimage.zoom(order=1)``; ``bicubic`` = HF
+        ``interpolate_pos_encoding``. Updates ``config.vision.image_size``; returns self.
+        """
+        new_config = self.config.replace(vision={"image_size": image_size})
+        grid = new_config.vision.grid_size
+        embedding = self.vision_model.embeddings.position_embedding
+        old = np.asarray(embedding.embedding[...], dtype=np.float32)
+        new = resample_position_embedding(old, (grid, grid), method=method)
+        embedding.embedding = nnx.Param(jnp.asarray(new, embedding.embedding[...].dtype))
+        embedding.num_embeddings = grid * grid
+        self.config = new_config
+        return self
+
+    # ------------------------------------------------------------- weights
+    def hf_state_dict(self) -> dict[str, jax.Array]:
+        """Every parameter under its Hugging Face key, in torch layout."""
+        state = nnx.to_flat_state(nnx.state(self, nnx.Param))
+        return {_hf_key(path): _to_hf(path, variable.get_value()) for path, variable in state}
+
+    def load_hf_state_dict(self, arrays: Mapping[str, Any], *, source: str = "dict") -> None:
+        """Replace every parameter from Hugging Face-layout arrays (all or nothing).
+
+        Raises:
+            CheckpointError: for a missing or unexpected key or a shape that does not fit.
+        """
+        validate_parameter_shapes(
+            {k: tuple(v.shape) for k, v in arrays.items()}, self.config, source=source
+        )
+        flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
+        values = [
+            _from_hf(path, jnp.asarray(arrays[_hf_key(path)])).astype(variable.get_value().dtype)
+            for path, variable in flat
+        ]
+        for (_, variable), value in zip(flat, values):
+            variable.set_value(value)
+        nnx.update(self, nnx.from_flat_state(flat))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dtype: Any = jnp.float32,
+        image_size: int | None = None,
+        resize_method: Literal["bilinear", "bicubic"] = "bilinear",
+    ) -> SiglipModel:
+        """Load a Hugging Face ``SiglipModel`` directory (the same files the torch model reads).
+
+        Also accepts a big_vision ``.npz`` file (see :meth:`from_big_vision`).
+
+        Raises:
+            FileNotFoundError: no config.json / model.safetensors.
+            CheckpointError: keys or shapes that do not fit the config.
+        """
+        if Path(path).suffix == ".npz":
+            return cls.from_big_vision(
+                path, dtype=dtype, image_size=image_size, resize_method=resize_method
+            )
+        from safetensors.flax import load_file
+
+        config = read_hf_config(path)
+        arrays: dict[str, Any] = {}
+        for file in weight_files(path):
+            arrays.update(load_file(str(file)))
+        return cls._from_arrays(config, arrays, str(path), dtype, image_size, resize_method)
+
+    @classmethod
+    def from_big_vision(
+        cls,
+        path: str | os.PathLike[str],
+        config: SiglipConfig | str | None = None,
+        *,
+        dtype: Any = jnp.float32,
+        image_size: int | None = None,
+        resize_method: Literal["bilinear", "bicubic"] = "bilinear",
+    ) -> SiglipModel:
+        """Load a big_vision two-tower ``.npz`` (config inferred from shapes when None).
+
+        Raises:
+            CheckpointError: if the weights do not fit ``config``.
+        """
+        if isinstance(config, str):
+            config = get_config(config)
+        inferred, arrays = read_big_vision_npz(path, config)
+        return cls._from_arrays(inferred, arrays, str(path), dtype, image_size, resize_method)
+
+    @classmethod
+    def _from_arrays(
+        cls,
+        config: SiglipConfig,
+        arrays: Mapping[str, Any],
+        source: str,
+        dtype: Any,
+        image_size: int | None,
+        resize_method: Literal["bilinear", "bicubic"],
+    ) -> SiglipModel:
+        validate_parameter_shapes(
+            {k: tuple(v.shape) for k, v in arrays.items()}, config, source=source
+        )
+        # Build without running the random init (shapes only), then fill every leaf.
+        abstract = nnx.eval_shape(lambda: cls(config))
+        graphdef, state = nnx.split(abstract)
+        flat = nnx.to_flat_state(state)
+        for path, variable in flat:
+            if isinstance(variable, nnx.Param):
+                value = _from_hf(path, jnp.asarray(arrays[_hf_key(path)]))
+                variable.set_value(value.astype(dtype))
+        model: SiglipModel = nnx.merge(graphdef, nnx.from_flat_state(flat))
+        if image_size is not None and image_size != config.vision.image_size:
+            model.resize_position_embedding(image_size, method=resize_method)
+        return model
+
+    def save_pretrained(self, path: str | os.PathLike[str]) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (torch layout, HF key names)."""
+        from safetensors.flax import save_file
+
+        directory = Path(path)
+        arrays = {k: jnp.asarray(v) for k, v in self.hf_state_dict().items()}
+        write_atomic(
+            directory / "model.safetensors",
+            lambda temporary: save_file(arrays, temporary, metadata={"format": "pt"}),
+        )
+        write_hf_config(directory, self.config)
