@@ -27,12 +27,15 @@ from ._encoders import embed_texts
 from ._linear_probe import LinearProbeResult
 from ._linear_probe import evaluate_linear_probe
 from ._linear_probe import linear_probe
+from ._metrics import RankParts
+from ._metrics import classification_rank_parts
 from ._metrics import classification_ranks
 from ._metrics import confusion_matrix
 from ._metrics import l2_normalize
 from ._metrics import per_class_recall
 from ._metrics import recall_at_k
 from ._metrics import retrieval_metrics
+from ._metrics import retrieval_rank_parts
 from ._metrics import retrieval_ranks
 from ._metrics import zeroshot_metrics
 from ._metrics import zeroshot_scores
@@ -64,6 +67,7 @@ __all__ = [
     "ImageBatch",
     "ImageTextEncoder",
     "LinearProbeResult",
+    "RankParts",
     "RetrievalDataset",
     "RetrievalResult",
     "ZeroShotResult",
@@ -71,6 +75,7 @@ __all__ = [
     "built_dataset",
     "class_embeddings",
     "classification_arrays",
+    "classification_rank_parts",
     "classification_ranks",
     "classification_shards",
     "confusion_matrix",
@@ -92,6 +97,7 @@ __all__ = [
     "retrieval_from_embeddings",
     "retrieval_jsonl",
     "retrieval_metrics",
+    "retrieval_rank_parts",
     "retrieval_ranks",
     "retrieval_shards",
     "squash_resize",
