@@ -8,12 +8,17 @@ keeps one ``[block, block]`` tile alive at a time instead of materialising ``[n,
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
+
+from siglip_loss.jax._reference import compute_dtype
+from siglip_loss.jax._reference import sigmoid_loss_reference
 
 DEFAULT_BLOCK_SIZE = 1024
 """Tile edge: large enough for efficient matmuls, small enough that one float32 tile is 4 MiB."""
@@ -117,14 +122,24 @@ def sigmoid_block_sums(
     scale32 = jnp.asarray(scale, jnp.float32)
     bias32 = jnp.asarray(bias, jnp.float32)
     offset = None if positive_offset is None else jnp.asarray(positive_offset, jnp.int32)
-    return _block_sums(image_block, text_block, scale32, bias32, offset, tile, compute_grads)
+    return block_sums(
+        image_block,
+        text_block,
+        scale32,
+        bias32,
+        positive_offset=offset,
+        tile=tile,
+        need_image=compute_grads,
+        need_text=compute_grads,
+        need_scalars=compute_grads,
+    )
 
 
 class _Carry(NamedTuple):
     loss_sum: jax.Array
     sigmoid_sum: jax.Array
-    image_times_g: jax.Array  # [rows, D] (G Y for the current row block, unscaled)
-    grad_text: jax.Array  # [m, D]
+    image_times_g: jax.Array  # [rows, D]: G Y of the current row block, unscaled (or 0-d unused)
+    grad_text: jax.Array  # [m, D] (or 0-d unused)
 
 
 def _varying_like(value: jax.Array, *references: Any) -> jax.Array:
@@ -148,92 +163,110 @@ def _varying_axes(aval: Any) -> set[Any]:
     return set(getattr(aval, "vma", ()))  # JAX 0.6 - 0.9
 
 
-def _block_sums(
+def block_sums(
     image_block: jax.Array,
     text_block: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
+    *,
     positive_offset: jax.Array | None,
     tile: int,
-    compute_grads: bool,
+    need_image: bool,
+    need_text: bool,
+    need_scalars: bool,
 ) -> BlockSums:
+    """The tile loop behind :func:`sigmoid_block_sums`, computing only the gradients asked for.
+
+    ``scale`` and ``bias`` are 0-d arrays of the compute dtype (float32, or float64 for float64
+    inputs). A gradient not asked for is ``None`` and costs nothing.
+    """
     n, dim = image_block.shape
     m = text_block.shape[0]
-    float32 = jnp.float32
+    dtype = scale.dtype
+    precision = lax.Precision.HIGHEST
     row_tile, col_tile = min(tile, n), min(tile, m)
     full_row_blocks, last_rows = divmod(n, row_tile)
     full_col_blocks, last_cols = divmod(m, col_tile)
+    need_grads = need_image or need_text or need_scalars
+    # G Y (unscaled) serves grad_image and grad_scale; skip it only when G^T X can give grad_scale.
+    need_image_times_g = need_image or (need_scalars and not need_text)
 
     def zeros(shape: tuple[int, ...]) -> jax.Array:
         # Loop carries start with the inputs' varying mesh axes, or fori_loop rejects them
         # inside shard_map (the sharded ring calls this per device).
         return _varying_like(
-            jnp.zeros(shape, float32), image_block, text_block, scale, bias, positive_offset
+            jnp.zeros(shape, dtype), image_block, text_block, scale, bias, positive_offset
         )
 
+    unused = zeros(())
+
     def tile_step(
-        carry: _Carry, scaled_rows: jax.Array, row_start: jax.Array, col_start: Any, cols: int
+        carry: _Carry, scaled_rows: jax.Array, row_start: Any, col_start: Any, cols: int
     ) -> _Carry:
         rows = scaled_rows.shape[0]
-        text_cols = lax.dynamic_slice_in_dim(text_block, col_start, cols).astype(float32)
+        text_cols = lax.dynamic_slice_in_dim(text_block, col_start, cols).astype(dtype)
         logits = (
             lax.dot_general(
                 scaled_rows,
                 text_cols,
                 (((1,), (1,)), ((), ())),
-                precision=lax.Precision.HIGHEST,
-                preferred_element_type=float32,
+                precision=precision,
+                preferred_element_type=dtype,
             )
             + bias
-        )
-        # softplus(u) and sigmoid(u) share exp(-|u|): one exp per logit.
+        )  # [rows, cols]
+        # softplus(-z u) and sigmoid(u) - [z = 1] share exp(-|u|): one exp per logit, and no
+        # softplus(u) - u or sigmoid(u) - 1 cancellation on the positives.
         exp_neg_abs = jnp.exp(-jnp.abs(logits))
-        terms = jnp.maximum(logits, 0.0) + jnp.log1p(exp_neg_abs)
+        signed_logits = -logits if positive_offset is None else logits
         if positive_offset is not None:
             row_index = lax.broadcasted_iota(jnp.int32, (rows, cols), 0) + row_start
             col_index = lax.broadcasted_iota(jnp.int32, (rows, cols), 1) + col_start
             is_positive = col_index == row_index + positive_offset
-            # softplus(-u) = softplus(u) - u for the positive pairs.
-            terms = terms - jnp.where(is_positive, logits, 0.0)
-        loss_sum = carry.loss_sum + jnp.sum(terms)
-        if not compute_grads:
-            return carry._replace(loss_sum=loss_sum)
-        grad_logits = jnp.where(logits >= 0, 1.0, exp_neg_abs) / (1.0 + exp_neg_abs)
-        if positive_offset is not None:
-            grad_logits = grad_logits - is_positive.astype(float32)
-        image_times_g = carry.image_times_g + jnp.dot(
-            grad_logits, text_cols, precision=lax.Precision.HIGHEST
+            signed_logits = jnp.where(is_positive, logits, -logits)  # z u
+        terms = jnp.maximum(-signed_logits, 0.0) + jnp.log1p(exp_neg_abs)
+        carry = carry._replace(loss_sum=carry.loss_sum + jnp.sum(terms))
+        if not need_grads:
+            return carry
+        # sigmoid(u) - [z = 1] = -z sigmoid(-z u).
+        sigmoid_of_negated = jnp.where(signed_logits <= 0, 1.0, exp_neg_abs) / (1.0 + exp_neg_abs)
+        grad_logits = (
+            sigmoid_of_negated
+            if positive_offset is None
+            else jnp.where(is_positive, -sigmoid_of_negated, sigmoid_of_negated)
         )
-        text_update = lax.dot_general(
-            grad_logits,
-            scaled_rows,
-            (((0,), (0,)), ((), ())),
-            precision=lax.Precision.HIGHEST,
-            preferred_element_type=float32,
-        )
-        old_text = lax.dynamic_slice_in_dim(carry.grad_text, col_start, cols)
-        grad_text = lax.dynamic_update_slice_in_dim(
-            carry.grad_text, old_text + text_update, col_start, axis=0
-        )
-        return _Carry(loss_sum, carry.sigmoid_sum + jnp.sum(grad_logits), image_times_g, grad_text)
+        carry = carry._replace(sigmoid_sum=carry.sigmoid_sum + jnp.sum(grad_logits))
+        if need_image_times_g:
+            image_times_g = carry.image_times_g + jnp.dot(
+                grad_logits, text_cols, precision=precision, preferred_element_type=dtype
+            )
+            carry = carry._replace(image_times_g=image_times_g)
+        if need_text:
+            text_update = lax.dot_general(
+                grad_logits,
+                scaled_rows,
+                (((0,), (0,)), ((), ())),
+                precision=precision,
+                preferred_element_type=dtype,
+            )  # [cols, D]
+            old_text = lax.dynamic_slice_in_dim(carry.grad_text, col_start, cols)
+            grad_text = lax.dynamic_update_slice_in_dim(
+                carry.grad_text, old_text + text_update, col_start, axis=0
+            )
+            carry = carry._replace(grad_text=grad_text)
+        return carry
 
-    def row_step(
-        state: tuple[jax.Array, jax.Array, jax.Array, jax.Array],
-        row_start: Any,
-        rows: int,
-    ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    State = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+
+    def row_step(state: State, row_start: Any, rows: int) -> State:
         loss_sum, sigmoid_sum, image_times_g, grad_text = state
-        image_rows = lax.dynamic_slice_in_dim(image_block, row_start, rows).astype(float32)
+        image_rows = lax.dynamic_slice_in_dim(image_block, row_start, rows).astype(dtype)
         scaled_rows = image_rows * scale
-        carry = _Carry(
-            loss_sum,
-            sigmoid_sum,
-            zeros((rows, dim) if compute_grads else ()),
-            grad_text,
-        )
+        rows_g = zeros((rows, dim)) if need_image_times_g else unused
+        carry = _Carry(loss_sum, sigmoid_sum, rows_g, grad_text)
         if full_col_blocks == 1:
             carry = tile_step(carry, scaled_rows, row_start, 0, col_tile)
-        elif full_col_blocks > 1:
+        else:
             carry = lax.fori_loop(
                 0,
                 full_col_blocks,
@@ -242,27 +275,159 @@ def _block_sums(
             )
         if last_cols:
             carry = tile_step(carry, scaled_rows, row_start, full_col_blocks * col_tile, last_cols)
-        if compute_grads:
+        if need_image_times_g:
             image_times_g = lax.dynamic_update_slice_in_dim(
                 image_times_g, carry.image_times_g, row_start, axis=0
             )
         return carry.loss_sum, carry.sigmoid_sum, image_times_g, carry.grad_text
 
-    zero = zeros(())
-    if compute_grads:
-        state = (zero, zero, zeros((n, dim)), zeros((m, dim)))
-    else:
-        state = (zero, zero, zero, zero)
+    state: State = (
+        unused,
+        unused,
+        zeros((n, dim)) if need_image_times_g else unused,
+        zeros((m, dim)) if need_text else unused,
+    )
     if full_row_blocks == 1:
         state = row_step(state, 0, row_tile)
-    elif full_row_blocks > 1:
+    else:
         state = lax.fori_loop(
             0, full_row_blocks, lambda index, s: row_step(s, index * row_tile, row_tile), state
         )
     if last_rows:
         state = row_step(state, full_row_blocks * row_tile, last_rows)
     loss_sum, sigmoid_sum, image_times_g, grad_text = state
-    if not compute_grads:
+    if not need_grads:
         return BlockSums(loss_sum, None, None, None, None)
-    grad_scale = jnp.sum(image_block.astype(float32) * image_times_g)
-    return BlockSums(loss_sum, image_times_g * scale, grad_text, grad_scale, sigmoid_sum)
+    grad_scale = grad_bias = None
+    if need_scalars:
+        grad_bias = sigmoid_sum
+        if need_image_times_g:
+            # dS/dt = sum G * X Y^T = <X, G Y>.
+            grad_scale = jnp.sum(image_block.astype(dtype) * image_times_g)
+        else:
+            # dS/dt = <Y, G^T X> = <Y, grad_text> / t.
+            grad_scale = jnp.sum(text_block.astype(dtype) * grad_text) / scale
+    return BlockSums(
+        loss_sum,
+        image_times_g * scale if need_image else None,
+        grad_text if need_text else None,
+        grad_scale,
+        grad_bias,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _fused_loss(
+    image_emb: jax.Array,
+    text_emb: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    tile: int,
+    dense_primal: bool,
+) -> jax.Array:
+    # The primal, used when nothing is differentiated: the loss alone, no gradient work; dense
+    # when asked (implementation="auto" at small batch), tiled otherwise.
+    if dense_primal:
+        return sigmoid_loss_reference(image_emb, text_emb, scale=scale, bias=bias)
+    dtype = compute_dtype(image_emb, text_emb)
+    sums = block_sums(
+        image_emb,
+        text_emb,
+        scale.astype(dtype),
+        bias.astype(dtype),
+        positive_offset=jnp.zeros((), jnp.int32),
+        tile=tile,
+        need_image=False,
+        need_text=False,
+        need_scalars=False,
+    )
+    return sums.loss_sum / image_emb.shape[0]
+
+
+def _fused_loss_fwd(
+    image_emb: Any, text_emb: Any, scale: Any, bias: Any, tile: int, dense_primal: bool
+) -> tuple[jax.Array, tuple[Any, ...]]:
+    # With symbolic zeros each primal says whether it is differentiated: compute only those grads.
+    image, text = image_emb.value, text_emb.value
+    dtype = compute_dtype(image, text)
+    need_scalars = scale.perturbed or bias.perturbed
+    sums = block_sums(
+        image,
+        text,
+        scale.value.astype(dtype),
+        bias.value.astype(dtype),
+        positive_offset=jnp.zeros((), jnp.int32),
+        tile=tile,
+        need_image=image_emb.perturbed,
+        need_text=text_emb.perturbed,
+        need_scalars=need_scalars,
+    )
+    # Residuals: the gradients of the sum (float32) and empty markers carrying the primal dtypes
+    # (the first one also carries the batch in its shape).
+    dtypes = (
+        jnp.zeros((image.shape[0], 0), image.dtype),
+        *(jnp.zeros((0,), primal.value.dtype) for primal in (text_emb, scale, bias)),
+    )
+    gradients = (
+        sums.grad_image if image_emb.perturbed else None,
+        sums.grad_text if text_emb.perturbed else None,
+        sums.grad_scale if scale.perturbed else None,
+        sums.grad_bias if bias.perturbed else None,
+    )
+    return sums.loss_sum / image.shape[0], (gradients, dtypes)
+
+
+def _fused_loss_bwd(
+    tile: int, dense_primal: bool, residuals: tuple[Any, ...], cotangent: jax.Array
+) -> tuple[jax.Array | None, ...]:
+    gradients, dtypes = residuals
+    if isinstance(cotangent, SymbolicZero):
+        return (None, None, None, None)
+    batch = dtypes[0].shape[0]
+    results: list[jax.Array | None] = []
+    for gradient, marker in zip(gradients, dtypes, strict=True):
+        if gradient is None:
+            results.append(None)
+            continue
+        factor = cotangent.astype(gradient.dtype) / batch
+        results.append((gradient * factor).astype(marker.dtype))
+    return tuple(results)
+
+
+_fused_loss.defvjp(_fused_loss_fwd, _fused_loss_bwd, symbolic_zeros=True)
+
+
+def sigmoid_loss_fused(
+    image_emb: jax.Array,
+    text_emb: jax.Array,
+    *,
+    scale: jax.Array | float,
+    bias: jax.Array | float,
+    block_size: int | None = None,
+    dense_primal: bool = False,
+) -> jax.Array:
+    """Fused sigmoid loss: ``custom_vjp`` whose forward computes the loss and gradients in one pass.
+
+    Without differentiation only the loss is computed (tiled); under ``jax.grad`` /
+    ``jax.value_and_grad`` the vjp forward computes the loss and the gradients of the
+    differentiated inputs in the same tile loop, and the backward scales them by the cotangent.
+    Inputs are assumed validated (see ``sigmoid_loss``). Works under ``jax.jit`` and ``jax.vmap``.
+
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings.
+        text_emb: ``[batch, dim]`` text embeddings.
+        scale: the multiplier ``t`` (float or 0-d array).
+        bias: the logit bias ``b`` (float or 0-d array).
+        block_size: tile edge (static), ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
+        dense_primal: compute the undifferentiated loss with the dense reference instead of tiles
+            (faster at small batch; the gradient path is fused either way).
+
+    Returns:
+        0-d float32 array (float64 for float64 inputs).
+    """
+    tile = check_block_size(block_size)
+    dtype = compute_dtype(image_emb, text_emb)
+    scale_array = scale if isinstance(scale, jax.Array) else jnp.asarray(scale, dtype)
+    bias_array = bias if isinstance(bias, jax.Array) else jnp.asarray(bias, dtype)
+    loss: jax.Array = _fused_loss(image_emb, text_emb, scale_array, bias_array, tile, dense_primal)
+    return loss

@@ -56,12 +56,22 @@ def _check_offset(positive_offset: Any) -> int | None:
     return positive_offset
 
 
-def _as_float32_scalar(name: str, value: Any, device: torch.device) -> torch.Tensor:
+def softplus_threshold(dtype: torch.dtype) -> float:
+    """Where ``softplus(u) = u`` to within the dtype's rounding: ``log1p(exp(-u)) < eps * u``."""
+    return 50.0 if dtype == torch.float64 else 20.0
+
+
+def _compute_dtype(*arrays: torch.Tensor) -> torch.dtype:
+    # float32 accumulation for float16/bfloat16/float32; float64 inputs stay float64.
+    return torch.float64 if any(a.dtype == torch.float64 for a in arrays) else torch.float32
+
+
+def _as_scalar(name: str, value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         if value.dim() != 0:
             raise ValueError(f"{name}: expected a 0-d tensor, got shape {tuple(value.shape)}")
-        return value.detach().to(dtype=torch.float32, device=device)
-    return torch.tensor(float(value), dtype=torch.float32, device=device)
+        return value.detach().to(dtype=dtype, device=device)
+    return torch.tensor(float(value), dtype=dtype, device=device)
 
 
 def sigmoid_block_sums(
@@ -101,7 +111,8 @@ def sigmoid_block_sums(
         compute_grads: also compute the four gradients (about 3x the work of the loss alone).
 
     Returns:
-        :class:`BlockSums`, every field float32 on the device of ``image_block``.
+        :class:`BlockSums`, every field float32 (float64 if an input is float64) on the device of
+        ``image_block``.
 
     Raises:
         TypeError, ValueError: a bad ``block_size`` / ``positive_offset`` or mismatched shapes.
@@ -131,85 +142,267 @@ def sigmoid_block_sums(
             "image_block, text_block: expected [n, dim] and [m, dim] with the same dim, got "
             f"{tuple(image_block.shape)} and {tuple(text_block.shape)}"
         )
+    dtype = _compute_dtype(image_block, text_block)
     with torch.no_grad():
-        return _block_sums(
+        return block_sums(
             image_block,
             text_block,
-            _as_float32_scalar("scale", scale, image_block.device),
-            _as_float32_scalar("bias", bias, image_block.device),
-            offset,
-            tile,
-            compute_grads,
+            _as_scalar("scale", scale, dtype, image_block.device),
+            _as_scalar("bias", bias, dtype, image_block.device),
+            positive_offset=offset,
+            tile=tile,
+            need_image=compute_grads,
+            need_text=compute_grads,
+            need_scalars=compute_grads,
         )
 
 
-def _block_sums(
+def block_sums(
     image_block: torch.Tensor,
     text_block: torch.Tensor,
     scale: torch.Tensor,
     bias: torch.Tensor,
+    *,
     positive_offset: int | None,
     tile: int,
-    compute_grads: bool,
+    need_image: bool,
+    need_text: bool,
+    need_scalars: bool,
 ) -> BlockSums:
+    """The tile loop behind :func:`sigmoid_block_sums`, computing only the gradients asked for.
+
+    ``scale`` and ``bias`` are 0-d tensors of the compute dtype; runs without autograd. A gradient
+    not asked for is ``None`` and costs nothing: each embedding gradient is one matmul per tile, the
+    scalar gradients come almost free from whichever embedding gradient is computed.
+    """
     device = image_block.device
     n, dim = image_block.shape
     m = text_block.shape[0]
-    float32 = torch.float32
-    text32 = text_block if text_block.dtype == float32 else None
-    loss_sum = torch.zeros((), dtype=float32, device=device)
-    positive_logit_sum = torch.zeros((), dtype=float32, device=device)
-    if compute_grads:
-        # grad_image holds G Y (unscaled) until the end: grad_scale needs <X, G Y>.
-        image_times_g = torch.zeros((n, dim), dtype=float32, device=device)
-        grad_text = torch.zeros((m, dim), dtype=float32, device=device)
-        sigmoid_sum = torch.zeros((), dtype=float32, device=device)
-    logits_buffer = torch.empty((min(tile, n), min(tile, m)), dtype=float32, device=device)
+    dtype = scale.dtype
+    text_in_dtype = text_block if text_block.dtype == dtype else None
+    loss_sum = torch.zeros((), dtype=dtype, device=device)
+    need_grads = need_image or need_text or need_scalars
+    # G Y (unscaled) serves grad_image and grad_scale; skip it only when G^T X can give grad_scale.
+    need_image_times_g = need_image or (need_scalars and not need_text)
+    # Accumulators start uninitialised: the first tile of each row (column) block writes them.
+    if need_image_times_g:
+        image_times_g = torch.empty((n, dim), dtype=dtype, device=device)
+    if need_text:
+        grad_text = torch.empty((m, dim), dtype=dtype, device=device)
+    if need_grads:
+        sigmoid_sum = torch.zeros((), dtype=dtype, device=device)
+    logits_buffer = torch.empty((min(tile, n), min(tile, m)), dtype=dtype, device=device)
+    linear_above = softplus_threshold(dtype)
     for row_start in range(0, n, tile):
         row_stop = min(row_start + tile, n)
-        image_rows = image_block[row_start:row_stop].to(float32)
         # Scaling the rows once (O(tile * dim)) lets one addmm give the logits directly.
-        scaled_rows = image_rows * scale
+        scaled_rows = image_block[row_start:row_stop].to(dtype) * scale
         for col_start in range(0, m, tile):
             col_stop = min(col_start + tile, m)
-            text_cols = (
-                text32[col_start:col_stop]
-                if text32 is not None
-                else text_block[col_start:col_stop].to(float32)
-            )
+            if text_in_dtype is not None:
+                text_cols = text_in_dtype[col_start:col_stop]
+            else:
+                text_cols = text_block[col_start:col_stop].to(dtype)
             logits = logits_buffer[: row_stop - row_start, : col_stop - col_start]
             torch.addmm(bias, scaled_rows, text_cols.T, out=logits)
-            loss_sum += F.softplus(logits).sum()
             diagonal = None
             if positive_offset is not None:
-                # Positives sit where col = row + positive_offset, a diagonal of this tile.
+                # Positives sit where col = row + positive_offset: one diagonal of this tile.
+                # Negating it there gives their terms softplus(-u) exactly (no softplus(u) - u).
                 diagonal_offset = row_start + positive_offset - col_start
                 if -logits.shape[0] < diagonal_offset < logits.shape[1]:
                     diagonal = torch.diagonal(logits, offset=diagonal_offset)
-                    # softplus(-u) = softplus(u) - u for the positive pairs.
-                    positive_logit_sum += diagonal.sum()
-            if not compute_grads:
+                    diagonal.neg_()
+            loss_sum += F.softplus(logits, threshold=linear_above).sum()
+            if not need_grads:
                 continue
-            logits.sigmoid_()
+            grad_logits = logits.sigmoid_()
             if diagonal is not None:
-                diagonal -= 1.0
-            sigmoid_sum += logits.sum()
-            image_times_g[row_start:row_stop].addmm_(logits, text_cols)
-            grad_text[col_start:col_stop].addmm_(logits.T, scaled_rows)
-    loss_sum -= positive_logit_sum
-    if not compute_grads:
+                # sigmoid(u) - 1 = -sigmoid(-u) on the positives, again without cancellation.
+                diagonal.neg_()
+            sigmoid_sum += grad_logits.sum()
+            if need_image_times_g:
+                image_rows_g = image_times_g[row_start:row_stop]
+                if col_start == 0:
+                    torch.mm(grad_logits, text_cols, out=image_rows_g)
+                else:
+                    image_rows_g.addmm_(grad_logits, text_cols)
+            if need_text:
+                text_cols_g = grad_text[col_start:col_stop]
+                if row_start == 0:
+                    torch.mm(grad_logits.T, scaled_rows, out=text_cols_g)
+                else:
+                    text_cols_g.addmm_(grad_logits.T, scaled_rows)
+    if not need_grads:
         return BlockSums(loss_sum, None, None, None, None)
-    grad_scale = _rowwise_dot_sum(image_block, image_times_g, tile)
-    grad_image = image_times_g.mul_(scale)
-    return BlockSums(loss_sum, grad_image, grad_text, grad_scale, sigmoid_sum)
+    grad_scale = grad_bias = None
+    if need_scalars:
+        grad_bias = sigmoid_sum
+        if need_image_times_g:
+            # dS/dt = sum G * X Y^T = <X, G Y>.
+            grad_scale = _blockwise_dot(image_block, image_times_g, tile)
+        else:
+            # dS/dt = <Y, G^T X> = <Y, grad_text> / t.
+            grad_scale = _blockwise_dot(text_block, grad_text, tile) / scale
+    return BlockSums(
+        loss_sum,
+        image_times_g.mul_(scale) if need_image else None,
+        grad_text if need_text else None,
+        grad_scale,
+        grad_bias,
+    )
 
 
-def _rowwise_dot_sum(
-    image_block: torch.Tensor, image_times_g: torch.Tensor, tile: int
-) -> torch.Tensor:
-    """``sum(X * (G Y))`` = ``sum(G * X Y^T)``, in row blocks so low-precision X is cast piecewise."""
-    total = torch.zeros((), dtype=torch.float32, device=image_block.device)
-    for start in range(0, image_block.shape[0], tile):
-        rows = image_block[start : start + tile].to(torch.float32)
-        total += torch.dot(rows.reshape(-1), image_times_g[start : start + tile].reshape(-1))
+def _blockwise_dot(embeddings: torch.Tensor, accumulator: torch.Tensor, tile: int) -> torch.Tensor:
+    """``sum(embeddings * accumulator)``, casting ``embeddings`` one row block at a time."""
+    total = torch.zeros((), dtype=accumulator.dtype, device=accumulator.device)
+    for start in range(0, embeddings.shape[0], tile):
+        rows = embeddings[start : start + tile].to(accumulator.dtype)
+        total += torch.dot(rows.reshape(-1), accumulator[start : start + tile].reshape(-1))
     return total
+
+
+class _DoubleBackwardError(torch.autograd.Function):
+    """Identity on ``gradient`` whose backward raises: the fused gradients are not differentiable.
+
+    ``anchor`` (the input the gradient belongs to) only ties the result into the graph, so that
+    differentiating it reaches this backward and its message instead of a generic autograd error.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, gradient: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        return gradient.view_as(gradient)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise RuntimeError(
+            "sigmoid_loss(implementation='fused') does not support double backward (its "
+            "gradients are computed in closed form, not by autograd). Use "
+            "implementation='chunked' or 'reference' for gradient penalties or create_graph=True."
+        )
+
+
+class _FusedSigmoidLoss(torch.autograd.Function):
+    """Loss in forward, gradients computed in the same tiled pass; backward scales them."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor,
+        tile: int,
+        needs: tuple[bool, bool, bool, bool],
+    ) -> torch.Tensor:
+        dtype = _compute_dtype(image_emb, text_emb)
+        need_image, need_text, need_scale, need_bias = needs
+        sums = block_sums(
+            image_emb,
+            text_emb,
+            scale.detach().to(dtype),
+            bias.detach().to(dtype),
+            positive_offset=0,
+            tile=tile,
+            need_image=need_image,
+            need_text=need_text,
+            need_scalars=need_scale or need_bias,
+        )
+        batch = image_emb.shape[0]
+        ctx.batch = batch
+        ctx.gradients = list(sums[1:])
+        ctx.input_dtypes = (image_emb.dtype, text_emb.dtype, scale.dtype, bias.dtype)
+        # Saved only to anchor the double-backward error; holding them costs no memory.
+        ctx.save_for_backward(image_emb, text_emb, scale, bias)
+        return sums.loss_sum / batch
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        gradients = ctx.gradients
+        if gradients is None:
+            raise RuntimeError(
+                "sigmoid_loss(implementation='fused'): backward through the same loss twice "
+                "(retain_graph=True) is not supported, because the fused loss hands its stored "
+                "gradients over on the first backward to save memory. Use "
+                "implementation='chunked' for that."
+            )
+        # Drop our references so that autograd may take the tensors over without a copy.
+        ctx.gradients = None
+        create_graph = torch.is_grad_enabled()
+        results: list[torch.Tensor | None] = []
+        inputs = ctx.saved_tensors
+        for gradient, dtype, anchor in zip(gradients, ctx.input_dtypes, inputs, strict=True):
+            if gradient is None:
+                results.append(None)
+                continue
+            # The stored gradients are of the sum; one in-place multiply gives d(loss)/d(input).
+            factor = grad_output.detach().to(gradient.dtype) / ctx.batch
+            gradient = gradient.mul_(factor).to(dtype)
+            if create_graph:
+                gradient = _DoubleBackwardError.apply(gradient, anchor)
+            results.append(gradient)
+        return (*results, None, None)
+
+
+@torch.compiler.disable
+def sigmoid_loss_fused(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    scale: torch.Tensor | float,
+    bias: torch.Tensor | float,
+    block_size: int | None = None,
+) -> torch.Tensor:
+    """Fused sigmoid loss: one tiled pass for the loss and, when needed, its four gradients.
+
+    Gradients are computed only for the inputs that require them and only when autograd is
+    recording (not under ``torch.no_grad()``). Inputs are assumed validated (see ``sigmoid_loss``).
+    Under ``torch.compile`` this function is a graph break: it runs eagerly, the rest compiles.
+
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings.
+        text_emb: ``[batch, dim]`` text embeddings.
+        scale: the multiplier ``t`` (float or 0-d tensor, possibly requiring grad).
+        bias: the logit bias ``b`` (float or 0-d tensor, possibly requiring grad).
+        block_size: tile edge, ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
+
+    Returns:
+        0-d float32 tensor (float64 for float64 inputs).
+    """
+    tile = check_block_size(block_size)
+    dtype = _compute_dtype(image_emb, text_emb)
+    device = image_emb.device
+    scale_tensor = _as_differentiable_scalar(scale, dtype, device)
+    bias_tensor = _as_differentiable_scalar(bias, dtype, device)
+    grad_enabled = torch.is_grad_enabled()
+    needs = tuple(
+        grad_enabled and tensor.requires_grad
+        for tensor in (image_emb, text_emb, scale_tensor, bias_tensor)
+    )
+    if not any(needs):
+        with torch.no_grad():
+            sums = block_sums(
+                image_emb,
+                text_emb,
+                scale_tensor.detach().to(dtype),
+                bias_tensor.detach().to(dtype),
+                positive_offset=0,
+                tile=tile,
+                need_image=False,
+                need_text=False,
+                need_scalars=False,
+            )
+        return sums.loss_sum / image_emb.shape[0]
+    loss: torch.Tensor = _FusedSigmoidLoss.apply(
+        image_emb, text_emb, scale_tensor, bias_tensor, tile, needs
+    )
+    return loss
+
+
+def _as_differentiable_scalar(
+    value: torch.Tensor | float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    # A tensor is passed through as is (its gradient returns in its own dtype).
+    if isinstance(value, torch.Tensor):
+        return value if value.device == device else value.to(device)
+    return torch.tensor(float(value), dtype=dtype, device=device)
