@@ -1,0 +1,112 @@
+"""The console script: config printing, clear errors, a real SIGTERM to a training process and
+``--resume auto``, WiSE-FT interpolation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import siglip_data
+from siglip_models.torch import SiglipModel
+from siglip_train import get_preset
+from siglip_train import main
+from siglip_train import read_metrics
+
+
+def test_print_config_is_the_full_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--preset", "tiny-cpu", "--set", "steps=7", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = get_preset("tiny-cpu")
+    assert printed["steps"] == 7
+    assert printed["optimizer"]["lr"] == expected.optimizer.lr
+    assert set(printed) >= {"model", "optimizer", "loss", "data", "checkpoint", "logging", "eval"}
+
+
+def test_bad_config_exits_2_with_the_field_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--set", "optimizer.beta2=1.5", "--print-config"]) == 2
+    assert "'optimizer.beta2' must be in [0, 1), got 1.5" in capsys.readouterr().err
+
+
+def test_interpolate_writes_the_wise_ft_mix(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    zero_shot, fine_tuned = SiglipModel("tiny-test"), SiglipModel("tiny-test")
+    zero_shot.save_pretrained(tmp_path / "a")
+    fine_tuned.save_pretrained(tmp_path / "b")
+    args = ["interpolate", str(tmp_path / "a"), str(tmp_path / "b"), "--alpha", "0.25"]
+    assert main([*args, "--out", str(tmp_path / "mix")]) == 0
+    mixed = SiglipModel.from_pretrained(tmp_path / "mix")
+    for name, value in mixed.state_dict().items():
+        expected = 0.75 * zero_shot.state_dict()[name] + 0.25 * fine_tuned.state_dict()[name]
+        torch.testing.assert_close(value, expected, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.fixture
+def shard_run(tmp_path: Path) -> tuple[Path, list[str]]:
+    rng = np.random.default_rng(0)
+    words = ["red", "green", "blue", "cat", "dog", "car"]
+    samples = [
+        (
+            rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+            f"a {words[i % 6]} {words[(i // 6) % 6]}",
+        )
+        for i in range(64)
+    ]
+    siglip_data.write_shards(samples, tmp_path / "shards", samples_per_shard=16)
+    tokenizer = siglip_data.train_sentencepiece(
+        [caption for _, caption in samples] * 3, tmp_path / "tok.model", vocab_size=20
+    )
+    overrides = [
+        "model.name=tiny-test",
+        "data.source=webdataset",
+        f"data.shards={json.dumps([str(tmp_path / 'shards' / 'shard-{00000..00003}.tar')])}",
+        f"data.tokenizer={tokenizer}",
+        "data.batch_size=8",
+        "data.text_length=16",
+        f"output_dir={tmp_path / 'run'}",
+        "steps=400",
+        "device=cpu",
+        "num_threads=1",
+        "logging.every_steps=1",
+        "logging.progress_bar=false",
+        "logging.tensorboard=false",
+        "checkpoint.every_steps=0",
+    ]
+    return tmp_path / "run", [arg for o in overrides for arg in ("--set", o)]
+
+
+def test_sigterm_checkpoints_exits_143_and_resume_auto_finishes(
+    shard_run: tuple[Path, list[str]],
+) -> None:
+    run_dir, overrides = shard_run
+    command = [sys.executable, "-m", "siglip_train._cli", "train", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 240
+    while not read_metrics(run_dir / "metrics.jsonl") and time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=240)[0].decode()
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    checkpoints = sorted((run_dir / "checkpoints").iterdir())
+    assert len(checkpoints) == 1
+    stopped_at = json.loads((checkpoints[0] / "manifest.json").read_text())["step"]
+    assert 1 <= stopped_at < 400
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")][-1] == stopped_at
+
+    finish = [*command, "--resume", "auto", "--set", f"steps={stopped_at + 3}"]
+    completed = subprocess.run(finish, env=env, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    assert steps == list(range(1, stopped_at + 4))
