@@ -138,6 +138,7 @@ def prepare_demo_data(
     text_length: int = 16,
     vocab_size: int = 1000,
     install: bool = True,
+    limit: int | None = None,
 ) -> DemoData:
     """Build (once) the emoji and Fashion-MNIST shards, a tokenizer, and load everything.
 
@@ -150,13 +151,16 @@ def prepare_demo_data(
         text_length: tokens per caption.
         vocab_size: SentencePiece vocabulary size.
         install: run apt-get when the Debian packages are missing and we are root.
+        limit: build only the first ``limit`` emoji and Fashion-MNIST images per split (tests);
+            the datasets then live in ``root/limit-<N>/`` and the vocabulary has at most 200
+            pieces.
 
     Returns:
         :class:`DemoData`.
     """
     import siglip_data
 
-    root = Path(root)
+    root = Path(root) if limit is None else Path(root) / f"limit-{limit}"
     root.mkdir(parents=True, exist_ok=True)
     emoji_dir = root / "emoji"
     fashion_dir = root / "fashion-mnist"
@@ -164,10 +168,10 @@ def prepare_demo_data(
         ensure_debian_packages(install=install)
     if not (emoji_dir / "dataset.json").is_file():
         LOGGER.warning("building the emoji shards in %s", emoji_dir)
-        siglip_data.build_emoji(emoji_dir, image_size=64)
+        siglip_data.build_emoji(emoji_dir, image_size=64, limit=limit)
     if not (fashion_dir / "dataset.json").is_file():
         LOGGER.warning("building the Fashion-MNIST shards in %s", fashion_dir)
-        siglip_data.build_fashion_mnist(fashion_dir)
+        siglip_data.build_fashion_mnist(fashion_dir, limit=limit)
     emoji_info = siglip_data.load_dataset_info(emoji_dir)
     fashion_info = siglip_data.load_dataset_info(fashion_dir)
     cache = root / f"cache-v{CACHE_VERSION}-{image_size}px.npz"
@@ -197,6 +201,8 @@ def prepare_demo_data(
     fashion_names = list(fashion_info.caption_names)
     fashion_templates = list(fashion_info.caption_templates)
     fashion_texts = [t.format(c) for c in fashion_names for t in fashion_templates]
+    if limit is not None:
+        vocab_size = min(vocab_size, 200)  # a few hundred captions cannot fill 1,000 pieces
     tokenizer_file = root / f"tokenizer-{vocab_size}.model"
     if not tokenizer_file.is_file():
         corpus = [text for forms in emoji_forms for text in forms] + fashion_texts * 20

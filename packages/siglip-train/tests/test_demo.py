@@ -1,0 +1,157 @@
+"""The demo's batches (rank slices, resume), its metric wiring, and a small end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from siglip_train import DemoBatches
+from siglip_train import DemoData
+from siglip_train import apply_overrides
+from siglip_train import evaluate_demo
+from siglip_train import get_preset
+from siglip_train import run_demo
+from siglip_train._demo import chance_levels
+from siglip_train._demo_data import _debian_files
+
+
+def fake_data(tmp_path: Path, rng: np.random.Generator) -> DemoData:
+    """Arrays whose pixels and token ids encode the label, for a model that reads them back."""
+    import siglip_data
+
+    names = [f"thing {word}" for word in ("alpha", "beta", "gamma", "delta", "omega")]
+    siglip_data.train_sentencepiece(names * 10, tmp_path / "fake.model", vocab_size=18)
+
+    def images(labels: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(labels[:, None, None, None] * 20, (len(labels), 8, 8, 3)).astype(
+            np.uint8
+        )
+
+    train_labels = rng.integers(0, 10, 200)
+    test_labels = rng.integers(0, 10, 50)
+    captions = np.zeros((10, 3, 8), dtype=np.int32)
+    captions[:, :, 0] = np.arange(10)[:, None]
+    emoji_captions = np.zeros((30, 4, 8), dtype=np.int32)
+    emoji_captions[:, :, 0] = np.arange(30)[:, None] % 10
+    return DemoData(
+        emoji_train_pixels=images(np.arange(30) % 10),
+        emoji_train_captions=emoji_captions,
+        emoji_heldout_pixels=images(np.arange(5)),
+        emoji_heldout_names=names,
+        emoji_heldout_groups=np.arange(5) % 3,
+        emoji_groups=["Smileys", "Animals", "Flags"],
+        fashion_train_pixels=images(train_labels),
+        fashion_train_labels=train_labels,
+        fashion_test_pixels=images(test_labels),
+        fashion_test_labels=test_labels,
+        fashion_captions=captions,
+        fashion_class_names=[f"class {i}" for i in range(10)],
+        fashion_templates=["a {}", "the {}", "one {}"],
+        tokenizer_file=str(tmp_path / "fake.model"),
+    )
+
+
+class LabelReader(torch.nn.Module):
+    """Image -> one-hot of (pixel value / 20); text -> one-hot of the first token id."""
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        labels = torch.round((pixels[:, 0, 0, 0] + 1) * 127.5 / 20).long()
+        return torch.nn.functional.one_hot(labels, 16).float() + 1e-3
+
+    def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(token_ids[:, 0].long() % 16, 16).float() + 1e-3
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
+    return fake_data(tmp_path_factory.mktemp("demo-data"), np.random.default_rng(0))
+
+
+@given(world_size=st.sampled_from([1, 2, 4, 8]), step=st.integers(0, 50))
+def test_rank_slices_concatenate_to_the_single_process_batch(
+    shared_data: DemoData, world_size: int, step: int
+) -> None:
+    data = shared_data
+    single = DemoBatches(data, batch_size=16, seed=1).batch(step)
+    shards = [
+        DemoBatches(data, batch_size=16, seed=1, rank=r, world_size=world_size).batch(step)
+        for r in range(world_size)
+    ]
+    for key in ("pixels", "token_ids"):
+        np.testing.assert_array_equal(np.concatenate([s[key] for s in shards]), single[key])
+
+
+def test_batches_resume_from_their_state(shared_data: DemoData) -> None:
+    data = shared_data
+    reference = iter(DemoBatches(data, batch_size=8, seed=2))
+    expected = [next(reference)["token_ids"] for _ in range(6)]
+    first = DemoBatches(data, batch_size=8, seed=2)
+    iterator = iter(first)
+    for _ in range(4):
+        next(iterator)
+    resumed = DemoBatches(data, batch_size=8, seed=2)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    iterator = iter(resumed)
+    for index in (4, 5):
+        np.testing.assert_array_equal(next(iterator)["token_ids"], expected[index])
+    with pytest.raises(ValueError, match="another seed or batch size"):
+        DemoBatches(data, batch_size=8, seed=3).load_state_dict(first.state_dict())
+
+
+def test_batches_mix_the_requested_fraction_with_matching_captions(shared_data: DemoData) -> None:
+    data = shared_data
+    batch = DemoBatches(data, batch_size=20, fashion_mnist_fraction=0.25, augment=False).batch(0)
+    labels_from_pixels = batch["pixels"][:, 0, 0, 0] // 20
+    np.testing.assert_array_equal(labels_from_pixels, batch["token_ids"][:, 0])
+
+
+def test_metrics_of_a_model_that_reads_labels_are_perfect_on_fashion(shared_data: DemoData) -> None:
+    data = shared_data
+    results = evaluate_demo(LabelReader(), data)
+    assert results["fashion_mnist_zeroshot_top1"] == 1.0
+    assert results["fashion_mnist_zeroshot_balanced_accuracy"] == 1.0
+    chance = chance_levels(data)
+    assert chance["fashion_mnist_zeroshot_top1"] == 0.1
+    assert chance["emoji_heldout_image_to_text_R@1"] == 1 / 5
+    assert chance["emoji_group_balanced_accuracy"] == 1 / 3
+    for key in chance:
+        assert 0.0 <= results[key] <= 1.0
+
+
+@pytest.mark.skipif(
+    not all(path.exists() for path in _debian_files()),
+    reason="needs the Debian packages fonts-noto-color-emoji unicode-data dataset-fashion-mnist",
+)
+def test_small_end_to_end_demo_writes_the_report(tmp_path: Path) -> None:
+    config = apply_overrides(
+        get_preset("tiny-cpu"),
+        [
+            "steps=3",
+            "data.batch_size=16",
+            "optimizer.warmup_steps=1",
+            "logging.every_steps=1",
+            "logging.progress_bar=false",
+            "num_threads=1",
+        ],
+    )
+    report = run_demo(
+        tmp_path / "demo", config=config, data_root=tmp_path / "data", data_limit=300, eval_every=2
+    )
+    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
+    for key in (
+        "fashion_mnist_zeroshot_top1",
+        "emoji_heldout_image_to_text_R@10",
+        "emoji_group_balanced_accuracy",
+        "train_seconds",
+    ):
+        assert saved[key] == report[key]
+    assert saved["steps"] == 3
+    for plot in ("loss.png", "scale_bias.png", "recall_at_k.png", "eval_curve.png"):
+        assert (tmp_path / "demo" / plot).stat().st_size > 1000
+    assert "| fashion_mnist_zeroshot_top1 |" in (tmp_path / "demo" / "report.md").read_text()
