@@ -137,6 +137,7 @@ def _run_jax(
     scale: float,
     bias: float,
     check_grads: bool,
+    jit: bool,
 ) -> tuple[_Computed, float, float]:
     import jax
     import jax.numpy as jnp
@@ -152,15 +153,17 @@ def _run_jax(
             raise AssertionError(f"loss_fn: expected a 0-d jax.Array, got {_describe(loss)}")
         return loss
 
+    compute = jax.value_and_grad(call, argnums=(0, 1, 2, 3)) if check_grads else call
+    if jit:
+        compute = jax.jit(compute)
+    result = compute(image_emb, text_emb, scale_a, bias_a)
     grads = None
     if check_grads:
-        loss, raw = jax.value_and_grad(call, argnums=(0, 1, 2, 3))(
-            image_emb, text_emb, scale_a, bias_a
-        )
+        loss, raw = result
         names = ("image_emb", "text_emb", "scale", "bias")
         grads = {name: _to_float64(grad) for name, grad in zip(names, raw, strict=True)}
     else:
-        loss = call(image_emb, text_emb, scale_a, bias_a)
+        loss = result
     return (
         _Computed(float(_to_float64(loss)), grads),
         float(_to_float64(scale_a)),
@@ -248,7 +251,8 @@ def _check_close(what: str, got: Any, want: Any, tolerance: Any, context: str) -
         index = np.unravel_index(int(np.argmax(excess)), excess.shape) if excess.ndim else ()
         where = f" at index {tuple(int(i) for i in index)}" if index else ""
         raise AssertionError(
-            f"{what}{where}: got {got_array[index]!r}, float64 oracle {want_array[index]!r}, "
+            f"{what}{where}: got {float(got_array[index])!r}, "
+            f"float64 oracle {float(want_array[index])!r}, "
             f"|difference| {difference[index]:.3e} > tolerance "
             f"{np.broadcast_to(tolerance, excess.shape)[index]:.3e} ({context})"
         )
@@ -262,6 +266,7 @@ def assert_matches_reference(
     scale: Any,
     bias: Any,
     check_grads: bool | None = None,
+    jit: bool = True,
     epsilon: float | None = None,
     tolerance_factor: float = 4.0,
 ) -> None:
@@ -292,6 +297,8 @@ def assert_matches_reference(
         scale: the positive multiplier ``t`` (Python float or 0-d array).
         bias: the logit bias ``b`` (Python float or 0-d array).
         check_grads: compare the four gradients; default True for torch/JAX, False for numpy.
+        jit: JAX only: run ``loss_fn`` (and its gradients) under ``jax.jit``, one compilation per
+            shape instead of one per operation; pass False for a loss that cannot be traced.
         epsilon: unit roundoff to assume; default from the least precise input dtype
             (float32: 2**-24, bfloat16: 2**-8, float16: 2**-11, float64: 2**-53). Pass ``2**-11``
             when torch runs float32 matmuls in TF32 on a GPU.
@@ -338,7 +345,7 @@ def assert_matches_reference(
         )
     elif backend == "jax":
         computed, scale_value, bias_value = _run_jax(
-            loss_fn, image_emb, text_emb, scale_value, bias_value, check_grads
+            loss_fn, image_emb, text_emb, scale_value, bias_value, check_grads, jit
         )
     else:
         value = loss_fn(image_emb, text_emb, scale=scale_value, bias=bias_value)
