@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +171,13 @@ def test_read_idx_parses_and_validates(tmp_path: Path) -> None:
     bad.write_bytes(struct.pack(">HBB1I", 0, 8, 1, 5) + b"abc")
     with pytest.raises(ValueError, match="holds 3 bytes"):
         siglip_data.read_idx(bad)
+
+
+def test_console_script_is_installed_with_the_package() -> None:
+    executable = shutil.which("siglip-data")
+    if executable is None:
+        pytest.skip("siglip-data is not installed as a package here (source-tree run)")
+    completed = subprocess.run(
+        [executable, "build", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "{emoji,fashion-mnist}" in completed.stdout
