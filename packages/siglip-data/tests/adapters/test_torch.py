@@ -59,29 +59,30 @@ def test_workers_and_ranks_cover_every_sample_once(
 
 
 @pytest.mark.multiprocess
+@pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("stop_after", [0, 1, 4, 7, 9])
 def test_resuming_a_multi_worker_loader_yields_exactly_the_uninterrupted_batches(
-    make_shards: Callable[..., list[str]], tokenizer: Any, stop_after: int
+    make_shards: Callable[..., list[str]], tokenizer: Any, stop_after: int, num_workers: int
 ) -> None:
     # Uneven shards: the workers run out at different times.
     shards = make_shards(25, per_shard=4)
-    reference_loader = ImageTextLoader(make_dataset(shards, tokenizer), num_workers=2)
+    reference_loader = ImageTextLoader(make_dataset(shards, tokenizer), num_workers=num_workers)
     reference = list(reference_loader) + list(reference_loader)  # two epochs
-    loader = ImageTextLoader(make_dataset(shards, tokenizer), num_workers=2)
+    loader = ImageTextLoader(make_dataset(shards, tokenizer), num_workers=num_workers)
     got: list[dict[str, Any]] = []
     iterator = iter(loader)
     for _ in range(stop_after):
         got.append(next(iterator))
     state = loader.state_dict()
     del iterator
-    resumed = ImageTextLoader(make_dataset(shards, tokenizer), num_workers=2)
+    resumed = ImageTextLoader(make_dataset(shards, tokenizer), num_workers=num_workers)
     resumed.load_state_dict(state)
     got.extend(resumed)
     got.extend(resumed)
     assert keys_of(got[: len(reference)]) == keys_of(reference)
     assert resumed.epoch == 2
-    with pytest.raises(ValueError, match="num_workers=2"):
-        ImageTextLoader(make_dataset(shards, tokenizer), num_workers=3).load_state_dict(state)
+    with pytest.raises(ValueError, match=f"num_workers={num_workers}"):
+        ImageTextLoader(make_dataset(shards, tokenizer), num_workers=1).load_state_dict(state)
 
 
 def test_skipped_counts_are_summed_over_workers(
