@@ -35,6 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 FRAMEWORK_IMPORT = re.compile(
     r"^\s*(?:import|from)\s+(torch|jax|flax|siglip_loss\.(?:torch|jax))\b", re.M
 )
+# Blocks of the shared pages (the root README) that use sibling packages are their tests' job.
+SIBLING_IMPORT = re.compile(r"^\s*(?:import|from)\s+siglip_(?:models|data|eval|train)\b", re.M)
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
@@ -44,9 +46,11 @@ def markdown_python_blocks(path: Path) -> list[str]:
 
 
 def frameworks_of(block: str) -> set[str]:
-    """The frameworks a block imports: a subset of {"torch", "jax"}."""
+    """The frameworks a block imports: a subset of {"torch", "jax"}, plus "sibling" when it
+    imports another package of the monorepo (then siglip-loss's tests leave it alone)."""
     names = {match.split(".")[-1] for match in FRAMEWORK_IMPORT.findall(block)}
-    return {"jax" if name == "flax" else name for name in names}
+    names = {"jax" if name == "flax" else name for name in names}
+    return names | {"sibling"} if SIBLING_IMPORT.search(block) else names
 
 
 @pytest.fixture
