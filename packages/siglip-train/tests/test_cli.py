@@ -1,5 +1,5 @@
-"""The console script: config printing, clear errors, a real SIGTERM to a training process and
-``--resume auto``, WiSE-FT interpolation."""
+"""The console script: config printing, clear errors, a real SIGTERM to a training process,
+``--resume auto`` with periodic siglip-eval retrieval, WiSE-FT interpolation."""
 
 from __future__ import annotations
 
@@ -105,8 +105,15 @@ def test_sigterm_checkpoints_exits_143_and_resume_auto_finishes(
     assert 1 <= stopped_at < 400
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")][-1] == stopped_at
 
+    shards = json.dumps([str(run_dir.parent / "shards" / "shard-00000.tar")])
     finish = [*command, "--resume", "auto", "--set", f"steps={stopped_at + 3}"]
+    finish += ["--set", "eval.every_steps=2", "--set", f"eval.retrieval_shards={shards}"]
     completed = subprocess.run(finish, env=env, capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    records = read_metrics(run_dir / "metrics.jsonl")
+    steps = [r["step"] for r in records if r["kind"] == "train"]
     assert steps == list(range(1, stopped_at + 4))
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals, "periodic siglip-eval retrieval evaluation did not run"
+    assert all(0.0 <= r["retrieval_image_to_text_R@1"] <= 1.0 for r in evals)
+    assert evals[-1]["step"] == stopped_at + 3  # the final evaluation

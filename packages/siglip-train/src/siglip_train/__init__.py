@@ -7,7 +7,7 @@
 - ``TrainConfig`` and its sections, ``build_config`` (preset + YAML/JSON files + ``a.b=value``
   overrides), presets ``tiny-cpu``, ``b16-webli-like``, ``lit-b16``.
 - ``interpolate_weights`` (WiSE-FT), ``decay_parameter_names``, ``warmup_cosine_multiplier``.
-- ``siglip_train.demo``: the emoji + Fashion-MNIST demo (``nox -s demo``).
+- ``run_demo``: the emoji + Fashion-MNIST demo (``nox -s demo``, ``siglip-train demo``).
 
 See docs/train.md.
 """

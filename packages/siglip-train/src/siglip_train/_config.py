@@ -156,9 +156,12 @@ class EvalConfig:
 
     Attributes:
         every_steps: run the evaluation callback every this many steps (0 disables).
+        retrieval_shards: held-out image-text shards; with ``data.source="webdataset"`` the
+            command line evaluates image<->text Recall@K on them with siglip-eval (when installed).
     """
 
     every_steps: int = 0
+    retrieval_shards: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

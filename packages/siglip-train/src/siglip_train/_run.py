@@ -75,6 +75,41 @@ def _webdataset_batches(config: TrainConfig, context: DistributedContext) -> Any
     return ImageTextLoader(dataset)
 
 
+def _has_siglip_eval() -> bool:
+    try:
+        import siglip_eval  # noqa: F401
+    except ImportError:
+        LOGGER.warning(
+            "siglip-eval is not installed: no periodic evaluation (pip install siglip-eval)"
+        )
+        return False
+    return True
+
+
+def _retrieval_eval(config: TrainConfig) -> Any:
+    """Periodic image<->text Recall@K on ``eval.retrieval_shards`` via siglip-eval, if installed."""
+    if not _has_siglip_eval():
+        return None
+    import siglip_data
+    import siglip_eval
+    from siglip_eval.torch import torch_encoder
+
+    tokenizer = siglip_data.SentencePieceTokenizer(
+        config.data.tokenizer, preset=config.data.tokenizer_preset, length=config.data.text_length
+    )
+    dataset = siglip_eval.retrieval_shards(
+        config.eval.retrieval_shards, image_size=config.data.image_size, name="eval"
+    )
+
+    def evaluate(trained: nn.Module) -> dict[str, float]:
+        result = siglip_eval.evaluate_retrieval(
+            torch_encoder(trained, tokenizer), dataset, progress=False
+        )
+        return {f"retrieval_{name}": float(value) for name, value in result.metrics.items()}
+
+    return evaluate
+
+
 def train_from_config(config: TrainConfig, *, resume: str | None = None) -> int:
     """Train what ``config`` describes; returns the process exit code (128 + signal if stopped).
 
@@ -120,7 +155,7 @@ def train_from_config(config: TrainConfig, *, resume: str | None = None) -> int:
             world_size=context.world_size,
             augment=config.data.augment,
         )
-        if config.eval.every_steps:
+        if config.eval.every_steps and _has_siglip_eval():
 
             def eval_fn(trained: nn.Module) -> dict[str, float]:
                 return evaluate_demo(trained, data, fashion_limit=1000)
@@ -128,6 +163,8 @@ def train_from_config(config: TrainConfig, *, resume: str | None = None) -> int:
     else:
         model = build_model(config)
         batches = _webdataset_batches(config, context)
+        if config.eval.every_steps and config.eval.retrieval_shards:
+            eval_fn = _retrieval_eval(config)
     trainer = Trainer(model, batches, config, eval_fn=eval_fn)
     if resume is not None:
         checkpoint = resolve_resume_path(resume, Path(config.output_dir))
