@@ -21,9 +21,12 @@ See docs/data.md.
 """
 
 from siglip_data._builders import EMOJI_APT_LINE
+from siglip_data._builders import EMOJI_FONT
+from siglip_data._builders import EMOJI_TEST_FILE
 from siglip_data._builders import FASHION_MNIST_APT_LINE
 from siglip_data._builders import FASHION_MNIST_CAPTION_NAMES
 from siglip_data._builders import FASHION_MNIST_CLASSES
+from siglip_data._builders import FASHION_MNIST_DIR
 from siglip_data._builders import FASHION_MNIST_TEMPLATES
 from siglip_data._builders import DatasetInfo
 from siglip_data._builders import MissingDebianPackageError
@@ -65,9 +68,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EMOJI_APT_LINE",
+    "EMOJI_FONT",
+    "EMOJI_TEST_FILE",
     "FASHION_MNIST_APT_LINE",
     "FASHION_MNIST_CAPTION_NAMES",
     "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_DIR",
     "FASHION_MNIST_TEMPLATES",
     "PRESETS",
     "RESAMPLE_METHODS",
