@@ -306,3 +306,17 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
     trainer = Trainer(make_model(), [{"pixels": torch.zeros(2, 3, 32, 32)}], make_config(tmp_path))
     with pytest.raises(KeyError, match="batch must have 'token_ids'"):
         trainer.fit()
+
+
+def test_bf16_autocast_first_loss_matches_float32_to_bf16_precision(
+    make_batches, tmp_path: Path
+) -> None:
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        model = make_model()
+        config = make_config(tmp_path / precision, "steps=1", f"precision={precision}")
+        trainer = Trainer(model, make_batches(1), config)
+        assert trainer.autocast_dtype == (torch.bfloat16 if precision == "bf16" else None)
+        losses[precision] = trainer.fit().last_loss
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+    assert losses["bf16"] != losses["fp32"]  # autocast really ran in bfloat16
