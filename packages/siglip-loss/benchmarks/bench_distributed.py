@@ -13,7 +13,8 @@ Two regimes, each over the world sizes given by ``--worlds``:
 A step is one forward + backward of the loss alone on ready embeddings. Peak memory is the peak of
 live tensor storage created during the step (a ``TorchDispatchMode`` counts every tensor an
 operator returns, until it is freed), per rank, maximum over ranks. Time is the median over
-``--repeats`` steps of the slowest rank. All ranks share this machine's cores, so times compare
+``--repeats`` steps of the slowest rank, after one warm-up step of every method, with the methods
+interleaved. All ranks share this machine's cores, so times compare
 methods within one row, not across world sizes.
 
     nox -s bench-distributed                                    # the table in docs/performance.md
@@ -124,33 +125,34 @@ def run_rank(rank: int, world_size: int, port: int, config: dict[str, Any], outp
     image = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=1)
     text = torch.nn.functional.normalize(torch.randn(batch, dim, generator=generator), dim=1)
     results: dict[str, Any] = {}
-    for method in config["methods"]:
-        step = make_step(method, rank, world_size)
+    steps = {method: make_step(method, rank, world_size) for method in config["methods"]}
 
-        def one_step(step: Any = step) -> None:
-            image_leaf = image.clone().requires_grad_(True)
-            text_leaf = text.clone().requires_grad_(True)
-            scale = torch.tensor(10.0, requires_grad=True)
-            bias = torch.tensor(-10.0, requires_grad=True)
-            loss = step(image_leaf, text_leaf, scale, bias)
-            loss.backward()
+    def one_step(method: str) -> None:
+        image_leaf = image.clone().requires_grad_(True)
+        text_leaf = text.clone().requires_grad_(True)
+        scale = torch.tensor(10.0, requires_grad=True)
+        bias = torch.tensor(-10.0, requires_grad=True)
+        steps[method](image_leaf, text_leaf, scale, bias).backward()
 
-        one_step()  # warm-up
-        times = []
-        for _ in range(config["repeats"]):
+    for method in steps:  # warm-up: first-touch page faults, thread pools, gloo pairs
+        one_step(method)
+    times: dict[str, list[float]] = {method: [] for method in steps}
+    for _ in range(config["repeats"]):
+        for method in steps:  # interleaved, so that load from other processes hits all alike
             dist.barrier()
             start = time.perf_counter()
-            one_step()
+            one_step(method)
             elapsed = torch.tensor(time.perf_counter() - start, dtype=torch.float64)
             dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
-            times.append(float(elapsed))
+            times[method].append(float(elapsed))
+    for method in steps:
         dist.barrier()
         tracker = LiveTensorBytes()
         with tracker:
-            one_step()
+            one_step(method)
         peak = torch.tensor(tracker.peak, dtype=torch.float64)
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-        results[method] = {"seconds": statistics.median(times), "peak_bytes": float(peak)}
+        results[method] = {"seconds": statistics.median(times[method]), "peak_bytes": float(peak)}
     if rank == 0:
         Path(output).write_text(json.dumps(results), encoding="utf-8")
     dist.destroy_process_group()
@@ -178,6 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--local-batch", type=int, default=2048)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--worlds", default="1,2,4", help="comma-separated world sizes")
+    parser.add_argument(
+        "--regimes",
+        default="global,local",
+        help="comma-separated: global (fixed global batch), local (fixed local batch)",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
@@ -189,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("open_clip is not installed: comparing ring and all_gather only", file=sys.stderr)
     rows = []
-    for regime in ("fixed global batch", "fixed local batch"):
+    regimes = {"global": "fixed global batch", "local": "fixed local batch"}
+    for regime in [regimes[name] for name in args.regimes.split(",")]:
         for world_size in worlds:
             if regime == "fixed global batch":
                 if args.global_batch % world_size:
