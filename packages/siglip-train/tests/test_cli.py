@@ -117,3 +117,11 @@ def test_sigterm_checkpoints_exits_143_and_resume_auto_finishes(
     assert evals, "periodic siglip-eval retrieval evaluation did not run"
     assert all(0.0 <= r["retrieval_image_to_text_R@1"] <= 1.0 for r in evals)
     assert evals[-1]["step"] == stopped_at + 3  # the final evaluation
+
+
+def test_lit_preset_without_a_pretrained_model_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["train", "--preset", "lit-b16", "--set", f"output_dir={tmp_path}"]
+    assert main([*args, "--set", "device=cpu"]) == 2
+    assert "set model.init_from" in capsys.readouterr().err

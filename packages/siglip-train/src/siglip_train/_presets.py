@@ -68,8 +68,7 @@ def _lit_b16() -> TrainConfig:
     config = _b16_webli_like()
     config.steps = 20_000
     config.output_dir = "runs/lit-b16"
-    config.freeze = "image"
-    config.model.init_from = "path/to/pretrained-siglip-b16"
+    config.freeze = "image"  # needs model.init_from: the pretrained model to lock-image-tune
     config.optimizer.weight_decay = 0.01 / 1e-3
     config.optimizer.warmup_steps = 600
     config.data.batch_size = 16_384

@@ -23,6 +23,12 @@ def build_model(config: TrainConfig, *, vocab_size: int | None = None) -> nn.Mod
     """The ``siglip_models`` model ``config.model`` names, or the one in ``init_from``."""
     from siglip_models.torch import SiglipModel
 
+    if config.freeze != "none" and not config.model.init_from:
+        raise ConfigError(
+            f"freeze={config.freeze!r} locks a tower, which only makes sense for a pretrained "
+            "one: set model.init_from to an HF model directory (e.g. --set "
+            "model.init_from=/models/siglip-base-patch16-224)"
+        )
     if config.model.init_from:
         if not Path(config.model.init_from).is_dir():
             raise ConfigError(
