@@ -9,6 +9,7 @@ the WebDataset convention.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import io
 import json
 import os
@@ -29,6 +30,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 _KEY_FORBIDDEN = re.compile(r"[.\s/\\]")
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -68,10 +70,12 @@ def expand_braces(pattern: str) -> list[str]:
 
 
 def resolve_shards(shards: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Shard paths from a brace pattern, a directory (its ``*.tar``, sorted) or a list of paths.
+    """Shard paths from a brace pattern, a glob, a directory (its ``*.tar``) or a list of these.
+
+    Brace patterns keep their order; globs and directories are sorted.
 
     Raises:
-        ValueError: nothing matched.
+        ValueError: nothing matched (a glob or directory without shards, an empty list).
     """
     if isinstance(shards, (str, os.PathLike)):
         path = Path(shards)
@@ -80,11 +84,20 @@ def resolve_shards(shards: str | os.PathLike[str] | Iterable[str | os.PathLike[s
             if not found:
                 raise ValueError(f"shards directory {str(path)!r} contains no .tar files")
             return found
-        resolved = expand_braces(str(shards))
+        resolved = []
+        for expanded in expand_braces(str(shards)):
+            if _GLOB_CHARACTERS.search(expanded) and not Path(expanded).exists():
+                matches = sorted(glob.glob(expanded))
+                if not matches:
+                    raise ValueError(f"shard pattern {expanded!r} matches no file")
+                resolved.extend(matches)
+            else:
+                resolved.append(expanded)
     else:
         resolved = []
         for item in shards:
-            resolved.extend(resolve_shards(item) if "{" in str(item) else [str(item)])
+            plain = not _GLOB_CHARACTERS.search(str(item)) and "{" not in str(item)
+            resolved.extend([str(item)] if plain else resolve_shards(item))
     if not resolved:
         raise ValueError(f"shards {shards!r} names no shard")
     return resolved

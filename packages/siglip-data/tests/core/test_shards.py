@@ -139,6 +139,10 @@ def test_resolve_shards_from_directory_pattern_and_list(tmp_path: Path) -> None:
     assert siglip_data.resolve_shards(tmp_path) == shards
     assert siglip_data.resolve_shards(str(tmp_path / "shard-{00000..00001}.tar")) == shards
     assert siglip_data.resolve_shards([shards[1], shards[0]]) == [shards[1], shards[0]]
+    assert siglip_data.resolve_shards(str(tmp_path / "shard-*.tar")) == shards
+    assert siglip_data.resolve_shards([str(tmp_path / "shard-0000[1]*")]) == shards[1:]
+    with pytest.raises(ValueError, match="matches no file"):
+        siglip_data.resolve_shards(str(tmp_path / "nothing-*.tar"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no \.tar"):
         siglip_data.resolve_shards(tmp_path / "empty")
