@@ -130,3 +130,31 @@ def test_transformers_style_output_objects_are_unwrapped() -> None:
     assert encoder.encode_texts(["a", "b"]).shape == (2, 16)
     assert seen["padding"] == "max_length"
     assert seen["truncation"] is True
+
+
+def test_each_call_runs_in_eval_mode_and_restores_training_mode() -> None:
+    class WithBatchNorm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.BatchNorm1d(3)
+            self.modes: list[bool] = []
+
+        def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+            self.modes.append(self.training)
+            return self.norm(pixels.mean(dim=(2, 3)))
+
+        def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+            self.modes.append(self.training)
+            return ids[:, :3].float() + 1.0
+
+    model = WithBatchNorm().train()
+    running_mean = model.norm.running_mean.clone()
+    encoder = torch_encoder(model, tokenize)
+    encoder.encode_images(np.random.default_rng(0).normal(size=(4, 2, 2, 3)).astype(np.float32))
+    encoder.encode_texts(["a b c"])
+    assert model.modes == [False, False]
+    assert model.training  # back to training mode
+    assert torch.equal(model.norm.running_mean, running_mean)  # statistics untouched
+    model.eval()
+    encoder.encode_texts(["a"])
+    assert not model.training

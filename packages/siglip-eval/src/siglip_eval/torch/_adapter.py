@@ -42,11 +42,12 @@ def torch_encoder(
     Works for ``siglip_models.torch.SiglipModel`` and any model with the same two methods
     (open_clip models too). Pixels arrive NHWC float32 in [-1, 1] and are permuted to NCHW; texts
     go through ``tokenizer`` (e.g. ``siglip_data.SentencePieceTokenizer``, which pads to the
-    trained length with the family's pad id) and become int64 ids. Runs under
-    ``torch.inference_mode``; outputs come back as float32 numpy.
+    trained length with the family's pad id) and become int64 ids. Each call runs in eval mode
+    under ``torch.inference_mode`` and then restores the model's previous train/eval mode (safe
+    for periodic evaluation during training); outputs come back as float32 numpy.
 
     Args:
-        model: the model (put in eval mode here).
+        model: the model (in eval mode during each call only).
         tokenizer: ``list[str] -> [batch, length]`` int ids.
         device: where to run (default: the model's device).
         dtype: input pixel dtype (default: the model's parameter dtype, e.g. bfloat16).
@@ -68,7 +69,6 @@ def torch_encoder(
         >>> encoder.encode_images(np.zeros((2, 8, 8, 3), np.float32)).shape
         (2, 3)
     """
-    model.eval()
     parameter = next(iter(model.parameters()), None)
     run_device = (
         torch.device(device)
@@ -83,18 +83,29 @@ def torch_encoder(
     encode_image = getattr(model, image_method)
     encode_text = getattr(model, text_method)
 
+    def in_eval_mode(
+        method: Callable[[torch.Tensor], Any], inputs: torch.Tensor, what: str
+    ) -> np.ndarray:
+        # Eval mode only for this call: a model evaluated during training (BatchNorm, dropout)
+        # goes back to the mode it was in.
+        was_training = bool(getattr(model, "training", False))
+        model.eval()
+        try:
+            with torch.inference_mode():
+                return _to_numpy(method(inputs), what=what)
+        finally:
+            model.train(was_training)
+
     def encode_images(pixels: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
         batch = batch.permute(0, 3, 1, 2).to(device=run_device, dtype=pixel_dtype)
-        with torch.inference_mode():
-            return _to_numpy(encode_image(batch), what=image_method)
+        return in_eval_mode(encode_image, batch, image_method)
 
     def encode_texts(texts: list[str]) -> np.ndarray:
         ids = torch.as_tensor(
             np.asarray(tokenizer(list(texts))), dtype=torch.long, device=run_device
         )
-        with torch.inference_mode():
-            return _to_numpy(encode_text(ids), what=text_method)
+        return in_eval_mode(encode_text, ids, text_method)
 
     return Encoder(
         encode_images=encode_images, encode_texts=encode_texts, name=name or type(model).__name__
