@@ -46,11 +46,12 @@ def spm_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One small SentencePiece model per preset, trained on synthetic captions."""
     directory = tmp_path_factory.mktemp("spm")
     captions = make_captions(2000)
+    vocab_sizes = {"siglip": 128, "siglip2": 400}  # Gemma-style byte fallback needs 256 bytes
     return {
         preset: siglip_data.train_sentencepiece(
-            captions, directory / f"{preset}.model", vocab_size=128, preset=preset
+            captions, directory / f"{preset}.model", vocab_size=size, preset=preset
         )
-        for preset in ("siglip", "siglip2")
+        for preset, size in vocab_sizes.items()
     }
 
 

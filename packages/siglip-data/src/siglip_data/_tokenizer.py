@@ -375,7 +375,7 @@ def train_sentencepiece(
     *,
     vocab_size: int = 8000,
     preset: str = "siglip",
-    model_type: Literal["unigram", "bpe"] = "unigram",
+    model_type: Literal["unigram", "bpe"] | None = None,
     character_coverage: float = 0.9995,
     canonicalize: bool = False,
     max_sentences: int = 2_000_000,
@@ -387,14 +387,17 @@ def train_sentencepiece(
     (lowercase per preset, optional canonicalization), so no vocabulary is spent on upper case.
     The special pieces get the preset's ids (``siglip``: ``<pad>``=0, ``</s>``=1, ``<unk>``=2;
     ``siglip2``: ``<pad>``=0, ``<eos>``=1, ``<bos>``=2, ``<unk>``=3), so the resulting file loads
-    with the same preset. The model is written atomically.
+    with the same preset. ``siglip2`` models also follow Gemma's normalizer (BPE, no dummy prefix,
+    no whitespace folding, byte fallback: ``vocab_size`` must exceed 260). The model is written
+    atomically.
 
     Args:
         captions: an iterable of captions, or the path of a UTF-8 text file with one per line.
         output_file: where to write the ``.model`` file.
         vocab_size: number of pieces, special pieces included.
         preset: the family whose conventions to follow (see :data:`PRESETS`).
-        model_type: SentencePiece algorithm.
+        model_type: SentencePiece algorithm; None: ``"bpe"`` for ``siglip2`` (as Gemma),
+            ``"unigram"`` otherwise (as the T5 / mC4 vocabularies).
         character_coverage: fraction of characters covered by the vocabulary.
         canonicalize: strip punctuation before training (pair with ``canonicalize=True`` later).
         max_sentences: at most this many captions are sampled for training.
@@ -438,7 +441,7 @@ def train_sentencepiece(
     eos_piece = special[family.eos_id]
     bos_piece = "<bos>" if "<bos>" in id_of else "<s>"
     options: dict[str, Any] = {
-        "model_type": model_type,
+        "model_type": model_type or ("bpe" if preset == "siglip2" else "unigram"),
         "vocab_size": vocab_size,
         "character_coverage": character_coverage,
         "input_sentence_size": max_sentences,
@@ -454,6 +457,15 @@ def train_sentencepiece(
         "minloglevel": 2,
         "num_threads": 1,
     }
+    if preset == "siglip2":
+        # Gemma's normalizer: text kept as is (no NFKC, no dummy "▁" prefix, spaces kept) and
+        # unknown characters as UTF-8 bytes, so HF's GemmaTokenizerFast reads it identically.
+        options |= {
+            "normalization_rule_name": "identity",
+            "add_dummy_prefix": False,
+            "remove_extra_whitespaces": False,
+            "byte_fallback": True,
+        }
     model = io.BytesIO()
     sentencepiece.set_random_generator_seed(seed)
     try:
@@ -463,7 +475,7 @@ def train_sentencepiece(
     except RuntimeError as error:
         raise ValueError(
             f"SentencePiece training failed for vocab_size={vocab_size} on {len(sentences)} "
-            f"captions: {error} (a smaller vocab_size usually fixes 'Vocabulary size too high')"
+            f"captions: {error} (adjust vocab_size as SentencePiece's message says)"
         ) from error
     output = Path(output_file)
     output.parent.mkdir(parents=True, exist_ok=True)

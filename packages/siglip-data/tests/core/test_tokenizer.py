@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 import string
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -62,7 +64,7 @@ def test_presets_have_the_families_pad_and_eos_ids(spm_models: dict[str, Path]) 
     siglip2 = SentencePieceTokenizer(spm_models["siglip2"], preset="siglip2")
     assert (siglip.pad_id, siglip.eos_id, siglip.length) == (1, 1, 64)
     assert (siglip2.pad_id, siglip2.eos_id) == (0, 1)
-    assert siglip.vocab_size == siglip2.vocab_size == 128
+    assert (siglip.vocab_size, siglip2.vocab_size) == (128, 400)
     empty = siglip2([""])
     assert empty.tolist() == [[1] + [0] * 63]  # no BOS: the EOS comes first
     assert siglip2.preset.pieces[2] == (2, "<bos>")
@@ -107,6 +109,41 @@ def test_ids_equal_transformers_siglip_tokenizer_on_the_same_model_for_any_text(
     )
     expected = hf(batch, padding="max_length", truncation=True, max_length=16, return_tensors="np")
     np.testing.assert_array_equal(ours(batch), expected["input_ids"])
+
+
+@given(batch=st.lists(texts, min_size=1, max_size=4), length=st.integers(2, 20))
+def test_siglip2_ids_equal_transformers_gemma_tokenizer_on_the_same_model_for_any_text(
+    spm_models: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    batch: list[str],
+    length: int,
+) -> None:
+    # SigLIP 2's HF conversion: GemmaTokenizerFast(add_bos_token=False, add_eos_token=True,
+    # padding_side="right") on lowercased text, padding="max_length", truncation=True.
+    transformers = pytest.importorskip("transformers")
+    gemma = gemma_tokenizer(transformers, spm_models["siglip2"], tmp_path_factory)
+    ours = SentencePieceTokenizer(spm_models["siglip2"], preset="siglip2", length=length)
+    expected = gemma(
+        [text.lower() for text in batch],
+        padding="max_length",
+        truncation=True,
+        max_length=length,
+        return_tensors="np",
+    )
+    np.testing.assert_array_equal(ours(batch), expected["input_ids"])
+
+
+_GEMMA_CACHE: dict[Path, object] = {}
+
+
+def gemma_tokenizer(transformers: Any, model_file: Path, factory: pytest.TempPathFactory) -> Any:
+    if model_file not in _GEMMA_CACHE:
+        directory = factory.mktemp("gemma")
+        shutil.copy(model_file, directory / "tokenizer.model")
+        _GEMMA_CACHE[model_file] = transformers.GemmaTokenizerFast.from_pretrained(
+            str(directory), add_bos_token=False, add_eos_token=True, padding_side="right"
+        )
+    return _GEMMA_CACHE[model_file]
 
 
 def test_check_token_ids_rejects_dynamic_padding_wrong_pad_and_left_padding() -> None:
@@ -171,7 +208,7 @@ def test_train_sentencepiece_is_deterministic_and_atomic(tmp_path: Path, caption
     text_file.write_text("\n".join(captions), encoding="utf-8")
     from_file = siglip_data.train_sentencepiece(text_file, tmp_path / "c.model", vocab_size=80)
     assert from_file.read_bytes() == first.read_bytes()
-    with pytest.raises(ValueError, match="smaller vocab_size"):
+    with pytest.raises(ValueError, match="Vocabulary size too high"):
         siglip_data.train_sentencepiece(captions[:3], tmp_path / "d.model", vocab_size=5000)
     with pytest.raises(ValueError, match="captions is empty"):
         siglip_data.train_sentencepiece(["", "  "], tmp_path / "e.model")
@@ -191,7 +228,7 @@ def test_train_tokenizer_cli(tmp_path: Path, caption_factory) -> None:  # type: 
                 str(text_file),
                 str(output),
                 "--vocab-size",
-                "60",
+                "300",
                 "--preset",
                 "siglip2",
             ]
@@ -199,4 +236,4 @@ def test_train_tokenizer_cli(tmp_path: Path, caption_factory) -> None:  # type: 
         == 0
     )
     tok = SentencePieceTokenizer(output, preset="siglip2", length=8)
-    assert tok.vocab_size == 60
+    assert tok.vocab_size == 300
