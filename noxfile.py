@@ -272,6 +272,13 @@ TASKS: dict[str, Task] = {
         script="packages/siglip-loss/benchmarks/bench_distributed.py",
         no_deps_requirements=("open_clip_torch==3.3.0",),
     ),
+    # Fused/chunked/reference sigmoid loss vs naive, open_clip and the three-matmul limit.
+    "bench-loss": Task(
+        packages=(("loss", ("torch", "jax")),),
+        script="packages/siglip-loss/benchmarks/bench_loss.py",
+        requirements=("matplotlib",),
+        no_deps_requirements=("open_clip_torch==3.3.0",),
+    ),
     "bench-data": Task(
         packages=(("data", ("test", "torch")),),
         script="packages/siglip-data/benchmarks/bench_data.py",
