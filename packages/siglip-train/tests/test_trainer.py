@@ -320,3 +320,18 @@ def test_bf16_autocast_first_loss_matches_float32_to_bf16_precision(
         losses[precision] = trainer.fit().last_loss
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
     assert losses["bf16"] != losses["fp32"]  # autocast really ran in bfloat16
+
+
+def test_tensorboard_gets_the_same_scalars_as_the_jsonl(make_batches, tmp_path: Path) -> None:
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    config = make_config(tmp_path, "steps=2", "logging.tensorboard=true")
+    Trainer(make_model(), make_batches(2), config).fit()
+    accumulator = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    accumulator.Reload()
+    logged = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    for tag in ("loss", "lr", "scale", "bias", "samples_per_second"):
+        events = accumulator.Scalars(f"train/{tag}")
+        assert [e.step for e in events] == [1, 2]
+        assert [e.value for e in events] == pytest.approx([r[tag] for r in logged], rel=1e-6)
