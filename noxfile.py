@@ -279,6 +279,11 @@ TASKS: dict[str, Task] = {
         requirements=("matplotlib",),
         no_deps_requirements=("open_clip_torch==3.3.0",),
     ),
+    # B/16-224 towers: ours (torch eager, torch prepacked, Flax jit) vs transformers, CPU fp32.
+    "bench-models": Task(
+        packages=(("models", ("torch", "flax", "test")),),
+        script="packages/siglip-models/benchmarks/bench_models.py",
+    ),
     "bench-data": Task(
         packages=(("data", ("test", "torch")),),
         script="packages/siglip-data/benchmarks/bench_data.py",

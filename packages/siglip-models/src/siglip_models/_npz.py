@@ -18,7 +18,7 @@ from siglip_models._layout import CheckpointError
 from siglip_models._layout import hf_parameter_shapes
 from siglip_models._layout import validate_parameter_shapes
 
-__all__ = ["read_big_vision_npz"]
+__all__ = ["read_big_vision_npz", "save_big_vision_npz"]
 
 _PREFIXES = ("params/", "opt/target/")
 _STACKED = re.compile(r"^(?P<tower>img/Transformer|txt/Encoder_0)/encoderblock/(?P<rest>.+)$")
@@ -290,3 +290,82 @@ def read_big_vision_npz(
         raise CheckpointError(f"{source}: unexpected big_vision keys: {shown}")
     validate_parameter_shapes({k: v.shape for k, v in arrays.items()}, config, source=source)
     return config, arrays
+
+
+def _inverse(hf_key: str, array: np.ndarray, config: SiglipConfig) -> np.ndarray:
+    """HF (torch) layout -> big_vision layout for one parameter (inverse of ``_mapping``)."""
+    tower = config.vision if hf_key.startswith("vision_model.") else config.text
+    heads = tower.num_heads
+    if hf_key == "vision_model.embeddings.patch_embedding.weight":
+        return array.transpose(2, 3, 1, 0)
+    if hf_key.endswith("position_embedding.weight"):
+        return array[None]
+    if hf_key.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):
+        return array.T.reshape(array.shape[1], heads, -1)
+    if hf_key.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
+        return array.reshape(heads, -1)
+    if hf_key.endswith("out_proj.weight"):
+        return array.T.reshape(heads, -1, array.shape[0])
+    if hf_key.endswith(("fc1.weight", "fc2.weight")) or hf_key == "text_model.head.weight":
+        return array.T
+    return array
+
+
+def save_big_vision_npz(
+    path: str | os.PathLike[str],
+    arrays: dict[str, np.ndarray],
+    config: SiglipConfig,
+    *,
+    stacked: bool = False,
+) -> None:
+    """Write Hugging Face-layout arrays as a big_vision two-tower ``.npz`` (``params/`` prefix).
+
+    The exact inverse of :func:`read_big_vision_npz`: big_vision's ``load`` (and this package)
+    read the file back to the same numbers. Written to a temporary file, then moved into place.
+
+    Args:
+        path: the ``.npz`` to write.
+        arrays: HF key -> array (e.g. ``{k: v.numpy() for k, v in model.hf_state_dict().items()}``).
+        config: the shapes the arrays must fit.
+        stacked: write the scan layout (``encoderblock/`` with a leading depth axis) instead of
+            ``encoderblock_i/``.
+
+    Raises:
+        CheckpointError: if the arrays do not fit ``config``.
+    """
+    from siglip_models._layout import write_atomic
+
+    arrays = {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
+    validate_parameter_shapes({k: v.shape for k, v in arrays.items()}, config, source="arrays")
+    flat: dict[str, np.ndarray] = {}
+    for hf_key, (bv_key, _) in _mapping(config).items():
+        flat[bv_key] = _inverse(hf_key, arrays[hf_key], config)
+    width = config.vision.width
+    attention = "img/MAPHead_0/MultiHeadDotProductAttention_0"
+    packed = arrays["vision_model.head.attention.in_proj_weight"]
+    packed_bias = arrays["vision_model.head.attention.in_proj_bias"]
+    heads = config.vision.num_heads
+    for index, name in enumerate(("query", "key", "value")):
+        rows = slice(index * width, (index + 1) * width)
+        flat[f"{attention}/{name}/kernel"] = packed[rows].T.reshape(width, heads, -1)
+        flat[f"{attention}/{name}/bias"] = packed_bias[rows].reshape(heads, -1)
+    if stacked:
+        grouped: dict[str, list[tuple[int, np.ndarray]]] = {}
+        for key in [k for k in flat if _LAYER.match(k)]:
+            match = _LAYER.match(key)
+            assert match is not None
+            rest = key[match.end() :]
+            grouped.setdefault(f"{match[1]}/encoderblock/{rest}", []).append(
+                (int(match[2]), flat.pop(key))
+            )
+        for key, items in grouped.items():
+            flat[key] = np.stack([value for _, value in sorted(items, key=lambda item: item[0])])
+    target = os.fspath(path)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **{f"params/{key}": value for key, value in flat.items()})  # type: ignore[arg-type]
+
+    from pathlib import Path
+
+    write_atomic(Path(target), write)

@@ -227,3 +227,26 @@ def test_npz_errors_name_the_problem(
     deeper = get_config("tiny-test").replace(vision={"depth": 3})
     with pytest.raises(CheckpointError, match="encoderblock_2"):
         SiglipModel.from_big_vision(tmp_path / "ok.npz", deeper)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_save_big_vision_npz_is_the_inverse_of_reading(
+    hf_reference: Callable[[str], tuple[Path, Any]], tmp_path: Path, stacked: bool
+) -> None:
+    directory, _ = hf_reference("tiny-test-text-head")
+    hf = _hf_arrays(directory)
+    config = get_config("tiny-test-text-head")
+    from siglip_models import save_big_vision_npz
+
+    save_big_vision_npz(tmp_path / "out.npz", hf, config, stacked=stacked)
+    # Same file content as the independent test-side writer (model-spec 5.3).
+    expected = _to_big_vision(hf, _heads("tiny-test-text-head"))
+    if stacked:
+        expected = _stack(expected)
+    with np.load(tmp_path / "out.npz") as written:
+        assert sorted(written.files) == sorted(f"params/{key}" for key in expected)
+        for key, value in expected.items():
+            np.testing.assert_array_equal(written[f"params/{key}"], value, err_msg=key)
+    _, arrays = read_big_vision_npz(tmp_path / "out.npz", config)
+    for key, value in hf.items():
+        np.testing.assert_array_equal(arrays[key], value, err_msg=key)

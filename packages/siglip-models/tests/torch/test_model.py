@@ -224,3 +224,24 @@ def test_bilinear_equals_torch_align_corners() -> None:
     )[0].permute(1, 2, 0)
     got = resample_position_embedding(grid.reshape(-1, 3).numpy(), (9, 3))
     torch.testing.assert_close(torch.from_numpy(got), expected.reshape(-1, 3), atol=1e-12, rtol=0)
+
+
+def test_prepacked_weights_follow_in_place_updates() -> None:
+    torch.manual_seed(0)
+    model = SiglipModel("tiny-test").optimize_for_cpu_inference()
+    pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+    token_ids = torch.randint(0, 100, (2, 16))
+    with torch.no_grad():
+        model(pixels, token_ids)  # builds the packs
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    out = model.train()(pixels, token_ids)  # grad enabled: plain path
+    out.logits_per_image.sum().backward()
+    optimizer.step()  # in-place updates: every pack is now stale
+    model.eval()
+    with torch.no_grad():
+        packed = model(pixels, token_ids)
+        model.optimize_for_cpu_inference(False)
+        plain = model(pixels, token_ids)
+    torch.testing.assert_close(packed.logits_per_image, plain.logits_per_image, atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match="float32"):
+        SiglipModel("tiny-test").to(torch.float64).optimize_for_cpu_inference()

@@ -147,3 +147,12 @@ def test_state_dict_has_hf_names_plus_scalar_scale_and_bias() -> None:
     assert ours.bias.shape == ()
     assert np.isclose(ours.log_scale.item(), np.log(10))
     assert ours.bias.item() == -10.0
+
+
+@pytest.mark.parametrize("name", ["tiny-test", "tiny-test-text-head"])
+def test_onednn_prepacked_inference_equals_transformers(
+    hf_reference: Callable[[str], tuple[Path, Any]], name: str
+) -> None:
+    directory, reference = hf_reference(name)
+    ours = SiglipModel.from_pretrained(directory).optimize_for_cpu_inference()
+    _assert_matches_transformers(ours, reference, *_inputs(name, 3, 2, 11))

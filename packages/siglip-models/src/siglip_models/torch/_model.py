@@ -32,6 +32,48 @@ __all__ = ["SiglipModel", "SiglipOutput"]
 _SCALAR_KEYS = {"log_scale": "logit_scale", "bias": "logit_bias"}
 
 
+def _onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(
+        torch.ops.mkldnn, "_linear_pointwise"
+    )
+
+
+class _PackedWeight:
+    """Linear weight(s) pre-packed into oneDNN's blocked layout for CPU inference.
+
+    Packing once saves the per-call repacking of the GEMM and lets oneDNN fuse the bias and the
+    tanh GELU into the matmul. Several sources (q, k, v) are packed as their row concatenation.
+    The pack remembers the sources' version counters: an in-place update (an optimizer step,
+    ``load_state_dict``) makes it stale and it is rebuilt on next use.
+    """
+
+    def __init__(self, *sources: torch.Tensor) -> None:
+        self.sources = sources
+        self.versions: tuple[int, ...] = ()
+        self.packed = sources[0]
+
+    def get(self) -> torch.Tensor:
+        versions = tuple(source._version for source in self.sources)
+        if versions != self.versions:
+            with torch.no_grad():
+                weight = torch.cat([source.detach() for source in self.sources])
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+            self.versions = versions
+        return self.packed
+
+
+def _packed_linear(
+    tokens: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor, *, gelu: bool = False
+) -> torch.Tensor:
+    if gelu:
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+            tokens, packed, bias, "gelu", [], "tanh"
+        )
+    else:
+        out = torch.ops.mkldnn._linear_pointwise(tokens, packed, bias, "none", [], "")
+    return out
+
+
 class _MLP(nn.Module):
     """``fc2(gelu_tanh(fc1(x)))``."""
 
@@ -39,10 +81,19 @@ class _MLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(width, mlp_dim)
         self.fc2 = nn.Linear(mlp_dim, width)
+        self.packed: tuple[_PackedWeight, _PackedWeight] | None = None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        hidden: torch.Tensor = self.fc1(tokens)
-        out: torch.Tensor = self.fc2(F.gelu(hidden, approximate="tanh"))
+        if self.packed is not None and not torch.is_grad_enabled():
+            fc1, fc2 = self.packed
+            hidden = _packed_linear(tokens, fc1.get(), self.fc1.bias, gelu=True)
+            return _packed_linear(hidden, fc2.get(), self.fc2.bias)
+        activations: torch.Tensor = self.fc1(tokens)
+        if torch.is_grad_enabled():
+            activations = F.gelu(activations, approximate="tanh")
+        else:  # inference: overwrite the [tokens, mlp_dim] buffer instead of allocating another
+            torch._C._nn.gelu_(activations, approximate="tanh")  # type: ignore[attr-defined]
+        out: torch.Tensor = self.fc2(activations)
         return out
 
 
@@ -56,16 +107,31 @@ class _SelfAttention(nn.Module):
         self.k_proj = nn.Linear(width, width)
         self.v_proj = nn.Linear(width, width)
         self.out_proj = nn.Linear(width, width)
+        self.packed: tuple[_PackedWeight, _PackedWeight] | None = None
+
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[3 * width, width]`` weight and ``[3 * width]`` bias, rows ``[q; k; v]``."""
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        return weight, bias
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, length, width = tokens.shape
-        # One [width, 3*width] matmul instead of three: same numbers, better GEMM efficiency.
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        qkv = F.linear(tokens, weight, bias).view(batch, length, 3, self.num_heads, -1)
+        packed = self.packed if not torch.is_grad_enabled() else None
+        if packed is not None:
+            qkv_bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+            qkv = _packed_linear(tokens, packed[0].get(), qkv_bias)
+        else:
+            # One [width, 3*width] matmul instead of three: same numbers, better GEMM efficiency.
+            weight, bias = self.fused_qkv()
+            qkv = F.linear(tokens, weight, bias)
+        qkv = qkv.view(batch, length, 3, self.num_heads, -1)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, hd]
         attended = F.scaled_dot_product_attention(query, key, value)
-        out: torch.Tensor = self.out_proj(attended.transpose(1, 2).reshape(batch, length, width))
+        merged = attended.transpose(1, 2).reshape(batch, length, width)
+        if packed is not None:
+            return _packed_linear(merged, packed[1].get(), self.out_proj.bias)
+        out: torch.Tensor = self.out_proj(merged)
         return out
 
 
@@ -80,9 +146,14 @@ class _EncoderLayer(nn.Module):
         self.mlp = _MLP(width, mlp_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens + self.self_attn(self.layer_norm1(tokens))
-        out: torch.Tensor = tokens + self.mlp(self.layer_norm2(tokens))
-        return out
+        if torch.is_grad_enabled():
+            tokens = tokens + self.self_attn(self.layer_norm1(tokens))
+            out: torch.Tensor = tokens + self.mlp(self.layer_norm2(tokens))
+            return out
+        # Inference: residual adds in place (the encoder owns this buffer; nothing saves it).
+        tokens += self.self_attn(self.layer_norm1(tokens))
+        tokens += self.mlp(self.layer_norm2(tokens))
+        return tokens
 
 
 class _Encoder(nn.Module):
@@ -417,6 +488,44 @@ class SiglipModel(nn.Module):
         self.text_model.encoder.gradient_checkpointing = enabled
         return self
 
+    def optimize_for_cpu_inference(self, enabled: bool = True) -> SiglipModel:
+        """Pre-pack the encoder matmul weights for oneDNN (float32 CPU inference); returns self.
+
+        Under ``torch.no_grad()`` / ``inference_mode()`` the encoder blocks then run their q/k/v,
+        output and MLP matmuls on pre-packed weights, with bias and tanh GELU fused into the
+        GEMM (no separate GELU pass). Results agree with the plain path to float32 rounding (the
+        summation order differs; the tests hold both to 1e-5 of transformers). With gradients
+        enabled the plain path runs, so training is unaffected; a pack whose weights changed in
+        place (optimizer step, ``load_hf_state_dict``) is rebuilt on next use. Replacing a
+        parameter object (``module.weight = nn.Parameter(...)``) needs another call.
+
+        Raises:
+            RuntimeError: if this PyTorch build has no oneDNN, or parameters are not float32 on
+                CPU.
+        """
+        layers = [module for module in self.modules() if isinstance(module, (_MLP, _SelfAttention))]
+        if not enabled:
+            for module in layers:
+                module.packed = None
+            return self
+        if not _onednn_available():
+            raise RuntimeError("optimize_for_cpu_inference: this PyTorch build has no oneDNN")
+        for parameter in self.parameters():
+            if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+                raise RuntimeError(
+                    "optimize_for_cpu_inference needs float32 parameters on the CPU, got "
+                    f"{parameter.dtype} on {parameter.device}"
+                )
+        for module in layers:
+            if isinstance(module, _MLP):
+                module.packed = (_PackedWeight(module.fc1.weight), _PackedWeight(module.fc2.weight))
+            else:
+                module.packed = (
+                    _PackedWeight(module.q_proj.weight, module.k_proj.weight, module.v_proj.weight),
+                    _PackedWeight(module.out_proj.weight),
+                )
+        return self
+
     def to_inference_dtype(self, dtype: torch.dtype = torch.bfloat16) -> SiglipModel:
         """Cast the encoders and heads to ``dtype``; keep patch and position embeddings float32.
 
@@ -424,6 +533,7 @@ class SiglipModel(nn.Module):
         moves image tokens visibly (OpenTau PR #482). Embeddings returned by ``forward`` and the
         logits are float32. Returns self.
         """
+        self.optimize_for_cpu_inference(False)
         self.to(dtype)
         self.vision_model.embeddings.float()
         self.log_scale.data = self.log_scale.data.float()
