@@ -13,13 +13,13 @@ embeddings, the scale and the bias) is measured in a FRESH subprocess:
 - ``open_clip`` (torch): open_clip's ``SigLipLoss`` when ``open_clip_torch`` is installed (only its
   ``loss.py`` is loaded, by path: ``pip install --no-deps open_clip_torch`` is enough).
 
-Time is the median of ``--repeats`` runs after one warm-up run (JAX: after compilation). Peak
-extra memory is measured in a second fresh process: the process's resident-set high-water mark
-(``VmHWM``, reset through ``/proc/self/clear_refs``) during one run, minus its resident set just
-before, with glibc forced to return every allocation above 64 KiB to the system when freed
-(``MALLOC_MMAP_THRESHOLD_``) so that freed memory is not silently reused. It includes everything
-the step allocates: for every method the two ``[N, dim]`` gradients (2 x 48 MiB at N = 16384,
-dim = 768, float32), for the limit its ``N x N`` matrix.
+Time is the median of ``--repeats`` runs (torch: after one warm-up run up to N = 4096; JAX:
+after compilation). Peak extra memory is measured on the first of those runs: the process's resident-set
+high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``) minus its resident set just
+before, after ``malloc_trim`` has handed freed heap memory back to the system (so the run cannot
+reuse it unseen). It includes everything the step allocates: for every method the two
+``[N, dim]`` gradients (2 x 48 MiB at N = 16384, dim = 768, float32), for the limit its ``N x N``
+matrix.
 
 Configurations whose estimated memory exceeds what the machine has free are skipped (and listed).
 
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 MIB = 2**20
+WARM_UP_UP_TO = 4096
 METHODS = ("limit", "fused", "chunked", "reference", "naive", "open_clip")
 DEFAULT_SIZES = (1024, 4096, 8192, 16384, 32768)
 # Bytes per logit that each method keeps alive at its peak (float32), for skipping what cannot fit.
@@ -151,11 +152,12 @@ def _torch_step(method: str, batch: int, dim: int, dtype_name: str, block_size: 
             return sigmoid_loss(image, text, scale=scale, bias=bias, **options)
 
     def step() -> Any:
-        for leaf in leaves:
-            leaf.grad = None
         loss = loss_fn()
         loss.backward()
-        return loss
+        # Free the gradients now: a later run must not reuse their memory unseen.
+        for leaf in leaves:
+            leaf.grad = None
+        return loss.detach()
 
     return step
 
@@ -202,27 +204,41 @@ def _jax_step(method: str, batch: int, dim: int, dtype_name: str, block_size: in
     return lambda: jax.block_until_ready(compiled(image, text, scale, bias))
 
 
+def _release_free_memory() -> None:
+    # Hand freed heap memory back to the system, so the next run's resident-set growth is its own.
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_worker(arguments: argparse.Namespace) -> None:
     """Measure one configuration and print one JSON line."""
     make_step = _torch_step if arguments.framework == "torch" else _jax_step
     step = make_step(
         arguments.method, arguments.batch, arguments.dim, arguments.dtype, arguments.block_size
     )
-    result: dict[str, Any] = {}
-    if arguments.mode == "memory":
-        _reset_peak_rss()
-        before = _rss_bytes("VmRSS")
+    if arguments.framework == "torch" and arguments.batch <= WARM_UP_UP_TO:
+        # First-call overheads matter only at small batch; JAX has compiled already.
         step()
-        result["peak_extra_mib"] = (_rss_bytes("VmHWM") - before) / MIB
-    else:
-        step()  # warm-up
-        times = []
-        for _ in range(arguments.repeats):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        result["times_s"] = times
-        result["median_s"] = statistics.median(times)
+    times = []
+    for repeat in range(arguments.repeats):
+        if repeat == 0:
+            _release_free_memory()
+            _reset_peak_rss()
+            before = _rss_bytes("VmRSS")
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        if repeat == 0:
+            peak_extra_mib = (_rss_bytes("VmHWM") - before) / MIB
+    result = {
+        "times_s": times,
+        "median_s": statistics.median(times),
+        "peak_extra_mib": peak_extra_mib,
+    }
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -244,15 +260,11 @@ def _estimated_bytes(framework: str, method: str, batch: int, dim: int) -> float
     return pairs + 8.0 * batch * dim * 4  # inputs, gradients, temporaries
 
 
-def _run_subprocess(
-    arguments: argparse.Namespace, config: dict[str, Any], mode: str
-) -> dict[str, Any]:
+def _run_subprocess(arguments: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
         "--worker",
-        "--mode",
-        mode,
         "--framework",
         config["framework"],
         "--method",
@@ -268,12 +280,7 @@ def _run_subprocess(
     ]
     if arguments.block_size is not None:
         command += ["--block-size", str(arguments.block_size)]
-    environment = dict(os.environ)
-    if mode == "memory":
-        environment["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    completed = subprocess.run(
-        command, capture_output=True, text=True, env=environment, timeout=arguments.timeout
-    )
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=arguments.timeout)
     for line in completed.stdout.splitlines():
         if line.startswith("RESULT "):
             parsed: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
@@ -435,10 +442,7 @@ def run_driver(arguments: argparse.Namespace) -> None:
                 f"skipped: needs ~{needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB free"
             )
         else:
-            timing = _run_subprocess(arguments, config, "time")
-            record.update(timing)
-            if "error" not in timing and not arguments.no_memory:
-                record.update(_run_subprocess(arguments, config, "memory"))
+            record.update(_run_subprocess(arguments, config))
         records.append(record)
         summary = {k: v for k, v in record.items() if k not in ("times_s",)}
         print(json.dumps(summary), flush=True)
@@ -482,13 +486,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--block-size", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per subprocess")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--out", default="bench-results/loss")
     # Worker mode (internal): one configuration in this process.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--mode", choices=["time", "memory"], default="time", help=argparse.SUPPRESS
-    )
     parser.add_argument("--framework", choices=["torch", "jax"], help=argparse.SUPPRESS)
     parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
