@@ -156,3 +156,26 @@ def test_onednn_prepacked_inference_equals_transformers(
     directory, reference = hf_reference(name)
     ours = SiglipModel.from_pretrained(directory).optimize_for_cpu_inference()
     _assert_matches_transformers(ours, reference, *_inputs(name, 3, 2, 11))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "siglip-base-patch16-224",
+        "siglip-base-patch16-256-multilingual",
+        "siglip-so400m-patch14-224",
+        "siglip-so400m-patch16-256-i18n",
+        "siglip2-large-patch16-512",
+        "siglip2-giant-opt-patch16-384",
+    ],
+)
+def test_parameter_count_equals_transformers_on_meta_device(name: str) -> None:
+    config = get_config(name)
+    with torch.device("meta"):
+        reference = transformers.SiglipModel(
+            transformers.SiglipConfig.from_dict(config_to_hf_dict(config))
+        )
+        ours = SiglipModel(config)
+    expected = sum(parameter.numel() for parameter in reference.parameters())
+    assert config.num_parameters() == expected
+    assert sum(parameter.numel() for parameter in ours.parameters()) == expected
