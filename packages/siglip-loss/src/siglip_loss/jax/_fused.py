@@ -20,8 +20,9 @@ from jax.custom_derivatives import SymbolicZero
 from siglip_loss.jax._reference import compute_dtype
 from siglip_loss.jax._reference import sigmoid_loss_reference
 
-DEFAULT_BLOCK_SIZE = 1024
-"""Tile edge: large enough for efficient matmuls, small enough that one float32 tile is 4 MiB."""
+DEFAULT_BLOCK_SIZE = 2048
+"""Tile edge: large enough that the tile matmuls run near BLAS peak on a CPU (D = 768), small
+enough that one ``[block, block]`` float32 tile (16 MiB) stays cheap next to the gradients."""
 
 
 class BlockSums(NamedTuple):

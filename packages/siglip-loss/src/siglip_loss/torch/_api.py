@@ -59,7 +59,7 @@ def sigmoid_loss(
         scale: the positive multiplier ``t = exp(log_scale)``, not its log; Python float or 0-d tensor.
         bias: the logit bias ``b``; Python float or 0-d tensor.
         implementation: ``"auto"``, ``"fused"``, ``"chunked"`` or ``"reference"``.
-        block_size: tile edge for ``"fused"``/``"chunked"`` (default 1024; larger tiles run the
+        block_size: tile edge for ``"fused"``/``"chunked"`` (default 2048; larger tiles run the
             matmuls closer to peak, smaller ones use less memory). Any value works for any N.
 
     Returns:
