@@ -25,6 +25,7 @@ Configurations whose estimated memory exceeds what the machine has free are skip
 
     nox -s bench-loss                                   # the table in docs/performance.md
     nox -s bench-loss -- --sizes 1024 2048 --repeats 1  # a quick run
+    nox -s bench-loss -- --merge a/bench_loss.json b/bench_loss.json --out merged
     python packages/siglip-loss/benchmarks/bench_loss.py --frameworks torch --methods limit fused
 """
 
@@ -426,9 +427,35 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
+def write_outputs(report: dict[str, Any], methods: list[str], out: Path) -> None:
+    """Write the JSON report, the markdown tables with the targets, and the plot; print them."""
+    records = report["records"]
+    _write_atomic(out / "bench_loss.json", json.dumps(report, indent=2))
+    tables = markdown_tables(records, methods)
+    targets = target_report(records)
+    _write_atomic(out / "bench_loss.md", tables + "\n" + targets + "\n")
+    plot(records, out / "bench_loss.png")
+    print()
+    print(tables)
+    print(targets)
+    print(f"\nwrote {out / 'bench_loss.json'}, {out / 'bench_loss.md'}, {out / 'bench_loss.png'}")
+
+
+def merge_reports(paths: list[str], out: Path) -> None:
+    """Combine the records of several runs (e.g. small N with more repeats, large N with fewer)."""
+    reports = [json.loads(Path(path).read_text()) for path in paths]
+    merged = dict(reports[0])
+    merged["runs"] = [{k: v for k, v in r.items() if k != "records"} for r in reports]
+    merged["records"] = [record for report in reports for record in report["records"]]
+    write_outputs(merged, list(METHODS), out)
+
+
 def run_driver(arguments: argparse.Namespace) -> None:
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
+    if arguments.merge:
+        merge_reports(arguments.merge, out)
+        return
     started = datetime.datetime.now(datetime.timezone.utc)
     records: list[dict[str, Any]] = []
     for config in _configurations(arguments):
@@ -461,15 +488,7 @@ def run_driver(arguments: argparse.Namespace) -> None:
         },
         "records": records,
     }
-    _write_atomic(out / "bench_loss.json", json.dumps(report, indent=2))
-    tables = markdown_tables(records, methods)
-    targets = target_report(records)
-    _write_atomic(out / "bench_loss.md", tables + "\n" + targets + "\n")
-    plot(records, out / "bench_loss.png")
-    print()
-    print(tables)
-    print(targets)
-    print(f"\nwrote {out / 'bench_loss.json'}, {out / 'bench_loss.md'}, {out / 'bench_loss.png'}")
+    write_outputs(report, methods, out)
 
 
 def main() -> None:
@@ -487,6 +506,9 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per subprocess")
     parser.add_argument("--out", default="bench-results/loss")
+    parser.add_argument(
+        "--merge", nargs="+", metavar="JSON", help="combine earlier runs' bench_loss.json files"
+    )
     # Worker mode (internal): one configuration in this process.
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", choices=["torch", "jax"], help=argparse.SUPPRESS)
