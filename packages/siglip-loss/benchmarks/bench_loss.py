@@ -59,6 +59,14 @@ DENSE_BYTES_PER_PAIR = {
     ("jax", "naive"): 12.0,
     ("jax", "reference"): 12.0,
 }
+METHOD_COLORS = {
+    "limit": "black",
+    "fused": "tab:green",
+    "chunked": "tab:blue",
+    "reference": "tab:orange",
+    "naive": "tab:red",
+    "open_clip": "tab:purple",
+}
 TARGETS = (
     # framework, dtype, N, method, time ratio to the limit, peak extra MiB
     ("torch", "float32", 16384, "fused", 1.2, 160 * 10**6 / MIB),
@@ -397,13 +405,19 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
             if (r["framework"], r["dtype"], r["method"]) == (framework, dtype, method)
         )
         label = f"{framework} {dtype} {method}"
-        style = "--" if method == "limit" else "-"
+        style = {"torch": "-", "jax": "--"}[framework] if dtype == "float32" else ":"
+        color = METHOD_COLORS[method]
+        marker = {"torch": "o", "jax": "s"}[framework]
         timed = [(n, t) for n, t, _ in points if t is not None]
         measured = [(n, m) for n, _, m in points if m is not None and m > 0]
         if timed:
-            time_axis.plot(*zip(*timed, strict=True), style, marker="o", label=label)
+            time_axis.plot(
+                *zip(*timed, strict=True), style, color=color, marker=marker, label=label
+            )
         if measured:
-            memory_axis.plot(*zip(*measured, strict=True), style, marker="o", label=label)
+            memory_axis.plot(
+                *zip(*measured, strict=True), style, color=color, marker=marker, label=label
+            )
     for axis, ylabel in (
         (time_axis, "forward + backward time (s)"),
         (memory_axis, "peak extra memory (MiB)"),
@@ -413,7 +427,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
         axis.set_xlabel("batch N")
         axis.set_ylabel(ylabel)
         axis.grid(True, which="both", alpha=0.3)
-    memory_axis.legend(fontsize=7, loc="upper left")
+    memory_axis.legend(fontsize=7, loc="upper left", ncol=2)
     figure.suptitle("SigLIP sigmoid loss, dim 768: siglip_loss vs the three-matmul limit")
     figure.tight_layout()
     temporary = path.with_suffix(".tmp.png")
