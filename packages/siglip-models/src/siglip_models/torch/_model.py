@@ -32,6 +32,9 @@ __all__ = ["SiglipModel", "SiglipOutput"]
 _SCALAR_KEYS = {"log_scale": "logit_scale", "bias": "logit_bias"}
 
 
+_GELU_IN_PLACE = getattr(torch._C._nn, "gelu_", None)
+
+
 def _onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(
         torch.ops.mkldnn, "_linear_pointwise"
@@ -89,10 +92,10 @@ class _MLP(nn.Module):
             hidden = _packed_linear(tokens, fc1.get(), self.fc1.bias, gelu=True)
             return _packed_linear(hidden, fc2.get(), self.fc2.bias)
         activations: torch.Tensor = self.fc1(tokens)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or _GELU_IN_PLACE is None:
             activations = F.gelu(activations, approximate="tanh")
         else:  # inference: overwrite the [tokens, mlp_dim] buffer instead of allocating another
-            torch._C._nn.gelu_(activations, approximate="tanh")  # type: ignore[attr-defined]
+            _GELU_IN_PLACE(activations, approximate="tanh")
         out: torch.Tensor = self.fc2(activations)
         return out
 
