@@ -257,10 +257,10 @@ def block_sums(
             carry = carry._replace(grad_text=grad_text)
         return carry
 
-    State = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+    State = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
 
     def row_step(state: State, row_start: Any, rows: int) -> State:
-        loss_sum, sigmoid_sum, image_times_g, grad_text = state
+        loss_sum, sigmoid_sum, scale_sum, grad_image, grad_text = state
         image_rows = lax.dynamic_slice_in_dim(image_block, row_start, rows).astype(dtype)
         scaled_rows = image_rows * scale
         rows_g = zeros((rows, dim)) if need_image_times_g else unused
@@ -276,16 +276,21 @@ def block_sums(
             )
         if last_cols:
             carry = tile_step(carry, scaled_rows, row_start, full_col_blocks * col_tile, last_cols)
-        if need_image_times_g:
-            image_times_g = lax.dynamic_update_slice_in_dim(
-                image_times_g, carry.image_times_g, row_start, axis=0
+        if need_image_times_g and need_scalars:
+            # dS/dt = sum G * X Y^T = <X, G Y>, one row block at a time: the [n, D] gradient
+            # then has a single reader (its final scaling), so XLA can update it in place.
+            scale_sum = scale_sum + jnp.sum(image_rows * carry.image_times_g)
+        if need_image:
+            grad_image = lax.dynamic_update_slice_in_dim(
+                grad_image, carry.image_times_g * scale, row_start, axis=0
             )
-        return carry.loss_sum, carry.sigmoid_sum, image_times_g, carry.grad_text
+        return carry.loss_sum, carry.sigmoid_sum, scale_sum, grad_image, carry.grad_text
 
     state: State = (
         unused,
         unused,
-        zeros((n, dim)) if need_image_times_g else unused,
+        unused,
+        zeros((n, dim)) if need_image else unused,
         zeros((m, dim)) if need_text else unused,
     )
     if full_row_blocks == 1:
@@ -296,21 +301,20 @@ def block_sums(
         )
     if last_rows:
         state = row_step(state, full_row_blocks * row_tile, last_rows)
-    loss_sum, sigmoid_sum, image_times_g, grad_text = state
+    loss_sum, sigmoid_sum, scale_sum, grad_image, grad_text = state
     if not need_grads:
         return BlockSums(loss_sum, None, None, None, None)
     grad_scale = grad_bias = None
     if need_scalars:
         grad_bias = sigmoid_sum
         if need_image_times_g:
-            # dS/dt = sum G * X Y^T = <X, G Y>.
-            grad_scale = jnp.sum(image_block.astype(dtype) * image_times_g)
+            grad_scale = scale_sum
         else:
             # dS/dt = <Y, G^T X> = <Y, grad_text> / t.
             grad_scale = jnp.sum(text_block.astype(dtype) * grad_text) / scale
     return BlockSums(
         loss_sum,
-        image_times_g * scale if need_image else None,
+        grad_image if need_image else None,
         grad_text if need_text else None,
         grad_scale,
         grad_bias,
