@@ -6,9 +6,10 @@ text row of every rank, so text blocks must travel. The forward pass walks them 
 the loss *and* all four gradients of each ``[n, m]`` block. The gradient of a remote text block
 travels on with the block and arrives back at its owner after the last hop, so nothing of size
 ``n x N`` and (for the ring) nothing of size ``N x D`` is ever kept: per rank, the ring holds its
-own embeddings, one text block in use, one in flight, and three ``[n, D]`` float32 gradient
-buffers, whatever the number of ranks. Backward multiplies the stored gradients by the incoming
-gradient; it communicates nothing.
+own embeddings, one text block in use, one in flight, and five ``[n, D]`` float32 gradient
+buffers (its image-gradient sum, the current block's two gradients, the travelling gradient being
+sent and the one being received), whatever the number of ranks. Backward multiplies the stored
+gradients by the incoming gradient; it communicates nothing.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def _ring(
         for request in requests:
             request.wait()
         # Drop every reference to the buffers of this step (requests hold their tensors), so
-        # that at most two text blocks and three gradient blocks are alive at any time.
+        # that at most two text blocks and five gradient blocks are alive at any time.
         del requests
         finished_grad = block.grad_text
         del block
@@ -326,7 +327,7 @@ def distributed_sigmoid_loss(
     dividing by the number of accumulation steps; weighting the loss differently per rank is not
     supported.
 
-    Memory: ``"ring"`` keeps per rank only its own embeddings, two text blocks and three
+    Memory: ``"ring"`` keeps per rank only its own embeddings, two text blocks and five
     ``[n, dim]`` float32 gradient buffers, independent of ``W``; backward stores two ``[n, dim]``
     float32 gradients. ``"all_gather"`` needs one collective instead of ``W - 1`` hops but holds
     the gathered ``[N, dim]`` text tower and its float32 gradient during the forward.
