@@ -108,6 +108,21 @@ def _loss_and_grads(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any
     }
 
 
+def _grad_on_some_ranks_only(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
+    """Rank 0 evaluates without autograd while the others train: no deadlock, same values."""
+    image = torch.tensor(job["image_shards"][rank], requires_grad=rank > 0)
+    text = torch.tensor(job["text_shards"][rank], requires_grad=rank > 0)
+    with torch.set_grad_enabled(rank > 0):
+        loss = distributed_sigmoid_loss(
+            image, text, scale=job["scale"], bias=job["bias"], group=group, strategy=job["strategy"]
+        )
+    if rank == 0:
+        return {"loss": float(loss), "grad_text": None}
+    loss.backward()
+    assert text.grad is not None
+    return {"loss": float(loss), "grad_text": text.grad.double().numpy()}
+
+
 def _memory(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
     """Saved-for-backward bytes and peak live tensor bytes of one forward + backward."""
     generator = torch.Generator().manual_seed(1000 + rank)
@@ -147,7 +162,12 @@ def _mismatched_dims(job: dict[str, Any], group: Any, rank: int) -> dict[str, An
     return {"error": None}
 
 
-JOBS = {"loss_and_grads": _loss_and_grads, "memory": _memory, "mismatched_dims": _mismatched_dims}
+JOBS = {
+    "loss_and_grads": _loss_and_grads,
+    "grad_on_some_ranks_only": _grad_on_some_ranks_only,
+    "memory": _memory,
+    "mismatched_dims": _mismatched_dims,
+}
 
 
 def main(rank: int, world_size: int, parent_port: int, authkey: bytes) -> None:

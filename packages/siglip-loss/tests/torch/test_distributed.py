@@ -261,6 +261,34 @@ def test_ring_memory_does_not_grow_with_world_size(pool: WorkerPool, strategy: s
         assert peak[4] - peak[2] >= 4 * block, peak
 
 
+@pytest.mark.parametrize("strategy", ["ring", "all_gather"])
+def test_ranks_without_autograd_do_not_block_the_ranks_that_train(
+    pool: WorkerPool, strategy: str
+) -> None:
+    image_shards, text_shards = random_shards(np.random.default_rng(2), [3, 3, 3], 4)
+    job = {
+        "kind": "grad_on_some_ranks_only",
+        "strategy": strategy,
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": 10.0,
+        "bias": -5.0,
+    }
+    replies = pool.run(3, job)
+    oracle = sigmoid_loss_and_grads(
+        np.concatenate(image_shards), np.concatenate(text_shards), scale=10.0, bias=-5.0
+    )
+    np.testing.assert_allclose(np.mean([r["loss"] for r in replies]), oracle.loss, rtol=2e-5)
+    # The text gradient of a training rank still includes rank 0's loss terms.
+    for rank in (1, 2):
+        np.testing.assert_allclose(
+            replies[rank]["grad_text"] / 3,
+            oracle.grad_text_emb[3 * rank : 3 * rank + 3],
+            rtol=2e-5,
+            atol=2e-6,
+        )
+
+
 def test_dims_that_differ_between_ranks_raise_on_every_rank(pool: WorkerPool) -> None:
     replies = pool.run(3, {"kind": "mismatched_dims"})
     for reply in replies:
