@@ -12,7 +12,6 @@ from typing import Any
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 DEFAULT_BLOCK_SIZE = 2048
 """Tile edge: large enough that the tile matmuls run near BLAS peak on a CPU (D = 768), small
@@ -182,7 +181,7 @@ def block_sums(
     text_in_dtype = text_block if text_block.dtype == dtype else None
     loss_sum = torch.zeros((), dtype=dtype, device=device)
     need_grads = need_image or need_text or need_scalars
-    # G Y (unscaled) serves grad_image and grad_scale; skip it only when G^T X can give grad_scale.
+    # -G Y (unscaled) serves grad_image and grad_scale; skip it only when G^T X gives grad_scale.
     need_image_times_g = need_image or (need_scalars and not need_text)
     # Accumulators start uninitialised: the first tile of each row (column) block writes them.
     if need_image_times_g:
@@ -190,63 +189,69 @@ def block_sums(
     if need_text:
         grad_text = torch.empty((m, dim), dtype=dtype, device=device)
     if need_grads:
-        sigmoid_sum = torch.zeros((), dtype=dtype, device=device)
-    logits_buffer = torch.empty((min(tile, n), min(tile, m)), dtype=dtype, device=device)
+        negated_sigmoid_sum = torch.zeros((), dtype=dtype, device=device)
+    # One flat buffer holds every tile (a ragged one as a contiguous view of its first elements).
+    tile_buffer = torch.empty(min(tile, n) * min(tile, m), dtype=dtype, device=device)
     linear_above = softplus_threshold(dtype)
+    negated_bias = -bias
     for row_start in range(0, n, tile):
         row_stop = min(row_start + tile, n)
-        # Scaling the rows once (O(tile * dim)) lets one addmm give the logits directly.
-        scaled_rows = image_block[row_start:row_stop].to(dtype) * scale
+        # -t X_rows, once per row block: one addmm then gives the negated logits -u directly.
+        negated_scaled_rows = image_block[row_start:row_stop].to(dtype) * -scale
         for col_start in range(0, m, tile):
             col_stop = min(col_start + tile, m)
             if text_in_dtype is not None:
                 text_cols = text_in_dtype[col_start:col_stop]
             else:
                 text_cols = text_block[col_start:col_stop].to(dtype)
-            logits = logits_buffer[: row_stop - row_start, : col_stop - col_start]
-            torch.addmm(bias, scaled_rows, text_cols.T, out=logits)
+            rows, cols = row_stop - row_start, col_stop - col_start
+            values = tile_buffer[: rows * cols].view(rows, cols)
+            torch.addmm(negated_bias, negated_scaled_rows, text_cols.T, out=values)  # z u
             diagonal = None
             if positive_offset is not None:
                 # Positives sit where col = row + positive_offset: one diagonal of this tile.
-                # Negating it there gives their terms softplus(-u) exactly (no softplus(u) - u).
                 diagonal_offset = row_start + positive_offset - col_start
-                if -logits.shape[0] < diagonal_offset < logits.shape[1]:
-                    diagonal = torch.diagonal(logits, offset=diagonal_offset)
+                if -rows < diagonal_offset < cols:
+                    diagonal = torch.diagonal(values, offset=diagonal_offset)
                     diagonal.neg_()
-            loss_sum += F.softplus(logits, threshold=linear_above).sum()
+            # In place, one pass: softplus with beta = -1 gives -softplus(-z u), minus each term.
+            torch.ops.aten.softplus.out(values, -1.0, linear_above, out=values)
+            loss_sum -= values.sum()
             if not need_grads:
                 continue
-            grad_logits = logits.sigmoid_()
+            # exp(-softplus(-z u)) - 1 = sigmoid(z u) - 1 = -z sigmoid(-z u): that is -G on the
+            # negatives and +G on the positives, with no cancellation anywhere.
+            values.expm1_()
             if diagonal is not None:
-                # sigmoid(u) - 1 = -sigmoid(-u) on the positives, again without cancellation.
                 diagonal.neg_()
-            sigmoid_sum += grad_logits.sum()
+            negated_g = values  # -G everywhere now
+            negated_sigmoid_sum += negated_g.sum()
             if need_image_times_g:
-                image_rows_g = image_times_g[row_start:row_stop]
+                rows_g = image_times_g[row_start:row_stop]  # accumulates -G Y
                 if col_start == 0:
-                    torch.mm(grad_logits, text_cols, out=image_rows_g)
+                    torch.mm(negated_g, text_cols, out=rows_g)
                 else:
-                    image_rows_g.addmm_(grad_logits, text_cols)
+                    rows_g.addmm_(negated_g, text_cols)
             if need_text:
-                text_cols_g = grad_text[col_start:col_stop]
+                cols_g = grad_text[col_start:col_stop]  # (-G)^T (-t X) = t G^T X
                 if row_start == 0:
-                    torch.mm(grad_logits.T, scaled_rows, out=text_cols_g)
+                    torch.mm(negated_g.T, negated_scaled_rows, out=cols_g)
                 else:
-                    text_cols_g.addmm_(grad_logits.T, scaled_rows)
+                    cols_g.addmm_(negated_g.T, negated_scaled_rows)
     if not need_grads:
         return BlockSums(loss_sum, None, None, None, None)
     grad_scale = grad_bias = None
     if need_scalars:
-        grad_bias = sigmoid_sum
+        grad_bias = -negated_sigmoid_sum
         if need_image_times_g:
             # dS/dt = sum G * X Y^T = <X, G Y>.
-            grad_scale = _blockwise_dot(image_block, image_times_g, tile)
+            grad_scale = -_blockwise_dot(image_block, image_times_g, tile)
         else:
             # dS/dt = <Y, G^T X> = <Y, grad_text> / t.
             grad_scale = _blockwise_dot(text_block, grad_text, tile) / scale
     return BlockSums(
         loss_sum,
-        image_times_g.mul_(scale) if need_image else None,
+        image_times_g.mul_(-scale) if need_image else None,
         grad_text if need_text else None,
         grad_scale,
         grad_bias,
