@@ -58,7 +58,7 @@ def sigmoid_loss(
         scale: the positive multiplier ``t = exp(log_scale)``, not its log; float or 0-d array.
         bias: the logit bias ``b``; float or 0-d array.
         implementation: ``"auto"``, ``"fused"``, ``"chunked"`` or ``"reference"`` (static).
-        block_size: tile edge for the tiled paths (static; default 2048). Any value works for any N.
+        block_size: tile edge for the tiled paths (static; default 1024). Any value works for any N.
 
     Returns:
         0-d float32 array (float64 for float64 inputs).
