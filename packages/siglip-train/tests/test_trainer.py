@@ -327,7 +327,9 @@ def test_tensorboard_gets_the_same_scalars_as_the_jsonl(make_batches, tmp_path: 
         "tensorboard.backend.event_processing.event_accumulator"
     )
     config = make_config(tmp_path, "steps=2", "logging.tensorboard=true")
-    Trainer(make_model(), make_batches(2), config).fit()
+    trainer = Trainer(make_model(), make_batches(2), config)
+    trainer.fit(max_steps=1)
+    trainer.fit()  # a second fit() on the same trainer keeps logging to TensorBoard
     accumulator = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     accumulator.Reload()
     logged = read_metrics(tmp_path / "run" / "metrics.jsonl")

@@ -39,15 +39,22 @@ class MetricsLogger:
 
     def __init__(self, output_dir: Path, *, enabled: bool, tensorboard: bool) -> None:
         self.path = output_dir / METRICS_FILE
+        self.tensorboard_dir = output_dir / "tensorboard"
         self.enabled = enabled
+        self.tensorboard = enabled and tensorboard
         self._writer: Any = None
-        if enabled and tensorboard:
+
+    def _tensorboard_writer(self) -> Any:
+        # Opened on first use (and again after close(), when fit() is called a second time).
+        if self._writer is None and self.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
                 LOGGER.info("tensorboard is not installed; writing metrics.jsonl only")
+                self.tensorboard = False
             else:
-                self._writer = SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+                self._writer = SummaryWriter(log_dir=str(self.tensorboard_dir))
+        return self._writer
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (written by a run that was interrupted after its checkpoint)."""
@@ -64,11 +71,12 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        if self._writer is not None:
+        writer = self._tensorboard_writer()
+        if writer is not None:
             for name, value in values.items():
                 if isinstance(value, int | float) and math.isfinite(float(value)):
-                    self._writer.add_scalar(f"{kind}/{name}", float(value), step)
-            self._writer.flush()
+                    writer.add_scalar(f"{kind}/{name}", float(value), step)
+            writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:
