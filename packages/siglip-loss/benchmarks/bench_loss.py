@@ -456,11 +456,19 @@ def write_outputs(report: dict[str, Any], methods: list[str], out: Path) -> None
 
 
 def merge_reports(paths: list[str], out: Path) -> None:
-    """Combine the records of several runs (e.g. small N with more repeats, large N with fewer)."""
+    """Combine the records of several runs (e.g. small N with more repeats, large N with fewer);
+    a configuration measured in several runs keeps its last measurement."""
     reports = [json.loads(Path(path).read_text()) for path in paths]
     merged = dict(reports[0])
     merged["runs"] = [{k: v for k, v in r.items() if k != "records"} for r in reports]
-    merged["records"] = [record for report in reports for record in report["records"]]
+    # A configuration measured again in a later run replaces the earlier measurement.
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for report in reports:
+        for record in report["records"]:
+            key = (record["framework"], record["dtype"], record["batch"], record["method"])
+            latest.pop(key, None)
+            latest[key] = record
+    merged["records"] = list(latest.values())
     write_outputs(merged, list(METHODS), out)
 
 
