@@ -89,7 +89,7 @@ class LossConfig:
     """
 
     name: Literal["sigmoid", "softmax"] = "sigmoid"
-    distributed_strategy: str = "ring"
+    distributed_strategy: Literal["ring", "all_gather"] = "ring"
 
 
 @dataclasses.dataclass

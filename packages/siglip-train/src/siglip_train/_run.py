@@ -100,6 +100,11 @@ def _retrieval_eval(config: TrainConfig) -> Any:
     import siglip_eval
     from siglip_eval.torch import torch_encoder
 
+    if not config.data.tokenizer:
+        raise ConfigError(
+            "config field 'data.tokenizer' must name a SentencePiece .model file when "
+            "'eval.retrieval_shards' is set (the captions must be tokenized as in training)"
+        )
     tokenizer = siglip_data.SentencePieceTokenizer(
         config.data.tokenizer, preset=config.data.tokenizer_preset, length=config.data.text_length
     )
