@@ -129,3 +129,21 @@ def _torch_compiling() -> bool:
     import torch  # only reached for torch values, so torch is already imported
 
     return bool(torch.compiler.is_compiling())
+
+
+def check_block_size(block_size: Any, *, default: int) -> int:
+    """Return ``block_size`` (None gives ``default``) after checking it is a positive int.
+
+    Raises:
+        TypeError: not an int (or None).
+        ValueError: an int below 1.
+    """
+    if block_size is None:
+        return default
+    if isinstance(block_size, bool) or not isinstance(block_size, int):
+        raise TypeError(
+            f"block_size: expected a positive int or None, got {type(block_size).__name__}"
+        )
+    if block_size < 1:
+        raise ValueError(f"block_size: expected a positive int or None, got {block_size}")
+    return block_size

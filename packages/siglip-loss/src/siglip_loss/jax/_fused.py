@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from siglip_loss import _validation as validation
 from siglip_loss.jax._reference import compute_dtype
 from siglip_loss.jax._reference import sigmoid_loss_reference
 
@@ -41,16 +42,8 @@ class BlockSums(NamedTuple):
 
 
 def check_block_size(block_size: Any) -> int:
-    """Return ``block_size`` (None gives the default) after checking it is a positive int."""
-    if block_size is None:
-        return DEFAULT_BLOCK_SIZE
-    if isinstance(block_size, bool) or not isinstance(block_size, int):
-        raise TypeError(
-            f"block_size: expected a positive int or None, got {type(block_size).__name__}"
-        )
-    if block_size < 1:
-        raise ValueError(f"block_size: expected a positive int or None, got {block_size}")
-    return block_size
+    """Return ``block_size`` (None gives :data:`DEFAULT_BLOCK_SIZE`) once checked positive int."""
+    return validation.check_block_size(block_size, default=DEFAULT_BLOCK_SIZE)
 
 
 def sigmoid_block_sums(

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from siglip_loss import _validation as validation
+
 DEFAULT_BLOCK_SIZE = 2048
 """Tile edge: large enough that the tile matmuls run near BLAS peak on a CPU (D = 768), small
 enough that one ``[block, block]`` float32 tile (16 MiB) stays cheap next to the gradients."""
@@ -33,16 +35,8 @@ class BlockSums(NamedTuple):
 
 
 def check_block_size(block_size: Any) -> int:
-    """Return ``block_size`` (None gives the default) after checking it is a positive int."""
-    if block_size is None:
-        return DEFAULT_BLOCK_SIZE
-    if isinstance(block_size, bool) or not isinstance(block_size, int):
-        raise TypeError(
-            f"block_size: expected a positive int or None, got {type(block_size).__name__}"
-        )
-    if block_size < 1:
-        raise ValueError(f"block_size: expected a positive int or None, got {block_size}")
-    return block_size
+    """Return ``block_size`` (None gives :data:`DEFAULT_BLOCK_SIZE`) once checked positive int."""
+    return validation.check_block_size(block_size, default=DEFAULT_BLOCK_SIZE)
 
 
 def _check_offset(positive_offset: Any) -> int | None:
