@@ -74,19 +74,21 @@ PACKAGES: dict[str, Package] = {
         import_name="siglip_data",
         siblings=(),
         variants={
-            # numpy core (+ transformers parity) and the JAX adapter; the public-API test checks
-            # in a subprocess that `import siglip_data` imports neither torch nor jax.
+            # numpy core (+ transformers parity), the compiled resize (numba) and the JAX adapter;
+            # the public-API test checks in a subprocess that `import siglip_data` imports neither
+            # torch, jax nor numba.
             "core": Variant(
-                extras=("jax", "test"),
+                extras=("jax", "test", "fast"),
                 tests=("tests/core", "tests/test_public_api.py", "tests/adapters/test_jax.py"),
             ),
-            # Separate venv: DataLoader workers fork, and JAX warns on fork once imported.
+            # Separate venv: DataLoader workers fork, and JAX warns on fork once imported. No
+            # numba here, so the Pillow resize path runs through the loaders.
             "torch": Variant(
                 extras=("torch", "testing"),
                 tests=("tests/adapters/test_torch.py", "tests/test_public_api.py"),
             ),
         },
-        all_extras=("torch", "jax", "test"),
+        all_extras=("torch", "jax", "test", "fast"),
     ),
     "models": Package(
         short="models",
@@ -284,8 +286,10 @@ TASKS: dict[str, Task] = {
         packages=(("models", ("torch", "flax", "test")),),
         script="packages/siglip-models/benchmarks/bench_models.py",
     ),
+    # Decode + resize + tokenize from shards: siglip-data (compiled and Pillow resize) vs
+    # transformers' processors.
     "bench-data": Task(
-        packages=(("data", ("test", "torch")),),
+        packages=(("data", ("test", "torch", "fast")),),
         script="packages/siglip-data/benchmarks/bench_data.py",
     ),
     # The one-command demo: `nox -s demo [-- --out DIR]` (builds data, trains on CPU, reports).

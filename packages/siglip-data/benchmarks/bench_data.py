@@ -5,7 +5,9 @@
 
 Both pipelines read the same tar shards with the same reader, so the comparison is the
 per-sample work: decode (Pillow), squash resize to ``image_size`` (bicubic), scale to [-1, 1],
-tokenize to 64 ids. "theirs" is ``SiglipImageProcessorPil`` (the Pillow backend transformers uses
+tokenize to 64 ids. siglip-data resizes with its compiled Pillow-exact kernels when numba is
+installed (the nox session installs ``siglip-data[fast]``) and says so; one row runs Pillow's own
+resize for comparison. "theirs" is ``SiglipImageProcessorPil`` (the Pillow backend transformers uses
 without torchvision) + ``SiglipTokenizer`` with ``padding="max_length"``, on the same
 SentencePiece model. Everything runs in one process with one thread per core count stated.
 The images are synthetic photo-like JPEGs (smooth structure plus texture, 320 to 640 px per side)
@@ -146,7 +148,9 @@ def measure(
         images = [Image.open(io.BytesIO(sample.image or b"")) for sample in chunk]
         return hf_images(images, return_tensors="np")["pixel_values"]
 
-    def ours(num_threads: int, jpeg_draft: bool = False) -> Callable[[], int]:
+    def ours(
+        num_threads: int, jpeg_draft: bool = False, backend: str = "auto"
+    ) -> Callable[[], int]:
         def run() -> int:
             data = siglip_data.ImageTextDataset(
                 shards,
@@ -156,6 +160,7 @@ def measure(
                 shuffle=False,
                 num_threads=num_threads,
                 jpeg_draft=jpeg_draft,
+                resize_backend=backend,  # type: ignore[arg-type]
             )
             return sum(len(batch["keys"]) for batch in data)
 
@@ -219,6 +224,7 @@ def measure(
         "jpeg_draft_mean_abs_difference_levels": float(np.abs(draft - exact).mean() * 127.5),
         "pipeline_ours": best_rate(ours(0), repeats),
         "pipeline_theirs": best_rate(theirs, repeats),
+        "pipeline_ours_pillow_resize": best_rate(ours(0, backend="pillow"), repeats),
         "pipeline_ours_jpeg_draft": best_rate(ours(0, jpeg_draft=True), repeats),
         "pipeline_ours_2_threads": best_rate(ours(2), repeats),
         "images_ours": best_rate(batched(ours_images, raw), repeats),
@@ -241,7 +247,10 @@ def main() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    from siglip_data._resample import resolve_backend
+
     results: dict[str, Any] = {
+        "resize_backend": resolve_backend("auto"),
         "num_samples": args.num_samples,
         "image_size": args.image_size,
         "cpu_count": os.cpu_count(),
@@ -297,7 +306,8 @@ def render(results: dict[str, Any]) -> str:
     size = results["image_size"]
     lines = [
         f"Decode + squash resize to {size} px (bicubic) + [-1, 1] + tokenize (L = 64) from tar "
-        f"shards, {results['num_samples']} samples per scenario, one core, best of the repeats.",
+        f"shards, {results['num_samples']} samples per scenario, one core, best of the repeats; "
+        f"siglip-data resizes with {results['resize_backend']} unless a row says otherwise.",
         "",
         "| scenario | work | siglip-data (samples/s) | transformers (samples/s) | ratio |",
         "|---|---|---|---|---|",
@@ -305,6 +315,11 @@ def render(results: dict[str, Any]) -> str:
     for label, rates in results["scenarios"].items():
         rows = (
             ("full pipeline, exact", rates["pipeline_ours"], rates["pipeline_theirs"]),
+            (
+                'full pipeline, exact, `resize_backend="pillow"`',
+                rates["pipeline_ours_pillow_resize"],
+                rates["pipeline_theirs"],
+            ),
             (
                 "full pipeline, `jpeg_draft=True`",
                 rates["pipeline_ours_jpeg_draft"],

@@ -32,6 +32,9 @@ import numpy.typing as npt
 from siglip_data._image import Augmentation
 from siglip_data._image import Resample
 from siglip_data._image import preprocess_image
+from siglip_data._image import scale_pixels
+from siglip_data._resample import ResizeBackend
+from siglip_data._resample import resolve_backend
 from siglip_data._shards import IMAGE_EXTENSIONS
 from siglip_data._shards import RawSample
 from siglip_data._shards import UnreadableShardError
@@ -264,9 +267,12 @@ class ImageTextDataset:
             of each epoch).
         min_samples_for_check: see ``max_bad_fraction``.
         jpeg_draft: faster, not bit-exact JPEG decoding (see :func:`~siglip_data.preprocess_image`).
+        resize_backend: ``"auto"``, ``"pillow"`` or ``"numba"``: who runs the Pillow filters
+            (the pixels are the same; see :func:`~siglip_data.preprocess_image`).
 
     Raises:
         ValueError: invalid arguments (named in the message).
+        ImportError: ``resize_backend="numba"`` without numba installed.
 
     Example:
         >>> data = ImageTextDataset(
@@ -297,6 +303,7 @@ class ImageTextDataset:
         max_bad_fraction: float = 0.1,
         min_samples_for_check: int = 200,
         jpeg_draft: bool = False,
+        resize_backend: ResizeBackend = "auto",
     ) -> None:
         _require_int("image_size", image_size, minimum=1)
         _require_int("batch_size", batch_size, minimum=1)
@@ -315,6 +322,8 @@ class ImageTextDataset:
             raise ValueError(f"pixel_dtype must be 'float32' or 'uint8', got {pixel_dtype!r}")
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        # Checked here: inside the decode loop a missing numba would count as bad samples.
+        resolve_backend(resize_backend)
         self.source: Source = as_source(source)
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
@@ -334,6 +343,7 @@ class ImageTextDataset:
         self.max_bad_fraction = max_bad_fraction
         self.min_samples_for_check = min_samples_for_check
         self.jpeg_draft = jpeg_draft
+        self.resize_backend = resize_backend
         self._units = self.source.units
         if not self._units:
             raise ValueError(f"source {self.source!r} has no units to read")
@@ -495,17 +505,35 @@ class ImageTextDataset:
                 resample=self.resample,
                 augmentation=self.augmentation,
                 rng=rng,
-                dtype=self.pixel_dtype,
+                dtype=self._decode_dtype,
                 jpeg_draft=self.jpeg_draft,
+                resize_backend=self.resize_backend,
             )
         except Exception as error:  # any failure to decode untrusted bytes is a bad sample
             return _Decoded(raw, None, "corrupt_image", f"{type(error).__name__}: {error}")
         return _Decoded(raw, pixels, None)
 
+    @property
+    def _decode_dtype(self) -> Literal["float32", "uint8"]:
+        # The Pillow filters give uint8 pixels; those are scaled to [-1, 1] a batch at a time in
+        # _stack_pixels, straight into the batch array (one allocation instead of two a sample).
+        if self.pixel_dtype == "float32" and self.resample != "bilinear":
+            return "uint8"
+        return self.pixel_dtype
+
+    def _stack_pixels(self, samples: list[_Decoded]) -> npt.NDArray:
+        images = [sample.pixels for sample in samples if sample.pixels is not None]
+        if self._decode_dtype == self.pixel_dtype:
+            return np.stack(images)
+        pixels = np.empty((len(images), *images[0].shape), dtype=np.float32)
+        for image, target in zip(images, pixels):
+            scale_pixels(image, out=target)
+        return pixels
+
     def _make_batch(self, samples: list[_Decoded]) -> Batch:
         captions = [sample.raw.caption or "" for sample in samples]
         return {
-            "pixels": np.stack([sample.pixels for sample in samples if sample.pixels is not None]),
+            "pixels": self._stack_pixels(samples),
             "token_ids": np.asarray(self.tokenizer(captions), dtype=np.int32),
             "captions": captions,
             "keys": [sample.raw.key for sample in samples],

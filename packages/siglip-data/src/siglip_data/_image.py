@@ -19,6 +19,11 @@ import numpy.typing as npt
 from PIL import Image
 from PIL import ImageOps
 
+from siglip_data._resample import ResizeBackend
+from siglip_data._resample import fast_resize_matches_pillow
+from siglip_data._resample import resize_exact
+from siglip_data._resample import resolve_backend
+
 ImageSource = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 Resample = Literal["bicubic", "bilinear", "pil_bilinear"]
 RESAMPLE_METHODS: tuple[str, ...] = ("bicubic", "bilinear", "pil_bilinear")
@@ -220,22 +225,28 @@ def resize_image(
     size: int,
     resample: Resample = "bicubic",
     box: tuple[int, int, int, int] | None = None,
+    resize_backend: ResizeBackend = "auto",
 ) -> npt.NDArray:
     """Squash-resize an RGB image (or the ``box`` region of it) to ``size`` x ``size``.
 
     Returns uint8 ``[size, size, 3]`` for the Pillow filters and float32 (unrounded, 0..255) for
-    ``"bilinear"`` (the big_vision kernel works in float).
+    ``"bilinear"`` (the big_vision kernel works in float). The Pillow filters run in Pillow or,
+    with ``resize_backend="numba"`` (the ``"auto"`` choice when numba is installed), in compiled
+    kernels that give the same bytes about 3x faster (see ``siglip_data._resample``).
     """
     _check_resample(resample)
+    backend = resolve_backend(resize_backend)
     if resample == "bilinear":
         pixels = np.asarray(image)
         if box is not None:
             left, top, right, bottom = box
             pixels = pixels[top:bottom, left:right]
         return resize_bilinear_tf(pixels, size, size)
-    pil_filter = Image.Resampling.BICUBIC if resample == "bicubic" else Image.Resampling.BILINEAR
     if image.size == (size, size) and box is None:
         return np.asarray(image)
+    if backend == "numba" and image.mode == "RGB" and fast_resize_matches_pillow():
+        return resize_exact(image, size, size, resample, box)
+    pil_filter = Image.Resampling.BICUBIC if resample == "bicubic" else Image.Resampling.BILINEAR
     return np.asarray(image.resize((size, size), pil_filter, box=box))
 
 
@@ -248,6 +259,7 @@ def preprocess_image(
     rng: np.random.Generator | None = None,
     dtype: Literal["float32", "uint8"] = "float32",
     jpeg_draft: bool = False,
+    resize_backend: ResizeBackend = "auto",
 ) -> npt.NDArray:
     """Decode and preprocess one image for a fixed-resolution SigLIP model.
 
@@ -268,12 +280,17 @@ def preprocess_image(
         jpeg_draft: decode large JPEGs at a reduced scale (still >= ``size``) before resizing:
             2-4x faster on photos, pixels within a few levels of the exact path. Off by default
             (exact parity with the reference); ignored with ``augmentation`` (crops need detail).
+        resize_backend: who runs the Pillow filters (``"bicubic"``, ``"pil_bilinear"``):
+            ``"pillow"``, ``"numba"`` (compiled kernels, same bytes, about 3x faster; needs
+            ``siglip-data[fast]``) or ``"auto"`` (numba when installed).
 
     Returns:
         ``[size, size, 3]`` float32 in [-1, 1] (or uint8).
 
     Raises:
-        ValueError: bad ``size``, ``resample`` or ``dtype``; augmentation without ``rng``.
+        ValueError: bad ``size``, ``resample``, ``dtype`` or ``resize_backend``; augmentation
+            without ``rng``.
+        ImportError: ``resize_backend="numba"`` without numba installed.
         OSError: undecodable image (see :func:`decode_image`).
 
     Example:
@@ -288,6 +305,7 @@ def preprocess_image(
         raise ValueError(f"dtype must be 'float32' or 'uint8', got {dtype!r}")
     if augmentation is not None and rng is None:
         raise ValueError("augmentation needs rng (a numpy Generator), got rng=None")
+    resolve_backend(resize_backend)  # a bad name fails before any decoding
     draft_size = int(size) if jpeg_draft and augmentation is None else None
     rgb = decode_image(image, draft_size=draft_size)
     box = None
@@ -296,24 +314,34 @@ def preprocess_image(
         assert rng is not None
         box = augmentation.crop_box(rgb.width, rgb.height, rng)
         flip = augmentation.flip and bool(rng.random() < 0.5)
-    resized = resize_image(rgb, size=int(size), resample=resample, box=box)
+    resized = resize_image(
+        rgb, size=int(size), resample=resample, box=box, resize_backend=resize_backend
+    )
     if flip:
         resized = resized[:, ::-1]
     return scale_pixels(resized, dtype=dtype)
 
 
 def scale_pixels(
-    resized: npt.NDArray, *, dtype: Literal["float32", "uint8"] = "float32"
+    resized: npt.NDArray,
+    *,
+    dtype: Literal["float32", "uint8"] = "float32",
+    out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray:
-    """0..255 pixels -> float32 ``x * 2 / 255 - 1`` in [-1, 1], or rounded uint8."""
+    """0..255 pixels -> float32 ``x * 2 / 255 - 1`` in [-1, 1], or rounded uint8.
+
+    ``out`` (float32, same shape) receives the float32 result instead of a new array.
+    """
     if dtype == "uint8":
         if resized.dtype == np.uint8:
             contiguous: npt.NDArray = np.ascontiguousarray(resized)
             return contiguous
         rounded: npt.NDArray = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
         return rounded
-    pixels = resized.astype(np.float32)
-    pixels *= np.float32(2.0 / 255.0)
+    # float32(x) * float32(2 / 255) - float32(1), rounded once per operation in float32.
+    pixels: npt.NDArray[np.float32] = np.multiply(
+        resized, np.float32(2.0 / 255.0), out=out, dtype=np.float32
+    )
     pixels -= np.float32(1.0)
     return pixels
 
