@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import importlib.util
 import json
 import os
@@ -115,6 +116,14 @@ def make_step(method: str, rank: int, world_size: int) -> Any:
 
 
 def run_rank(rank: int, world_size: int, port: int, config: dict[str, Any], output: str) -> None:
+    _run_rank(rank, world_size, port, config, output)
+    # Only now, with every step's tensors freed, may the group go: gloo work that outlives it
+    # can abort the process at exit.
+    gc.collect()
+    dist.destroy_process_group()
+
+
+def _run_rank(rank: int, world_size: int, port: int, config: dict[str, Any], output: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(max(1, config["threads"] // world_size))
     dist.init_process_group(
@@ -155,7 +164,6 @@ def run_rank(rank: int, world_size: int, port: int, config: dict[str, Any], outp
         results[method] = {"seconds": statistics.median(times[method]), "peak_bytes": float(peak)}
     if rank == 0:
         Path(output).write_text(json.dumps(results), encoding="utf-8")
-    dist.destroy_process_group()
 
 
 def free_port() -> int:
