@@ -39,7 +39,6 @@ from siglip_train._demo_data import DemoBatches
 from siglip_train._demo_data import DemoData
 from siglip_train._demo_data import prepare_demo_data
 from siglip_train._distributed import DistributedContext
-from siglip_train._distributed import distributed_softmax_loss
 from siglip_train._distributed import init_distributed
 from siglip_train._interpolate import interpolate_weights
 from siglip_train._logging import read_metrics
@@ -86,7 +85,6 @@ __all__ = [
     "config_to_yaml",
     "decay_parameter_names",
     "default_loss",
-    "distributed_softmax_loss",
     "evaluate_demo",
     "get_preset",
     "init_distributed",

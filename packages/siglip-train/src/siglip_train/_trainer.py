@@ -43,7 +43,6 @@ from siglip_train._config import config_to_dict
 from siglip_train._config import config_to_yaml
 from siglip_train._config import save_config
 from siglip_train._distributed import DistributedContext
-from siglip_train._distributed import distributed_softmax_loss
 from siglip_train._distributed import init_distributed
 from siglip_train._logging import LOGGER
 from siglip_train._logging import MetricsLogger
@@ -91,7 +90,7 @@ def default_loss(config: TrainConfig, world_size: int) -> ContrastiveLoss:
 
     if config.loss.name == "softmax":
         if world_size > 1:
-            return distributed_softmax_loss
+            return loss_torch.distributed_softmax_loss  # type: ignore[no-any-return]
 
         def softmax(
             image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: torch.Tensor, bias: Any

@@ -20,6 +20,7 @@ from typing import Literal
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from siglip_loss._validation import check_pair
 from siglip_loss._validation import check_scalar
@@ -379,3 +380,48 @@ def distributed_sigmoid_loss(
     plan = _agree_on_plan(image_emb, process_group, strategy, block_size, needs_grad)
     loss: torch.Tensor = _DistributedSigmoidLoss.apply(*inputs, plan)
     return loss
+
+
+def distributed_softmax_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:
+    r"""CLIP's softmax loss with global negatives; the mean over ranks is the global loss.
+
+    Each rank scores its ``n`` local rows against all ``N = W n`` rows of the other modality:
+
+    .. math::
+        L_r = \frac{1}{2n} \sum_{i \in r} \Big[ \mathrm{CE}(t\, x_i Y^\top, i)
+              + \mathrm{CE}(t\, y_i X^\top, i) \Big]
+
+    The all-gather is differentiable (its backward sums gradients over ranks), so with DDP's
+    gradient averaging every parameter gets the gradient of the global loss. ``bias`` is
+    accepted for signature compatibility and unused (the softmax is shift-invariant).
+
+    Args:
+        image_emb: ``[n, dim]`` this rank's normalised image embeddings.
+        text_emb: ``[n, dim]`` this rank's normalised text embeddings (same ``n`` on every rank).
+        scale: 0-d temperature multiplier ``exp(log_scale)``.
+        bias: ignored.
+        group: process group (default: the world).
+
+    Returns:
+        0-d float32 per-rank loss.
+    """
+    del bias
+    from torch.distributed.nn.functional import all_gather
+
+    rank = dist.get_rank(group)
+    local = image_emb.shape[0]
+    all_images = torch.cat(all_gather(image_emb.contiguous(), group=group))
+    all_texts = torch.cat(all_gather(text_emb.contiguous(), group=group))
+    if all_images.shape[0] != local * dist.get_world_size(group):
+        raise ValueError("distributed_softmax_loss: every rank must pass the same batch size")
+    labels = torch.arange(local, device=image_emb.device) + rank * local
+    logits_image = scale * image_emb.float() @ all_texts.float().T
+    logits_text = scale * text_emb.float() @ all_images.float().T
+    return 0.5 * (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels))
