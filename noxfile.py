@@ -1,24 +1,46 @@
-"""Every task in this monorepo runs through nox; all sessions derive from the PACKAGES table.
+"""Every task in this monorepo runs through nox; the test sessions derive from the PACKAGES table.
 
     pip install nox && nox -t tests      # everything CI runs
     nox -l                               # list sessions
-    nox -s "loss(torch)"                 # one package, one adapter
-    nox -s bench-loss                    # opt-in benchmarks, never in CI
+    nox -s "loss(torch)"                 # one package, one variant
+    nox -s docs                          # markdown examples + the documentation site (site/)
+    nox -s bench-loss                    # opt-in benchmarks and demos, never in CI
 
-Sessions that install torch use pip (uv does not see the local CPU wheel) and the pins in
-constraints.txt (torch==2.13.0 exactly: anything looser pulls a multi-GB CUDA build).
+What a package depends on (its sibling packages, its extras) is read from its own pyproject.toml;
+the table below says only how each package is TESTED: which extras a variant installs and which
+tests and docstring examples it runs. Sessions that install torch use pip (uv does not see the
+local CPU wheel) and the pins in constraints.txt (torch==2.13.0 exactly: anything looser pulls a
+multi-GB CUDA build).
+
+CI time: every venv is fresh (`nox -t tests` from a clean clone), so installs dominate. pip runs
+with --no-compile (Python compiles what a test imports, not all of torch), and the three sessions
+that need every package with every extra (typecheck, integration, docs) share one venv,
+.nox/everything, built once per run and refreshed when a pin or a pyproject changes; the local
+packages are reinstalled into it at the start of each of those sessions, so it always tests the
+working tree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).parent
 CONSTRAINTS = ROOT / "constraints.txt"
 PYTHON = "3.11"
+# pip flags for every install: the repository's pins, no .pyc compilation of whole wheels.
+PIP_FLAGS = ("--no-compile", "-c", str(CONSTRAINTS))
 
 nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
@@ -28,244 +50,372 @@ nox.options.tags = ["tests"]
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One test environment of a package: the extras it installs and the tests it runs."""
+    """One test environment of a package: the extras it installs and what it runs.
+
+    Attributes:
+        extras: the package's extras to install (its pyproject says what they pull).
+        tests: test paths, relative to the package directory.
+        doctests: importable modules whose docstring examples run (``--doctest-modules
+            --pyargs``), against the installed package.
+        pytest_args: extra pytest arguments (e.g. the backend a parametrised suite runs on).
+        no_deps: installed with --no-deps after the rest (peer projects whose own dependencies
+            would pull torchvision, which breaks beside the local torch wheel).
+    """
 
     extras: tuple[str, ...]
-    tests: tuple[str, ...]  # paths relative to the package directory
-    env: tuple[tuple[str, str], ...] = ()
-    # Installed with --no-deps after the rest (peer projects whose deps would pull torchvision).
+    tests: tuple[str, ...]
+    doctests: tuple[str, ...] = ()
+    pytest_args: tuple[str, ...] = ()
     no_deps: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
 class Package:
-    """A package of the monorepo: where it lives and how it is tested."""
+    """A package of the monorepo and its test variants (``nox -s "<key>(<variant>)"``)."""
 
-    short: str  # session name: `nox -s "<short>(<variant>)"`
     directory: str
-    import_name: str
-    siblings: tuple[str, ...]  # short names of sibling packages it depends on
     variants: dict[str, Variant]
-    # Extras that give every optional feature, for typecheck and integration.
-    all_extras: tuple[str, ...] = ()
+
+    @property
+    def path(self) -> Path:
+        return ROOT / self.directory
+
+    @property
+    def project(self) -> dict:
+        return nox.project.load_toml(self.path / "pyproject.toml")["project"]
+
+    @property
+    def name(self) -> str:
+        return str(self.project["name"])
+
+    @property
+    def import_name(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def extras(self) -> tuple[str, ...]:
+        return tuple(self.project.get("optional-dependencies", {}))
 
 
-FAKE_DEVICES = ("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-
-# THE table. Each package appends its row when its issue is built.
 PACKAGES: dict[str, Package] = {
     "loss": Package(
-        short="loss",
         directory="packages/siglip-loss",
-        import_name="siglip_loss",
-        siblings=(),
         variants={
             "numpy": Variant(
-                extras=("testing",), tests=("tests/numpy", "tests/test_public_api.py")
+                extras=("testing",),
+                tests=("tests/numpy", "tests/test_public_api.py"),
+                doctests=("siglip_loss.numpy", "siglip_loss.testing", "siglip_loss._validation"),
             ),
-            "torch": Variant(extras=("torch", "testing"), tests=("tests/torch",)),
-            "jax": Variant(extras=("jax", "testing"), tests=("tests/jax",), env=(FAKE_DEVICES,)),
+            "torch": Variant(
+                extras=("torch", "testing"),
+                tests=("tests/torch", "tests/backends"),
+                doctests=("siglip_loss.torch",),
+                pytest_args=("--backend", "torch"),
+            ),
+            "jax": Variant(
+                extras=("jax", "flax", "testing"),
+                tests=("tests/jax", "tests/backends"),
+                doctests=("siglip_loss.jax",),
+                pytest_args=("--backend", "jax"),
+            ),
         },
-        all_extras=("torch", "jax", "testing"),
     ),
     "data": Package(
-        short="data",
         directory="packages/siglip-data",
-        import_name="siglip_data",
-        siblings=(),
         variants={
             # numpy core (+ transformers parity), the compiled resize (numba) and the JAX adapter;
             # the public-API test checks in a subprocess that `import siglip_data` imports neither
             # torch, jax nor numba.
             "core": Variant(
-                extras=("jax", "test", "fast"),
+                extras=("jax", "fast", "testing"),
                 tests=("tests/core", "tests/test_public_api.py", "tests/adapters/test_jax.py"),
+                doctests=("siglip_data",),
             ),
             # Separate venv: DataLoader workers fork, and JAX warns on fork once imported. No
             # numba here, so the Pillow resize path runs through the loaders.
             "torch": Variant(
                 extras=("torch", "testing"),
                 tests=("tests/adapters/test_torch.py", "tests/test_public_api.py"),
+                doctests=("siglip_data.torch",),
             ),
         },
-        all_extras=("torch", "jax", "test", "fast"),
     ),
     "models": Package(
-        short="models",
         directory="packages/siglip-models",
-        import_name="siglip_models",
-        siblings=(),
         variants={
-            "torch": Variant(
-                extras=("torch", "test"),
-                tests=("tests/test_public_api.py", "tests/core", "tests/torch"),
+            # One venv for both frameworks: the Flax model is checked against transformers and
+            # our torch model, so the flax tests need torch anyway.
+            "all": Variant(
+                extras=("torch", "flax", "testing"),
+                tests=("tests",),
+                doctests=("siglip_models",),
             ),
-            # torch too: the Flax model is checked against transformers and our torch model.
-            "flax": Variant(extras=("torch", "flax", "test"), tests=("tests/flax",)),
         },
-        all_extras=("torch", "flax", "test"),
     ),
     "eval": Package(
-        short="eval",
         directory="packages/siglip-eval",
-        import_name="siglip_eval",
-        siblings=("data", "models"),
         variants={
-            # core: numpy, pillow and tqdm only; full: every extra and the CLIP_benchmark parity
-            # tests (clip-benchmark's metric modules need only torch, tqdm and scikit-learn).
-            "core": Variant(extras=("testing",), tests=("tests/core", "tests/test_public_api.py")),
+            # core: numpy, pillow, tqdm and siglip-data's numpy core; no framework.
+            "core": Variant(
+                extras=("testing",),
+                tests=("tests/core", "tests/test_public_api.py"),
+                doctests=("siglip_eval",),
+            ),
+            # full: every extra and the CLIP_benchmark parity tests (clip-benchmark's metric
+            # modules need only torch, tqdm and scikit-learn).
             "full": Variant(
-                extras=("torch", "data", "parity", "linear-probe", "report", "testing"),
+                extras=("torch", "flax", "parity", "linear-probe", "report", "testing"),
                 tests=("tests/full", "tests/parity"),
+                doctests=("siglip_eval.torch", "siglip_eval.flax"),
                 no_deps=("clip-benchmark==1.6.2",),
             ),
         },
-        all_extras=("torch", "flax", "data", "linear-probe", "report", "testing"),
     ),
     "train": Package(
-        short="train",
         directory="packages/siglip-train",
-        import_name="siglip_train",
-        # eval is optional for train (extras "eval"/"demo"); listed so its local copy is installed.
-        siblings=("loss", "models", "data", "eval"),
         variants={
-            "torch": Variant(extras=("eval", "tensorboard", "demo", "testing"), tests=("tests",)),
+            "torch": Variant(
+                extras=("eval", "tensorboard", "demo", "testing"),
+                tests=("tests",),
+                doctests=("siglip_train",),
+            ),
         },
-        all_extras=("eval", "tensorboard", "demo", "testing"),
     ),
 }
 
 
-def package_dir(short: str) -> Path:
-    return ROOT / PACKAGES[short].directory
+def _package_named(distribution: str) -> Package | None:
+    for package in PACKAGES.values():
+        if package.name == distribution:
+            return package
+    return None
 
 
-def install_packages(session: nox.Session, requirements: list[str], *extra: str) -> None:
-    """pip-install local packages (and plain requirements) under the repository's pins."""
-    session.install("-c", str(CONSTRAINTS), *requirements, *extra)
+def local_requirements(package: Package, extras: tuple[str, ...]) -> list[str]:
+    """``package[extras]`` and every sibling it needs, transitively, as local paths.
 
-
-def local_requirement(short: str, extras: tuple[str, ...] = ()) -> str:
-    path = str(package_dir(short))
-    return f"{path}[{','.join(extras)}]" if extras else path
-
-
-def sibling_closure(short: str) -> list[str]:
-    """Every sibling a package needs, transitively, so that each installs from its local path."""
-    seen: list[str] = []
-    stack = list(PACKAGES[short].siblings)
+    Read from the pyprojects: a requirement on ``siglip-x`` (in the dependencies, or in one of
+    the requested extras) installs ``packages/siglip-x`` from this checkout, never from PyPI.
+    """
+    wanted: dict[str, set[str]] = {}
+    stack = [(package, set(extras))]
     while stack:
-        name = stack.pop()
-        if name not in seen:
-            seen.append(name)
-            stack.extend(PACKAGES[name].siblings)
-    return seen
+        current, current_extras = stack.pop()
+        known = wanted.get(current.name)
+        if known is not None and current_extras <= known:
+            continue
+        wanted[current.name] = (known or set()) | current_extras
+        project = current.project
+        requirements = list(project.get("dependencies", []))
+        for extra in current_extras:
+            requirements += project.get("optional-dependencies", {}).get(extra, [])
+        for text in requirements:
+            requirement = Requirement(text)
+            sibling = _package_named(requirement.name)
+            if sibling is not None:
+                stack.append((sibling, set(requirement.extras)))
+    paths = []
+    for name, name_extras in wanted.items():
+        sibling = _package_named(name)
+        assert sibling is not None
+        selected = sorted(name_extras & set(sibling.extras))
+        paths.append(f"{sibling.path}[{','.join(selected)}]" if selected else str(sibling.path))
+    return paths
 
 
-def _make_test_session(package: Package) -> None:
+def everything() -> list[str]:
+    """Every package with every extra, as local paths."""
+    return [f"{p.path}[{','.join(p.extras)}]" for p in PACKAGES.values()]
+
+
+def _make_test_session(key: str, package: Package) -> None:
     variant_names = list(package.variants)
 
-    @nox.session(name=package.short, python=PYTHON, tags=["tests"])
+    @nox.session(name=key, python=PYTHON, tags=["tests"])
     @nox.parametrize("variant", variant_names, ids=variant_names)
     def tests(session: nox.Session, variant: str) -> None:
         spec = package.variants[variant]
-        requirements = [local_requirement(s) for s in sibling_closure(package.short)]
-        requirements.append(local_requirement(package.short, spec.extras))
-        install_packages(session, requirements, "pytest", "pytest-xdist")
+        requirements = local_requirements(package, spec.extras)
+        session.install(*PIP_FLAGS, *requirements, "pytest", "pytest-xdist")
         if spec.no_deps:
-            session.install("--no-deps", *spec.no_deps)
-        env = dict(spec.env)
-        paths = [str(package_dir(package.short) / t) for t in spec.tests]
-        session.run("python", "-m", "pytest", *paths, *session.posargs, env=env)
+            session.install("--no-compile", "--no-deps", *spec.no_deps)
+        paths = [str(package.path / test) for test in spec.tests]
+        session.run("python", "-m", "pytest", *paths, *spec.pytest_args, *session.posargs)
+        if spec.doctests:
+            session.run(
+                "python", "-m", "pytest", "--doctest-modules", "--pyargs", *spec.doctests
+            )
 
     tests.__doc__ = f"Test {package.import_name} in a fresh venv, one session per variant."
 
 
-for _package in PACKAGES.values():
-    _make_test_session(_package)
+for _key, _package in PACKAGES.items():
+    _make_test_session(_key, _package)
 
 
 @nox.session(python=PYTHON, tags=["tests", "lint"])
 def lint(session: nox.Session) -> None:
     """ruff check + ruff format --check over the whole tree."""
-    session.install("ruff==0.17.6")
+    session.install("--no-compile", "ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=PYTHON, tags=["tests"])
+# ------------------------------------------------------------------ the shared "everything" venv
+EVERYTHING_TOOLS = (
+    "pytest",
+    "pytest-xdist",
+    "mypy==2.4.1",
+    "ruff==0.17.6",
+    "sybil==10.1.0",
+    "mkdocs==1.6.1",
+    "mkdocs-material==9.8.2",
+    "mkdocstrings-python==2.0.11",
+)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def everything_python(session: nox.Session) -> str:
+    """The python of .nox/everything: every package with every extra, plus the tools.
+
+    Third-party packages are (re)installed only when the pins, a pyproject or the tool list
+    change (a stamp file holds their hash); the local packages are reinstalled every time, without
+    dependencies, so the venv always holds this working tree's code.
+    """
+    venv = ROOT / ".nox" / "everything"
+    python = venv / "bin" / "python"
+    sources = [CONSTRAINTS.read_bytes(), json.dumps(EVERYTHING_TOOLS).encode(), PYTHON.encode()]
+    sources += [(p.path / "pyproject.toml").read_bytes() for p in PACKAGES.values()]
+    stamp = hashlib.sha256(b"\0".join(sources)).hexdigest()
+    stamp_file = venv / "siglip-stamp"
+    with _locked(ROOT / ".nox" / "everything.lock"):
+        if not stamp_file.is_file() or stamp_file.read_text() != stamp:
+            shutil.rmtree(venv, ignore_errors=True)
+            session.run(f"python{PYTHON}", "-m", "venv", str(venv), external=True)
+            session.run(
+                str(python), "-m", "pip", "install", "--quiet", *PIP_FLAGS,
+                *everything(), *EVERYTHING_TOOLS, external=True,
+            )  # fmt: skip
+            session.run(
+                str(python), "-m", "pip", "install", "--quiet", "--no-compile", "--no-deps",
+                "clip-benchmark==1.6.2", external=True,
+            )  # fmt: skip
+            stamp_file.write_text(stamp)
+        session.run(
+            str(python), "-m", "pip", "install", "--quiet", "--no-compile", "--no-deps",
+            "--force-reinstall", *[str(p.path) for p in PACKAGES.values()], external=True,
+        )  # fmt: skip
+    return str(python)
+
+
+def _bin(python: str, tool: str) -> str:
+    return str(Path(python).parent / tool)
+
+
+@nox.session(python=False, tags=["tests"])
 def typecheck(session: nox.Session) -> None:
-    """mypy over every package's src/ with every extra installed."""
-    requirements = [local_requirement(p.short, p.all_extras) for p in PACKAGES.values()]
-    install_packages(session, requirements, "mypy==2.4.1")
-    sources = [str(package_dir(p.short) / "src") for p in PACKAGES.values()]
-    session.run("mypy", *sources)
+    """mypy (strict) over every package's src/ with every extra installed."""
+    python = everything_python(session)
+    sources = [str(p.path / "src") for p in PACKAGES.values()]
+    session.run(_bin(python, "mypy"), *sources, external=True)
+
+
+@nox.session(python=False, tags=["tests"])
+def integration(session: nox.Session) -> None:
+    """Cross-package tests (tests/integration) with every package and extra installed."""
+    python = everything_python(session)
+    session.run(
+        python, "-m", "pytest", str(ROOT / "tests" / "integration"), *session.posargs,
+        external=True,
+    )  # fmt: skip
+
+
+@nox.session(python=False, tags=["tests"])
+def docs(session: nox.Session) -> None:
+    """Run every python block of docs/*.md and the READMEs (Sybil), then build the site, strict.
+
+    The site lands in site/ (open site/index.html); any mkdocs warning (a broken link, a
+    reference that does not resolve, a docstring that does not parse) fails the session.
+    """
+    python = everything_python(session)
+    pages = [
+        str(ROOT / "docs"),
+        str(ROOT / "README.md"),
+        *[str(p.path / "README.md") for p in PACKAGES.values()],
+    ]
+    session.run(python, "-m", "pytest", *pages, "-p", "no:cacheprovider", external=True)
+    session.run(
+        _bin(python, "mkdocs"), "build", "--strict", "--config-file", str(ROOT / "mkdocs.yml"),
+        external=True, env={"NO_MKDOCS_2_WARNING": "1"},
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON, tags=["tests"])
 def wheels(session: nox.Session) -> None:
-    """Build each package's wheel, install it alone into a clean venv, import it from outside."""
-    session.install("build")
+    """Build each package's wheel, install each ALONE into its own clean venv, import it there.
+
+    A package's siblings come from the wheels just built (``--find-links``), never from PyPI or
+    the checkout, and the import runs from outside the repository.
+    """
+    session.install("--no-compile", "build")
     dist = Path(session.create_tmp()) / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
     for package in PACKAGES.values():
-        session.run(
-            "python",
-            "-m",
-            "build",
-            "--wheel",
-            "--outdir",
-            str(dist),
-            str(package_dir(package.short)),
-        )
-    clean = Path(session.create_tmp()) / "clean-venv"
-    session.run("python", "-m", "venv", "--clear", str(clean))
-    python = str(clean / "bin" / "python")
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(package.path))
+    outside = Path(session.create_tmp()) / "outside"
+    outside.mkdir(exist_ok=True)
     for package in PACKAGES.values():
+        venv = Path(session.create_tmp()) / f"alone-{package.import_name}"
+        session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
+        python = str(venv / "bin" / "python")
         wheel = next(dist.glob(f"{package.import_name}-*.whl"))
         session.run(
-            python,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "-c",
-            str(CONSTRAINTS),
-            str(wheel),
-            external=True,
+            python, "-m", "pip", "install", "--quiet", *PIP_FLAGS, "--find-links", str(dist),
+            str(wheel), external=True,
+        )  # fmt: skip
+        check = (
+            "import importlib.metadata as m, sys\n"
+            f"import {package.import_name} as module\n"
+            "assert 'site-packages' in module.__file__, module.__file__\n"
+            f"print('{package.name}', module.__version__, m.version('{package.name}'))\n"
+            "print('installed:', sorted(d.metadata['Name'] for d in m.distributions()))\n"
         )
-    names = ",".join(p.import_name for p in PACKAGES.values())
-    check = (
-        "import importlib, sys\n"
-        f"for name in '{names}'.split(','):\n"
-        "    module = importlib.import_module(name)\n"
-        "    assert 'site-packages' in module.__file__, module.__file__\n"
-        "    print(name, module.__version__, module.__file__)\n"
-    )
-    session.run(python, "-c", check, external=True, env={"PYTHONPATH": ""})
-
-
-@nox.session(python=PYTHON, tags=["tests"])
-def integration(session: nox.Session) -> None:
-    """Cross-package tests (tests/integration) with every package installed from its local path."""
-    requirements = [local_requirement(p.short, p.all_extras) for p in PACKAGES.values()]
-    install_packages(session, requirements, "pytest", "pytest-xdist")
-    env = dict([FAKE_DEVICES], SIGLIP_REPO_ROOT=str(ROOT))
-    session.run(
-        "python", "-m", "pytest", str(ROOT / "tests" / "integration"), *session.posargs, env=env
-    )
+        with session.chdir(outside):
+            session.run(python, "-c", check, external=True, env={"PYTHONPATH": ""})
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-    """An opt-in session (benchmark, demo) that runs one script with some packages installed."""
+    """An opt-in session (benchmark, demo) that runs one script with some packages installed.
 
-    packages: tuple[tuple[str, tuple[str, ...]], ...]  # (short, extras)
-    script: str  # path relative to the repository root
+    Attributes:
+        packages: ``(key, extras)`` of the packages to install from this checkout.
+        script: path relative to the repository root.
+        requirements: more pip requirements.
+        no_deps_requirements: installed with --no-deps after the rest (e.g. open_clip_torch,
+            whose dependencies pull torchvision).
+        debian: Debian packages the script reads (offline datasets); the session installs them
+            with apt-get when it runs as root, else prints the command and stops.
+    """
+
+    packages: tuple[tuple[str, tuple[str, ...]], ...]
+    script: str
     requirements: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    # Installed with --no-deps after the rest (e.g. open_clip_torch, whose deps pull torchvision).
     no_deps_requirements: tuple[str, ...] = ()
+    debian: tuple[str, ...] = ()
 
+
+DEMO_DEBIAN = ("fonts-noto-color-emoji", "unicode-data", "dataset-fashion-mnist")
 
 # Opt-in sessions: `nox -s <name> -- <script args>`. Never tagged "tests".
 TASKS: dict[str, Task] = {
@@ -283,39 +433,60 @@ TASKS: dict[str, Task] = {
     ),
     # B/16-224 towers: ours (torch eager, torch prepacked, Flax jit) vs transformers, CPU fp32.
     "bench-models": Task(
-        packages=(("models", ("torch", "flax", "test")),),
+        packages=(("models", ("torch", "flax", "testing")),),
         script="packages/siglip-models/benchmarks/bench_models.py",
     ),
     # Decode + resize + tokenize from shards: siglip-data (compiled and Pillow resize) vs
     # transformers' processors.
     "bench-data": Task(
-        packages=(("data", ("test", "torch", "fast")),),
+        packages=(("data", ("testing", "torch", "fast")),),
         script="packages/siglip-data/benchmarks/bench_data.py",
     ),
     # The one-command demo: `nox -s demo [-- --out DIR]` (builds data, trains on CPU, reports).
     "demo": Task(
         packages=(("train", ("demo", "eval", "tensorboard")),),
         script="packages/siglip-train/scripts/demo.py",
+        debian=DEMO_DEBIAN,
     ),
     # Sigmoid vs softmax loss at batch 16..256 under one example budget -> docs/results.md.
     "batch-scan": Task(
         packages=(("train", ("demo", "eval")),),
         script="packages/siglip-train/scripts/batch_scan.py",
+        debian=DEMO_DEBIAN,
     ),
 }
+
+
+def install_debian(session: nox.Session, packages: tuple[str, ...]) -> None:
+    """apt-get the Debian packages a task reads, when root; otherwise say exactly what to run."""
+    missing = [
+        name
+        for name in packages
+        if not Path(f"/usr/share/doc/{name}").exists()  # every Debian package installs this
+    ]
+    if not missing:
+        return
+    command = f"apt-get update && apt-get install -y {' '.join(missing)}"
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.log(f"installing the Debian packages this task reads: {command}")
+        session.run(
+            "bash", "-c", command, external=True, env={"DEBIAN_FRONTEND": "noninteractive"}
+        )
+    else:
+        session.error(f"this task reads Debian packages that are missing; run as root:\n{command}")
 
 
 def _make_task_session(name: str, task: Task) -> None:
     @nox.session(name=name, python=PYTHON)
     def run_task(session: nox.Session) -> None:
-        requirements = []
-        for short, extras in task.packages:
-            requirements.extend(local_requirement(s) for s in sibling_closure(short))
-            requirements.append(local_requirement(short, extras))
-        install_packages(session, requirements, *task.requirements)
+        install_debian(session, task.debian)
+        requirements: list[str] = []
+        for key, extras in task.packages:
+            requirements += local_requirements(PACKAGES[key], extras)
+        session.install(*PIP_FLAGS, *requirements, *task.requirements)
         if task.no_deps_requirements:
-            session.install("--no-deps", *task.no_deps_requirements)
-        session.run("python", str(ROOT / task.script), *session.posargs, env=dict(task.env))
+            session.install("--no-compile", "--no-deps", *task.no_deps_requirements)
+        session.run("python", str(ROOT / task.script), *session.posargs)
 
     run_task.__doc__ = f"Opt-in: run {task.script}."
 
