@@ -41,7 +41,7 @@ def _describe(error: OSError, path: Path) -> OSError:
     return type(error)(error.errno, f"could not write {str(path)!r}: {reason}")
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Create or replace ``path`` atomically; ``write(temp_path)`` writes the whole file.
 
     Args:
