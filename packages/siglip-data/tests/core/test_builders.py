@@ -44,7 +44,7 @@ def test_emoji_test_file_has_the_documented_counts() -> None:
 
 
 @needs_emoji
-def test_build_emoji_writes_shards_with_the_contract_metadata(tmp_path: Path) -> None:
+def test_build_emoji_writes_shards_with_the_documented_metadata(tmp_path: Path) -> None:
     info = siglip_data.build_emoji(tmp_path, limit=40, image_size=64, samples_per_shard=16)
     assert info.name == "emoji"
     assert info.label_key == "group_label"

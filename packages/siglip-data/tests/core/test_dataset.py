@@ -52,7 +52,7 @@ def make_dataset(source: Any, tokenizer: Any, **options: Any) -> ImageTextDatase
     return ImageTextDataset(source, tokenizer=tokenizer, **(defaults | options))
 
 
-def test_batches_have_the_contract_shapes_and_types(
+def test_batches_have_the_documented_shapes_and_dtypes(
     make_shards: Callable[..., list[str]], tokenizer: Any
 ) -> None:
     shards = make_shards(10, per_shard=4)
