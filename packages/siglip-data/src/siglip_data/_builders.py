@@ -99,7 +99,12 @@ class MissingDebianPackageError(FileNotFoundError):
         super().__init__(message)
         self.packages = packages
         self.missing_files = missing_files
-        self.command = "apt-get install -y " + " ".join(packages)
+        self.command = _install_command(packages)
+
+
+def _install_command(packages: tuple[str, ...]) -> str:
+    # Printed for the user to run; the library never runs it.
+    return "apt-get install -y " + " ".join(packages)
 
 
 def _debian_files(dataset: str) -> tuple[Path, ...]:
@@ -149,7 +154,7 @@ def check_debian_packages(*datasets: str) -> None:
             packages += DEBIAN_PACKAGES[name]
             missing += absent
     if missing:
-        command = "apt-get install -y " + " ".join(packages)
+        command = _install_command(tuple(packages))
         what = f"the {' and '.join(incomplete)} dataset" + ("s" if len(incomplete) > 1 else "")
         raise MissingDebianPackageError(
             f"{what} needs {', '.join(missing)}, which is not installed. Install the Debian "
