@@ -158,9 +158,11 @@ def measure(
                 image_size=size,
                 batch_size=args.batch_size,
                 shuffle=False,
-                num_threads=num_threads,
-                jpeg_draft=jpeg_draft,
-                resize_backend=backend,  # type: ignore[arg-type]
+                decode=siglip_data.DecodeOptions(
+                    num_threads=num_threads,
+                    jpeg_draft=jpeg_draft,
+                    resize_backend=backend,  # type: ignore[arg-type]
+                ),
             )
             return sum(len(batch["keys"]) for batch in data)
 
@@ -214,7 +216,7 @@ def measure(
                 image_size=size,
                 batch_size=8,
                 shuffle=False,
-                jpeg_draft=True,
+                decode=siglip_data.DecodeOptions(jpeg_draft=True),
             )
         )
     )["pixels"]

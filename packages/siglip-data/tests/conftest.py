@@ -1,4 +1,10 @@
-"""Shared fixtures: a tiny SentencePiece model trained on the fly and small synthetic shards."""
+"""Shared fixtures: a tiny SentencePiece model trained on the fly and small synthetic shards.
+
+Hypothesis: the ``ci`` profile (derandomized, 20 examples) unless ``HYPOTHESIS_PROFILE`` names
+another (``dev``: random, 200 examples). Tests that read the Debian datasets are marked
+``@pytest.mark.debian_data("emoji", ...)``: they skip, naming the apt line, when the packages are
+missing, unless ``SIGLIP_REQUIRE_DATA=1`` (CI), where they fail.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,54 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import hypothesis
 import numpy as np
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings
 
 import siglip_data
 
-hypothesis.settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25)
-hypothesis.settings.register_profile("dev", deadline=None, max_examples=25)
-hypothesis.settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# function_scoped_fixture: the dataset properties write their shards under tmp_path_factory.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    max_examples=20,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "dev",
+    deadline=None,
+    max_examples=200,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "debian_data(*datasets): reads the Debian packages behind these offline datasets",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _require_debian_data(request: pytest.FixtureRequest) -> None:
+    """Skip a ``debian_data`` test when its packages are missing; fail under SIGLIP_REQUIRE_DATA=1."""
+    marker = request.node.get_closest_marker("debian_data")
+    if marker is None:
+        return
+    try:
+        siglip_data.check_debian_packages(*marker.args)
+    except siglip_data.MissingDebianPackageError as error:
+        if os.environ.get("SIGLIP_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip(
+            f"not installed ({error.command}); SIGLIP_REQUIRE_DATA=1 turns this into a failure"
+        )
+
 
 SYLLABLES = ["ka", "to", "mi", "ra", "ne", "so", "lu", "pe", "di", "go", "fa", "ze", "wo", "chi"]
 

@@ -28,14 +28,22 @@ from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
+from siglip_data._atomic import atomic_write_text
 from siglip_data._shards import ShardWriter
-from siglip_data._tokenizer import _atomic_write_bytes
 
+# Where the Debian packages put their files (read at call time, so tests can point them elsewhere).
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST_FILE = Path("/usr/share/unicode/emoji/emoji-test.txt")
-EMOJI_APT_LINE = "apt-get install -y fonts-noto-color-emoji unicode-data"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_APT_LINE = "apt-get install -y dataset-fashion-mnist"
+FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+# The Debian packages behind each offline dataset.
+DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
+    "emoji": ("fonts-noto-color-emoji", "unicode-data"),
+    "fashion-mnist": ("dataset-fashion-mnist",),
+}
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -75,7 +83,85 @@ EMOJI_HELDOUT_PERCENT = 25
 
 
 class MissingDebianPackageError(FileNotFoundError):
-    """The Debian package a builder reads is not installed; the message names the apt line."""
+    """A Debian package behind an offline dataset is not installed.
+
+    The message ends with the exact command to run. The library never installs anything itself.
+
+    Attributes:
+        packages: the Debian packages to install.
+        missing_files: the files that were looked for and not found.
+        command: ``"apt-get install -y <packages>"`` (run it as root).
+    """
+
+    def __init__(
+        self, message: str, packages: tuple[str, ...] = (), missing_files: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.packages = packages
+        self.missing_files = missing_files
+        self.command = _install_command(packages)
+
+
+def _install_command(packages: tuple[str, ...]) -> str:
+    # Printed for the user to run; the library never runs it.
+    return "apt-get install -y " + " ".join(packages)
+
+
+def _debian_files(dataset: str) -> tuple[Path, ...]:
+    if dataset == "emoji":
+        return (EMOJI_FONT, EMOJI_TEST_FILE)
+    return tuple(FASHION_MNIST_DIR / name for pair in FASHION_MNIST_FILES.values() for name in pair)
+
+
+def check_debian_packages(*datasets: str) -> None:
+    """Check that the Debian packages behind offline datasets are installed; does no other work.
+
+    The builders call it first. Call it yourself to check before a long run, or to print the
+    install command: the error's message ends with it, and ``error.command`` is the command alone.
+
+    Args:
+        *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``) and / or
+            ``"fashion-mnist"`` (``dataset-fashion-mnist``); none: all of them.
+
+    Raises:
+        MissingDebianPackageError: some file is missing; ``packages`` and ``command`` cover
+            every requested dataset with a missing file, in one ``apt-get install`` line.
+        ValueError: an unknown dataset name.
+
+    Example:
+        >>> def install_command(*datasets):
+        ...     try:
+        ...         check_debian_packages(*datasets)
+        ...     except MissingDebianPackageError as error:
+        ...         return error.command
+        ...     return None  # installed
+        >>> install_command("fashion-mnist") in (None, "apt-get install -y dataset-fashion-mnist")
+        True
+    """
+    names = list(dict.fromkeys(datasets or DEBIAN_PACKAGES))
+    unknown = [name for name in names if name not in DEBIAN_PACKAGES]
+    if unknown:
+        raise ValueError(
+            f"unknown dataset {unknown[0]!r}, expected one of {sorted(DEBIAN_PACKAGES)}"
+        )
+    incomplete: list[str] = []
+    packages: list[str] = []
+    missing: list[str] = []
+    for name in names:
+        absent = [str(path) for path in _debian_files(name) if not path.is_file()]
+        if absent:
+            incomplete.append(name)
+            packages += DEBIAN_PACKAGES[name]
+            missing += absent
+    if missing:
+        command = _install_command(tuple(packages))
+        what = f"the {' and '.join(incomplete)} dataset" + ("s" if len(incomplete) > 1 else "")
+        raise MissingDebianPackageError(
+            f"{what} needs {', '.join(missing)}, which is not installed. Install the Debian "
+            f"packages with (as root; run apt-get update first on a fresh system):\n    {command}",
+            tuple(packages),
+            tuple(missing),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,15 +229,6 @@ def load_dataset_info(directory: str | os.PathLike[str]) -> DatasetInfo:
         image_size=int(payload["image_size"]),
         label_key=payload["label_key"],
     )
-
-
-def _require_files(paths: list[Path], apt_line: str, what: str) -> None:
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise MissingDebianPackageError(
-            f"{what} needs {', '.join(missing)}, which is not installed. Install it with:\n"
-            f"    sudo {apt_line}"
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +312,7 @@ def build_emoji(
     Raises:
         MissingDebianPackageError: the font or ``emoji-test.txt`` is not installed.
     """
-    _require_files([EMOJI_FONT, EMOJI_TEST_FILE], EMOJI_APT_LINE, "the emoji dataset")
+    check_debian_packages("emoji")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
     entries = read_emoji_test()
@@ -276,7 +353,7 @@ def build_emoji(
         image_size=image_size,
         label_key="group_label",
     )
-    _atomic_write_bytes(Path(output_dir) / "dataset.json", info.to_json().encode("utf-8"))
+    atomic_write_text(Path(output_dir) / "dataset.json", info.to_json())
     return info
 
 
@@ -353,20 +430,12 @@ def build_fashion_mnist(
     Raises:
         MissingDebianPackageError: ``dataset-fashion-mnist`` is not installed.
     """
-    files = {
-        "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-        "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-    }
-    _require_files(
-        [FASHION_MNIST_DIR / name for pair in files.values() for name in pair],
-        FASHION_MNIST_APT_LINE,
-        "the Fashion-MNIST dataset",
-    )
+    check_debian_packages("fashion-mnist")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
 
     def samples(split: str) -> Iterator[tuple[str, Image.Image, str, dict[str, Any]]]:
-        image_file, label_file = files[split]
+        image_file, label_file = FASHION_MNIST_FILES[split]
         images = read_idx(FASHION_MNIST_DIR / image_file)
         labels = read_idx(FASHION_MNIST_DIR / label_file)
         if len(images) != len(labels):
@@ -393,5 +462,5 @@ def build_fashion_mnist(
         image_size=image_size,
         label_key="label",
     )
-    _atomic_write_bytes(Path(output_dir) / "dataset.json", info.to_json().encode("utf-8"))
+    atomic_write_text(Path(output_dir) / "dataset.json", info.to_json())
     return info

@@ -1,4 +1,5 @@
-"""The ``siglip-data`` command: build offline datasets, train tokenizers, inspect shards."""
+"""The ``siglip-data`` command (also ``python -m siglip_data``): build offline datasets, train
+tokenizers, inspect shards."""
 
 from __future__ import annotations
 
@@ -43,7 +44,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``siglip-data`` console script; returns the exit status."""
+    """Run the ``siglip-data`` command.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 when a Debian package is missing (the message names the command).
+    """
     args = _parser().parse_args(argv)
     if args.command == "build":
         options = {}
@@ -78,7 +86,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         counts[shard] = sum(1 for _ in read_shard(shard))
     print(json.dumps({"shards": len(counts), "samples": sum(counts.values())}))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

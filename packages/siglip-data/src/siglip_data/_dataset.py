@@ -11,17 +11,12 @@ replays the undecoded bytes up to that position (no image decoding) and continue
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
-import json
 import logging
-import os
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
-from pathlib import Path
 from typing import Any
 from typing import Literal
 from typing import Protocol
@@ -29,20 +24,22 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from siglip_data._image import RESAMPLE_METHODS
 from siglip_data._image import Augmentation
 from siglip_data._image import Resample
+from siglip_data._image import normalize_uint8_pixels
 from siglip_data._image import preprocess_image
-from siglip_data._image import scale_pixels
+from siglip_data._resample import RESIZE_BACKENDS
 from siglip_data._resample import ResizeBackend
 from siglip_data._resample import resolve_backend
-from siglip_data._shards import IMAGE_EXTENSIONS
 from siglip_data._shards import RawSample
 from siglip_data._shards import UnreadableShardError
-from siglip_data._shards import read_shard
-from siglip_data._shards import resolve_shards
+from siglip_data._sources import Source
+from siglip_data._sources import as_source
 
 logger = logging.getLogger("siglip_data")
 
+# The keys of ``ImageTextDataset.skipped``: why a sample (or the rest of a unit) was skipped.
 SKIP_REASONS: tuple[str, ...] = (
     "unreadable_shard",
     "missing_image",
@@ -56,6 +53,11 @@ SKIP_REASONS: tuple[str, ...] = (
 Batch = dict[str, Any]
 
 
+def _require_int(name: str, value: Any, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
 class DataQualityError(RuntimeError):
     """The whole dataset is unreadable, or more than ``max_bad_fraction`` of it is bad."""
 
@@ -66,160 +68,129 @@ class Tokenizer(Protocol):
     def __call__(self, texts: list[str]) -> npt.NDArray[np.int32]: ...
 
 
-class Source(Protocol):
-    """Where raw samples come from: an ordered list of units, each readable on its own."""
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+    """How :class:`ImageTextDataset` turns each image into pixels (see ``preprocess_image``).
 
-    @property
-    def units(self) -> list[str]: ...
+    Attributes:
+        resample: ``"bicubic"`` (default; Pillow, as HF ``SiglipImageProcessor``), ``"bilinear"``
+            (``tf.image.resize`` without antialias, as big_vision trained the released
+            checkpoints) or ``"pil_bilinear"`` (Pillow, as HF SigLIP 2 fixed-resolution).
+        pixel_dtype: ``"float32"`` (default, in [-1, 1]) or ``"uint8"`` (0..255, to scale later
+            with ``normalize_uint8_pixels``, e.g. on the accelerator).
+        augmentation: optional ``Augmentation``, seeded per sample (default None: the SigLIP
+            recipe has none).
+        jpeg_draft: faster, not bit-exact JPEG decoding (default False).
+        resize_backend: who runs the Pillow filters: ``"auto"`` (default: numba when installed),
+            ``"pillow"`` or ``"numba"``; the pixels are the same.
+        num_threads: decode threads (default 0: decode in the iterating thread; Pillow releases
+            the GIL while decoding and resizing).
 
-    def read_unit(self, unit: str) -> Iterator[RawSample]: ...
+    Raises:
+        ValueError: an unknown ``resample``, ``pixel_dtype`` or ``resize_backend``, or
+            ``num_threads < 0``.
 
-
-class ShardSource:
-    """WebDataset tar shards (img2dataset layout): one unit per shard.
-
-    Args:
-        shards: a brace pattern (``"data/shard-{00000..00099}.tar"``), a directory of ``.tar``
-            files, or a list of paths / patterns.
+    Example:
+        >>> DecodeOptions(pixel_dtype="uint8", num_threads=4)
+        DecodeOptions(resample='bicubic', pixel_dtype='uint8', augmentation=None, jpeg_draft=False, resize_backend='auto', num_threads=4)
     """
 
-    def __init__(self, shards: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> None:
-        self._units = resolve_shards(shards)
+    resample: Resample = "bicubic"
+    pixel_dtype: Literal["float32", "uint8"] = "float32"
+    augmentation: Augmentation | None = None
+    jpeg_draft: bool = False
+    resize_backend: ResizeBackend = "auto"
+    num_threads: int = 0
 
-    @property
-    def units(self) -> list[str]:
-        return list(self._units)
-
-    def read_unit(self, unit: str) -> Iterator[RawSample]:
-        return read_shard(unit)
-
-    def __repr__(self) -> str:
-        return f"ShardSource({len(self._units)} shards, first={self._units[0]!r})"
+    def __post_init__(self) -> None:
+        if self.resample not in RESAMPLE_METHODS:
+            raise ValueError(f"resample must be one of {RESAMPLE_METHODS}, got {self.resample!r}")
+        if self.pixel_dtype not in ("float32", "uint8"):
+            raise ValueError(f"pixel_dtype must be 'float32' or 'uint8', got {self.pixel_dtype!r}")
+        if self.resize_backend not in RESIZE_BACKENDS:
+            raise ValueError(
+                f"resize_backend must be one of {RESIZE_BACKENDS}, got {self.resize_backend!r}"
+            )
+        _require_int("num_threads", self.num_threads, minimum=0)
 
 
 @dataclasses.dataclass(frozen=True)
-class _FolderEntry:
-    key: str
-    file: str
-    caption: str | None
-    metadata: dict[str, Any] | None
+class Topology:
+    """Which share of every epoch a dataset reads: one of ``world_size * num_workers`` streams.
 
+    Stream ``rank * num_workers + worker_id`` reads every ``num_streams``-th unit of the epoch's
+    unit order (or every ``num_streams``-th sample when there are fewer units than streams), so
+    every sample of an epoch lands in exactly one stream.
 
-class FolderSource:
-    """A folder of images with a ``captions.jsonl`` (or ``captions.csv``) index.
-
-    Each JSON line is ``{"file": "cats/001.jpg", "caption": "a cat", ...}``; a CSV has a header
-    with at least ``file`` and ``caption`` columns. Other fields become the sample's metadata; the
-    key is the file path without extension. Units are consecutive chunks of ``samples_per_unit``
-    entries, so the folder splits across ranks and workers like shards.
-
-    Args:
-        directory: the folder.
-        captions: index file name inside it (default: ``captions.jsonl``, else ``captions.csv``).
-        samples_per_unit: entries per unit.
+    Attributes:
+        rank: this process's rank in ``0..world_size-1`` (default 0).
+        world_size: number of data-parallel processes (default 1).
+        worker_id: this dataloader worker in ``0..num_workers-1`` (default 0). The torch loader
+            sets it; pass the per-rank topology (``worker_id=0, num_workers=1``) to it.
+        num_workers: dataloader workers per rank (default 1).
 
     Raises:
-        FileNotFoundError: no index file.
-        ValueError: an index line without ``file`` (its line number is named), or no entries.
+        ValueError: ``world_size`` or ``num_workers`` below 1, or ``rank`` / ``worker_id`` out
+            of range.
+
+    Example:
+        >>> topology = Topology(rank=1, world_size=2, worker_id=2, num_workers=3)
+        >>> topology.stream, topology.num_streams
+        (5, 6)
     """
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str],
-        *,
-        captions: str | None = None,
-        samples_per_unit: int = 256,
-    ) -> None:
-        self.directory = Path(directory)
-        if samples_per_unit < 1:
-            raise ValueError(f"samples_per_unit must be >= 1, got {samples_per_unit}")
-        if captions is None:
-            candidates = [self.directory / "captions.jsonl", self.directory / "captions.csv"]
-            found = [path for path in candidates if path.is_file()]
-            if not found:
-                raise FileNotFoundError(
-                    f"directory {str(self.directory)!r} has no captions.jsonl or captions.csv"
-                )
-            index = found[0]
-        else:
-            index = self.directory / captions
-            if not index.is_file():
-                raise FileNotFoundError(f"captions file {str(index)!r} does not exist")
-        self.index_file = index
-        self._entries = self._read_index(index)
-        if not self._entries:
-            raise ValueError(f"captions file {str(index)!r} lists no images")
-        self.samples_per_unit = samples_per_unit
+    rank: int = 0
+    world_size: int = 1
+    worker_id: int = 0
+    num_workers: int = 1
 
-    @staticmethod
-    def _read_index(index: Path) -> list[_FolderEntry]:
-        rows: list[tuple[int, dict[str, Any]]] = []
-        if index.suffix == ".csv":
-            with index.open(newline="", encoding="utf-8") as handle:
-                for line_number, row in enumerate(csv.DictReader(handle), start=2):
-                    rows.append((line_number, dict(row)))
-        else:
-            with index.open(encoding="utf-8") as handle:
-                for line_number, line in enumerate(handle, start=1):
-                    if line.strip():
-                        try:
-                            parsed = json.loads(line)
-                        except json.JSONDecodeError as error:
-                            raise ValueError(f"{index}:{line_number}: not JSON: {error}") from error
-                        if not isinstance(parsed, dict):
-                            raise ValueError(f"{index}:{line_number}: expected an object")
-                        rows.append((line_number, parsed))
-        entries = []
-        for line_number, row in rows:
-            file = row.pop("file", None)
-            if not file:
-                raise ValueError(f"{index}:{line_number}: entry has no 'file' field: {row}")
-            caption = row.pop("caption", None)
-            key = str(Path(file).with_suffix(""))
-            entries.append(_FolderEntry(key, str(file), caption, row or None))
-        return entries
-
-    @property
-    def units(self) -> list[str]:
-        count = len(self._entries)
-        return [
-            f"{start}:{min(start + self.samples_per_unit, count)}"
-            for start in range(0, count, self.samples_per_unit)
-        ]
-
-    def read_unit(self, unit: str) -> Iterator[RawSample]:
-        start, stop = (int(part) for part in unit.split(":"))
-        for entry in self._entries[start:stop]:
-            path = self.directory / entry.file
-            extension = path.suffix.lower().lstrip(".")
-            try:
-                image: bytes | None = path.read_bytes()
-            except OSError:
-                image = None
-            yield RawSample(
-                key=entry.key,
-                image=image,
-                image_format=extension if extension in IMAGE_EXTENSIONS else None,
-                caption=entry.caption,
-                metadata=entry.metadata,
-                source=str(self.index_file),
+    def __post_init__(self) -> None:
+        _require_int("world_size", self.world_size, minimum=1)
+        _require_int("num_workers", self.num_workers, minimum=1)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
+        if not 0 <= self.worker_id < self.num_workers:
+            raise ValueError(
+                f"worker_id must be in [0, num_workers={self.num_workers}), got {self.worker_id}"
             )
 
-    def __repr__(self) -> str:
-        return f"FolderSource({str(self.directory)!r}, {len(self._entries)} images)"
+    @property
+    def num_streams(self) -> int:
+        """``world_size * num_workers``: how many disjoint streams share each epoch."""
+        return self.world_size * self.num_workers
+
+    @property
+    def stream(self) -> int:
+        """This stream's index, ``rank * num_workers + worker_id``."""
+        return self.rank * self.num_workers + self.worker_id
 
 
-def as_source(source: Any) -> Source:
-    """A :class:`ShardSource` / :class:`FolderSource` from whatever the user passed."""
-    if hasattr(source, "units") and hasattr(source, "read_unit"):
-        return source  # type: ignore[no-any-return]
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir() and (
-            (path / "captions.jsonl").is_file() or (path / "captions.csv").is_file()
-        ):
-            return FolderSource(path)
-    return ShardSource(source)
+@dataclasses.dataclass(frozen=True)
+class QualityPolicy:
+    """When bad data stops a run. Bad samples are always skipped, counted and logged.
+
+    Attributes:
+        max_bad_fraction: raise :class:`DataQualityError` when more than this fraction of the
+            samples seen is bad (default 0.1). Unreadable shards are not samples and do not count
+            towards it; a source with no readable unit at all always raises.
+        min_samples_for_check: the fraction is checked once this many samples were seen
+            (default 200), and at the end of every epoch.
+
+    Raises:
+        ValueError: ``max_bad_fraction`` outside [0, 1] or ``min_samples_for_check < 1``.
+
+    Example:
+        >>> QualityPolicy(max_bad_fraction=0.5)
+        QualityPolicy(max_bad_fraction=0.5, min_samples_for_check=200)
+    """
+
+    max_bad_fraction: float = 0.1
+    min_samples_for_check: int = 200
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        _require_int("min_samples_for_check", self.min_samples_for_check, minimum=1)
 
 
 @dataclasses.dataclass
@@ -230,6 +201,35 @@ class _Decoded:
     detail: str = ""
 
 
+@dataclasses.dataclass
+class _UnitFailures:
+    """The units of one epoch's stream that stopped with ``UnreadableShardError``, in order.
+
+    The raw reader records them as it meets them; the batch loop takes the ones not counted yet
+    and counts each once as ``unreadable_shard``. A resumed epoch first replays its stream up to
+    the saved position; the failures met on the way were counted by the run that saved the
+    state, so the loop marks them counted without counting them again.
+    """
+
+    failed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    _counted: int = 0
+
+    def record(self, unit: str, error: Exception) -> None:
+        self.failed.append((unit, str(error)))
+
+    def mark_counted(self) -> None:
+        self._counted = len(self.failed)
+
+    def take_uncounted(self) -> list[tuple[str, str]]:
+        uncounted = self.failed[self._counted :]
+        self.mark_counted()
+        return uncounted
+
+    @property
+    def units(self) -> list[str]:
+        return [unit for unit, _ in self.failed]
+
+
 class ImageTextDataset:
     """Batches of (pixels, token ids) from shards or a folder: numpy in, numpy out.
 
@@ -238,47 +238,52 @@ class ImageTextDataset:
     ``token_ids`` int32 ``[batch, length]``, ``captions`` (list of str), ``keys`` (list of str),
     ``metadata`` (list of dict, ``{}`` when a sample has none).
 
-    Splitting: streams = ``world_size * num_workers``; stream ``rank * num_workers + worker_id``
-    reads every ``streams``-th unit of the epoch's unit order (or every ``streams``-th sample when
-    there are fewer units than streams). Every sample of an epoch lands in exactly one stream.
+    The dataset reads one stream of ``topology`` (see :class:`Topology`). Bad samples are skipped
+    and counted in :attr:`skipped` by reason: ``unreadable_shard`` (the rest of a unit),
+    ``missing_image``, ``corrupt_image``, ``missing_caption``, ``empty_caption``, ``bad_caption``,
+    ``bad_metadata``; ``quality`` says when too many stop the run.
 
     Args:
         source: a shard pattern / directory / list, a folder with ``captions.jsonl``, or a
-            :class:`ShardSource` / :class:`FolderSource`.
+            :class:`~siglip_data.ShardSource` / :class:`~siglip_data.FolderSource` (or any object
+            with ``units`` and ``read_unit``).
         tokenizer: maps ``list[str]`` to int32 ``[batch, length]`` (e.g.
             :class:`~siglip_data.SentencePieceTokenizer`).
         image_size: square model resolution.
         batch_size: samples per batch (the last batch of an epoch may be smaller unless
             ``drop_last``).
-        resample: see :func:`~siglip_data.preprocess_image`.
-        pixel_dtype: ``"float32"`` (in [-1, 1]) or ``"uint8"``.
-        augmentation: optional :class:`~siglip_data.Augmentation` (seeded per sample).
         shuffle: permute units each epoch and shuffle samples through a buffer.
         shuffle_buffer: buffer size in samples (raw bytes are buffered, not decoded pixels).
-        seed: the seed of every random choice.
+        seed: the seed of every random choice (unit order, buffer, augmentation).
         drop_last: drop a final partial batch.
-        rank: this process's rank in ``0..world_size-1``.
-        world_size: number of data-parallel processes.
-        worker_id: this dataloader worker in ``0..num_workers-1`` (set by the torch adapter).
-        num_workers: dataloader workers per rank.
-        num_threads: decode threads (Pillow releases the GIL while decoding and resizing).
-        max_bad_fraction: raise :class:`DataQualityError` when more than this fraction of the
-            samples seen is bad (checked once ``min_samples_for_check`` were seen, and at the end
-            of each epoch).
-        min_samples_for_check: see ``max_bad_fraction``.
-        jpeg_draft: faster, not bit-exact JPEG decoding (see :func:`~siglip_data.preprocess_image`).
-        resize_backend: ``"auto"``, ``"pillow"`` or ``"numba"``: who runs the Pillow filters
-            (the pixels are the same; see :func:`~siglip_data.preprocess_image`).
+        decode: how images become pixels (:class:`DecodeOptions`).
+        topology: this dataset's rank and worker (:class:`Topology`).
+        quality: when bad data stops the run (:class:`QualityPolicy`).
 
     Raises:
-        ValueError: invalid arguments (named in the message).
+        ValueError: invalid arguments (named in the message), or a source without units.
+        TypeError: ``decode``, ``topology`` or ``quality`` of the wrong type.
         ImportError: ``resize_backend="numba"`` without numba installed.
 
     Example:
-        >>> data = ImageTextDataset(
-        ...     "shards/shard-{00000..00009}.tar", tokenizer=tok, image_size=224, batch_size=32
-        ... )  # doctest: +SKIP
-        >>> batch = next(iter(data))  # doctest: +SKIP
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from siglip_data import write_shards
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> rng = np.random.default_rng(0)
+        >>> samples = [
+        ...     (rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), f"photo {index}")
+        ...     for index in range(10)
+        ... ]
+        >>> shards = write_shards(samples, directory.name, samples_per_shard=4)
+        >>> def tokenizer(captions):  # any list[str] -> int32 [batch, length]
+        ...     return np.ones((len(captions), 8), dtype=np.int32)
+        >>> data = ImageTextDataset(shards, tokenizer=tokenizer, image_size=8, batch_size=4)
+        >>> batch = next(iter(data))
+        >>> batch["pixels"].shape, batch["token_ids"].shape
+        ((4, 8, 8, 3), (4, 8))
+        >>> state = data.state_dict()  # resume exactly with load_state_dict(state)
+        >>> directory.cleanup()
     """
 
     def __init__(
@@ -288,62 +293,37 @@ class ImageTextDataset:
         tokenizer: Tokenizer | Callable[[list[str]], npt.NDArray[np.int32]],
         image_size: int,
         batch_size: int,
-        resample: Resample = "bicubic",
-        pixel_dtype: Literal["float32", "uint8"] = "float32",
-        augmentation: Augmentation | None = None,
         shuffle: bool = True,
         shuffle_buffer: int = 1000,
         seed: int = 0,
         drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-        worker_id: int = 0,
-        num_workers: int = 1,
-        num_threads: int = 0,
-        max_bad_fraction: float = 0.1,
-        min_samples_for_check: int = 200,
-        jpeg_draft: bool = False,
-        resize_backend: ResizeBackend = "auto",
+        decode: DecodeOptions = DecodeOptions(),
+        topology: Topology = Topology(),
+        quality: QualityPolicy = QualityPolicy(),
     ) -> None:
         _require_int("image_size", image_size, minimum=1)
         _require_int("batch_size", batch_size, minimum=1)
         _require_int("shuffle_buffer", shuffle_buffer, minimum=1)
-        _require_int("world_size", world_size, minimum=1)
-        _require_int("num_workers", num_workers, minimum=1)
-        _require_int("num_threads", num_threads, minimum=0)
-        _require_int("min_samples_for_check", min_samples_for_check, minimum=1)
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if not 0 <= worker_id < num_workers:
-            raise ValueError(
-                f"worker_id must be in [0, num_workers={num_workers}), got {worker_id}"
-            )
-        if pixel_dtype not in ("float32", "uint8"):
-            raise ValueError(f"pixel_dtype must be 'float32' or 'uint8', got {pixel_dtype!r}")
-        if not 0.0 <= max_bad_fraction <= 1.0:
-            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        for name, value, expected in (
+            ("decode", decode, DecodeOptions),
+            ("topology", topology, Topology),
+            ("quality", quality, QualityPolicy),
+        ):
+            if not isinstance(value, expected):
+                raise TypeError(f"{name} must be a {expected.__name__}, got {value!r}")
         # Checked here: inside the decode loop a missing numba would count as bad samples.
-        resolve_backend(resize_backend)
+        resolve_backend(decode.resize_backend)
         self.source: Source = as_source(source)
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
         self.batch_size = batch_size
-        self.resample = resample
-        self.pixel_dtype = pixel_dtype
-        self.augmentation = augmentation
         self.shuffle = shuffle
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
         self.drop_last = drop_last
-        self.rank = rank
-        self.world_size = world_size
-        self.worker_id = worker_id
-        self.num_workers = num_workers
-        self.num_threads = num_threads
-        self.max_bad_fraction = max_bad_fraction
-        self.min_samples_for_check = min_samples_for_check
-        self.jpeg_draft = jpeg_draft
-        self.resize_backend = resize_backend
+        self.decode = decode
+        self.topology = topology
+        self.quality = quality
         self._units = self.source.units
         if not self._units:
             raise ValueError(f"source {self.source!r} has no units to read")
@@ -356,12 +336,12 @@ class ImageTextDataset:
     @property
     def num_streams(self) -> int:
         """``world_size * num_workers``: how many disjoint streams share each epoch."""
-        return self.world_size * self.num_workers
+        return self.topology.num_streams
 
     @property
     def stream(self) -> int:
         """This dataset's stream index ``rank * num_workers + worker_id``."""
-        return self.rank * self.num_workers + self.worker_id
+        return self.topology.stream
 
     @property
     def epoch(self) -> int:
@@ -379,26 +359,49 @@ class ImageTextDataset:
         return self._seen
 
     def with_worker(self, worker_id: int, num_workers: int) -> ImageTextDataset:
-        """A copy that is worker ``worker_id`` of ``num_workers`` (fresh state, same epoch)."""
+        """A copy that is worker ``worker_id`` of ``num_workers`` (fresh state, same epoch).
+
+        Args:
+            worker_id: the worker, in ``0..num_workers-1``.
+            num_workers: dataloader workers per rank.
+
+        Returns:
+            The copy; this dataset is unchanged.
+
+        Raises:
+            ValueError: ``num_workers < 1`` or ``worker_id`` out of range.
+        """
         clone = copy.copy(self)
-        _require_int("num_workers", num_workers, minimum=1)
-        if not 0 <= worker_id < num_workers:
-            raise ValueError(f"worker_id must be in [0, {num_workers}), got {worker_id}")
-        clone.worker_id = worker_id
-        clone.num_workers = num_workers
+        clone.topology = dataclasses.replace(
+            self.topology, worker_id=worker_id, num_workers=num_workers
+        )
         clone._position = 0
         clone._seen = 0
         clone._skipped = dict.fromkeys(SKIP_REASONS, 0)
         return clone
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its beginning on the next iteration."""
+        """Start ``epoch`` from its beginning on the next iteration.
+
+        Args:
+            epoch: the epoch (its unit order and shuffle depend on it).
+
+        Raises:
+            ValueError: a negative or non-integer epoch.
+        """
         _require_int("epoch", epoch, minimum=0)
         self._epoch = epoch
         self._position = 0
 
     def unit_order(self, epoch: int) -> list[str]:
-        """The epoch's unit order (shared by every stream)."""
+        """The epoch's unit order, shared by every stream.
+
+        Args:
+            epoch: the epoch.
+
+        Returns:
+            The source's units, permuted with ``(seed, epoch)`` when ``shuffle``.
+        """
         if not self.shuffle:
             return list(self._units)
         rng = np.random.default_rng([self.seed, epoch, 0])
@@ -429,6 +432,9 @@ class ImageTextDataset:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a :meth:`state_dict` taken on an identically configured dataset.
 
+        Args:
+            state: what :meth:`state_dict` returned (possibly through JSON).
+
         Raises:
             ValueError: the state came from a differently configured dataset or stream.
         """
@@ -450,9 +456,7 @@ class ImageTextDataset:
         }
 
     # -- the stream --------------------------------------------------------------------------
-    def _raw_samples(
-        self, epoch: int, counting: list[bool], failed_units: list[str]
-    ) -> Iterator[RawSample]:
+    def _raw_samples(self, epoch: int, failures: _UnitFailures) -> Iterator[RawSample]:
         order = self.unit_order(epoch)
         streams, stream = self.num_streams, self.stream
         by_unit = len(order) >= streams
@@ -465,10 +469,7 @@ class ImageTextDataset:
                         yield sample
                     index += 1
             except UnreadableShardError as error:
-                failed_units.append(unit)
-                if counting[0]:
-                    self._skipped["unreadable_shard"] += 1
-                    logger.warning("skipped the rest of unit %s: %s", unit, error)
+                failures.record(unit, error)
 
     def _shuffled(self, samples: Iterator[RawSample], epoch: int) -> Iterator[RawSample]:
         if not self.shuffle:
@@ -496,18 +497,18 @@ class ImageTextDataset:
         if not raw.caption.strip():
             return _Decoded(raw, None, "empty_caption")
         rng = None
-        if self.augmentation is not None:
+        if self.decode.augmentation is not None:
             rng = np.random.default_rng([self.seed, epoch, self.stream, position, 2])
         try:
             pixels = preprocess_image(
                 raw.image,
                 size=self.image_size,
-                resample=self.resample,
-                augmentation=self.augmentation,
+                resample=self.decode.resample,
+                augmentation=self.decode.augmentation,
                 rng=rng,
                 dtype=self._decode_dtype,
-                jpeg_draft=self.jpeg_draft,
-                resize_backend=self.resize_backend,
+                jpeg_draft=self.decode.jpeg_draft,
+                resize_backend=self.decode.resize_backend,
             )
         except Exception as error:  # any failure to decode untrusted bytes is a bad sample
             return _Decoded(raw, None, "corrupt_image", f"{type(error).__name__}: {error}")
@@ -517,17 +518,17 @@ class ImageTextDataset:
     def _decode_dtype(self) -> Literal["float32", "uint8"]:
         # The Pillow filters give uint8 pixels; those are scaled to [-1, 1] a batch at a time in
         # _stack_pixels, straight into the batch array (one allocation instead of two a sample).
-        if self.pixel_dtype == "float32" and self.resample != "bilinear":
+        if self.decode.pixel_dtype == "float32" and self.decode.resample != "bilinear":
             return "uint8"
-        return self.pixel_dtype
+        return self.decode.pixel_dtype
 
     def _stack_pixels(self, samples: list[_Decoded]) -> npt.NDArray:
         images = [sample.pixels for sample in samples if sample.pixels is not None]
-        if self._decode_dtype == self.pixel_dtype:
+        if self._decode_dtype == self.decode.pixel_dtype:
             return np.stack(images)
         pixels = np.empty((len(images), *images[0].shape), dtype=np.float32)
         for image, target in zip(images, pixels):
-            scale_pixels(image, out=target)
+            normalize_uint8_pixels(image, out=target)
         return pixels
 
     def _make_batch(self, samples: list[_Decoded]) -> Batch:
@@ -552,13 +553,19 @@ class ImageTextDataset:
                 continue
         return False
 
+    def _count_unit_failures(self, failures: _UnitFailures) -> None:
+        for unit, error in failures.take_uncounted():
+            self._skipped["unreadable_shard"] += 1
+            logger.warning("skipped the rest of unit %s: %s", unit, error)
+
     def _check_quality(self, final: bool) -> None:
         bad = sum(count for reason, count in self._skipped.items() if reason != "unreadable_shard")
-        checkable = self._seen and (final or self._seen >= self.min_samples_for_check)
-        if checkable and bad > self.max_bad_fraction * self._seen:
+        policy = self.quality
+        checkable = self._seen and (final or self._seen >= policy.min_samples_for_check)
+        if checkable and bad > policy.max_bad_fraction * self._seen:
             raise DataQualityError(
                 f"{bad} of {self._seen} samples were bad ({bad / self._seen:.1%} > "
-                f"max_bad_fraction={self.max_bad_fraction:.1%}): {self.skipped}"
+                f"max_bad_fraction={policy.max_bad_fraction:.1%}): {self.skipped}"
             )
 
     def iter_with_state(self) -> Iterator[tuple[Batch, dict[str, Any]]]:
@@ -566,23 +573,31 @@ class ImageTextDataset:
 
         Wrappers that prefetch (the torch and JAX adapters) keep the state of the last batch they
         handed out, so their own ``state_dict`` stays exact.
+
+        Yields:
+            ``(batch, state)``: a batch and :meth:`state_dict` as it is right after it.
+
+        Raises:
+            DataQualityError: too many bad samples (see :class:`QualityPolicy`), or no unit of
+                the source is readable.
         """
         epoch = self._epoch
-        counting = [False]
-        failed_units: list[str] = []
-        stream = self._shuffled(self._raw_samples(epoch, counting, failed_units), epoch)
+        failures = _UnitFailures()
+        stream = self._shuffled(self._raw_samples(epoch, failures), epoch)
+        # Resume: replay the undecoded stream up to the saved position. Units that failed on the
+        # way were counted by the run that saved the state.
         position = 0
         for _ in range(self._position):
             if next(stream, None) is None:
                 break
             position += 1
-        counting[0] = True
-        pool = ThreadPoolExecutor(self.num_threads) if self.num_threads > 0 else None
+        failures.mark_counted()
+        pool = ThreadPoolExecutor(self.decode.num_threads) if self.decode.num_threads else None
         batch: list[_Decoded] = []
-        epoch_good = 0
         try:
             while True:
                 chunk = list(islice(stream, self.batch_size - len(batch)))
+                self._count_unit_failures(failures)
                 if not chunk:
                     break
                 positions = range(position, position + len(chunk))
@@ -608,16 +623,15 @@ class ImageTextDataset:
                 self._check_quality(final=False)
                 if len(batch) == self.batch_size:
                     self._position = position
-                    epoch_good += len(batch)
                     made = self._make_batch(batch)
                     batch = []
                     yield made, self.state_dict()
             self._check_quality(final=True)
-            nothing_read = position == 0 and failed_units
-            if nothing_read and not self._any_unit_readable(failed_units):
+            nothing_read = position == 0 and failures.failed
+            if nothing_read and not self._any_unit_readable(failures.units):
                 raise DataQualityError(
                     f"no sample could be read from source {self.source!r}: all "
-                    f"{len(self._units)} units are unreadable (first: {failed_units[0]}); "
+                    f"{len(self._units)} units are unreadable (first: {failures.units[0]}); "
                     "check the paths"
                 )
             if batch and not self.drop_last:
@@ -668,8 +682,3 @@ def repeat_epochs(loader: Any) -> Iterator[Any]:
                 f"{loader!r} produced no batch in two consecutive epochs: fewer samples than "
                 "ranks x workers, or drop_last with fewer samples than batch_size?"
             )
-
-
-def _require_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

@@ -323,14 +323,11 @@ def preprocess_image(
 
 
 def scale_pixels(
-    resized: npt.NDArray,
-    *,
-    dtype: Literal["float32", "uint8"] = "float32",
-    out: npt.NDArray[np.float32] | None = None,
+    resized: npt.NDArray, *, dtype: Literal["float32", "uint8"] = "float32"
 ) -> npt.NDArray:
-    """0..255 pixels -> float32 ``x * 2 / 255 - 1`` in [-1, 1], or rounded uint8.
+    """Resized 0..255 pixels (uint8, or float from the ``"bilinear"`` kernel) -> ``dtype``.
 
-    ``out`` (float32, same shape) receives the float32 result instead of a new array.
+    ``"float32"``: [-1, 1] by :func:`normalize_uint8_pixels`'s formula; ``"uint8"``: rounded.
     """
     if dtype == "uint8":
         if resized.dtype == np.uint8:
@@ -338,16 +335,49 @@ def scale_pixels(
             return contiguous
         rounded: npt.NDArray = np.clip(np.rint(resized), 0, 255).astype(np.uint8)
         return rounded
-    # float32(x) * float32(2 / 255) - float32(1), rounded once per operation in float32.
+    if resized.dtype == np.uint8:
+        return normalize_uint8_pixels(resized)
+    return _to_unit_range(resized)
+
+
+def normalize_uint8_pixels(
+    pixels: npt.NDArray[np.uint8], *, out: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
+    """uint8 pixels -> float32 in [-1, 1]: the package's one uint8 scaling.
+
+    ``float32(x) * float32(2 / 255) - float32(1)``, each operation rounded once in float32, so
+    0 -> -1, 255 -> 1 (exactly) and the values equal what ``preprocess_image`` returns for the
+    same resized pixels. HF's ``(x / 255 - 0.5) / 0.5`` and big_vision's ``x / 127.5 - 1`` agree
+    with it within a few float32 ulps. Use it on batches decoded with ``dtype="uint8"`` (e.g.
+    on the accelerator's side of the transfer).
+
+    Args:
+        pixels: uint8 ``[..., 3]`` (any shape).
+        out: optional float32 array of the same shape to write the result into.
+
+    Returns:
+        float32 pixels of the same shape (``out`` when given).
+
+    Raises:
+        TypeError: ``pixels`` is not uint8.
+
+    Example:
+        >>> import numpy as np
+        >>> normalize_uint8_pixels(np.array([0, 51, 255], dtype=np.uint8))
+        array([-1. , -0.6,  1. ], dtype=float32)
+    """
+    if pixels.dtype != np.uint8:
+        raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
+    return _to_unit_range(pixels, out=out)
+
+
+def _to_unit_range(
+    values: npt.NDArray, *, out: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
+    # The formula of normalize_uint8_pixels, also applied to the "bilinear" kernel's unrounded
+    # float values (big_vision scales those without rounding them first).
     pixels: npt.NDArray[np.float32] = np.multiply(
-        resized, np.float32(2.0 / 255.0), out=out, dtype=np.float32
+        values, np.float32(2.0 / 255.0), out=out, dtype=np.float32
     )
     pixels -= np.float32(1.0)
     return pixels
-
-
-def normalize_uint8_pixels(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    """uint8 ``[..., 3]`` pixels (from ``dtype="uint8"``) -> float32 in [-1, 1] (same formula)."""
-    if pixels.dtype != np.uint8:
-        raise TypeError(f"pixels must be uint8, got {pixels.dtype}")
-    return scale_pixels(pixels, dtype="float32")

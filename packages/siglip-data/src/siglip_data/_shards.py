@@ -24,58 +24,40 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from braceexpand import braceexpand
 from PIL import Image
 
+from siglip_data._atomic import atomic_write
+
 IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
-_BRACE = re.compile(r"\{([^{}]*)\}")
-_RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 _KEY_FORBIDDEN = re.compile(r"[.\s/\\]")
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
-
-
-def expand_braces(pattern: str) -> list[str]:
-    """Expand WebDataset brace patterns: ``{0000..0099}`` ranges (zero padding kept) and ``{a,b}``.
-
-    Args:
-        pattern: e.g. ``"shards/train-{0000..0002}.tar"``; several braces expand as a product.
-
-    Returns:
-        The expanded strings in order.
-
-    Raises:
-        ValueError: a descending range.
-
-    Example:
-        >>> expand_braces("s-{00..02}.tar")
-        ['s-00.tar', 's-01.tar', 's-02.tar']
-    """
-    match = _BRACE.search(pattern)
-    if match is None:
-        return [pattern]
-    body = match.group(1)
-    numeric = _RANGE.match(body)
-    if numeric:
-        first, last = numeric.groups()
-        if int(last) < int(first):
-            raise ValueError(f"brace range {{{body}}} in {pattern!r} is descending")
-        width = len(first) if first.startswith("0") and len(first) > 1 else 0
-        options = [str(number).zfill(width) for number in range(int(first), int(last) + 1)]
-    else:
-        options = body.split(",")
-    head, tail = pattern[: match.start()], pattern[match.end() :]
-    expanded: list[str] = []
-    for option in options:
-        expanded.extend(expand_braces(head + option + tail))
-    return expanded
 
 
 def resolve_shards(shards: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
     """Shard paths from a brace pattern, a glob, a directory (its ``*.tar``) or a list of these.
 
-    Brace patterns keep their order; globs and directories are sorted.
+    Brace patterns are expanded by the ``braceexpand`` package, as webdataset does:
+    ``{00000..00099}`` ranges (zero padding kept), ``{a,b}`` lists, several braces as a product,
+    in order. A backslash is an ordinary path character (no escapes). Globs and directories are
+    sorted.
+
+    Args:
+        shards: a brace pattern or glob (``"data/shard-{00000..00099}.tar"``), a directory of
+            ``.tar`` files, or a list of paths and patterns.
+
+    Returns:
+        The shard paths (not checked for existence, except through globs and directories).
 
     Raises:
-        ValueError: nothing matched (a glob or directory without shards, an empty list).
+        ValueError: nothing matched (a glob or directory without shards, an empty list), or
+            unbalanced braces.
+
+    Example:
+        >>> resolve_shards("data/train-{0000..0002}.tar")
+        ['data/train-0000.tar', 'data/train-0001.tar', 'data/train-0002.tar']
+        >>> resolve_shards(["a.tar", "{b,c}-{0..1}.tar"])
+        ['a.tar', 'b-0.tar', 'b-1.tar', 'c-0.tar', 'c-1.tar']
     """
     if isinstance(shards, (str, os.PathLike)):
         path = Path(shards)
@@ -85,7 +67,7 @@ def resolve_shards(shards: str | os.PathLike[str] | Iterable[str | os.PathLike[s
                 raise ValueError(f"shards directory {str(path)!r} contains no .tar files")
             return found
         resolved = []
-        for expanded in expand_braces(str(shards)):
+        for expanded in braceexpand(str(shards), escape=False):
             if _GLOB_CHARACTERS.search(expanded) and not Path(expanded).exists():
                 matches = sorted(glob.glob(expanded))
                 if not matches:
@@ -138,15 +120,35 @@ def split_member_name(name: str) -> tuple[str, str]:
     return key, suffix.lower() if dot else ""
 
 
-def read_shard(path: str) -> Iterator[RawSample]:
+def read_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
     """Yield the samples of one tar shard in stored order.
 
     Samples are yielded as complete groups of consecutive members; a damaged shard yields every
-    sample before the damage and then raises :class:`UnreadableShardError`.
+    sample before the damage and then raises :class:`UnreadableShardError`. A shard cut at a
+    member boundary (tarfile alone sees a clean end) is detected by its missing end-of-archive
+    marker.
+
+    Args:
+        path: the ``.tar`` file (plain or gzip / bzip2 / xz compressed).
+
+    Yields:
+        One :class:`RawSample` per key: image bytes, caption, metadata, undecoded.
 
     Raises:
         UnreadableShardError: missing file, not a tar, or a truncated / corrupt archive.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> image = np.zeros((4, 4, 3), dtype=np.uint8)
+        >>> (shard,) = write_shards([(image, "a black square", {"label": 0})], directory.name)
+        >>> sample = next(read_shard(shard))
+        >>> sample.key, sample.image_format, sample.caption, sample.metadata
+        ('000000000', 'png', 'a black square', {'label': 0})
+        >>> directory.cleanup()
     """
+    path = os.fspath(path)
     try:
         archive = tarfile.open(path, mode="r|*")  # noqa: SIM115 (closed by the with below)
     except (OSError, tarfile.TarError, EOFError) as error:
@@ -280,10 +282,19 @@ class ShardWriter:
             stored unchanged.
 
     Example:
-        >>> with ShardWriter("out", samples_per_shard=2) as writer:  # doctest: +SKIP
-        ...     writer.write(image, "a caption", key="k0", metadata={"label": 3})
-        >>> writer.shards  # doctest: +SKIP
-        ['out/shard-00000.tar']
+        >>> import os
+        >>> import tempfile
+        >>> import numpy as np
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> image = np.zeros((4, 4, 3), dtype=np.uint8)
+        >>> with ShardWriter(directory.name, samples_per_shard=2) as writer:
+        ...     for index in range(3):
+        ...         key = writer.write(image, f"caption {index}", metadata={"label": index})
+        >>> [os.path.basename(shard) for shard in writer.shards]
+        ['shard-00000.tar', 'shard-00001.tar']
+        >>> os.path.basename(writer.shard_pattern())
+        'shard-{00000..00001}.tar'
+        >>> directory.cleanup()
     """
 
     def __init__(
@@ -325,7 +336,22 @@ class ShardWriter:
         key: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> str:
-        """Append one sample; returns its key (``f"{index:09d}"`` when not given)."""
+        """Append one sample.
+
+        Args:
+            image: a PIL image, a uint8 ``[height, width(, channels)]`` array, encoded bytes or an
+                image file path (bytes and files are stored unchanged).
+            caption: the caption text.
+            key: the sample's key; default ``f"{index:09d}"`` (its position in this writer).
+            metadata: stored as ``<key>.json`` when given.
+
+        Returns:
+            The sample's key.
+
+        Raises:
+            ValueError: a key that is empty, repeated or contains dots, slashes or spaces.
+            TypeError: a caption that is not a str, or an unsupported image.
+        """
         if key is None:
             key = f"{self.num_samples:09d}"
         if not isinstance(key, str) or not key or _KEY_FORBIDDEN.search(key):
@@ -373,9 +399,11 @@ class ShardWriter:
             return
         self._archive.close()
         final = self.output_dir / f"{self.prefix}-{len(self.shards):05d}.tar"
-        with open(self._temporary, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(self._temporary, final)
+        partial = self._temporary
+        # The shard streamed into a hidden partial file while samples arrived (too big to hold in
+        # memory); atomic_write moves it onto its own temp file, fsyncs it, renames it into place
+        # and fsyncs the directory: the one atomic-write protocol of the package.
+        atomic_write(final, lambda temporary: os.replace(partial, temporary))
         self.shards.append(str(final))
         self._archive = None
         self._temporary = None
@@ -411,15 +439,36 @@ def write_shards(
     prefix: str = "shard",
     image_format: str = "png",
 ) -> list[str]:
-    """Write an iterable of samples into shards; returns the shard paths.
+    """Write an iterable of samples into shards (see :class:`ShardWriter`).
 
     Each sample is ``(image, caption)``, ``(image, caption, metadata)`` or a mapping with keys
     ``image``, ``caption`` and optional ``key`` / ``metadata``. Images may be PIL images, uint8
     arrays, encoded bytes or file paths.
 
+    Args:
+        samples: the samples, in the order to store them.
+        output_dir: directory to create the shards in (created if needed).
+        samples_per_shard: samples per shard (the last one may hold fewer).
+        prefix: shard file names are ``f"{prefix}-{index:05d}.tar"``.
+        image_format: ``"png"``, ``"jpg"`` or ``"webp"`` for images given as PIL images or arrays.
+
+    Returns:
+        The shard paths, in order.
+
     Raises:
-        ValueError / TypeError: a malformed sample (its position is named); the unfinished shard
-            is removed, complete ones stay.
+        ValueError: a malformed sample (its position is named); the unfinished shard is removed,
+            complete ones stay.
+        TypeError: a caption that is not a str, or an unsupported image.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> images = [np.full((4, 4, 3), value, dtype=np.uint8) for value in (0, 255)]
+        >>> shards = write_shards(zip(images, ["black", "white"]), directory.name)
+        >>> [sample.caption for sample in read_shard(shards[0])]
+        ['black', 'white']
+        >>> directory.cleanup()
     """
     with ShardWriter(
         output_dir, samples_per_shard=samples_per_shard, prefix=prefix, image_format=image_format

@@ -13,7 +13,6 @@ import io
 import os
 import re
 import string
-import tempfile
 import warnings
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -24,6 +23,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import sentencepiece
+
+from siglip_data._atomic import atomic_write_bytes
 
 _PUNCTUATION_TABLE = str.maketrans("", "", string.punctuation)
 _WHITESPACE = re.compile(r"\s+")
@@ -191,7 +192,7 @@ class SentencePieceTokenizer:
     Args:
         model_file: path to a SentencePiece model (``spiece.model``, ``tokenizer.model``).
         preset: ``"siglip"`` (English c4, pad = eos = 1), ``"siglip-i18n"`` (mC4, pad = eos = 1)
-            or ``"siglip2"`` (Gemma, pad 0, eos 1, no BOS). See :data:`PRESETS`.
+            or ``"siglip2"`` (Gemma, pad 0, eos 1, no BOS).
         length: the fixed text length L the model was trained with (64; 16 for SigLIP So400m/14-224).
         canonicalize: also strip punctuation and collapse whitespace like HF ``SiglipTokenizer``
             (big_vision's zero-shot prompt canonicalization). Default False (the big_vision
@@ -206,11 +207,26 @@ class SentencePieceTokenizer:
             preset (e.g. a Gemma model loaded with ``preset="siglip"``).
 
     Example:
-        >>> tok = SentencePieceTokenizer(
-        ...     "spiece.model", preset="siglip", length=64
-        ... )  # doctest: +SKIP
-        >>> tok(["a photo of a cat"]).shape  # doctest: +SKIP
-        (1, 64)
+        >>> import os
+        >>> import tempfile
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> captions = ["a photo of a cat", "a photo of a dog", "two birds in the snow"] * 50
+        >>> model_file = train_sentencepiece(
+        ...     captions, os.path.join(directory.name, "tiny.model"), vocab_size=20
+        ... )
+        >>> tokenizer = SentencePieceTokenizer(model_file, preset="siglip", length=8)
+        >>> token_ids = tokenizer(["A CAT", "a photo of a dog in the snow"])
+        >>> token_ids.shape, token_ids.dtype
+        ((2, 8), dtype('int32'))
+        >>> int(token_ids[0, -1]) == tokenizer.pad_id == 1  # right-padded with the pad id
+        True
+        >>> int(token_ids[1, -1]) == tokenizer.eos_id  # truncated, EOS kept
+        True
+        >>> tokenizer.decode(token_ids)[0]  # lowercased
+        'a cat'
+        >>> tokenizer.check(token_ids)  # the fixed-length convention holds
+        True
+        >>> directory.cleanup()
     """
 
     def __init__(
@@ -395,7 +411,8 @@ def train_sentencepiece(
         captions: an iterable of captions, or the path of a UTF-8 text file with one per line.
         output_file: where to write the ``.model`` file.
         vocab_size: number of pieces, special pieces included.
-        preset: the family whose conventions to follow (see :data:`PRESETS`).
+        preset: the family whose conventions to follow: ``"siglip"``, ``"siglip-i18n"`` or
+            ``"siglip2"`` (see :class:`SentencePieceTokenizer`).
         model_type: SentencePiece algorithm; None: ``"bpe"`` for ``siglip2`` (as Gemma),
             ``"unigram"`` otherwise (as the T5 / mC4 vocabularies).
         character_coverage: fraction of characters covered by the vocabulary.
@@ -410,9 +427,17 @@ def train_sentencepiece(
         ValueError: unknown preset, no captions, or a vocabulary too large for the corpus.
 
     Example:
-        >>> train_sentencepiece(
-        ...     ["a dog", "a cat"] * 100, "tiny.model", vocab_size=20
-        ... )  # doctest: +SKIP
+        >>> import os
+        >>> import tempfile
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> path = train_sentencepiece(
+        ...     ["a dog", "a cat", "two dogs"] * 100,
+        ...     os.path.join(directory.name, "tiny.model"),
+        ...     vocab_size=12,
+        ... )
+        >>> path.name, SentencePieceTokenizer(path, length=4).vocab_size
+        ('tiny.model', 12)
+        >>> directory.cleanup()
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
@@ -477,20 +502,4 @@ def train_sentencepiece(
             f"SentencePiece training failed for vocab_size={vocab_size} on {len(sentences)} "
             f"captions: {error} (adjust vocab_size as SentencePiece's message says)"
         ) from error
-    output = Path(output_file)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(output, model.getvalue())
-    return output
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return atomic_write_bytes(output_file, model.getvalue())

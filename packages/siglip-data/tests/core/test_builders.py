@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
-import shutil
+import pickle
 import struct
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +16,20 @@ from PIL import Image
 
 import siglip_data
 from siglip_data import _builders
+from siglip_data._builders import FASHION_MNIST_CAPTION_NAMES
+from siglip_data._builders import FASHION_MNIST_CLASSES
+from siglip_data._builders import emoji_split
+from siglip_data._builders import read_emoji_test
+from siglip_data._builders import read_idx
 from siglip_data._cli import main
 
-needs_emoji = pytest.mark.skipif(
-    not (_builders.EMOJI_FONT.is_file() and _builders.EMOJI_TEST_FILE.is_file()),
-    reason=f"emoji data not installed: {siglip_data.EMOJI_APT_LINE}",
-)
-needs_fashion_mnist = pytest.mark.skipif(
-    not (_builders.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
-    reason=f"Fashion-MNIST not installed: {siglip_data.FASHION_MNIST_APT_LINE}",
-)
+needs_emoji = pytest.mark.debian_data("emoji")
+needs_fashion_mnist = pytest.mark.debian_data("fashion-mnist")
 
 
 @needs_emoji
 def test_emoji_test_file_has_the_documented_counts() -> None:
-    entries = siglip_data.read_emoji_test()
+    entries = read_emoji_test()
     assert len(entries) == 3655
     groups = {entry.group for entry in entries}
     assert len(groups) == 9
@@ -38,13 +38,13 @@ def test_emoji_test_file_has_the_documented_counts() -> None:
     assert entries[0].name == "grinning face"
     thumbs = [e for e in entries if e.base_name == "thumbs up"]
     assert len(thumbs) == 6  # plain + 5 skin tones
-    assert {siglip_data.emoji_split(e.base_name) for e in thumbs} in ({"train"}, {"heldout"})
-    heldout = sum(siglip_data.emoji_split(e.base_name) == "heldout" for e in entries)
+    assert {emoji_split(e.base_name) for e in thumbs} in ({"train"}, {"heldout"})
+    heldout = sum(emoji_split(e.base_name) == "heldout" for e in entries)
     assert 0.15 < heldout / len(entries) < 0.35
 
 
 @needs_emoji
-def test_build_emoji_writes_shards_with_the_contract_metadata(tmp_path: Path) -> None:
+def test_build_emoji_writes_shards_with_the_documented_metadata(tmp_path: Path) -> None:
     info = siglip_data.build_emoji(tmp_path, limit=40, image_size=64, samples_per_shard=16)
     assert info.name == "emoji"
     assert info.label_key == "group_label"
@@ -52,7 +52,7 @@ def test_build_emoji_writes_shards_with_the_contract_metadata(tmp_path: Path) ->
     assert total == 40
     assert set(info.splits) == {"train", "heldout"}
     assert siglip_data.load_dataset_info(tmp_path) == info
-    entries = {e.name: e for e in siglip_data.read_emoji_test()[:40]}
+    entries = {e.name: e for e in read_emoji_test()[:40]}
     for split_name, split in info.splits.items():
         samples = [
             s
@@ -73,7 +73,7 @@ def test_build_emoji_writes_shards_with_the_contract_metadata(tmp_path: Path) ->
             }
             entry = entries[metadata["name"]]
             assert sample.caption == entry.name
-            assert metadata["split"] == split_name == siglip_data.emoji_split(entry.base_name)
+            assert metadata["split"] == split_name == emoji_split(entry.base_name)
             assert info.class_names[metadata["group_label"]] == entry.group == metadata["group"]
             image = Image.open(io.BytesIO(sample.image))
             assert image.size == (64, 64)
@@ -90,10 +90,10 @@ def test_build_fashion_mnist_matches_the_idx_files(tmp_path: Path) -> None:
         "train": 30,
         "test": 30,
     }
-    assert info.class_names == siglip_data.FASHION_MNIST_CLASSES
+    assert info.class_names == FASHION_MNIST_CLASSES
     assert len(info.class_names) == 10
-    images = siglip_data.read_idx(_builders.FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")
-    labels = siglip_data.read_idx(_builders.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+    images = read_idx(_builders.FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(_builders.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
     assert images.shape == (10000, 28, 28)
     assert labels.shape == (10000,)
     samples = [
@@ -106,10 +106,10 @@ def test_build_fashion_mnist_matches_the_idx_files(tmp_path: Path) -> None:
         assert sample.key == f"test{index:05d}"
         assert sample.metadata == {
             "label": label,
-            "class_name": siglip_data.FASHION_MNIST_CLASSES[label],
+            "class_name": FASHION_MNIST_CLASSES[label],
             "split": "test",
         }
-        assert siglip_data.FASHION_MNIST_CAPTION_NAMES[label] in (sample.caption or "")
+        assert FASHION_MNIST_CAPTION_NAMES[label] in (sample.caption or "")
         stored = np.asarray(Image.open(io.BytesIO(sample.image)))
         np.testing.assert_array_equal(stored, images[index])
 
@@ -157,8 +157,31 @@ def test_missing_debian_package_names_the_apt_line(
         siglip_data.MissingDebianPackageError, match="apt-get install -y dataset-fashion-mnist"
     ):
         siglip_data.build_fashion_mnist(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # checked before any work
     assert main(["build", "emoji", str(tmp_path / "out")]) == 2
     assert "apt-get install -y fonts-noto-color-emoji unicode-data" in capsys.readouterr().err
+
+
+def test_check_debian_packages_names_one_command_for_every_missing_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_builders, "EMOJI_TEST_FILE", tmp_path / "absent.txt")
+    monkeypatch.setattr(_builders, "FASHION_MNIST_DIR", tmp_path / "absent")
+    with pytest.raises(siglip_data.MissingDebianPackageError) as caught:
+        siglip_data.check_debian_packages()  # every dataset
+    error = caught.value
+    command = "apt-get install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
+    assert error.command == command
+    assert str(error).endswith(command)
+    assert error.packages == ("fonts-noto-color-emoji", "unicode-data", "dataset-fashion-mnist")
+    assert str(tmp_path / "absent.txt") in error.missing_files
+    copy = pickle.loads(pickle.dumps(error))  # crosses process boundaries intact
+    assert (str(copy), copy.command) == (str(error), error.command)
+    with pytest.raises(siglip_data.MissingDebianPackageError) as only_fashion:
+        siglip_data.check_debian_packages("fashion-mnist", "fashion-mnist")
+    assert only_fashion.value.command == "apt-get install -y dataset-fashion-mnist"
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        siglip_data.check_debian_packages("mnist")
 
 
 def test_read_idx_parses_and_validates(tmp_path: Path) -> None:
@@ -166,18 +189,26 @@ def test_read_idx_parses_and_validates(tmp_path: Path) -> None:
     path = tmp_path / "x-idx3-ubyte.gz"
     with gzip.open(path, "wb") as handle:
         handle.write(struct.pack(">HBB3I", 0, 8, 3, 2, 3, 4) + array.tobytes())
-    np.testing.assert_array_equal(siglip_data.read_idx(path), array)
+    np.testing.assert_array_equal(read_idx(path), array)
     bad = tmp_path / "bad-idx"
     bad.write_bytes(struct.pack(">HBB1I", 0, 8, 1, 5) + b"abc")
     with pytest.raises(ValueError, match="holds 3 bytes"):
-        siglip_data.read_idx(bad)
+        read_idx(bad)
 
 
 def test_console_script_is_installed_with_the_package() -> None:
-    executable = shutil.which("siglip-data")
-    if executable is None:
-        pytest.skip("siglip-data is not installed as a package here (source-tree run)")
+    executable = Path(sys.executable).parent / "siglip-data"
     completed = subprocess.run(
-        [executable, "build", "--help"], capture_output=True, text=True, check=True
+        [str(executable), "build", "--help"], capture_output=True, text=True, check=True
     )
     assert "{emoji,fashion-mnist}" in completed.stdout
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "siglip_data", "count", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert completed.stdout.startswith("usage: siglip-data count")

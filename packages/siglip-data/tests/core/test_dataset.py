@@ -12,16 +12,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck
 from hypothesis import given
-from hypothesis import settings
 from hypothesis import strategies as st
 from PIL import Image
 
 import siglip_data
+from siglip_data import DecodeOptions
 from siglip_data import ImageTextDataset
-
-FIXTURES_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+from siglip_data import QualityPolicy
+from siglip_data import Topology
+from siglip_data._dataset import SKIP_REASONS
 
 
 def keys_of(batches: list[dict[str, Any]]) -> list[str]:
@@ -52,7 +52,7 @@ def make_dataset(source: Any, tokenizer: Any, **options: Any) -> ImageTextDatase
     return ImageTextDataset(source, tokenizer=tokenizer, **(defaults | options))
 
 
-def test_batches_have_the_contract_shapes_and_types(
+def test_batches_have_the_documented_shapes_and_dtypes(
     make_shards: Callable[..., list[str]], tokenizer: Any
 ) -> None:
     shards = make_shards(10, per_shard=4)
@@ -71,12 +71,19 @@ def test_batches_have_the_contract_shapes_and_types(
     np.testing.assert_array_equal(
         first["pixels"][0], siglip_data.preprocess_image(sample.image, size=12)
     )
-    uint8 = list(make_dataset(shards, tokenizer, image_size=12, shuffle=False, pixel_dtype="uint8"))
+    uint8 = list(
+        make_dataset(
+            shards,
+            tokenizer,
+            image_size=12,
+            shuffle=False,
+            decode=DecodeOptions(pixel_dtype="uint8"),
+        )
+    )
     assert uint8[0]["pixels"].dtype == np.uint8
     assert len(list(make_dataset(shards, tokenizer, drop_last=True))) == 2
 
 
-@FIXTURES_OK
 @given(
     sizes=st.lists(st.integers(0, 7), min_size=1, max_size=6),
     world_size=st.integers(1, 3),
@@ -101,10 +108,9 @@ def test_ranks_and_workers_partition_every_epoch_without_duplicates_or_gaps(
             data = make_dataset(
                 shards,
                 tokenizer,
-                rank=rank,
-                world_size=world_size,
-                worker_id=worker,
-                num_workers=num_workers,
+                topology=Topology(
+                    rank=rank, world_size=world_size, worker_id=worker, num_workers=num_workers
+                ),
                 shuffle=shuffle,
                 seed=5,
             )
@@ -137,7 +143,6 @@ def test_shuffle_is_seeded_and_differs_between_epochs(tmp_path: Path, tokenizer:
     assert len(first_shards) > 1
 
 
-@FIXTURES_OK
 @given(
     stop_after=st.integers(0, 20),
     batch_size=st.integers(1, 5),
@@ -159,8 +164,10 @@ def test_resuming_from_any_batch_yields_exactly_the_uninterrupted_stream(
         "batch_size": batch_size,
         "shuffle_buffer": buffer,
         "seed": 11,
-        "world_size": world_size,
-        "augmentation": siglip_data.Augmentation(scale=(0.5, 1.0), flip=True) if augment else None,
+        "topology": Topology(world_size=world_size),
+        "decode": DecodeOptions(
+            augmentation=siglip_data.Augmentation(scale=(0.5, 1.0), flip=True) if augment else None
+        ),
     }
 
     def epochs(data: ImageTextDataset, count: int) -> list[dict[str, Any]]:
@@ -195,7 +202,9 @@ def test_load_state_dict_rejects_a_differently_configured_dataset(
     with pytest.raises(ValueError, match="seed=1"):
         make_dataset(shards, tokenizer, seed=2).load_state_dict(state)
     with pytest.raises(ValueError, match="num_streams"):
-        make_dataset(shards, tokenizer, seed=1, world_size=2).load_state_dict(state)
+        make_dataset(shards, tokenizer, seed=1, topology=Topology(world_size=2)).load_state_dict(
+            state
+        )
     with pytest.raises(ValueError, match="missing"):
         make_dataset(shards, tokenizer, seed=1).load_state_dict({"epoch": 0})
 
@@ -290,14 +299,16 @@ def test_every_kind_of_damage_is_skipped_counted_and_logged(
     tmp_path: Path, tokenizer: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     shards, expected = damaged_dataset(tmp_path)
-    data = make_dataset(shards, tokenizer, batch_size=5, max_bad_fraction=0.5)
+    data = make_dataset(
+        shards, tokenizer, batch_size=5, quality=QualityPolicy(max_bad_fraction=0.5)
+    )
     with caplog.at_level(logging.WARNING, logger="siglip_data"):
         batches = list(data)
     keys = keys_of(batches)
     # a-3 is a truncated copy of a-1: the samples before the damage are read, nothing crashes.
     assert {key for key in keys if key.startswith("good")} == {f"good{i}" for i in range(12)}
     assert all(key.startswith("good") for key in keys)
-    assert data.skipped == dict.fromkeys(siglip_data.SKIP_REASONS, 0) | expected
+    assert data.skipped == dict.fromkeys(SKIP_REASONS, 0) | expected
     for key in (
         "corrupt",
         "truncated",
@@ -314,7 +325,7 @@ def test_every_kind_of_damage_is_skipped_counted_and_logged(
 def test_too_many_bad_samples_or_nothing_readable_raises(tmp_path: Path, tokenizer: Any) -> None:
     shards, _ = damaged_dataset(tmp_path)
     with pytest.raises(siglip_data.DataQualityError, match="max_bad_fraction"):
-        list(make_dataset(shards, tokenizer, max_bad_fraction=0.1))
+        list(make_dataset(shards, tokenizer, quality=QualityPolicy(max_bad_fraction=0.1)))
     junk = tmp_path / "junk"
     junk.mkdir()
     for index in range(3):
@@ -327,7 +338,7 @@ def test_skip_counters_survive_resume_without_double_counting(
     tmp_path: Path, tokenizer: Any
 ) -> None:
     shards, expected = damaged_dataset(tmp_path)
-    options = {"batch_size": 2, "max_bad_fraction": 0.5, "seed": 3}
+    options = {"batch_size": 2, "quality": QualityPolicy(max_bad_fraction=0.5), "seed": 3}
     first = make_dataset(shards, tokenizer, **options)
     iterator = iter(first)
     next(iterator)
@@ -335,7 +346,7 @@ def test_skip_counters_survive_resume_without_double_counting(
     resumed = make_dataset(shards, tokenizer, **options)
     resumed.load_state_dict(first.state_dict())
     list(resumed)
-    assert resumed.skipped == dict.fromkeys(siglip_data.SKIP_REASONS, 0) | expected
+    assert resumed.skipped == dict.fromkeys(SKIP_REASONS, 0) | expected
 
 
 def test_decode_threads_give_the_same_batches(
@@ -343,7 +354,7 @@ def test_decode_threads_give_the_same_batches(
 ) -> None:
     shards = make_shards(20, per_shard=5)
     serial = list(make_dataset(shards, tokenizer, seed=2))
-    threaded = list(make_dataset(shards, tokenizer, seed=2, num_threads=3))
+    threaded = list(make_dataset(shards, tokenizer, seed=2, decode=DecodeOptions(num_threads=3)))
     assert keys_of(serial) == keys_of(threaded)
     for ours, theirs in zip(serial, threaded):
         np.testing.assert_array_equal(ours["pixels"], theirs["pixels"])
@@ -356,11 +367,11 @@ def test_bad_arguments_raise_clear_errors(
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         make_dataset(shards, tokenizer, batch_size=0)
     with pytest.raises(ValueError, match="rank must be in"):
-        make_dataset(shards, tokenizer, rank=2, world_size=2)
+        make_dataset(shards, tokenizer, topology=Topology(rank=2, world_size=2))
     with pytest.raises(ValueError, match="pixel_dtype"):
-        make_dataset(shards, tokenizer, pixel_dtype="float16")
+        make_dataset(shards, tokenizer, decode=DecodeOptions(pixel_dtype="float16"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_bad_fraction"):
-        make_dataset(shards, tokenizer, max_bad_fraction=2.0)
+        make_dataset(shards, tokenizer, quality=QualityPolicy(max_bad_fraction=2.0))
 
 
 def test_repeat_runs_epoch_after_epoch_and_stops_on_an_empty_stream(
@@ -375,7 +386,7 @@ def test_repeat_runs_epoch_after_epoch_and_stops_on_an_empty_stream(
         got.extend(next(repeated)["keys"])
     assert got == expected
     # Five samples over six streams: stream 5 never gets one.
-    starved = make_dataset(shards, tokenizer, world_size=6, rank=5)
+    starved = make_dataset(shards, tokenizer, topology=Topology(world_size=6, rank=5))
     with pytest.raises(siglip_data.DataQualityError, match="two consecutive epochs"):
         next(starved.repeat())
 
@@ -389,7 +400,9 @@ def test_a_stream_whose_only_shard_is_broken_does_not_stop_the_run(
     sources = [shards[0], str(broken), shards[1]]
     keys = []
     for worker in range(3):  # three shards, three streams: one stream gets only the broken one
-        data = make_dataset(sources, tokenizer, shuffle=False, worker_id=worker, num_workers=3)
+        data = make_dataset(
+            sources, tokenizer, shuffle=False, topology=Topology(worker_id=worker, num_workers=3)
+        )
         keys.extend(keys_of(list(data)))
         assert data.skipped["unreadable_shard"] == (1 if worker == 1 else 0)
     assert sorted(keys) == sorted(f"s{s}n{i}" for s in range(2) for i in range(3))

@@ -9,13 +9,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+import transformers
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 import siglip_data
 from siglip_data import preprocess_image
-from siglip_data import resize_bilinear_tf
+from siglip_data._image import RESAMPLE_METHODS
+from siglip_data._image import decode_image
+from siglip_data._image import resize_bilinear_tf
 
 # Stated tolerance vs transformers.SiglipImageProcessor(Pil): same Pillow resize on uint8, then
 # x * 2/255 - 1 vs (x/255 - 0.5)/0.5 in float32: at most a few float32 ulps.
@@ -24,7 +27,6 @@ HF_TOLERANCE = 1e-6
 
 @functools.cache
 def hf_processor(size: int, resample: int) -> Any:
-    transformers = pytest.importorskip("transformers")
     return transformers.SiglipImageProcessorPil(
         size={"height": size, "width": size}, resample=resample
     )
@@ -150,7 +152,7 @@ def test_exif_orientation_is_applied() -> None:
     exif[0x0112] = 6  # stored rotated: display needs a 90 degree clockwise turn
     buffer = io.BytesIO()
     upright.save(buffer, format="PNG", exif=exif)
-    decoded = siglip_data.decode_image(buffer.getvalue())
+    decoded = decode_image(buffer.getvalue())
     assert decoded.size == (16, 32)
     np.testing.assert_array_equal(np.asarray(decoded), np.rot90(pixels, k=-1))
 
@@ -158,29 +160,29 @@ def test_exif_orientation_is_applied() -> None:
 def test_transparency_is_composited_on_white() -> None:
     transparent = Image.new("RGBA", (4, 4), (10, 200, 30, 0))
     half = Image.new("RGBA", (4, 4), (0, 0, 0, 128))
-    np.testing.assert_array_equal(np.asarray(siglip_data.decode_image(transparent)), 255)
-    assert np.asarray(siglip_data.decode_image(half))[0, 0, 0] == 127
+    np.testing.assert_array_equal(np.asarray(decode_image(transparent)), 255)
+    assert np.asarray(decode_image(half))[0, 0, 0] == 127
     palette = Image.new("P", (4, 4), 0)
     palette.putpalette([0, 0, 0, 255, 0, 0])
     palette.info["transparency"] = 0
-    np.testing.assert_array_equal(np.asarray(siglip_data.decode_image(palette)), 255)
+    np.testing.assert_array_equal(np.asarray(decode_image(palette)), 255)
 
 
 def test_grayscale_cmyk_and_16_bit_become_rgb() -> None:
-    gray = siglip_data.decode_image(Image.new("L", (3, 3), 77))
+    gray = decode_image(Image.new("L", (3, 3), 77))
     assert gray.mode == "RGB"
     assert np.all(np.asarray(gray) == 77)
-    cmyk = siglip_data.decode_image(Image.new("CMYK", (3, 3), (0, 255, 255, 0)))
+    cmyk = decode_image(Image.new("CMYK", (3, 3), (0, 255, 255, 0)))
     assert np.asarray(cmyk)[0, 0].tolist() == [255, 0, 0]
     wide = Image.fromarray(np.full((3, 3), 65535, dtype=np.uint16))
-    assert np.all(np.asarray(siglip_data.decode_image(wide)) == 255)
+    assert np.all(np.asarray(decode_image(wide)) == 255)
     half = Image.fromarray(np.full((3, 3), 32896, dtype=np.uint16))  # 128 * 257
-    assert np.all(np.asarray(siglip_data.decode_image(half)) == 128)
+    assert np.all(np.asarray(decode_image(half)) == 128)
 
 
 def test_uint8_output_normalizes_to_the_float_output() -> None:
     image = make_image(3, 40, 50, "RGB")
-    for resample in siglip_data.RESAMPLE_METHODS:
+    for resample in RESAMPLE_METHODS:
         as_uint8 = preprocess_image(image, size=24, resample=resample, dtype="uint8")
         as_float = preprocess_image(image, size=24, resample=resample)
         assert as_uint8.dtype == np.uint8
@@ -250,7 +252,7 @@ def test_jpeg_draft_decodes_large_jpegs_smaller_and_stays_close() -> None:
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=92)
     data = buffer.getvalue()
-    drafted = siglip_data.decode_image(data, draft_size=64)
+    drafted = decode_image(data, draft_size=64)
     assert drafted.size == (100, 75)  # 1/8 scale: the smallest that keeps both sides >= 64
     exact = preprocess_image(data, size=64)
     fast = preprocess_image(data, size=64, jpeg_draft=True)

@@ -24,9 +24,8 @@ from siglip_data._image import resize_image
 
 FILTERS = {"bicubic": Image.Resampling.BICUBIC, "pil_bilinear": Image.Resampling.BILINEAR}
 
-needs_numba = pytest.mark.skipif(
-    not _resample.numba_available(), reason="numba not installed (siglip-data[fast])"
-)
+# The core session installs siglip-data[fast]: a missing or broken numba fails these tests.
+assert _resample.numba_available(), "numba does not import: install siglip-data[fast]"
 
 
 def random_image(width: int, height: int, seed: int) -> Image.Image:
@@ -48,7 +47,6 @@ def pillow(
     return np.asarray(image.resize((width, height), FILTERS[resample], box=box))
 
 
-@needs_numba
 @settings(max_examples=200, deadline=None)
 @given(
     width=st.integers(1, 90),
@@ -83,7 +81,6 @@ def test_numba_resize_equals_pillow(
     np.testing.assert_array_equal(got, expected)
 
 
-@needs_numba
 @pytest.mark.parametrize("resample", sorted(FILTERS))
 @pytest.mark.parametrize(
     ("size", "out"),
@@ -108,7 +105,6 @@ def test_numba_resize_equals_pillow_on_typical_shapes(
     )
 
 
-@needs_numba
 def test_installed_pillow_pass_order_is_recognised() -> None:
     assert _resample.fast_resize_matches_pillow()
     major = int(PIL.__version__.split(".")[0])
@@ -116,7 +112,6 @@ def test_installed_pillow_pass_order_is_recognised() -> None:
     assert _resample._probe() == (expected, "")
 
 
-@needs_numba
 def test_preprocess_image_is_identical_across_backends() -> None:
     buffer = io.BytesIO()
     random_image(333, 517, seed=3).save(buffer, format="JPEG", quality=90)
@@ -132,7 +127,6 @@ def test_preprocess_image_is_identical_across_backends() -> None:
         np.testing.assert_array_equal(fast, slow)
 
 
-@needs_numba
 def test_augmented_crops_are_identical_across_backends() -> None:
     augmentation = siglip_data.Augmentation(scale=(0.3, 0.9), flip=True)
     image = random_image(300, 200, seed=5)
@@ -150,7 +144,6 @@ def test_augmented_crops_are_identical_across_backends() -> None:
         np.testing.assert_array_equal(crop(seed, "numba"), crop(seed, "pillow"))
 
 
-@needs_numba
 def test_threads_do_not_share_scratch_buffers() -> None:
     shapes = [(640, 480), (300, 900), (256, 256), (97, 1000), (1200, 300), (333, 333)] * 4
     images = [random_image(*shape, seed=index) for index, shape in enumerate(shapes)]
@@ -161,7 +154,6 @@ def test_threads_do_not_share_scratch_buffers() -> None:
         np.testing.assert_array_equal(got, want)
 
 
-@needs_numba
 def test_results_are_not_overwritten_by_later_calls() -> None:
     first_image = random_image(300, 200, seed=1)
     first = _resample.resize_exact(first_image, 64, 64, "bicubic")
@@ -170,7 +162,6 @@ def test_results_are_not_overwritten_by_later_calls() -> None:
     np.testing.assert_array_equal(first, kept)
 
 
-@needs_numba
 def test_resize_exact_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="RGB Pillow image, got mode 'L'"):
         _resample.resize_exact(Image.new("L", (8, 8)), 4, 4, "bicubic")
@@ -204,11 +195,10 @@ def test_dataset_checks_the_backend_up_front(monkeypatch: pytest.MonkeyPatch) ->
             tokenizer=lambda texts: np.zeros((len(texts), 4), np.int32),
             image_size=8,
             batch_size=2,
-            resize_backend="numba",
+            decode=siglip_data.DecodeOptions(resize_backend="numba"),
         )
 
 
-@needs_numba
 @pytest.mark.parametrize("pixel_dtype", ["float32", "uint8"])
 def test_dataset_batches_are_identical_across_backends(tmp_path: Path, pixel_dtype: str) -> None:
     samples = []
@@ -225,8 +215,10 @@ def test_dataset_batches_are_identical_across_backends(tmp_path: Path, pixel_dty
             image_size=96,
             batch_size=2,
             shuffle=False,
-            pixel_dtype=pixel_dtype,  # type: ignore[arg-type]
-            resize_backend=backend,  # type: ignore[arg-type]
+            decode=siglip_data.DecodeOptions(
+                pixel_dtype=pixel_dtype,  # type: ignore[arg-type]
+                resize_backend=backend,  # type: ignore[arg-type]
+            ),
         )
         return [batch["pixels"] for batch in data]
 
@@ -240,7 +232,6 @@ def test_dataset_batches_are_identical_across_backends(tmp_path: Path, pixel_dty
     np.testing.assert_array_equal(fast[0][0], single)
 
 
-@needs_numba
 @pytest.mark.parametrize(
     "probe",
     [

@@ -22,7 +22,7 @@ def test_brace_range_expands_to_every_number_zero_padded(
 ) -> None:
     last = first + count - 1
     pattern = f"s-{{{first:0{width}d}..{last:0{width}d}}}.tar"
-    expanded = siglip_data.expand_braces(pattern)
+    expanded = siglip_data.resolve_shards(pattern)
     assert len(expanded) == count
     padded = width > 1 and f"{first:0{width}d}".startswith("0")
     assert expanded == [
@@ -31,15 +31,17 @@ def test_brace_range_expands_to_every_number_zero_padded(
 
 
 def test_brace_lists_and_products() -> None:
-    assert siglip_data.expand_braces("{a,b}/x-{0..1}.tar") == [
+    assert siglip_data.resolve_shards("{a,b}/x-{0..1}.tar") == [
         "a/x-0.tar",
         "a/x-1.tar",
         "b/x-0.tar",
         "b/x-1.tar",
     ]
-    assert siglip_data.expand_braces("plain.tar") == ["plain.tar"]
-    with pytest.raises(ValueError, match="descending"):
-        siglip_data.expand_braces("{5..2}")
+    assert siglip_data.resolve_shards("plain.tar") == ["plain.tar"]
+    # braceexpand (as webdataset) counts down a descending range; the old expander raised.
+    assert siglip_data.resolve_shards("s-{5..2}.tar") == [f"s-{n}.tar" for n in (5, 4, 3, 2)]
+    with pytest.raises(ValueError, match="Unbalanced braces"):
+        siglip_data.resolve_shards("s-{0..2.tar")
 
 
 def test_written_samples_read_back_identically(tmp_path: Path) -> None:

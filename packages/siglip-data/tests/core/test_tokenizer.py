@@ -11,11 +11,14 @@ from typing import Any
 import numpy as np
 import pytest
 import sentencepiece
+import transformers
 from hypothesis import given
 from hypothesis import strategies as st
 
 import siglip_data
 from siglip_data import SentencePieceTokenizer
+from siglip_data._tokenizer import DynamicPaddingWarning
+from siglip_data._tokenizer import canonicalize_text
 
 # No '<' / '>' (HF splits "</s>" typed in text as a special token) and no '▁'.
 TEXT_ALPHABET = (
@@ -82,13 +85,13 @@ def test_lowercase_and_canonicalize(spm_models: dict[str, Path]) -> None:
     assert canonical.normalize("  KaTo,   Mi! ") == "kato mi"
     assert cased.normalize("KaTo") == "KaTo"
     np.testing.assert_array_equal(canonical(["KA-TO!!  mi"]), plain(["kato mi"]))
-    assert siglip_data.canonicalize_text("A  photo; of a DOG.") == "a photo of a dog"
+    assert canonicalize_text("A  photo; of a DOG.") == "a photo of a dog"
 
 
 @given(text=texts)
 def test_canonicalize_is_idempotent_and_has_no_punctuation(text: str) -> None:
-    once = siglip_data.canonicalize_text(text)
-    assert siglip_data.canonicalize_text(once) == once
+    once = canonicalize_text(text)
+    assert canonicalize_text(once) == once
     assert not set(once) & set(string.punctuation)
     assert once == once.strip()
     assert "  " not in once
@@ -102,7 +105,6 @@ def test_canonicalize_is_idempotent_and_has_no_punctuation(text: str) -> None:
 def test_ids_equal_transformers_siglip_tokenizer_on_the_same_model_for_any_text(
     spm_models: dict[str, Path], batch: list[str]
 ) -> None:
-    transformers = pytest.importorskip("transformers")
     hf = transformers.SiglipTokenizer(str(spm_models["siglip"]), model_max_length=16)
     ours = SentencePieceTokenizer(
         spm_models["siglip"], preset="siglip", length=16, canonicalize=True
@@ -120,7 +122,6 @@ def test_siglip2_ids_equal_transformers_gemma_tokenizer_on_the_same_model_for_an
 ) -> None:
     # SigLIP 2's HF conversion: GemmaTokenizerFast(add_bos_token=False, add_eos_token=True,
     # padding_side="right") on lowercased text, padding="max_length", truncation=True.
-    transformers = pytest.importorskip("transformers")
     gemma = gemma_tokenizer(transformers, spm_models["siglip2"], tmp_path_factory)
     ours = SentencePieceTokenizer(spm_models["siglip2"], preset="siglip2", length=length)
     expected = gemma(
@@ -159,7 +160,7 @@ def test_check_token_ids_rejects_dynamic_padding_wrong_pad_and_left_padding() ->
         siglip_data.check_token_ids([[5, 1, 0, 0], [0, 0, 7, 1]], length=4, pad_id=0, eos_id=1)
     with pytest.raises(siglip_data.DynamicPaddingError, match="after its EOS"):  # left, pad = eos
         siglip_data.check_token_ids([[1, 1, 7, 1]], length=4, pad_id=1, eos_id=1)
-    with pytest.warns(siglip_data.DynamicPaddingWarning):
+    with pytest.warns(DynamicPaddingWarning):
         assert not siglip_data.check_token_ids(
             good[:, :3], length=4, pad_id=1, eos_id=1, on_error="warn"
         )

@@ -23,6 +23,9 @@ def to_jax(batch: Batch, *, sharding: jax.sharding.Sharding | None = None) -> di
         batch: a batch from :class:`~siglip_data.ImageTextDataset`.
         sharding: where to place the arrays (e.g. a ``NamedSharding`` splitting the batch axis);
             default: the default device.
+
+    Returns:
+        The batch with ``pixels`` and ``token_ids`` on the device; lists pass through.
     """
     converted = dict(batch)
     for name in ("pixels", "token_ids"):
@@ -41,6 +44,32 @@ class JaxImageTextLoader:
         dataset: the numpy dataset (this process's rank).
         prefetch: batches prepared ahead (0: no thread).
         sharding: passed to :func:`to_jax`.
+
+    Raises:
+        ValueError: ``prefetch < 0``.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> import siglip_data
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> rng = np.random.default_rng(0)
+        >>> samples = [
+        ...     (rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), f"photo {index}")
+        ...     for index in range(10)
+        ... ]
+        >>> shards = siglip_data.write_shards(samples, directory.name, samples_per_shard=3)
+        >>> def tokenizer(captions):  # any list[str] -> int32 [batch, length]
+        ...     return np.ones((len(captions), 8), dtype=np.int32)
+        >>> dataset = siglip_data.ImageTextDataset(
+        ...     shards, tokenizer=tokenizer, image_size=8, batch_size=4
+        ... )
+        >>> loader = JaxImageTextLoader(dataset, prefetch=2)
+        >>> [batch["pixels"].shape for batch in loader]  # one epoch of jax.Array batches
+        [(4, 8, 8, 3), (4, 8, 8, 3), (2, 8, 8, 3)]
+        >>> loader.epoch
+        1
+        >>> directory.cleanup()
     """
 
     def __init__(
@@ -72,12 +101,20 @@ class JaxImageTextLoader:
         return dict(self._state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from :meth:`state_dict`."""
+        """Resume from :meth:`state_dict`.
+
+        Args:
+            state: what :meth:`state_dict` returned (possibly through JSON).
+        """
         self.dataset.load_state_dict(state)
         self._state = self.dataset.state_dict()
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its beginning on the next iteration."""
+        """Start ``epoch`` from its beginning on the next iteration.
+
+        Args:
+            epoch: the epoch.
+        """
         self.dataset.set_epoch(epoch)
         self._state = self.dataset.state_dict()
 

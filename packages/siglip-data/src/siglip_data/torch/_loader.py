@@ -25,6 +25,23 @@ def to_torch(batch: Batch, *, channels_first: bool = True) -> dict[str, Any]:
     """numpy batch -> torch batch: ``pixels`` ``[B, 3, H, W]`` (NCHW), ``token_ids`` int32 ``[B, L]``.
 
     Lists (``captions``, ``keys``, ``metadata``) pass through unchanged.
+
+    Args:
+        batch: a batch from :class:`~siglip_data.ImageTextDataset` (``pixels`` ``[B, H, W, 3]``).
+        channels_first: NCHW (default) or keep NHWC.
+
+    Returns:
+        The batch with ``pixels`` and ``token_ids`` as tensors (sharing memory where possible).
+
+    Example:
+        >>> import numpy as np
+        >>> batch = {
+        ...     "pixels": np.zeros((2, 4, 4, 3), np.float32),
+        ...     "token_ids": np.ones((2, 8), np.int32),
+        ...     "keys": ["a", "b"],
+        ... }
+        >>> to_torch(batch)["pixels"].shape
+        torch.Size([2, 3, 4, 4])
     """
     pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"]))
     if channels_first:
@@ -98,11 +115,38 @@ class ImageTextLoader:
         channels_first: NCHW (default) or NHWC pixels.
         multiprocessing_context: e.g. ``"spawn"`` or ``"forkserver"`` (None: torch's default).
 
+    Raises:
+        ValueError: ``num_workers < 0``, or a dataset that is already one worker's stream.
+
     Example:
-        >>> loader = ImageTextLoader(dataset, num_workers=2)  # doctest: +SKIP
-        >>> for batch in loader:  # doctest: +SKIP
-        ...     model(batch["pixels"], batch["token_ids"])
-        ...     state = loader.state_dict()
+        >>> import tempfile
+        >>> import numpy as np
+        >>> import siglip_data
+        >>> directory = tempfile.TemporaryDirectory()
+        >>> rng = np.random.default_rng(0)
+        >>> samples = [
+        ...     (rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), f"photo {index}")
+        ...     for index in range(10)
+        ... ]
+        >>> shards = siglip_data.write_shards(samples, directory.name, samples_per_shard=3)
+        >>> def tokenizer(captions):  # any list[str] -> int32 [batch, length]
+        ...     return np.ones((len(captions), 8), dtype=np.int32)
+        >>> def make_loader():
+        ...     dataset = siglip_data.ImageTextDataset(
+        ...         shards, tokenizer=tokenizer, image_size=8, batch_size=4, seed=1
+        ...     )
+        ...     return ImageTextLoader(dataset, num_workers=0)  # 0: in this process
+        >>> loader = make_loader()
+        >>> batches = iter(loader)
+        >>> batch = next(batches)
+        >>> batch["pixels"].shape, batch["token_ids"].dtype
+        (torch.Size([4, 3, 8, 8]), torch.int32)
+        >>> state = loader.state_dict()  # e.g. saved with a checkpoint
+        >>> resumed = make_loader()
+        >>> resumed.load_state_dict(state)
+        >>> [len(batch["keys"]) for batch in resumed]  # the rest of the epoch, exactly
+        [4, 2]
+        >>> directory.cleanup()
     """
 
     def __init__(
@@ -117,10 +161,10 @@ class ImageTextLoader:
     ) -> None:
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-        if dataset.num_workers != 1 or dataset.worker_id != 0:
+        if dataset.topology.num_workers != 1 or dataset.topology.worker_id != 0:
             raise ValueError(
-                "pass the per-rank dataset (num_workers=1, worker_id=0); the loader splits it "
-                f"over its own workers, got num_workers={dataset.num_workers}"
+                "pass the per-rank dataset (Topology num_workers=1, worker_id=0); the loader "
+                f"splits it over its own workers, got {dataset.topology}"
             )
         self.dataset = dataset
         self.num_workers = num_workers
@@ -140,7 +184,11 @@ class ImageTextLoader:
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` from its beginning on the next iteration (skip counts are kept)."""
+        """Start ``epoch`` from its beginning on the next iteration (skip counts are kept).
+
+        Args:
+            epoch: the epoch.
+        """
         self._skipped_before_epoch = self.skipped
         self._epoch = epoch
         self._stream_states = {}
@@ -169,6 +217,9 @@ class ImageTextLoader:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict` (same dataset configuration and ``num_workers``).
+
+        Args:
+            state: what :meth:`state_dict` returned (possibly through JSON).
 
         Raises:
             ValueError: a state saved with a different ``num_workers``.

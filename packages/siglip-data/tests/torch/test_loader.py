@@ -7,12 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-import siglip_data  # noqa: E402
-from siglip_data.torch import ImageTextLoader  # noqa: E402
-from siglip_data.torch import TorchImageTextDataset  # noqa: E402
+import siglip_data
+from siglip_data import Topology
+from siglip_data._image import resize_bilinear_tf
+from siglip_data.torch import ImageTextLoader
+from siglip_data.torch import TorchImageTextDataset
 
 
 def make_dataset(shards: list[str], tokenizer: Any, **options: Any) -> siglip_data.ImageTextDataset:
@@ -51,7 +52,8 @@ def test_workers_and_ranks_cover_every_sample_once(
     seen = []
     for rank in range(2):
         loader = ImageTextLoader(
-            make_dataset(shards, tokenizer, rank=rank, world_size=2), num_workers=num_workers
+            make_dataset(shards, tokenizer, topology=Topology(rank=rank, world_size=2)),
+            num_workers=num_workers,
         )
         seen.extend(keys_of(list(loader)))
         assert loader.epoch == 1
@@ -127,5 +129,5 @@ def test_big_vision_bilinear_matches_torch_interpolate_without_antialias() -> No
             align_corners=False,
             antialias=False,
         )[0].permute(1, 2, 0)
-        ours = siglip_data.resize_bilinear_tf(pixels, height, width)
+        ours = resize_bilinear_tf(pixels, height, width)
         np.testing.assert_allclose(ours, expected.numpy(), atol=1e-2)  # float32 coordinate rounding

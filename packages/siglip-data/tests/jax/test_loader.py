@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
-
-import siglip_data  # noqa: E402
-from siglip_data.jax import JaxImageTextLoader  # noqa: E402
-from siglip_data.jax import to_jax  # noqa: E402
+import siglip_data
+from siglip_data.jax import JaxImageTextLoader
+from siglip_data.jax import to_jax
 
 
 def make_dataset(shards: list[str], tokenizer: Any) -> siglip_data.ImageTextDataset:
@@ -54,3 +53,27 @@ def test_resume_is_exact_despite_prefetching(
     got += [b["keys"] for b in resumed] + [b["keys"] for b in resumed]
     assert got == reference
     assert resumed.epoch == 2
+
+
+def test_batches_are_placed_on_the_given_sharding(
+    make_shards: Callable[..., list[str]], tokenizer: Any
+) -> None:
+    devices = jax.devices()
+    assert len(devices) == 8  # the fake CPU devices of conftest.py
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    shards = make_shards(16, per_shard=4)
+    dataset = siglip_data.ImageTextDataset(
+        shards, tokenizer=tokenizer, image_size=8, batch_size=8, seed=1
+    )
+    reference = list(
+        siglip_data.ImageTextDataset(
+            shards, tokenizer=tokenizer, image_size=8, batch_size=8, seed=1
+        )
+    )
+    batches = list(JaxImageTextLoader(dataset, prefetch=1, sharding=sharding))
+    assert len(batches) == len(reference) == 2
+    for ours, theirs in zip(batches, reference):
+        assert ours["pixels"].sharding == sharding
+        assert {shard.data.shape for shard in ours["pixels"].addressable_shards} == {(1, 8, 8, 3)}
+        np.testing.assert_array_equal(np.asarray(ours["token_ids"]), theirs["token_ids"])
