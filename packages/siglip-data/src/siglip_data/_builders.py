@@ -90,7 +90,8 @@ class MissingDebianPackageError(FileNotFoundError):
     Attributes:
         packages: the Debian packages to install.
         missing_files: the files that were looked for and not found.
-        command: ``"apt-get install -y <packages>"`` (run it as root).
+        command: ``"apt install -y <packages>"`` (run it as root; ``apt``, the interactive
+            front end, since a person runs it).
     """
 
     def __init__(
@@ -104,7 +105,7 @@ class MissingDebianPackageError(FileNotFoundError):
 
 def _install_command(packages: tuple[str, ...]) -> str:
     # Printed for the user to run; the library never runs it.
-    return "apt-get install -y " + " ".join(packages)
+    return "apt install -y " + " ".join(packages)
 
 
 def _debian_files(dataset: str) -> tuple[Path, ...]:
@@ -125,7 +126,7 @@ def check_debian_packages(*datasets: str) -> None:
 
     Raises:
         MissingDebianPackageError: some file is missing; ``packages`` and ``command`` cover
-            every requested dataset with a missing file, in one ``apt-get install`` line.
+            every requested dataset with a missing file, in one ``apt install`` line.
         ValueError: an unknown dataset name.
 
     Example:
@@ -135,7 +136,7 @@ def check_debian_packages(*datasets: str) -> None:
         ...     except MissingDebianPackageError as error:
         ...         return error.command
         ...     return None  # installed
-        >>> install_command("fashion-mnist") in (None, "apt-get install -y dataset-fashion-mnist")
+        >>> install_command("fashion-mnist") in (None, "apt install -y dataset-fashion-mnist")
         True
     """
     names = list(dict.fromkeys(datasets or DEBIAN_PACKAGES))
@@ -158,7 +159,7 @@ def check_debian_packages(*datasets: str) -> None:
         what = f"the {' and '.join(incomplete)} dataset" + ("s" if len(incomplete) > 1 else "")
         raise MissingDebianPackageError(
             f"{what} needs {', '.join(missing)}, which is not installed. Install the Debian "
-            f"packages with (as root; run apt-get update first on a fresh system):\n    {command}",
+            f"packages with (as root; run apt update first on a fresh system):\n    {command}",
             tuple(packages),
             tuple(missing),
         )

@@ -150,16 +150,16 @@ def test_missing_debian_package_names_the_apt_line(
     monkeypatch.setattr(_builders, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(
         siglip_data.MissingDebianPackageError,
-        match="apt-get install -y fonts-noto-color-emoji unicode-data",
+        match="apt install -y fonts-noto-color-emoji unicode-data",
     ):
         siglip_data.build_emoji(tmp_path / "out")
     with pytest.raises(
-        siglip_data.MissingDebianPackageError, match="apt-get install -y dataset-fashion-mnist"
+        siglip_data.MissingDebianPackageError, match="apt install -y dataset-fashion-mnist"
     ):
         siglip_data.build_fashion_mnist(tmp_path / "out")
     assert not (tmp_path / "out").exists()  # checked before any work
     assert main(["build", "emoji", str(tmp_path / "out")]) == 2
-    assert "apt-get install -y fonts-noto-color-emoji unicode-data" in capsys.readouterr().err
+    assert "apt install -y fonts-noto-color-emoji unicode-data" in capsys.readouterr().err
 
 
 def test_check_debian_packages_names_one_command_for_every_missing_dataset(
@@ -170,7 +170,7 @@ def test_check_debian_packages_names_one_command_for_every_missing_dataset(
     with pytest.raises(siglip_data.MissingDebianPackageError) as caught:
         siglip_data.check_debian_packages()  # every dataset
     error = caught.value
-    command = "apt-get install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
+    command = "apt install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
     assert error.command == command
     assert str(error).endswith(command)
     assert error.packages == ("fonts-noto-color-emoji", "unicode-data", "dataset-fashion-mnist")
@@ -179,7 +179,7 @@ def test_check_debian_packages_names_one_command_for_every_missing_dataset(
     assert (str(copy), copy.command) == (str(error), error.command)
     with pytest.raises(siglip_data.MissingDebianPackageError) as only_fashion:
         siglip_data.check_debian_packages("fashion-mnist", "fashion-mnist")
-    assert only_fashion.value.command == "apt-get install -y dataset-fashion-mnist"
+    assert only_fashion.value.command == "apt install -y dataset-fashion-mnist"
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
         siglip_data.check_debian_packages("mnist")
 
