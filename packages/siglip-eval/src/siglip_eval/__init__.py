@@ -15,10 +15,8 @@ from ._datasets import RetrievalDataset
 from ._datasets import classification_arrays
 from ._datasets import image_folder
 from ._datasets import karpathy_json
-from ._datasets import resize_center_crop
 from ._datasets import retrieval_arrays
 from ._datasets import retrieval_jsonl
-from ._datasets import squash_resize
 from ._encoders import EmbeddingCache
 from ._encoders import Encoder
 from ._encoders import ImageTextEncoder
@@ -92,7 +90,6 @@ __all__ = [
     "linear_probe",
     "per_class_recall",
     "recall_at_k",
-    "resize_center_crop",
     "retrieval_arrays",
     "retrieval_from_embeddings",
     "retrieval_jsonl",
@@ -100,7 +97,6 @@ __all__ = [
     "retrieval_rank_parts",
     "retrieval_ranks",
     "retrieval_shards",
-    "squash_resize",
     "zeroshot_from_embeddings",
     "zeroshot_metrics",
     "zeroshot_scores",
