@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -26,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from siglip_eval._atomic import atomic_write_bytes
 
 ImageEncoderFn = Callable[[np.ndarray], Any]
 TextEncoderFn = Callable[[list[str]], Any]
@@ -208,29 +209,14 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "x"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 class EmbeddingCache:
     """``.npy`` embeddings on disk, keyed by model name + dataset name + what was embedded.
 
     Each entry is ``<model>__<dataset>__<kind>__<hash>.npy`` plus a ``.json`` sidecar holding the
-    item keys (and labels) it was computed for; both are written atomically (temporary file +
-    ``os.replace``), so an interrupted run never leaves a truncated entry. A hit whose sidecar
-    does not match the requested items is ignored and recomputed.
+    item keys (and labels) it was computed for; both are written atomically and durably (temporary
+    file in the same folder, ``fsync``, rename, ``fsync`` of the folder), array first, so an
+    interrupted run or a power loss never leaves a truncated entry. An entry whose sidecar is
+    missing or does not match its array is a miss and is recomputed.
 
     Args:
         directory: folder for the cache (created on first write).
@@ -281,3 +267,21 @@ class EmbeddingCache:
         atomic_write_bytes(
             array_path.with_suffix(".json"), json.dumps(record, ensure_ascii=False).encode("utf-8")
         )
+
+
+def as_encoder(encoder: Any) -> Encoder:
+    """``encoder`` itself, or an ``Encoder`` over any object with the two methods."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    if not (
+        callable(getattr(encoder, "encode_images", None))
+        and callable(getattr(encoder, "encode_texts", None))
+    ):
+        raise TypeError(
+            f"encoder: expected an Encoder or an object with encode_images and encode_texts, got {type(encoder).__name__}"
+        )
+    return Encoder(
+        encode_images=encoder.encode_images,
+        encode_texts=encoder.encode_texts,
+        name=str(getattr(encoder, "name", type(encoder).__name__)),
+    )
