@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ._datasets import ClassificationDataset
-from ._datasets import check_every_class_present
-from ._encoders import EmbeddingCache
-from ._encoders import Encoder
-from ._validation import check_embeddings
-from ._zeroshot import _as_encoder
-from ._zeroshot import embed_classification
+from siglip_eval._datasets import ClassificationDataset
+from siglip_eval._encoders import EmbeddingCache
+from siglip_eval._encoders import Encoder
+from siglip_eval._encoders import as_encoder
+from siglip_eval._metrics import l2_normalize
+from siglip_eval._validation import check_embeddings
+from siglip_eval._validation import check_every_class_present
+from siglip_eval._zeroshot import embed_classification
 
 COARSE_LOG10_C = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)
 
@@ -83,9 +84,8 @@ def _stratified_split(
 
 def _features(name: str, array: Any, normalize: bool, dataset: str) -> np.ndarray:
     matrix = check_embeddings(name, array, dataset=dataset)
-    if normalize:
-        matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix
+    # check_embeddings has rejected all-zero rows, so every row comes out with norm 1.
+    return l2_normalize(matrix) if normalize else matrix
 
 
 def linear_probe(
@@ -280,7 +280,7 @@ def evaluate_linear_probe(
     Raises:
         ValueError: the splits have different class lists, or a class has no images.
     """
-    encoder = _as_encoder(encoder)
+    encoder = as_encoder(encoder)
     splits = [train, test] + ([val] if val is not None else [])
     for split in splits[1:]:
         if list(split.class_names) != list(train.class_names):

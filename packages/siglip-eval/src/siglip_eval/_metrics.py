@@ -27,35 +27,55 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import check_embeddings
-from ._validation import check_ks
-from ._validation import check_labels
-from ._validation import check_ties
+from siglip_eval._validation import check_embeddings
+from siglip_eval._validation import check_ks
+from siglip_eval._validation import check_labels
+from siglip_eval._validation import check_ties
 
 # Rows of a score matrix computed at once: bounds memory at ROW_CHUNK x candidates float64.
 ROW_CHUNK = 1024
 
 
-def l2_normalize(embeddings: Any) -> np.ndarray:
-    """Rows scaled to unit L2 norm, in float64.
+# The smallest norm divided by: a zero row stays zero instead of becoming NaN.
+EPSILON = 1e-8
 
-    ``x / ||x||_2`` per row.
+
+def l2_normalize(embeddings: Any) -> np.ndarray:
+    """Rows scaled to unit L2 norm: ``x / max(||x||_2, eps)`` with ``eps = 1e-8``.
+
+    The toolkit's one normalisation rule: computed in float32 (float64 for float64 input) and
+    returned in the input's dtype; a zero row gives a zero row, never NaN and never an error.
+    The metrics reject zero and NaN rows before they get here (``check_embeddings``), with a
+    message naming the row.
 
     Args:
-        embeddings: ``[rows, dim]`` real array with finite, non-zero rows.
+        embeddings: ``[rows, dim]`` floating-point array (any leading shape; the last axis is
+            normalised).
 
     Returns:
-        ``[rows, dim]`` float64 array whose rows have norm 1.
+        ``[rows, dim]`` array of the input's dtype; non-zero rows have norm 1.
 
     Raises:
-        ValueError: a row is all zero, or holds NaN/inf.
+        TypeError: ``embeddings`` holds integers, booleans or anything but real floats.
 
     Example:
-        >>> l2_normalize([[3.0, 4.0]]).tolist()
-        [[0.6, 0.8]]
+        >>> import numpy as np
+        >>> from siglip_eval._metrics import l2_normalize
+        >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+        [[0.6, 0.8], [0.0, 0.0]]
     """
-    matrix = check_embeddings("embeddings", embeddings)
-    normalized: np.ndarray = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    array = np.asarray(embeddings)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            f"embeddings: expected a floating-point array, got dtype {array.dtype}"
+            " (convert integer embeddings to float first)"
+        )
+    compute = np.float64 if array.dtype == np.float64 else np.float32
+    values: np.ndarray = array.astype(compute, copy=False)
+    norms = np.sqrt(np.sum(values * values, axis=-1, keepdims=True))
+    normalized: np.ndarray = (values / np.maximum(norms, compute(EPSILON))).astype(
+        array.dtype, copy=False
+    )
     return normalized
 
 

@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from ._datasets import RetrievalDataset
-from ._encoders import EmbeddingCache
-from ._encoders import Encoder
-from ._encoders import embed_image_batches
-from ._encoders import embed_texts
-from ._metrics import recall_at_k
-from ._metrics import retrieval_rank_parts
-from ._validation import check_ks
-from ._validation import check_ties
-from ._zeroshot import _as_encoder
+from siglip_eval._datasets import RetrievalDataset
+from siglip_eval._encoders import EmbeddingCache
+from siglip_eval._encoders import Encoder
+from siglip_eval._encoders import as_encoder
+from siglip_eval._encoders import embed_image_batches
+from siglip_eval._encoders import embed_texts
+from siglip_eval._metrics import recall_at_k
+from siglip_eval._metrics import retrieval_rank_parts
+from siglip_eval._validation import check_ks
+from siglip_eval._validation import check_ties
 
 
 @dataclasses.dataclass
@@ -210,7 +210,7 @@ def evaluate_retrieval(
         ValueError: empty dataset, an image without captions, NaN embeddings (named by item).
     """
     image_emb, text_emb, mapping, keys = embed_retrieval(
-        _as_encoder(encoder),
+        as_encoder(encoder),
         dataset,
         batch_size=batch_size,
         text_batch_size=text_batch_size,
