@@ -68,18 +68,31 @@ class LinearProbeResult:
 
 
 def _stratified_split(
-    labels: np.ndarray, fraction: float, seed: int
+    labels: np.ndarray, fraction: float, seed: int, *, dataset: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    train_rows: list[np.ndarray] = []
-    val_rows: list[np.ndarray] = []
-    for label in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        count = round(fraction * rows.size) if rows.size > 1 else 0
-        count = min(count, rows.size - 1)
-        val_rows.append(rows[:count])
-        train_rows.append(rows[count:])
-    return np.sort(np.concatenate(train_rows)), np.sort(np.concatenate(val_rows))
+    """``(fit_rows, val_rows)``: scikit-learn's seeded stratified split of ``labels: [train]``.
+
+    A class with a single image cannot be stratified (scikit-learn refuses it); it stays in the
+    fitting part.
+    """
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(labels.size)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    splittable = counts[inverse] > 1
+    try:
+        fit_rows, val_rows = train_test_split(
+            rows[splittable],
+            test_size=fraction,
+            stratify=labels[splittable],
+            random_state=seed,
+        )
+    except ValueError as error:  # fewer held-out (or kept) images than classes, or none at all
+        raise ValueError(
+            f"train_labels (dataset {dataset!r}): too few images to hold out a stratified"
+            f" {fraction:g} validation split ({error}); pass val_features"
+        ) from error
+    return np.sort(np.concatenate([fit_rows, rows[~splittable]])), np.sort(val_rows)
 
 
 def _features(name: str, array: Any, normalize: bool, dataset: str) -> np.ndarray:
@@ -157,11 +170,7 @@ def linear_probe(
     if val_features is None:
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a value in (0, 1), got {val_fraction}")
-        fit_rows, val_rows = _stratified_split(train_y, val_fraction, seed)
-        if val_rows.size == 0:
-            raise ValueError(
-                f"train_labels (dataset {dataset!r}): too few images to hold out a validation split; pass val_features"
-            )
+        fit_rows, val_rows = _stratified_split(train_y, val_fraction, seed, dataset=dataset)
         fit_x, fit_y, val_x, val_y = (
             train_x[fit_rows],
             train_y[fit_rows],
