@@ -35,6 +35,7 @@ from siglip_eval._shards import built_dataset
 from siglip_eval._shards import classification_shards
 from siglip_eval._shards import retrieval_shards
 from siglip_eval._templates import IMAGENET_TEMPLATES
+from siglip_eval._templates import fill_templates
 from siglip_eval._zeroshot import ZeroShotResult
 from siglip_eval._zeroshot import class_embeddings
 from siglip_eval._zeroshot import evaluate_zeroshot
@@ -60,6 +61,7 @@ __all__ = [
     "evaluate_linear_probe",
     "evaluate_retrieval",
     "evaluate_zeroshot",
+    "fill_templates",
     "image_folder",
     "karpathy_json",
     "linear_probe",
