@@ -51,6 +51,7 @@ class Encoder:
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import Encoder
         >>> encoder = Encoder(
         ...     encode_images=lambda pixels: pixels.reshape(len(pixels), -1)[:, :4],
         ...     encode_texts=lambda texts: np.ones((len(texts), 4)),
@@ -196,6 +197,7 @@ def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable parts (used in cache keys).
 
     Example:
+        >>> from siglip_eval._encoders import fingerprint
         >>> fingerprint(["a photo of a {c}."], ["cat", "dog"]) == fingerprint(
         ...     ["a photo of a {c}."], ["cat", "dog"]
         ... )
@@ -222,7 +224,9 @@ class EmbeddingCache:
         directory: folder for the cache (created on first write).
 
     Example:
-        >>> import numpy as np, tempfile
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from siglip_eval import EmbeddingCache
         >>> cache = EmbeddingCache(tempfile.mkdtemp())
         >>> cache.save("m", "d", "images", np.ones((2, 3), np.float32), {"keys": ["a", "b"]})
         >>> cache.load("m", "d", "images")[0].shape
@@ -233,11 +237,31 @@ class EmbeddingCache:
         self.directory = Path(directory)
 
     def path(self, model: str, dataset: str, kind: str) -> Path:
+        """Where the entry for ``(model, dataset, kind)`` lives (it may not exist yet).
+
+        Args:
+            model: the encoder's name.
+            dataset: the dataset's name.
+            kind: what was embedded (``"images"``, ``"captions"``, a class-embedding key).
+
+        Returns:
+            The ``.npy`` path; its JSON sidecar has the same stem.
+        """
         digest = fingerprint(model, dataset, kind)
         return self.directory / f"{_safe(model)}__{_safe(dataset)}__{_safe(kind)}__{digest}.npy"
 
     def load(self, model: str, dataset: str, kind: str) -> tuple[np.ndarray, dict[str, Any]] | None:
-        """The cached ``(embeddings, metadata)`` or ``None`` on a miss."""
+        """The cached ``(embeddings, metadata)`` of ``(model, dataset, kind)``.
+
+        Args:
+            model: the encoder's name.
+            dataset: the dataset's name.
+            kind: what was embedded.
+
+        Returns:
+            ``(embeddings [rows, dim], metadata)``, or None on a miss (no entry, no sidecar, or a
+            sidecar whose row count does not match the array).
+        """
         array_path = self.path(model, dataset, kind)
         meta_path = array_path.with_suffix(".json")
         if not (array_path.exists() and meta_path.exists()):
@@ -251,7 +275,16 @@ class EmbeddingCache:
     def save(
         self, model: str, dataset: str, kind: str, embeddings: np.ndarray, metadata: dict[str, Any]
     ) -> None:
-        """Store ``embeddings: [rows, dim]`` with JSON ``metadata`` atomically."""
+        """Store ``embeddings`` and a JSON sidecar atomically (array first, sidecar last).
+
+        Args:
+            model: the encoder's name.
+            dataset: the dataset's name.
+            kind: what was embedded.
+            embeddings: ``[rows, dim]`` array.
+            metadata: JSON-serialisable facts about the rows (item keys, labels); ``rows``,
+                ``model``, ``dataset`` and ``kind`` are added.
+        """
         array_path = self.path(model, dataset, kind)
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(embeddings), allow_pickle=False)

@@ -38,7 +38,9 @@ class LinearProbeResult:
         best_c: the chosen inverse regularisation strength C (= 1 / lambda).
         sweep: ``[(C, validation top-1, validation cross-entropy)]`` in the order tried.
         converged: False if any L-BFGS fit hit ``max_iter`` (scikit-learn's ConvergenceWarning).
-        num_train, num_val, num_test: split sizes.
+        num_train: images the sweep fitted on.
+        num_val: validation images.
+        num_test: test images.
     """
 
     dataset: str
@@ -51,6 +53,7 @@ class LinearProbeResult:
     num_test: int
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: metrics, chosen C, the sweep, convergence and split sizes."""
         return {
             "task": "linear-probe",
             "dataset": self.dataset,
@@ -124,14 +127,19 @@ def linear_probe(
     accuracy; ties go to the lowest validation cross-entropy).
 
     Args:
-        train_features: ``[train, dim]``; train_labels: ``[train]`` int.
-        test_features: ``[test, dim]``; test_labels: ``[test]`` int.
-        val_features / val_labels: a separate validation split; default: a stratified
-            ``val_fraction`` of the training split (seeded).
+        train_features: ``[train, dim]`` image features.
+        train_labels: ``[train]`` int classes.
+        test_features: ``[test, dim]`` image features.
+        test_labels: ``[test]`` int classes.
+        val_features: ``[val, dim]`` features of a separate validation split; default (None): a
+            stratified ``val_fraction`` of the training split
+            (``sklearn.model_selection.train_test_split(stratify=...)``, seeded).
+        val_labels: ``[val]`` int classes of ``val_features``.
+        val_fraction: share of each class held out for validation when ``val_features`` is None.
         normalize: L2-normalise the features first (CLIP_benchmark's default).
         refinements: halvings of the C step after the coarse grid.
         max_iter: L-BFGS iterations per fit (CLIP used 1,000).
-        seed: seed of the validation split.
+        seed: seed of the validation split (scikit-learn's ``random_state``).
         dataset: name used in errors and the report.
 
     Returns:
@@ -143,6 +151,7 @@ def linear_probe(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import linear_probe
         >>> rng = np.random.default_rng(0)
         >>> centers = rng.normal(size=(3, 8)) * 3
         >>> labels = rng.integers(0, 3, size=120)
@@ -285,6 +294,20 @@ def evaluate_linear_probe(
     **probe_options: Any,
 ) -> LinearProbeResult:
     """Embed ``train`` / ``val`` / ``test`` with ``encoder``'s image tower and run ``linear_probe``.
+
+    Args:
+        encoder: the model (``Encoder`` or any object with ``encode_images``/``encode_texts``).
+        train: labelled training images.
+        test: labelled test images (same class list).
+        val: labelled validation images; default: a stratified share of ``train``.
+        batch_size: images per ``encode_images`` call.
+        cache: optional ``EmbeddingCache``; image embeddings are reused across runs.
+        progress: progress bars while embedding.
+        **probe_options: keyword arguments of ``linear_probe`` (``val_fraction``, ``normalize``,
+            ``refinements``, ``max_iter``, ``seed``).
+
+    Returns:
+        ``LinearProbeResult`` on ``test``.
 
     Raises:
         ValueError: the splits have different class lists, or a class has no images.

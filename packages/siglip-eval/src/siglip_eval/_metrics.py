@@ -168,6 +168,7 @@ def classification_ranks(scores: Any, labels: Any, *, ties: str = "index") -> np
         ``[images]`` int64 ranks in ``[0, classes)``.
 
     Example:
+        >>> from siglip_eval._metrics import classification_ranks
         >>> classification_ranks([[0.1, 0.9, 0.5]], [2]).tolist()
         [1]
     """
@@ -187,6 +188,7 @@ def confusion_matrix(labels: Any, predictions: Any, *, num_classes: int) -> np.n
         ``[C, C]`` int64 matrix; row ``c`` sums to the number of images of class ``c``.
 
     Example:
+        >>> from siglip_eval._metrics import confusion_matrix
         >>> confusion_matrix([0, 0, 1], [0, 1, 1], num_classes=2).tolist()
         [[1, 1], [0, 1]]
     """
@@ -228,6 +230,7 @@ def zeroshot_scores(
         ``[images, classes]`` float64 scores.
 
     Example:
+        >>> from siglip_eval._metrics import zeroshot_scores
         >>> zeroshot_scores([[1.0, 0.0]], [[2.0, 0.0], [0.0, 1.0]], scale=10.0, bias=-5.0).tolist()
         [[5.0, -5.0]]
     """
@@ -270,6 +273,7 @@ def zeroshot_metrics(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import zeroshot_metrics
         >>> metrics = zeroshot_metrics(np.eye(3), np.eye(3), [0, 1, 1])
         >>> metrics["top1"], metrics["mean_per_class_recall"]
         (0.6666666666666666, 0.75)
@@ -397,6 +401,7 @@ def recall_at_k(ranks: Any, k: int) -> float:
     """Fraction of queries whose first relevant item ranks within the first ``k``: ``mean(rank < k)``.
 
     Example:
+        >>> from siglip_eval._metrics import recall_at_k
         >>> recall_at_k([0, 3, 9], 5)
         0.6666666666666666
     """
@@ -438,6 +443,7 @@ def retrieval_metrics(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import retrieval_metrics
         >>> retrieval_metrics(np.eye(2), np.eye(2)[[0, 0, 1]], [0, 0, 1], ks=(1,))
         {'image_to_text_R@1': 1.0, 'text_to_image_R@1': 1.0}
     """

@@ -62,6 +62,7 @@ def class_embeddings(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import class_embeddings
         >>> table = {
         ...     "a cat": [1.0, 0.0],
         ...     "the cat": [3.0, 1.0],
@@ -113,7 +114,8 @@ class ZeroShotResult:
         class_names: ``[classes]``.
         per_class_accuracy: ``[classes]`` recall of each class.
         confusion: ``[classes, classes]`` int counts ``[true, predicted]``.
-        labels: ``[images]`` true classes; ``predictions``: ``[images]`` argmax classes.
+        labels: ``[images]`` true classes.
+        predictions: ``[images]`` argmax classes.
         keys: ``[images]`` item names.
         templates: the prompts used.
         tied_images: images whose true class tied with another class at the top-5 boundary (their
@@ -166,12 +168,17 @@ def zeroshot_from_embeddings(
     """Zero-shot result (metrics, per-class accuracy, confusion matrix) from embeddings.
 
     Args:
-        image_emb: ``[images, dim]``; class_emb: ``[classes, dim]``; labels: ``[images]`` int.
+        image_emb: ``[images, dim]`` image embeddings.
+        class_emb: ``[classes, dim]`` class embeddings (e.g. from ``class_embeddings``).
+        labels: ``[images]`` int true classes.
         class_names: ``[classes]``.
         dataset: name used in errors and the report.
         keys: ``[images]`` item names for errors (defaults to row numbers).
         templates: the prompts behind ``class_emb`` (recorded in the report).
         ties: tie rule for top-k (``zeroshot_metrics``).
+
+    Returns:
+        ``ZeroShotResult`` with the metrics, per-class accuracy, confusion matrix and predictions.
 
     Raises:
         ValueError: a class without images, a NaN/zero embedding (named by item), shape mismatch.
@@ -288,10 +295,14 @@ def evaluate_zeroshot(
         encoder: the model (``Encoder`` or any object with ``encode_images``/``encode_texts``).
         dataset: labelled images (``image_folder``, ``classification_shards``, ``classification_arrays``).
         templates: prompts with ``{c}``; ``IMAGENET_TEMPLATES`` (80) or ``ONE_TEMPLATE``.
-        batch_size: images per ``encode_images`` call; text_batch_size: prompts per call.
+        batch_size: images per ``encode_images`` call.
+        text_batch_size: prompts per ``encode_texts`` call.
         cache: optional ``EmbeddingCache``; image and class embeddings are reused across runs.
         progress: progress bars while embedding.
         ties: tie rule for top-k.
+
+    Returns:
+        ``ZeroShotResult``.
 
     Raises:
         ValueError: empty dataset, a class with no images, NaN embeddings (named by item).
