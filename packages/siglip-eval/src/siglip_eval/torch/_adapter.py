@@ -127,8 +127,8 @@ def transformers_encoder(
 
     Texts are tokenized with ``padding="max_length", max_length=max_length, truncation=True``:
     SigLIP pools the last position and has no attention mask, so dynamic padding silently ruins
-    zero-shot accuracy (user-pain item 1). Lowercase SigLIP 2 text yourself if your tokenizer
-    does not (model-spec 2.1). ``get_image_features``' newer output objects are unwrapped.
+    zero-shot accuracy. SigLIP 2 was trained on lowercased text: lowercase it yourself if your
+    tokenizer does not. ``get_image_features``' newer output objects are unwrapped.
 
     Args:
         model: ``transformers.SiglipModel`` (or anything with ``get_image_features`` /
