@@ -1,7 +1,8 @@
 """Test harness for siglip-eval: hypothesis profiles and a toy encoder with known embeddings.
 
-Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``ci``): ``ci`` is derandomized
-(the same examples on every run) with no deadline; ``dev`` is random with more examples.
+Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``ci``, the same rule in every
+package): ``ci`` is derandomized (the same 20 examples on every run) with no deadline; ``dev`` is
+random with 200 examples. Tests set no example counts of their own above the profile's.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ settings.register_profile(
     deadline=None,
     database=None,
     print_blob=True,
+    max_examples=20,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "dev", deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow]
+    "dev", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

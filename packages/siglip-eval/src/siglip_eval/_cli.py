@@ -20,15 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from ._datasets import ClassificationDataset
-from ._datasets import RetrievalDataset
-from ._datasets import image_folder
-from ._datasets import karpathy_json
-from ._datasets import retrieval_jsonl
-from ._encoders import EmbeddingCache
-from ._encoders import Encoder
-from ._templates import TEMPLATE_SETS
-from ._templates import get_templates
+from siglip_eval._datasets import ClassificationDataset
+from siglip_eval._datasets import RetrievalDataset
+from siglip_eval._datasets import image_folder
+from siglip_eval._datasets import karpathy_json
+from siglip_eval._datasets import retrieval_jsonl
+from siglip_eval._encoders import EmbeddingCache
+from siglip_eval._encoders import Encoder
+from siglip_eval._templates import TEMPLATE_SETS
+from siglip_eval._templates import get_templates
 
 
 class UsageError(ValueError):
@@ -42,20 +42,6 @@ def _split_spec(spec: str) -> tuple[str, str]:
             f"dataset: expected KIND:PATH (e.g. image-folder:/data/pets), got {spec!r}"
         )
     return kind, rest
-
-
-def _preprocess(args: argparse.Namespace, image_size: int) -> Any:
-    try:
-        import siglip_data
-    except ImportError:
-        if args.resample != "bicubic":
-            raise UsageError(
-                "--resample other than bicubic needs siglip-data: pip install 'siglip-eval[data]'"
-            ) from None
-        return None
-    return lambda image: siglip_data.preprocess_image(
-        image, size=image_size, resample=args.resample
-    )
 
 
 def _class_names_file(path: str | None) -> list[str] | None:
@@ -73,14 +59,14 @@ def classification_dataset(
     spec: str, args: argparse.Namespace, image_size: int
 ) -> tuple[ClassificationDataset, tuple[str, ...] | None]:
     """The classification dataset named by ``spec`` and, for built datasets, their templates."""
-    from ._shards import built_dataset
-    from ._shards import classification_shards
+    from siglip_eval._shards import built_dataset
+    from siglip_eval._shards import classification_shards
 
     kind, path = _split_spec(spec)
     names = _class_names_file(args.class_names)
     if kind == "image-folder":
         return image_folder(
-            path, image_size=image_size, class_names=names, preprocess=_preprocess(args, image_size)
+            path, image_size=image_size, class_names=names, resample=args.resample
         ), None
     if kind == "built":
         directory, _, split = path.partition(":")
@@ -113,11 +99,10 @@ def classification_dataset(
 
 def retrieval_dataset(spec: str, args: argparse.Namespace, image_size: int) -> RetrievalDataset:
     """The retrieval dataset named by ``spec``."""
-    from ._shards import built_dataset
-    from ._shards import retrieval_shards
+    from siglip_eval._shards import built_dataset
+    from siglip_eval._shards import retrieval_shards
 
     kind, path = _split_spec(spec)
-    preprocess = _preprocess(args, image_size)
     if kind == "karpathy":
         if args.image_root is None:
             raise UsageError(
@@ -129,11 +114,11 @@ def retrieval_dataset(spec: str, args: argparse.Namespace, image_size: int) -> R
             image_size=image_size,
             split=args.split,
             captions_per_image=args.captions_per_image,
-            preprocess=preprocess,
+            resample=args.resample,
         )
     if kind == "jsonl":
         return retrieval_jsonl(
-            path, image_size=image_size, image_root=args.image_root, preprocess=preprocess
+            path, image_size=image_size, image_root=args.image_root, resample=args.resample
         )
     if kind == "shards":
         return retrieval_shards(path, image_size=image_size, resample=args.resample)
@@ -157,12 +142,13 @@ def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
     """``(encoder, image_size)`` for ``--model`` with ``--backend`` and ``--tokenizer``."""
     if args.tokenizer is None:
         raise UsageError("--tokenizer: a SentencePiece .model file is needed to embed text")
+    from siglip_data import SentencePieceTokenizer
+
     try:
-        from siglip_data import SentencePieceTokenizer
         from siglip_models import read_hf_config
     except ImportError as error:
         raise UsageError(
-            f"--model needs siglip-models and siglip-data: pip install 'siglip-eval[torch,data]' ({error})"
+            f"--model needs siglip-models: pip install 'siglip-eval[torch]' or 'siglip-eval[flax]' ({error})"
         ) from None
     if str(args.model).endswith(".npz"):
         raise UsageError(
@@ -177,14 +163,14 @@ def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
     if args.backend == "torch":
         import torch
 
-        from .torch import from_pretrained
+        from siglip_eval.torch import from_pretrained
 
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
             args.dtype
         ]
         encoder, model = from_pretrained(args.model, tokenizer, device=args.device, dtype=dtype)
     else:
-        from .flax import from_pretrained as flax_from_pretrained
+        from siglip_eval.flax import from_pretrained as flax_from_pretrained
 
         encoder, model = flax_from_pretrained(args.model, tokenizer)
     return encoder, int(args.image_size or model.config.vision.image_size)
@@ -201,8 +187,8 @@ def _load_npz(path: str, required: Sequence[str]) -> dict[str, np.ndarray]:
 
 
 def _finish(result: Any, args: argparse.Namespace, context: dict[str, Any]) -> int:
-    from ._report import markdown_summary
-    from ._report import write_report
+    from siglip_eval._report import markdown_summary
+    from siglip_eval._report import write_report
 
     plots = not args.no_plots
     if plots:
@@ -231,8 +217,8 @@ def _context(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
-    from ._zeroshot import evaluate_zeroshot
-    from ._zeroshot import zeroshot_from_embeddings
+    from siglip_eval._zeroshot import evaluate_zeroshot
+    from siglip_eval._zeroshot import zeroshot_from_embeddings
 
     if args.embeddings is not None:
         arrays = _load_npz(args.embeddings, ("image_emb", "class_emb", "labels", "class_names"))
@@ -269,8 +255,8 @@ def run_zeroshot(args: argparse.Namespace) -> int:
 
 
 def run_retrieval(args: argparse.Namespace) -> int:
-    from ._retrieval import evaluate_retrieval
-    from ._retrieval import retrieval_from_embeddings
+    from siglip_eval._retrieval import evaluate_retrieval
+    from siglip_eval._retrieval import retrieval_from_embeddings
 
     ks = tuple(int(k) for k in args.ks.split(","))
     if args.embeddings is not None:
@@ -299,8 +285,8 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
 
 def run_linear_probe(args: argparse.Namespace) -> int:
-    from ._linear_probe import evaluate_linear_probe
-    from ._linear_probe import linear_probe
+    from siglip_eval._linear_probe import evaluate_linear_probe
+    from siglip_eval._linear_probe import linear_probe
 
     if args.embeddings is not None:
         arrays = _load_npz(
@@ -374,7 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--resample",
             default="bicubic",
             choices=("bicubic", "bilinear", "pil_bilinear"),
-            help="resize kernel (bilinear = big_vision's tf.image.resize; needs siglip-data)",
+            help="siglip_data.preprocess_image kernel (bicubic = Hugging Face's SigLIP processor,"
+            " bilinear = big_vision's tf.image.resize)",
         )
         sub.add_argument("--batch-size", type=int, default=64)
         sub.add_argument("--cache", help="folder for the .npy embedding cache")
@@ -433,7 +420,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, FileNotFoundError, ValueError, ImportError) as error:
         print(f"siglip-eval {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

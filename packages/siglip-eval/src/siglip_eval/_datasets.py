@@ -7,12 +7,17 @@ item keys, and labels or captions), so 50,000 ImageNet images never sit in memor
 - an image folder with one sub-folder per class (``image_folder``),
 - the Karpathy-split JSON of COCO / Flickr30k (``karpathy_json``) and a JSON-lines file
   (``retrieval_jsonl``),
-- siglip-data WebDataset shards (``classification_shards``, ``retrieval_shards``; extra ``[data]``).
+- siglip-data WebDataset shards (``classification_shards``, ``retrieval_shards``).
+
+Every reader decodes and resizes through one pipeline, ``siglip_data.preprocess_image`` (EXIF
+orientation, transparency on white, 16-bit scaling, squash resize, ``x * 2 / 255 - 1``), so the
+reader you pick never changes the pixels.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -20,12 +25,26 @@ from collections.abc import Iterator
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from typing import Literal
 
 import numpy as np
+from PIL import Image
+from PIL import UnidentifiedImageError
+
+from siglip_data import RESAMPLE_METHODS
+from siglip_data import normalize_uint8_pixels
+from siglip_data import preprocess_image
+from siglip_eval._validation import check_captions
+from siglip_eval._validation import check_class_names
+from siglip_eval._validation import check_every_class_present
+from siglip_eval._validation import stack_pixels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
 
-Preprocess = Callable[[Any], np.ndarray]
+# PIL image -> [height, width, 3] float32 in [-1, 1].
+Preprocess = Callable[[Image.Image], np.ndarray]
+# siglip_data.preprocess_image kernels (siglip_data.RESAMPLE_METHODS).
+Resample = Literal["bicubic", "bilinear", "pil_bilinear"]
 
 
 @dataclasses.dataclass
@@ -64,85 +83,21 @@ class ClassificationDataset:
 
 @dataclasses.dataclass
 class RetrievalDataset:
-    """Images with one or more captions each: ``batches`` yields ``ImageBatch`` with ``captions``."""
+    """Images with one or more captions each: ``batches`` yields ``ImageBatch`` with ``captions``.
+
+    Attributes:
+        name: dataset name (errors, cache keys, reports).
+        batches: ``batch_size -> Iterator[ImageBatch]``; may be called once per evaluation.
+        size: number of images when known (progress bar), else None.
+    """
 
     name: str
     batches: Callable[[int], Iterator[ImageBatch]]
     size: int | None = None
 
 
-def squash_resize(image: Any, *, size: int, resample: str = "bicubic") -> np.ndarray:
-    """A PIL image made upright (EXIF), put on white if transparent, squash-resized to
-    ``size x size`` (aspect ratio not kept, no crop) and mapped to [-1, 1].
-
-    This is the SigLIP input convention (big_vision ``resize(size)|value_range(-1, 1)``; Hugging
-    Face processors use the same squash resize with bicubic for SigLIP and bilinear for SigLIP 2).
-    ``x -> x / 127.5 - 1``.
-
-    Args:
-        image: a ``PIL.Image.Image`` (any mode; converted to RGB).
-        size: output side in pixels.
-        resample: ``"bicubic"``, ``"bilinear"`` or ``"nearest"``.
-
-    Returns:
-        ``[size, size, 3]`` float32 in [-1, 1].
-    """
-    from PIL import Image
-
-    filters = {
-        "bicubic": Image.Resampling.BICUBIC,
-        "bilinear": Image.Resampling.BILINEAR,
-        "nearest": Image.Resampling.NEAREST,
-    }
-    if resample not in filters:
-        raise ValueError(f"resample: expected one of {sorted(filters)}, got {resample!r}")
-    if not isinstance(size, int) or size < 1:
-        raise ValueError(f"size: expected a positive int, got {size!r}")
-    from PIL import ImageOps
-
-    upright = ImageOps.exif_transpose(image) or image
-    if upright.mode in ("RGBA", "LA", "PA") or (
-        upright.mode == "P" and "transparency" in upright.info
-    ):
-        # Transparent pixels are shown on white, as image viewers and the HF processors do.
-        rgba = upright.convert("RGBA")
-        rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-        rgb.paste(rgba, mask=rgba.getchannel("A"))
-    else:
-        rgb = upright.convert("RGB")
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), filters[resample])
-    return np.asarray(rgb, dtype=np.float32) / 127.5 - 1.0
-
-
-def resize_center_crop(
-    image: Any, *, size: int, crop_fraction: float = 0.875, resample: str = "bilinear"
-) -> np.ndarray:
-    """big_vision's ImageNet zero-shot evaluation input: ``resize(size / crop_fraction)`` then
-    ``central_crop(size)``, mapped to [-1, 1] (``configs/proj/image_text/common.py``).
-
-    Args:
-        image: a ``PIL.Image.Image``.
-        size: output side.
-        crop_fraction: kept fraction of the resized side (0.875 in big_vision).
-        resample: resize kernel (see ``squash_resize``).
-
-    Returns:
-        ``[size, size, 3]`` float32 in [-1, 1].
-    """
-    if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction: expected a value in (0, 1], got {crop_fraction}")
-    large = max(size, round(size / crop_fraction))
-    pixels = squash_resize(image, size=large, resample=resample)
-    offset = (large - size) // 2
-    return np.ascontiguousarray(pixels[offset : offset + size, offset : offset + size])
-
-
 def load_image(path: str | os.PathLike[str], preprocess: Preprocess, *, dataset: str) -> np.ndarray:
     """Decode the image file at ``path`` and preprocess it, naming the file and dataset on failure."""
-    from PIL import Image
-    from PIL import UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             image.load()
@@ -168,22 +123,25 @@ def _check_pixels(pixels: Any, *, dataset: str, key: str) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def _default_preprocess(image_size: int, preprocess: Preprocess | None) -> Preprocess:
+def check_image_options(image_size: int, resample: Resample) -> None:
+    """Reject a bad ``image_size`` or ``resample`` when the reader is made, not at the first batch."""
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, (int, np.integer))
+        or image_size < 1
+    ):
+        raise ValueError(f"image_size: expected a positive int, got {image_size!r}")
+    if resample not in RESAMPLE_METHODS:
+        raise ValueError(f"resample: expected one of {RESAMPLE_METHODS}, got {resample!r}")
+
+
+def _default_preprocess(
+    image_size: int, resample: Resample, preprocess: Preprocess | None
+) -> Preprocess:
     if preprocess is not None:
         return preprocess
-    return lambda image: squash_resize(image, size=image_size)
-
-
-def _stack(pixels: list[np.ndarray], keys: list[str], *, dataset: str) -> np.ndarray:
-    shapes = {array.shape for array in pixels}
-    if len(shapes) > 1:
-        first = pixels[0].shape
-        odd = next(i for i, array in enumerate(pixels) if array.shape != first)
-        raise ValueError(
-            f"dataset {dataset!r}: expected every image of a batch to have the same shape {first},"
-            f" got {pixels[odd].shape} for item {keys[odd]!r}"
-        )
-    return np.stack(pixels)
+    check_image_options(image_size, resample)
+    return functools.partial(preprocess_image, size=int(image_size), resample=resample)
 
 
 def classification_arrays(
@@ -192,16 +150,20 @@ def classification_arrays(
     """A classification dataset over in-memory arrays.
 
     Args:
-        pixels: ``[images, height, width, 3]`` float in [-1, 1] (uint8 in [0, 255] is converted).
+        pixels: ``[images, height, width, 3]`` float in [-1, 1] (uint8 in [0, 255] is converted
+            with ``siglip_data.normalize_uint8_pixels``).
         labels: ``[images]`` int class indices.
         class_names: ``[classes]`` names.
         name: dataset name.
+
+    Returns:
+        A ``ClassificationDataset`` over the arrays.
 
     Raises:
         ValueError: no images, counts disagree, a label out of range, or a class with no images.
     """
     images = _as_pixel_array(pixels, name=name)
-    names = _check_class_names(class_names, dataset=name)
+    names = check_class_names(class_names, dataset=name)
     vector = np.asarray(labels)
     if vector.shape != (images.shape[0],):
         raise ValueError(
@@ -234,6 +196,15 @@ def retrieval_arrays(
 ) -> RetrievalDataset:
     """A retrieval dataset over in-memory arrays: ``captions[i]`` are the captions of image i.
 
+    Args:
+        pixels: ``[images, height, width, 3]`` float in [-1, 1] (uint8 in [0, 255] is converted
+            with ``siglip_data.normalize_uint8_pixels``).
+        captions: ``[images]`` lists of captions (a plain string counts as one caption).
+        name: dataset name.
+
+    Returns:
+        A ``RetrievalDataset`` over the arrays.
+
     Raises:
         ValueError: no images, ``len(captions) != images``, or an image with no caption.
     """
@@ -242,7 +213,7 @@ def retrieval_arrays(
         raise ValueError(
             f"captions (dataset {name!r}): expected one caption list per image ({images.shape[0]}), got {len(captions)}"
         )
-    lists = [_check_captions(c, dataset=name, key=str(i)) for i, c in enumerate(captions)]
+    lists = [check_captions(c, dataset=name, key=str(i)) for i, c in enumerate(captions)]
 
     def batches(batch_size: int) -> Iterator[ImageBatch]:
         for start in range(0, images.shape[0], batch_size):
@@ -267,57 +238,8 @@ def _as_pixel_array(pixels: Any, *, name: str) -> np.ndarray:
             f"pixels (dataset {name!r}): expected at least one image, got an empty dataset"
         )
     if images.dtype == np.uint8:
-        return images.astype(np.float32) / 127.5 - 1.0
+        return normalize_uint8_pixels(images)
     return images.astype(np.float32, copy=False)
-
-
-def _check_class_names(class_names: Sequence[str], *, dataset: str) -> list[str]:
-    names = list(class_names)
-    if not names:
-        raise ValueError(
-            f"class_names (dataset {dataset!r}): expected at least one class, got none"
-        )
-    for index, class_name in enumerate(names):
-        if not isinstance(class_name, str) or not class_name.strip():
-            raise ValueError(
-                f"class_names (dataset {dataset!r}): expected non-empty strings, got {class_name!r} at index {index}"
-            )
-    if len(set(names)) != len(names):
-        duplicate = next(n for n in names if names.count(n) > 1)
-        raise ValueError(
-            f"class_names (dataset {dataset!r}): expected unique names, got {duplicate!r} twice"
-        )
-    return names
-
-
-def _check_captions(captions: Any, *, dataset: str, key: str) -> list[str]:
-    if isinstance(captions, str):
-        captions = [captions]
-    texts = list(captions)
-    if not texts:
-        raise ValueError(
-            f"dataset {dataset!r}: expected at least one caption per image, got none for item {key!r}"
-        )
-    for text in texts:
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(
-                f"dataset {dataset!r}: expected non-empty caption strings, got {text!r} for item {key!r}"
-            )
-    return texts
-
-
-def check_every_class_present(
-    labels: np.ndarray, class_names: Sequence[str], *, dataset: str
-) -> None:
-    """Raise if a class has no image: its recall would be undefined and silently dropped."""
-    counts = np.bincount(labels, minlength=len(class_names))
-    if np.any(counts == 0):
-        missing = [class_names[int(i)] for i in np.flatnonzero(counts == 0)]
-        raise ValueError(
-            f"dataset {dataset!r}: expected at least one image per class, got none for"
-            f" {len(missing)} class(es): {', '.join(repr(m) for m in missing[:10])}"
-            " (pass only the classes present, or add their images)"
-        )
 
 
 def image_folder(
@@ -326,24 +248,31 @@ def image_folder(
     image_size: int,
     class_names: Sequence[str] | None = None,
     name: str | None = None,
+    resample: Resample = "bicubic",
     preprocess: Preprocess | None = None,
 ) -> ClassificationDataset:
     """Images in ``root/<class folder>/<image>``; classes are the sorted folder names.
 
     Args:
         root: folder with one sub-folder per class.
-        image_size: side the images are squash-resized to (ignored with ``preprocess``).
+        image_size: the model's square resolution; images go through
+            ``siglip_data.preprocess_image(image, size=image_size, resample=resample)``.
         class_names: prompt names in sorted-folder order (defaults to the folder names with ``_``
             replaced by spaces).
         name: dataset name (defaults to the folder name).
-        preprocess: ``PIL.Image -> [height, width, 3]`` float32 in [-1, 1]; default
-            ``squash_resize(image, size=image_size)``. For siglip-data's exact preprocessing pass
-            ``functools.partial(siglip_data.preprocess_image, size=image_size)``.
+        resample: ``siglip_data.preprocess_image`` kernel: ``"bicubic"`` (Pillow, as the Hugging
+            Face SigLIP processor), ``"bilinear"`` (big_vision's ``tf.image.resize``) or
+            ``"pil_bilinear"``.
+        preprocess: replaces the default preprocessing: ``PIL.Image -> [height, width, 3]``
+            float32 in [-1, 1] (``image_size`` and ``resample`` are then unused).
+
+    Returns:
+        A ``ClassificationDataset`` that reads the files lazily, batch by batch.
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
-        ValueError: no class folders, a class folder with no images, or ``class_names`` of the
-            wrong length.
+        ValueError: no class folders, a class folder with no images, ``class_names`` of the
+            wrong length, or a bad ``image_size`` / ``resample``.
     """
     folder = Path(root)
     dataset = name or folder.name
@@ -378,8 +307,8 @@ def image_folder(
                 f"class_names (dataset {dataset!r}): expected {len(class_folders)} names (one per"
                 f" folder), got {len(names)}"
             )
-    names = _check_class_names(names, dataset=dataset)
-    transform = _default_preprocess(image_size, preprocess)
+    names = check_class_names(names, dataset=dataset)
+    transform = _default_preprocess(image_size, resample, preprocess)
     label_array = np.asarray(labels, dtype=np.int64)
 
     def batches(batch_size: int) -> Iterator[ImageBatch]:
@@ -388,7 +317,7 @@ def image_folder(
             keys = [str(p.relative_to(folder)) for p in chunk]
             pixels = [load_image(p, transform, dataset=dataset) for p in chunk]
             yield ImageBatch(
-                pixels=_stack(pixels, keys, dataset=dataset),
+                pixels=stack_pixels(pixels, keys, dataset=dataset),
                 keys=keys,
                 labels=label_array[start : start + batch_size],
             )
@@ -404,6 +333,7 @@ def karpathy_json(
     split: str = "test",
     captions_per_image: int | None = None,
     name: str | None = None,
+    resample: Resample = "bicubic",
     preprocess: Preprocess | None = None,
 ) -> RetrievalDataset:
     """COCO / Flickr30k retrieval in the Karpathy-split JSON layout (``dataset_coco.json``).
@@ -414,10 +344,23 @@ def karpathy_json(
     captions for Flickr30k; ``captions_per_image=5`` keeps the first five captions of each image
     (COCO then has exactly 25,000).
 
+    Args:
+        annotation_file: the Karpathy JSON file.
+        image_root: the folder the JSON's ``filepath/filename`` are relative to.
+        image_size: the model's square resolution (``siglip_data.preprocess_image``).
+        split: the Karpathy split to read (``"test"``, ``"val"``, ``"train"``, ``"restval"``).
+        captions_per_image: keep only the first N captions of each image; None keeps all.
+        name: dataset name (defaults to ``<file stem>:<split>``).
+        resample: ``siglip_data.preprocess_image`` kernel (see ``image_folder``).
+        preprocess: replaces the default preprocessing (see ``image_folder``).
+
+    Returns:
+        A ``RetrievalDataset`` that reads the images lazily, batch by batch.
+
     Raises:
         FileNotFoundError: the annotation file is missing.
-        ValueError: the JSON has no ``images`` list, no image in ``split``, or an image without
-            sentences (named by file name).
+        ValueError: the JSON has no ``images`` list, no image in ``split``, an image without
+            sentences (named by file name), or a bad ``image_size`` / ``resample``.
     """
     path = Path(annotation_file)
     dataset = name or f"{path.stem}:{split}"
@@ -440,7 +383,7 @@ def karpathy_json(
             continue
         relative = Path(record.get("filepath", "")) / record["filename"]
         raw = [sentence.get("raw", "") for sentence in record.get("sentences", [])]
-        texts = _check_captions([t.strip() for t in raw], dataset=dataset, key=str(relative))
+        texts = check_captions([t.strip() for t in raw], dataset=dataset, key=str(relative))
         if captions_per_image is not None:
             texts = texts[:captions_per_image]
         entries.append((root / relative, str(relative), texts))
@@ -450,7 +393,7 @@ def karpathy_json(
             f"dataset {dataset!r}: expected images with split {split!r}, got none (splits present: {splits})"
         )
     return _file_retrieval(
-        entries, dataset=dataset, transform=_default_preprocess(image_size, preprocess)
+        entries, dataset=dataset, transform=_default_preprocess(image_size, resample, preprocess)
     )
 
 
@@ -460,12 +403,30 @@ def retrieval_jsonl(
     image_size: int,
     image_root: str | os.PathLike[str] | None = None,
     name: str | None = None,
+    resample: Resample = "bicubic",
     preprocess: Preprocess | None = None,
 ) -> RetrievalDataset:
     """Retrieval pairs from a JSON-lines file: ``{"image": path, "captions": [...]}`` per line.
 
     ``"caption": str`` is accepted for one caption; lines naming the same image are merged (in
     order). Relative image paths resolve against ``image_root`` (default: the file's folder).
+
+    Args:
+        path: the ``.jsonl`` file.
+        image_size: the model's square resolution (``siglip_data.preprocess_image``).
+        image_root: the folder relative image paths resolve against.
+        name: dataset name (defaults to the file's stem).
+        resample: ``siglip_data.preprocess_image`` kernel (see ``image_folder``).
+        preprocess: replaces the default preprocessing (see ``image_folder``).
+
+    Returns:
+        A ``RetrievalDataset`` that reads the images lazily, batch by batch.
+
+    Raises:
+        FileNotFoundError: ``path`` is missing.
+        ValueError: a line that is not a JSON object with ``image`` and ``captions`` /
+            ``caption`` (named by line number), an empty caption, an empty file, or a bad
+            ``image_size`` / ``resample``.
     """
     source = Path(path)
     dataset = name or source.stem
@@ -493,7 +454,7 @@ def retrieval_jsonl(
                 f"dataset {dataset!r}: line {line_number} (image {record['image']!r}): expected"
                 " 'captions' (list) or 'caption' (str)"
             )
-        texts = _check_captions(
+        texts = check_captions(
             captions, dataset=dataset, key=f"{record['image']} (line {line_number})"
         )
         if record["image"] not in merged:
@@ -506,7 +467,7 @@ def retrieval_jsonl(
         )
     entries = [(root / image, image, merged[image]) for image in order]
     return _file_retrieval(
-        entries, dataset=dataset, transform=_default_preprocess(image_size, preprocess)
+        entries, dataset=dataset, transform=_default_preprocess(image_size, resample, preprocess)
     )
 
 
@@ -519,7 +480,7 @@ def _file_retrieval(
             keys = [key for _, key, _ in chunk]
             pixels = [load_image(file, transform, dataset=dataset) for file, _, _ in chunk]
             yield ImageBatch(
-                pixels=_stack(pixels, keys, dataset=dataset),
+                pixels=stack_pixels(pixels, keys, dataset=dataset),
                 keys=keys,
                 captions=[texts for _, _, texts in chunk],
             )

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -26,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from siglip_eval._atomic import atomic_write_bytes
 
 ImageEncoderFn = Callable[[np.ndarray], Any]
 TextEncoderFn = Callable[[list[str]], Any]
@@ -50,6 +51,7 @@ class Encoder:
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import Encoder
         >>> encoder = Encoder(
         ...     encode_images=lambda pixels: pixels.reshape(len(pixels), -1)[:, :4],
         ...     encode_texts=lambda texts: np.ones((len(texts), 4)),
@@ -195,6 +197,7 @@ def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable parts (used in cache keys).
 
     Example:
+        >>> from siglip_eval._encoders import fingerprint
         >>> fingerprint(["a photo of a {c}."], ["cat", "dog"]) == fingerprint(
         ...     ["a photo of a {c}."], ["cat", "dog"]
         ... )
@@ -208,35 +211,22 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "x"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 class EmbeddingCache:
     """``.npy`` embeddings on disk, keyed by model name + dataset name + what was embedded.
 
     Each entry is ``<model>__<dataset>__<kind>__<hash>.npy`` plus a ``.json`` sidecar holding the
-    item keys (and labels) it was computed for; both are written atomically (temporary file +
-    ``os.replace``), so an interrupted run never leaves a truncated entry. A hit whose sidecar
-    does not match the requested items is ignored and recomputed.
+    item keys (and labels) it was computed for; both are written atomically and durably (temporary
+    file in the same folder, ``fsync``, rename, ``fsync`` of the folder), array first, so an
+    interrupted run or a power loss never leaves a truncated entry. An entry whose sidecar is
+    missing or does not match its array is a miss and is recomputed.
 
     Args:
         directory: folder for the cache (created on first write).
 
     Example:
-        >>> import numpy as np, tempfile
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from siglip_eval import EmbeddingCache
         >>> cache = EmbeddingCache(tempfile.mkdtemp())
         >>> cache.save("m", "d", "images", np.ones((2, 3), np.float32), {"keys": ["a", "b"]})
         >>> cache.load("m", "d", "images")[0].shape
@@ -247,11 +237,31 @@ class EmbeddingCache:
         self.directory = Path(directory)
 
     def path(self, model: str, dataset: str, kind: str) -> Path:
+        """Where the entry for ``(model, dataset, kind)`` lives (it may not exist yet).
+
+        Args:
+            model: the encoder's name.
+            dataset: the dataset's name.
+            kind: what was embedded (``"images"``, ``"captions"``, a class-embedding key).
+
+        Returns:
+            The ``.npy`` path; its JSON sidecar has the same stem.
+        """
         digest = fingerprint(model, dataset, kind)
         return self.directory / f"{_safe(model)}__{_safe(dataset)}__{_safe(kind)}__{digest}.npy"
 
     def load(self, model: str, dataset: str, kind: str) -> tuple[np.ndarray, dict[str, Any]] | None:
-        """The cached ``(embeddings, metadata)`` or ``None`` on a miss."""
+        """The cached ``(embeddings, metadata)`` of ``(model, dataset, kind)``.
+
+        Args:
+            model: the encoder's name.
+            dataset: the dataset's name.
+            kind: what was embedded.
+
+        Returns:
+            ``(embeddings [rows, dim], metadata)``, or None on a miss (no entry, no sidecar, or a
+            sidecar whose row count does not match the array).
+        """
         array_path = self.path(model, dataset, kind)
         meta_path = array_path.with_suffix(".json")
         if not (array_path.exists() and meta_path.exists()):
@@ -265,7 +275,16 @@ class EmbeddingCache:
     def save(
         self, model: str, dataset: str, kind: str, embeddings: np.ndarray, metadata: dict[str, Any]
     ) -> None:
-        """Store ``embeddings: [rows, dim]`` with JSON ``metadata`` atomically."""
+        """Store ``embeddings`` and a JSON sidecar atomically (array first, sidecar last).
+
+        Args:
+            model: the encoder's name.
+            dataset: the dataset's name.
+            kind: what was embedded.
+            embeddings: ``[rows, dim]`` array.
+            metadata: JSON-serialisable facts about the rows (item keys, labels); ``rows``,
+                ``model``, ``dataset`` and ``kind`` are added.
+        """
         array_path = self.path(model, dataset, kind)
         buffer = io.BytesIO()
         np.save(buffer, np.asarray(embeddings), allow_pickle=False)
@@ -281,3 +300,21 @@ class EmbeddingCache:
         atomic_write_bytes(
             array_path.with_suffix(".json"), json.dumps(record, ensure_ascii=False).encode("utf-8")
         )
+
+
+def as_encoder(encoder: Any) -> Encoder:
+    """``encoder`` itself, or an ``Encoder`` over any object with the two methods."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    if not (
+        callable(getattr(encoder, "encode_images", None))
+        and callable(getattr(encoder, "encode_texts", None))
+    ):
+        raise TypeError(
+            f"encoder: expected an Encoder or an object with encode_images and encode_texts, got {type(encoder).__name__}"
+        )
+    return Encoder(
+        encode_images=encoder.encode_images,
+        encode_texts=encoder.encode_texts,
+        name=str(getattr(encoder, "name", type(encoder).__name__)),
+    )

@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from ._datasets import ClassificationDataset
-from ._datasets import check_every_class_present
-from ._encoders import EmbeddingCache
-from ._encoders import Encoder
-from ._validation import check_embeddings
-from ._zeroshot import _as_encoder
-from ._zeroshot import embed_classification
+from siglip_eval._datasets import ClassificationDataset
+from siglip_eval._encoders import EmbeddingCache
+from siglip_eval._encoders import Encoder
+from siglip_eval._encoders import as_encoder
+from siglip_eval._metrics import l2_normalize
+from siglip_eval._validation import check_embeddings
+from siglip_eval._validation import check_every_class_present
+from siglip_eval._zeroshot import embed_classification
 
 COARSE_LOG10_C = (-6.0, -4.0, -2.0, 0.0, 2.0, 4.0, 6.0)
 
@@ -37,7 +38,9 @@ class LinearProbeResult:
         best_c: the chosen inverse regularisation strength C (= 1 / lambda).
         sweep: ``[(C, validation top-1, validation cross-entropy)]`` in the order tried.
         converged: False if any L-BFGS fit hit ``max_iter`` (scikit-learn's ConvergenceWarning).
-        num_train, num_val, num_test: split sizes.
+        num_train: images the sweep fitted on.
+        num_val: validation images.
+        num_test: test images.
     """
 
     dataset: str
@@ -50,6 +53,7 @@ class LinearProbeResult:
     num_test: int
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: metrics, chosen C, the sweep, convergence and split sizes."""
         return {
             "task": "linear-probe",
             "dataset": self.dataset,
@@ -67,25 +71,37 @@ class LinearProbeResult:
 
 
 def _stratified_split(
-    labels: np.ndarray, fraction: float, seed: int
+    labels: np.ndarray, fraction: float, seed: int, *, dataset: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    train_rows: list[np.ndarray] = []
-    val_rows: list[np.ndarray] = []
-    for label in np.unique(labels):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        count = round(fraction * rows.size) if rows.size > 1 else 0
-        count = min(count, rows.size - 1)
-        val_rows.append(rows[:count])
-        train_rows.append(rows[count:])
-    return np.sort(np.concatenate(train_rows)), np.sort(np.concatenate(val_rows))
+    """``(fit_rows, val_rows)``: scikit-learn's seeded stratified split of ``labels: [train]``.
+
+    A class with a single image cannot be stratified (scikit-learn refuses it); it stays in the
+    fitting part.
+    """
+    from sklearn.model_selection import train_test_split
+
+    rows = np.arange(labels.size)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    splittable = counts[inverse] > 1
+    try:
+        fit_rows, val_rows = train_test_split(
+            rows[splittable],
+            test_size=fraction,
+            stratify=labels[splittable],
+            random_state=seed,
+        )
+    except ValueError as error:  # fewer held-out (or kept) images than classes, or none at all
+        raise ValueError(
+            f"train_labels (dataset {dataset!r}): too few images to hold out a stratified"
+            f" {fraction:g} validation split ({error}); pass val_features"
+        ) from error
+    return np.sort(np.concatenate([fit_rows, rows[~splittable]])), np.sort(val_rows)
 
 
 def _features(name: str, array: Any, normalize: bool, dataset: str) -> np.ndarray:
     matrix = check_embeddings(name, array, dataset=dataset)
-    if normalize:
-        matrix = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix
+    # check_embeddings has rejected all-zero rows, so every row comes out with norm 1.
+    return l2_normalize(matrix) if normalize else matrix
 
 
 def linear_probe(
@@ -111,14 +127,19 @@ def linear_probe(
     accuracy; ties go to the lowest validation cross-entropy).
 
     Args:
-        train_features: ``[train, dim]``; train_labels: ``[train]`` int.
-        test_features: ``[test, dim]``; test_labels: ``[test]`` int.
-        val_features / val_labels: a separate validation split; default: a stratified
-            ``val_fraction`` of the training split (seeded).
+        train_features: ``[train, dim]`` image features.
+        train_labels: ``[train]`` int classes.
+        test_features: ``[test, dim]`` image features.
+        test_labels: ``[test]`` int classes.
+        val_features: ``[val, dim]`` features of a separate validation split; default (None): a
+            stratified ``val_fraction`` of the training split
+            (``sklearn.model_selection.train_test_split(stratify=...)``, seeded).
+        val_labels: ``[val]`` int classes of ``val_features``.
+        val_fraction: share of each class held out for validation when ``val_features`` is None.
         normalize: L2-normalise the features first (CLIP_benchmark's default).
         refinements: halvings of the C step after the coarse grid.
         max_iter: L-BFGS iterations per fit (CLIP used 1,000).
-        seed: seed of the validation split.
+        seed: seed of the validation split (scikit-learn's ``random_state``).
         dataset: name used in errors and the report.
 
     Returns:
@@ -130,6 +151,7 @@ def linear_probe(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import linear_probe
         >>> rng = np.random.default_rng(0)
         >>> centers = rng.normal(size=(3, 8)) * 3
         >>> labels = rng.integers(0, 3, size=120)
@@ -157,11 +179,7 @@ def linear_probe(
     if val_features is None:
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a value in (0, 1), got {val_fraction}")
-        fit_rows, val_rows = _stratified_split(train_y, val_fraction, seed)
-        if val_rows.size == 0:
-            raise ValueError(
-                f"train_labels (dataset {dataset!r}): too few images to hold out a validation split; pass val_features"
-            )
+        fit_rows, val_rows = _stratified_split(train_y, val_fraction, seed, dataset=dataset)
         fit_x, fit_y, val_x, val_y = (
             train_x[fit_rows],
             train_y[fit_rows],
@@ -277,10 +295,24 @@ def evaluate_linear_probe(
 ) -> LinearProbeResult:
     """Embed ``train`` / ``val`` / ``test`` with ``encoder``'s image tower and run ``linear_probe``.
 
+    Args:
+        encoder: the model (``Encoder`` or any object with ``encode_images``/``encode_texts``).
+        train: labelled training images.
+        test: labelled test images (same class list).
+        val: labelled validation images; default: a stratified share of ``train``.
+        batch_size: images per ``encode_images`` call.
+        cache: optional ``EmbeddingCache``; image embeddings are reused across runs.
+        progress: progress bars while embedding.
+        **probe_options: keyword arguments of ``linear_probe`` (``val_fraction``, ``normalize``,
+            ``refinements``, ``max_iter``, ``seed``).
+
+    Returns:
+        ``LinearProbeResult`` on ``test``.
+
     Raises:
         ValueError: the splits have different class lists, or a class has no images.
     """
-    encoder = _as_encoder(encoder)
+    encoder = as_encoder(encoder)
     splits = [train, test] + ([val] if val is not None else [])
     for split in splits[1:]:
         if list(split.class_names) != list(train.class_names):

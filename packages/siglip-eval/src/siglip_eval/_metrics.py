@@ -27,35 +27,55 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import check_embeddings
-from ._validation import check_ks
-from ._validation import check_labels
-from ._validation import check_ties
+from siglip_eval._validation import check_embeddings
+from siglip_eval._validation import check_ks
+from siglip_eval._validation import check_labels
+from siglip_eval._validation import check_ties
 
 # Rows of a score matrix computed at once: bounds memory at ROW_CHUNK x candidates float64.
 ROW_CHUNK = 1024
 
 
-def l2_normalize(embeddings: Any) -> np.ndarray:
-    """Rows scaled to unit L2 norm, in float64.
+# The smallest norm divided by: a zero row stays zero instead of becoming NaN.
+EPSILON = 1e-8
 
-    ``x / ||x||_2`` per row.
+
+def l2_normalize(embeddings: Any) -> np.ndarray:
+    """Rows scaled to unit L2 norm: ``x / max(||x||_2, eps)`` with ``eps = 1e-8``.
+
+    The toolkit's one normalisation rule: computed in float32 (float64 for float64 input) and
+    returned in the input's dtype; a zero row gives a zero row, never NaN and never an error.
+    The metrics reject zero and NaN rows before they get here (``check_embeddings``), with a
+    message naming the row.
 
     Args:
-        embeddings: ``[rows, dim]`` real array with finite, non-zero rows.
+        embeddings: ``[rows, dim]`` floating-point array (any leading shape; the last axis is
+            normalised).
 
     Returns:
-        ``[rows, dim]`` float64 array whose rows have norm 1.
+        ``[rows, dim]`` array of the input's dtype; non-zero rows have norm 1.
 
     Raises:
-        ValueError: a row is all zero, or holds NaN/inf.
+        TypeError: ``embeddings`` holds integers, booleans or anything but real floats.
 
     Example:
-        >>> l2_normalize([[3.0, 4.0]]).tolist()
-        [[0.6, 0.8]]
+        >>> import numpy as np
+        >>> from siglip_eval._metrics import l2_normalize
+        >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+        [[0.6, 0.8], [0.0, 0.0]]
     """
-    matrix = check_embeddings("embeddings", embeddings)
-    normalized: np.ndarray = matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+    array = np.asarray(embeddings)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(
+            f"embeddings: expected a floating-point array, got dtype {array.dtype}"
+            " (convert integer embeddings to float first)"
+        )
+    compute = np.float64 if array.dtype == np.float64 else np.float32
+    values: np.ndarray = array.astype(compute, copy=False)
+    norms = np.sqrt(np.sum(values * values, axis=-1, keepdims=True))
+    normalized: np.ndarray = (values / np.maximum(norms, compute(EPSILON))).astype(
+        array.dtype, copy=False
+    )
     return normalized
 
 
@@ -148,6 +168,7 @@ def classification_ranks(scores: Any, labels: Any, *, ties: str = "index") -> np
         ``[images]`` int64 ranks in ``[0, classes)``.
 
     Example:
+        >>> from siglip_eval._metrics import classification_ranks
         >>> classification_ranks([[0.1, 0.9, 0.5]], [2]).tolist()
         [1]
     """
@@ -167,6 +188,7 @@ def confusion_matrix(labels: Any, predictions: Any, *, num_classes: int) -> np.n
         ``[C, C]`` int64 matrix; row ``c`` sums to the number of images of class ``c``.
 
     Example:
+        >>> from siglip_eval._metrics import confusion_matrix
         >>> confusion_matrix([0, 0, 1], [0, 1, 1], num_classes=2).tolist()
         [[1, 1], [0, 1]]
     """
@@ -208,6 +230,7 @@ def zeroshot_scores(
         ``[images, classes]`` float64 scores.
 
     Example:
+        >>> from siglip_eval._metrics import zeroshot_scores
         >>> zeroshot_scores([[1.0, 0.0]], [[2.0, 0.0], [0.0, 1.0]], scale=10.0, bias=-5.0).tolist()
         [[5.0, -5.0]]
     """
@@ -250,6 +273,7 @@ def zeroshot_metrics(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import zeroshot_metrics
         >>> metrics = zeroshot_metrics(np.eye(3), np.eye(3), [0, 1, 1])
         >>> metrics["top1"], metrics["mean_per_class_recall"]
         (0.6666666666666666, 0.75)
@@ -377,6 +401,7 @@ def recall_at_k(ranks: Any, k: int) -> float:
     """Fraction of queries whose first relevant item ranks within the first ``k``: ``mean(rank < k)``.
 
     Example:
+        >>> from siglip_eval._metrics import recall_at_k
         >>> recall_at_k([0, 3, 9], 5)
         0.6666666666666666
     """
@@ -418,6 +443,7 @@ def retrieval_metrics(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import retrieval_metrics
         >>> retrieval_metrics(np.eye(2), np.eye(2)[[0, 0, 1]], [0, 0, 1], ks=(1,))
         {'image_to_text_R@1': 1.0, 'text_to_image_R@1': 1.0}
     """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -11,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from ._encoders import atomic_write_bytes
-from ._linear_probe import LinearProbeResult
-from ._retrieval import RetrievalResult
-from ._zeroshot import ZeroShotResult
+from siglip_eval._atomic import atomic_write
+from siglip_eval._atomic import atomic_write_text
+from siglip_eval._linear_probe import LinearProbeResult
+from siglip_eval._retrieval import RetrievalResult
+from siglip_eval._zeroshot import ZeroShotResult
 
 Result = ZeroShotResult | RetrievalResult | LinearProbeResult
 
@@ -84,9 +84,10 @@ def markdown_summary(result: Result, *, context: dict[str, Any] | None = None) -
 
 
 def _save_figure(figure: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(
+        path,
+        lambda temporary: figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight"),
+    )
 
 
 def plot_confusion_matrix(result: ZeroShotResult, path: str | os.PathLike[str]) -> None:
@@ -169,12 +170,8 @@ def write_report(
     if isinstance(result, RetrievalResult):
         record["recall_curve"] = result.recall_curve(min(50, max(len(result.text_to_image), 1)))
     written = {"json": folder / "results.json", "markdown": folder / "summary.md"}
-    atomic_write_bytes(
-        written["json"], json.dumps(_json_ready(record), indent=2, allow_nan=False).encode("utf-8")
-    )
-    atomic_write_bytes(
-        written["markdown"], markdown_summary(result, context=context).encode("utf-8")
-    )
+    atomic_write_text(written["json"], json.dumps(_json_ready(record), indent=2, allow_nan=False))
+    atomic_write_text(written["markdown"], markdown_summary(result, context=context))
     if plots:
         try:
             import matplotlib  # noqa: F401

@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from ._datasets import RetrievalDataset
-from ._encoders import EmbeddingCache
-from ._encoders import Encoder
-from ._encoders import embed_image_batches
-from ._encoders import embed_texts
-from ._metrics import recall_at_k
-from ._metrics import retrieval_rank_parts
-from ._validation import check_ks
-from ._validation import check_ties
-from ._zeroshot import _as_encoder
+from siglip_eval._datasets import RetrievalDataset
+from siglip_eval._encoders import EmbeddingCache
+from siglip_eval._encoders import Encoder
+from siglip_eval._encoders import as_encoder
+from siglip_eval._encoders import embed_image_batches
+from siglip_eval._encoders import embed_texts
+from siglip_eval._metrics import recall_at_k
+from siglip_eval._metrics import retrieval_rank_parts
+from siglip_eval._validation import check_ks
+from siglip_eval._validation import check_ties
 
 
 @dataclasses.dataclass
@@ -27,8 +27,8 @@ class RetrievalResult:
     Attributes:
         dataset: dataset name.
         metrics: ``{"image_to_text_R@K", "text_to_image_R@K"}`` (``retrieval_metrics``).
-        image_ranks: ``[images]`` rank of each image's best caption; text_ranks: ``[texts]`` rank of
-            each caption's image (0 = first).
+        image_ranks: ``[images]`` rank of each image's best caption (0 = first).
+        text_ranks: ``[texts]`` rank of each caption's image (0 = first).
         text_to_image: ``[texts]`` image index of each caption.
         keys: ``[images]`` item names.
         tied_queries: queries (images and captions) whose hit at some K depends on the tie rule
@@ -44,7 +44,14 @@ class RetrievalResult:
     tied_queries: int
 
     def recall_curve(self, max_k: int = 50) -> dict[str, list[float]]:
-        """Recall@K for K = 1..max_k both ways (the report's recall@K plot)."""
+        """Recall@K for K = 1..max_k both ways (the report's recall@K plot).
+
+        Args:
+            max_k: the largest K.
+
+        Returns:
+            ``{"k": [1.0, ...], "image_to_text": [...], "text_to_image": [...]}``.
+        """
         ks = list(range(1, max_k + 1))
         return {
             "k": [float(k) for k in ks],
@@ -81,12 +88,19 @@ def retrieval_from_embeddings(
     """Retrieval result (Recall@K both ways, per-query ranks) from embeddings.
 
     Args:
-        image_emb: ``[images, dim]``; text_emb: ``[texts, dim]``.
+        image_emb: ``[images, dim]`` image embeddings.
+        text_emb: ``[texts, dim]`` caption embeddings.
         text_to_image: ``[texts]`` image index of each caption; every image needs a caption.
         ks: the K values.
         dataset: name used in errors and the report.
         keys: ``[images]`` item names.
         ties: tie rule (``retrieval_metrics``).
+
+    Returns:
+        ``RetrievalResult`` with the metrics, per-query ranks and the count of tied queries.
+
+    Raises:
+        ValueError: shapes disagree, an image has no caption, or an embedding row is NaN/inf/zero.
     """
     k_values = check_ks(ks)
     check_ties(ties)
@@ -201,16 +215,21 @@ def evaluate_retrieval(
         encoder: the model.
         dataset: images with captions (``karpathy_json``, ``retrieval_jsonl``, ``retrieval_shards``,
             ``retrieval_arrays``).
-        ks: the K values; batch_size / text_batch_size: items per encoder call.
+        ks: the K values.
+        batch_size: images per ``encode_images`` call.
+        text_batch_size: captions per ``encode_texts`` call.
         cache: optional ``EmbeddingCache``.
         progress: progress bars while embedding.
         ties: tie rule.
+
+    Returns:
+        ``RetrievalResult``.
 
     Raises:
         ValueError: empty dataset, an image without captions, NaN embeddings (named by item).
     """
     image_emb, text_emb, mapping, keys = embed_retrieval(
-        _as_encoder(encoder),
+        as_encoder(encoder),
         dataset,
         batch_size=batch_size,
         text_batch_size=text_batch_size,

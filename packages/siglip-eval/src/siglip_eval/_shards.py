@@ -1,4 +1,4 @@
-"""Readers for siglip-data WebDataset shards (extra ``[data]``).
+"""Readers for siglip-data WebDataset shards.
 
 Evaluation reads every sample exactly once, in stored order, and never skips: a sample without an
 image, a label or a caption is an error naming the shard and the key (a training loader may skip
@@ -14,33 +14,27 @@ from typing import Any
 
 import numpy as np
 
-from ._datasets import ClassificationDataset
-from ._datasets import ImageBatch
-from ._datasets import RetrievalDataset
-from ._datasets import _check_captions
-from ._datasets import _check_class_names
-from ._datasets import _stack
+from siglip_data import load_dataset_info
+from siglip_data import preprocess_image
+from siglip_data import read_shard
+from siglip_data import resolve_shards
+from siglip_eval._datasets import ClassificationDataset
+from siglip_eval._datasets import ImageBatch
+from siglip_eval._datasets import Resample
+from siglip_eval._datasets import RetrievalDataset
+from siglip_eval._datasets import check_image_options
+from siglip_eval._validation import check_captions
+from siglip_eval._validation import check_class_names
+from siglip_eval._validation import stack_pixels
 
 ShardSpec = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
 
-def _siglip_data() -> Any:
-    try:
-        import siglip_data
-    except ImportError as error:
-        raise ImportError(
-            "reading shards needs siglip-data: pip install 'siglip-eval[data]'"
-        ) from error
-    return siglip_data
-
-
 def _samples(shards: ShardSpec, *, dataset: str) -> Iterator[Any]:
-    siglip_data = _siglip_data()
-    paths = siglip_data.resolve_shards(shards)
-    for path in paths:
+    for path in resolve_shards(shards):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"dataset {dataset!r}: shard {path!r} does not exist")
-        for sample in siglip_data.read_shard(path):
+        for sample in read_shard(path):
             where = f"dataset {dataset!r}: sample {sample.key!r} of shard {path!r}"
             if sample.problem is not None:
                 raise ValueError(f"{where} is unreadable ({sample.problem})")
@@ -49,11 +43,10 @@ def _samples(shards: ShardSpec, *, dataset: str) -> Iterator[Any]:
             yield sample
 
 
-def _pixels(sample: Any, *, image_size: int, resample: str, dataset: str) -> np.ndarray:
-    siglip_data = _siglip_data()
+def _pixels(sample: Any, *, image_size: int, resample: Resample, dataset: str) -> np.ndarray:
     try:
         return np.asarray(
-            siglip_data.preprocess_image(sample.image, size=image_size, resample=resample),
+            preprocess_image(sample.image, size=int(image_size), resample=resample),
             dtype=np.float32,
         )
     except (OSError, ValueError) as error:
@@ -70,7 +63,7 @@ def classification_shards(
     image_size: int,
     label_key: str = "label",
     name: str | None = None,
-    resample: str = "bicubic",
+    resample: Resample = "bicubic",
     size: int | None = None,
 ) -> ClassificationDataset:
     """Labelled images from siglip-data shards: the label is ``metadata[label_key]`` (an int).
@@ -86,12 +79,17 @@ def classification_shards(
             ``"pil_bilinear"``).
         size: number of samples if known (progress bar).
 
+    Returns:
+        A ``ClassificationDataset`` that reads the shards lazily, in stored order.
+
     Raises:
-        ValueError: a sample without an image or label, a label outside ``[0, classes)`` (named by
-            shard and key), or no samples at all.
+        ValueError: a bad ``image_size`` / ``resample`` (at once); while reading, a sample without
+            an image or label, a label outside ``[0, classes)`` (named by shard and key), or no
+            samples at all.
     """
     dataset = name or str(shards)
-    names = _check_class_names(class_names, dataset=dataset)
+    names = check_class_names(class_names, dataset=dataset)
+    check_image_options(image_size, resample)
 
     def batches(batch_size: int) -> Iterator[ImageBatch]:
         pixels: list[np.ndarray] = []
@@ -117,12 +115,12 @@ def classification_shards(
             labels.append(label)
             if len(keys) == batch_size:
                 yield ImageBatch(
-                    _stack(pixels, keys, dataset=dataset), keys, np.asarray(labels, np.int64)
+                    stack_pixels(pixels, keys, dataset=dataset), keys, np.asarray(labels, np.int64)
                 )
                 pixels, keys, labels = [], [], []
         if keys:
             yield ImageBatch(
-                _stack(pixels, keys, dataset=dataset), keys, np.asarray(labels, np.int64)
+                stack_pixels(pixels, keys, dataset=dataset), keys, np.asarray(labels, np.int64)
             )
 
     return ClassificationDataset(name=dataset, class_names=names, batches=batches, size=size)
@@ -133,7 +131,7 @@ def retrieval_shards(
     *,
     image_size: int,
     name: str | None = None,
-    resample: str = "bicubic",
+    resample: Resample = "bicubic",
     captions_key: str = "captions",
     size: int | None = None,
 ) -> RetrievalDataset:
@@ -142,10 +140,24 @@ def retrieval_shards(
     Each sample is one image; its captions are ``metadata[captions_key]`` (a list of strings) when
     present, else the ``.txt`` member (one caption).
 
+    Args:
+        shards: a brace pattern, a folder of ``.tar`` files, or a list of paths.
+        image_size: model resolution; images go through ``siglip_data.preprocess_image``.
+        name: dataset name (defaults to the shard spec).
+        resample: ``siglip_data.preprocess_image`` kernel (``"bicubic"``, ``"bilinear"``,
+            ``"pil_bilinear"``).
+        captions_key: metadata field holding a list of captions.
+        size: number of samples if known (progress bar).
+
+    Returns:
+        A ``RetrievalDataset`` that reads the shards lazily, in stored order.
+
     Raises:
-        ValueError: a sample without an image or caption (named by shard and key).
+        ValueError: a bad ``image_size`` / ``resample`` (at once); while reading, a sample without
+            an image or caption (named by shard and key).
     """
     dataset = name or str(shards)
+    check_image_options(image_size, resample)
 
     def batches(batch_size: int) -> Iterator[ImageBatch]:
         pixels: list[np.ndarray] = []
@@ -160,17 +172,19 @@ def retrieval_shards(
                     f" caption (.txt member or metadata[{captions_key!r}])"
                 )
             captions.append(
-                _check_captions(texts, dataset=dataset, key=f"{sample.key} ({sample.source})")
+                check_captions(texts, dataset=dataset, key=f"{sample.key} ({sample.source})")
             )
             pixels.append(
                 _pixels(sample, image_size=image_size, resample=resample, dataset=dataset)
             )
             keys.append(sample.key)
             if len(keys) == batch_size:
-                yield ImageBatch(_stack(pixels, keys, dataset=dataset), keys, captions=captions)
+                yield ImageBatch(
+                    stack_pixels(pixels, keys, dataset=dataset), keys, captions=captions
+                )
                 pixels, keys, captions = [], [], []
         if keys:
-            yield ImageBatch(_stack(pixels, keys, dataset=dataset), keys, captions=captions)
+            yield ImageBatch(stack_pixels(pixels, keys, dataset=dataset), keys, captions=captions)
 
     return RetrievalDataset(name=dataset, batches=batches, size=size)
 
@@ -181,12 +195,19 @@ def built_dataset(
     split: str,
     image_size: int,
     task: str = "classification",
-    resample: str = "bicubic",
+    resample: Resample = "bicubic",
 ) -> tuple[ClassificationDataset | RetrievalDataset, tuple[str, ...]]:
     """A dataset built by ``siglip-data build ...`` (its ``dataset.json``) and its prompt templates.
 
     For ``task="classification"`` the class names are the dataset's ``caption_names`` (how its
     captions name each class, e.g. "pair of trousers") and the labels its ``label_key``.
+
+    Args:
+        directory: the folder holding ``dataset.json``.
+        split: the split to read (e.g. ``"train"``, ``"test"``).
+        image_size: model resolution; images go through ``siglip_data.preprocess_image``.
+        task: ``"classification"`` or ``"retrieval"``.
+        resample: ``siglip_data.preprocess_image`` kernel.
 
     Returns:
         ``(dataset, caption_templates)``; the templates use ``{}`` or ``{c}`` for the class name.
@@ -195,7 +216,7 @@ def built_dataset(
         FileNotFoundError: no ``dataset.json`` in ``directory``.
         ValueError: unknown split or task.
     """
-    info = _siglip_data().load_dataset_info(directory)
+    info = load_dataset_info(directory)
     if split not in info.splits:
         raise ValueError(
             f"split: expected one of {sorted(info.splits)} for {info.name!r}, got {split!r}"

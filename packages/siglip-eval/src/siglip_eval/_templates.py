@@ -119,6 +119,7 @@ def get_templates(name: str) -> tuple[str, ...]:
     """The template set called ``name``: ``"imagenet80"``, ``"imagenet7"`` or ``"one"``.
 
     Example:
+        >>> from siglip_eval._templates import get_templates
         >>> len(get_templates("imagenet80"))
         80
     """
@@ -132,7 +133,19 @@ def fill_templates(templates: Sequence[str], class_name: str) -> list[str]:
 
     Plain string replacement, not ``str.format``: braces in class names are safe.
 
+    Args:
+        templates: prompts, each with ``{c}`` or ``{}`` where the class name goes.
+        class_name: the name to fill in.
+
+    Returns:
+        One prompt per template, in order.
+
+    Raises:
+        TypeError: ``templates`` is a single string.
+        ValueError: no templates, or a template without a placeholder.
+
     Example:
+        >>> from siglip_eval import fill_templates
         >>> fill_templates(["a photo of a {c}.", "art of the {c}."], "dog")
         ['a photo of a dog.', 'art of the dog.']
     """

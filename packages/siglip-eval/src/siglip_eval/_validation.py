@@ -132,3 +132,67 @@ def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"ks: expected positive integers, got {values!r}")
     return tuple(int(k) for k in values)
+
+
+def check_class_names(class_names: Sequence[str], *, dataset: str) -> list[str]:
+    """Return ``class_names`` as a list of unique non-empty strings, or raise naming the dataset."""
+    names = list(class_names)
+    if not names:
+        raise ValueError(
+            f"class_names (dataset {dataset!r}): expected at least one class, got none"
+        )
+    for index, class_name in enumerate(names):
+        if not isinstance(class_name, str) or not class_name.strip():
+            raise ValueError(
+                f"class_names (dataset {dataset!r}): expected non-empty strings, got {class_name!r} at index {index}"
+            )
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise ValueError(
+            f"class_names (dataset {dataset!r}): expected unique names, got {duplicate!r} twice"
+        )
+    return names
+
+
+def check_captions(captions: Any, *, dataset: str, key: str) -> list[str]:
+    """Return the captions of one image (a string or a list of strings) as a non-empty list."""
+    if isinstance(captions, str):
+        captions = [captions]
+    texts = list(captions)
+    if not texts:
+        raise ValueError(
+            f"dataset {dataset!r}: expected at least one caption per image, got none for item {key!r}"
+        )
+    for text in texts:
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(
+                f"dataset {dataset!r}: expected non-empty caption strings, got {text!r} for item {key!r}"
+            )
+    return texts
+
+
+def check_every_class_present(
+    labels: np.ndarray, class_names: Sequence[str], *, dataset: str
+) -> None:
+    """Raise if a class has no image: its recall would be undefined and silently dropped."""
+    counts = np.bincount(labels, minlength=len(class_names))
+    if np.any(counts == 0):
+        missing = [class_names[int(i)] for i in np.flatnonzero(counts == 0)]
+        raise ValueError(
+            f"dataset {dataset!r}: expected at least one image per class, got none for"
+            f" {len(missing)} class(es): {', '.join(repr(m) for m in missing[:10])}"
+            " (pass only the classes present, or add their images)"
+        )
+
+
+def stack_pixels(pixels: list[np.ndarray], keys: list[str], *, dataset: str) -> np.ndarray:
+    """Stack ``[height, width, 3]`` images into a batch, naming the first image of another shape."""
+    shapes = {array.shape for array in pixels}
+    if len(shapes) > 1:
+        first = pixels[0].shape
+        odd = next(i for i, array in enumerate(pixels) if array.shape != first)
+        raise ValueError(
+            f"dataset {dataset!r}: expected every image of a batch to have the same shape {first},"
+            f" got {pixels[odd].shape} for item {keys[odd]!r}"
+        )
+    return np.stack(pixels)

@@ -8,23 +8,26 @@ from typing import Any
 
 import numpy as np
 
-from ._datasets import ClassificationDataset
-from ._datasets import check_every_class_present
-from ._encoders import EmbeddingCache
-from ._encoders import Encoder
-from ._encoders import TextEncoderFn
-from ._encoders import embed_image_batches
-from ._encoders import embed_texts
-from ._encoders import fingerprint
-from ._metrics import classification_rank_parts
-from ._metrics import confusion_matrix
-from ._metrics import metrics_from_ranks
-from ._metrics import per_class_recall
-from ._metrics import zeroshot_scores
-from ._templates import IMAGENET_TEMPLATES
-from ._templates import fill_templates
-from ._validation import check_embeddings
-from ._validation import check_ties
+from siglip_eval._datasets import ClassificationDataset
+from siglip_eval._encoders import EmbeddingCache
+from siglip_eval._encoders import Encoder
+from siglip_eval._encoders import TextEncoderFn
+from siglip_eval._encoders import as_encoder
+from siglip_eval._encoders import embed_image_batches
+from siglip_eval._encoders import embed_texts
+from siglip_eval._encoders import fingerprint
+from siglip_eval._metrics import EPSILON
+from siglip_eval._metrics import classification_rank_parts
+from siglip_eval._metrics import confusion_matrix
+from siglip_eval._metrics import l2_normalize
+from siglip_eval._metrics import metrics_from_ranks
+from siglip_eval._metrics import per_class_recall
+from siglip_eval._metrics import zeroshot_scores
+from siglip_eval._templates import IMAGENET_TEMPLATES
+from siglip_eval._templates import fill_templates
+from siglip_eval._validation import check_embeddings
+from siglip_eval._validation import check_every_class_present
+from siglip_eval._validation import check_ties
 
 
 def class_embeddings(
@@ -59,6 +62,7 @@ def class_embeddings(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_eval import class_embeddings
         >>> table = {
         ...     "a cat": [1.0, 0.0],
         ...     "the cat": [3.0, 1.0],
@@ -77,25 +81,27 @@ def class_embeddings(
     prompts: list[str] = []
     for class_name in names:
         prompts.extend(fill_templates(templates, class_name))
-    per_class = len(prompts) // len(names)
-    embeddings = embed_texts(
-        encode_texts,
-        prompts,
-        dataset=dataset,
-        batch_size=batch_size,
-        progress=progress,
-        keys=prompts,
-    ).astype(np.float64)
-    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-    means = embeddings.reshape(len(names), per_class, -1).mean(axis=1)
-    norms = np.linalg.norm(means, axis=1, keepdims=True)
-    if np.any(norms[:, 0] < 1e-12):
-        bad = names[int(np.flatnonzero(norms[:, 0] < 1e-12)[0])]
+    templates_per_class = len(prompts) // len(names)
+    # embed_texts has already rejected NaN and all-zero prompt embeddings, naming the prompt.
+    embeddings = l2_normalize(
+        embed_texts(
+            encode_texts,
+            prompts,
+            dataset=dataset,
+            batch_size=batch_size,
+            progress=progress,
+            keys=prompts,
+        ).astype(np.float64)
+    )
+    # Prompts are grouped by class: row c * templates_per_class + t is template t of class c.
+    means = embeddings.reshape(len(names), templates_per_class, -1).mean(axis=1)
+    cancelled = np.linalg.norm(means, axis=1) < EPSILON
+    if cancelled.any():
+        bad = names[int(np.flatnonzero(cancelled)[0])]
         raise ValueError(
             f"class {bad!r} (dataset {dataset!r}): its prompt embeddings cancel out (mean has norm ~0)"
         )
-    class_emb: np.ndarray = means / norms
-    return class_emb
+    return l2_normalize(means)
 
 
 @dataclasses.dataclass
@@ -108,7 +114,8 @@ class ZeroShotResult:
         class_names: ``[classes]``.
         per_class_accuracy: ``[classes]`` recall of each class.
         confusion: ``[classes, classes]`` int counts ``[true, predicted]``.
-        labels: ``[images]`` true classes; ``predictions``: ``[images]`` argmax classes.
+        labels: ``[images]`` true classes.
+        predictions: ``[images]`` argmax classes.
         keys: ``[images]`` item names.
         templates: the prompts used.
         tied_images: images whose true class tied with another class at the top-5 boundary (their
@@ -161,12 +168,17 @@ def zeroshot_from_embeddings(
     """Zero-shot result (metrics, per-class accuracy, confusion matrix) from embeddings.
 
     Args:
-        image_emb: ``[images, dim]``; class_emb: ``[classes, dim]``; labels: ``[images]`` int.
+        image_emb: ``[images, dim]`` image embeddings.
+        class_emb: ``[classes, dim]`` class embeddings (e.g. from ``class_embeddings``).
+        labels: ``[images]`` int true classes.
         class_names: ``[classes]``.
         dataset: name used in errors and the report.
         keys: ``[images]`` item names for errors (defaults to row numbers).
         templates: the prompts behind ``class_emb`` (recorded in the report).
         ties: tie rule for top-k (``zeroshot_metrics``).
+
+    Returns:
+        ``ZeroShotResult`` with the metrics, per-class accuracy, confusion matrix and predictions.
 
     Raises:
         ValueError: a class without images, a NaN/zero embedding (named by item), shape mismatch.
@@ -283,15 +295,19 @@ def evaluate_zeroshot(
         encoder: the model (``Encoder`` or any object with ``encode_images``/``encode_texts``).
         dataset: labelled images (``image_folder``, ``classification_shards``, ``classification_arrays``).
         templates: prompts with ``{c}``; ``IMAGENET_TEMPLATES`` (80) or ``ONE_TEMPLATE``.
-        batch_size: images per ``encode_images`` call; text_batch_size: prompts per call.
+        batch_size: images per ``encode_images`` call.
+        text_batch_size: prompts per ``encode_texts`` call.
         cache: optional ``EmbeddingCache``; image and class embeddings are reused across runs.
         progress: progress bars while embedding.
         ties: tie rule for top-k.
 
+    Returns:
+        ``ZeroShotResult``.
+
     Raises:
         ValueError: empty dataset, a class with no images, NaN embeddings (named by item).
     """
-    encoder = _as_encoder(encoder)
+    encoder = as_encoder(encoder)
     model_name = encoder.name
     image_emb, labels, keys = embed_classification(
         encoder, dataset, batch_size=batch_size, cache=cache, progress=progress
@@ -324,21 +340,4 @@ def evaluate_zeroshot(
         keys=keys,
         templates=templates,
         ties=ties,
-    )
-
-
-def _as_encoder(encoder: Any) -> Encoder:
-    if isinstance(encoder, Encoder):
-        return encoder
-    if not (
-        callable(getattr(encoder, "encode_images", None))
-        and callable(getattr(encoder, "encode_texts", None))
-    ):
-        raise TypeError(
-            f"encoder: expected an Encoder or an object with encode_images and encode_texts, got {type(encoder).__name__}"
-        )
-    return Encoder(
-        encode_images=encoder.encode_images,
-        encode_texts=encoder.encode_texts,
-        name=str(getattr(encoder, "name", type(encoder).__name__)),
     )

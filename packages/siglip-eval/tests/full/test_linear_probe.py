@@ -8,6 +8,7 @@ import pytest
 from siglip_eval import classification_arrays
 from siglip_eval import evaluate_linear_probe
 from siglip_eval import linear_probe
+from siglip_eval._linear_probe import _stratified_split
 
 
 def blobs(seed: int, count: int, classes: int = 4, dim: int = 8, spread: float = 0.5):
@@ -110,3 +111,21 @@ def test_evaluate_linear_probe_embeds_every_split(toys) -> None:
     )
     with pytest.raises(ValueError, match="class list"):
         evaluate_linear_probe(toys.color_encoder(), train, other, progress=False)
+
+
+def test_validation_split_is_stratified_seeded_and_keeps_singletons_for_fitting() -> None:
+    labels = np.array([0] * 10 + [1] * 20 + [2] * 30 + [3])
+    fit_rows, val_rows = _stratified_split(labels, 0.2, 0, dataset="d")
+    assert sorted(np.concatenate([fit_rows, val_rows]).tolist()) == list(range(labels.size))
+    assert np.bincount(labels[val_rows], minlength=4).tolist() == [2, 4, 6, 0]
+    assert 60 in fit_rows  # the single image of class 3 cannot be held out
+    again = _stratified_split(labels, 0.2, 0, dataset="d")
+    assert all((a == b).all() for a, b in zip((fit_rows, val_rows), again))
+    other_seed = _stratified_split(labels, 0.2, 1, dataset="d")
+    assert not np.array_equal(other_seed[1], val_rows)
+
+
+def test_too_few_images_for_a_validation_split_is_an_error() -> None:
+    x, y = blobs(5, 8)  # 4 classes x 2 images: 20% holds out 2 images, fewer than the classes
+    with pytest.raises(ValueError, match=r"too few images .*pass val_features"):
+        linear_probe(x, y, x, y)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from siglip_eval import ONE_TEMPLATE  # noqa: E402
-from siglip_eval import classification_arrays  # noqa: E402
-from siglip_eval import evaluate_zeroshot  # noqa: E402
-from siglip_eval.torch import torch_encoder  # noqa: E402
-from siglip_eval.torch import transformers_encoder  # noqa: E402
+import siglip_models.torch
+from siglip_eval import classification_arrays
+from siglip_eval import evaluate_zeroshot
+from siglip_eval._templates import ONE_TEMPLATE
+from siglip_eval.torch import torch_encoder
+from siglip_eval.torch import transformers_encoder
+from siglip_models import get_config
 
 
 class Toy(torch.nn.Module):
@@ -68,12 +68,9 @@ def test_bfloat16_model_runs_and_returns_float32() -> None:
 
 
 def test_siglip_models_tiny_model_end_to_end() -> None:
-    siglip_models = pytest.importorskip("siglip_models.torch", reason="needs siglip-models[torch]")
-    from siglip_models import get_config
-
     config = get_config("tiny-test")
     torch.manual_seed(0)
-    model = siglip_models.SiglipModel(config)
+    model = siglip_models.torch.SiglipModel(config)
     length = config.text.max_length
 
     def tokens(texts: list[str]) -> np.ndarray:

@@ -36,10 +36,27 @@ def flax_encoder(
         tokenizer: ``list[str] -> [batch, length]`` int ids.
         name: cache key (default: the class name).
         jit: compile the encoders.
-        image_method / text_method: method names to call.
+        image_method: name of the image method to call.
+        text_method: name of the text method to call.
 
     Returns:
         ``Encoder``.
+
+    Example:
+        >>> import numpy as np
+        >>> from flax import nnx
+        >>> from siglip_eval.flax import flax_encoder
+        >>> class Toy(nnx.Module):
+        ...     def encode_image(self, pixels):
+        ...         return pixels.mean(axis=(1, 2))
+        ...
+        ...     def encode_text(self, ids):
+        ...         return ids[:, :3].astype("float32")
+        >>> encoder = flax_encoder(Toy(), lambda texts: np.ones((len(texts), 4), np.int32))
+        >>> encoder.encode_images(np.zeros((2, 8, 8, 3), np.float32)).shape
+        (2, 3)
+        >>> encoder.encode_texts(["a", "b"]).tolist()
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
 
     def run_image(module: Any, pixels: jax.Array) -> Any:
@@ -72,8 +89,14 @@ def from_pretrained(
 ) -> tuple[Encoder, Any]:
     """Load a checkpoint on disk with ``siglip_models.flax.SiglipModel`` and wrap it.
 
+    Args:
+        path: a Hugging Face ``SiglipModel`` folder (``config.json`` + ``model.safetensors``) or a
+            big_vision ``.npz``.
+        tokenizer: ``list[str] -> [batch, length]`` ids (e.g. ``siglip_data.SentencePieceTokenizer``).
+        name: cache key (default: the resolved path).
+
     Returns:
-        ``(encoder, model)``.
+        ``(encoder, model)``; ``model.config.vision.image_size`` is the resolution to feed.
     """
     from siglip_models.flax import SiglipModel
 

@@ -52,13 +52,16 @@ def torch_encoder(
         device: where to run (default: the model's device).
         dtype: input pixel dtype (default: the model's parameter dtype, e.g. bfloat16).
         name: cache key (default: the class name).
-        image_method / text_method: method names to call.
+        image_method: name of the image method to call.
+        text_method: name of the text method to call.
 
     Returns:
         ``Encoder``.
 
     Example:
-        >>> import numpy as np, torch
+        >>> import numpy as np
+        >>> import torch
+        >>> from siglip_eval.torch import torch_encoder
         >>> class Toy(torch.nn.Module):
         ...     def encode_image(self, pixels):
         ...         return pixels.mean(dim=(2, 3))
@@ -124,8 +127,8 @@ def transformers_encoder(
 
     Texts are tokenized with ``padding="max_length", max_length=max_length, truncation=True``:
     SigLIP pools the last position and has no attention mask, so dynamic padding silently ruins
-    zero-shot accuracy (user-pain item 1). Lowercase SigLIP 2 text yourself if your tokenizer
-    does not (model-spec 2.1). ``get_image_features``' newer output objects are unwrapped.
+    zero-shot accuracy. SigLIP 2 was trained on lowercased text: lowercase it yourself if your
+    tokenizer does not. ``get_image_features``' newer output objects are unwrapped.
 
     Args:
         model: ``transformers.SiglipModel`` (or anything with ``get_image_features`` /
@@ -134,6 +137,9 @@ def transformers_encoder(
         max_length: the trained text length (64; 16 for SigLIP So400m/14-224).
         device: where to run (default: the model's device).
         name: cache key.
+
+    Returns:
+        ``Encoder``.
     """
 
     def tokenize(texts: list[str]) -> Any:
@@ -175,7 +181,8 @@ def from_pretrained(
         path: a Hugging Face ``SiglipModel`` folder (``config.json`` + ``model.safetensors``) or a
             big_vision ``.npz``.
         tokenizer: ``list[str] -> [batch, length]`` ids (e.g. ``siglip_data.SentencePieceTokenizer``).
-        device / dtype: where and in which dtype to run.
+        device: where to run.
+        dtype: the model's parameter and input dtype.
         name: cache key (default: the resolved path).
 
     Returns:

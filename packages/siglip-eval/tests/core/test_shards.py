@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-siglip_data = pytest.importorskip("siglip_data", reason="shard readers need siglip-eval[data]")
-
-from siglip_eval import ONE_TEMPLATE  # noqa: E402
-from siglip_eval import evaluate_retrieval  # noqa: E402
-from siglip_eval import evaluate_zeroshot  # noqa: E402
-from siglip_eval._shards import built_dataset  # noqa: E402
-from siglip_eval._shards import classification_shards  # noqa: E402
-from siglip_eval._shards import retrieval_shards  # noqa: E402
+import siglip_data
+from siglip_eval import built_dataset
+from siglip_eval import classification_shards
+from siglip_eval import evaluate_retrieval
+from siglip_eval import evaluate_zeroshot
+from siglip_eval import retrieval_shards
+from siglip_eval._templates import ONE_TEMPLATE
 
 NAMES = ["red", "green", "blue"]
 
