@@ -36,14 +36,18 @@ def test_every_atomic_write_module_is_the_same_file() -> None:
 
 
 @pytest.mark.parametrize("package_dir", PACKAGES, ids=[p.name for p in PACKAGES])
-def test_library_code_never_runs_apt_get(package_dir: Path) -> None:
-    offenders = [
-        f"{path.relative_to(ROOT)}:{number}"
-        for path in _sources(package_dir)
-        for number, line in enumerate(path.read_text().splitlines(), start=1)
-        if "apt-get" in line or "apt install" in line
-    ]
-    assert not offenders, f"library code mentions apt-get (print the command instead): {offenders}"
+def test_library_code_never_runs_a_system_package_manager(package_dir: Path) -> None:
+    # The library prints the command a person runs (`apt install ...`, the interactive front
+    # end); `apt-get` (for scripts) appears only in .ci/run and the noxfile, which install.
+    offenders = []
+    for path in _sources(package_dir):
+        text = path.read_text()
+        if "apt-get" in text:
+            offenders.append(f"{path.relative_to(ROOT)}: mentions apt-get")
+        runs = any(call in text for call in ("subprocess", "os.system", "os.exec", "os.spawn"))
+        if runs and "apt " in text:
+            offenders.append(f"{path.relative_to(ROOT)}: mentions apt and runs processes")
+    assert not offenders, offenders
 
 
 def _imported_modules(path: Path) -> list[tuple[int, str]]:

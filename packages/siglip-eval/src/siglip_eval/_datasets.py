@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
 
-from siglip_data import RESAMPLE_METHODS
+from siglip_data import DecodeOptions
 from siglip_data import normalize_uint8_pixels
 from siglip_data import preprocess_image
 from siglip_eval._validation import check_captions
@@ -43,7 +43,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 # PIL image -> [height, width, 3] float32 in [-1, 1].
 Preprocess = Callable[[Image.Image], np.ndarray]
-# siglip_data.preprocess_image kernels (siglip_data.RESAMPLE_METHODS).
+# siglip_data.preprocess_image kernels (siglip-data checks the name: DecodeOptions).
 Resample = Literal["bicubic", "bilinear", "pil_bilinear"]
 
 
@@ -131,8 +131,7 @@ def check_image_options(image_size: int, resample: Resample) -> None:
         or image_size < 1
     ):
         raise ValueError(f"image_size: expected a positive int, got {image_size!r}")
-    if resample not in RESAMPLE_METHODS:
-        raise ValueError(f"resample: expected one of {RESAMPLE_METHODS}, got {resample!r}")
+    DecodeOptions(resample=resample)  # siglip-data owns the list of kernels and the message
 
 
 def _default_preprocess(
