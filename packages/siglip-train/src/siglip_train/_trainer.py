@@ -120,7 +120,7 @@ class Trainer:
             ``set_gradient_checkpointing``.
 
     Example:
-        >>> import tempfile, torch
+        >>> import shutil, tempfile, torch
         >>> from siglip_models.torch import SiglipModel
         >>> from siglip_train import TrainConfig, apply_overrides
         >>> _ = torch.manual_seed(0)
@@ -143,7 +143,7 @@ class Trainer:
         >>> result = Trainer(SiglipModel("tiny-test"), batches, config).fit()
         >>> result.step, result.interrupted, result.checkpoint.name
         (2, False, 'step_000000002')
-        >>> import shutil; shutil.rmtree(config.output_dir)
+        >>> shutil.rmtree(config.output_dir)
     """
 
     def __init__(

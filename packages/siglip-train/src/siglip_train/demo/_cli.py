@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """The demo's command line (same options as ``siglip-train demo``); returns the exit code.
 
-    Exit codes: 0 done, 2 a Debian package is missing (the message names the ``apt-get`` line)
+    Exit codes: 0 done, 2 a Debian package is missing (the message names the command that installs it)
     or the config is invalid.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

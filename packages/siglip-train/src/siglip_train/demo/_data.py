@@ -123,7 +123,7 @@ def prepare_demo_data(
 
     Raises:
         siglip_data.MissingDebianPackageError: a Debian package is not installed; the message
-            holds the ``apt-get install`` line.
+            holds the command that installs it.
     """
     import siglip_data
 

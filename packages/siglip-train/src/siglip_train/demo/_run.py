@@ -428,7 +428,7 @@ def run_demo(
 
     Raises:
         siglip_data.MissingDebianPackageError: the Debian packages behind the datasets are not
-            installed (the message holds the ``apt-get install`` line).
+            installed (the message holds the command that installs them).
         ConfigError: ``config`` sets a field the demo does not use (``model.name``,
             ``data.shards``, ...) or ``fashion_mnist_fraction`` is outside [0, 1].
     """
