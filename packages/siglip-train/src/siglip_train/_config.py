@@ -336,18 +336,11 @@ def _unknown_keys(cls: type, mapping: Mapping[str, Any], prefix: str = "") -> li
     return unknown
 
 
-def _section_fields(path: str) -> list[str]:
-    owner: Any = TrainConfig
-    for part in path.split(".")[:-1]:
-        owner = typing.get_type_hints(owner)[part]
-    return sorted(field.name for field in dataclasses.fields(owner))
-
-
-def _field_annotation(path: str) -> Any:
-    owner: Any = TrainConfig
-    for part in path.split("."):
-        annotation = typing.get_type_hints(owner)[part]
-        owner = annotation
+def _annotation_at(path: str) -> Any:
+    """The annotation of the dotted field ``path`` of ``TrainConfig`` (``""``: TrainConfig)."""
+    annotation: Any = TrainConfig
+    for part in filter(None, path.split(".")):
+        annotation = typing.get_type_hints(annotation)[part]
     return annotation
 
 
@@ -366,12 +359,14 @@ def config_from_dict(mapping: Mapping[str, Any]) -> TrainConfig:
         return dacite.from_dict(TrainConfig, dict(mapping), config=_DACITE)
     except dacite.UnexpectedDataError:
         unknown = _unknown_keys(TrainConfig, mapping)
+        section = _annotation_at(unknown[0].rpartition(".")[0])
+        known = sorted(field.name for field in dataclasses.fields(section))
         raise ConfigError(
-            f"unknown config field(s) {unknown}; known fields there: {_section_fields(unknown[0])}"
+            f"unknown config field(s) {unknown}; known fields there: {known}"
         ) from None
     except dacite.WrongTypeError as error:
-        path = error.field_path or "?"
-        annotation = _field_annotation(path)
+        path = error.field_path or ""
+        annotation = _annotation_at(path)
         what = "section" if dataclasses.is_dataclass(annotation) else "field"
         expected = "a mapping" if what == "section" else _expected(annotation)
         raise ConfigError(
@@ -449,7 +444,8 @@ def upgrade_legacy_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
         if dropped:
             warnings.warn(
                 f"config field(s) {dropped} are gone and ignored: `siglip-train train` reads "
-                "data.shards; the demo's settings are options of `siglip-train demo`",
+                "data.shards; the demo's settings are options of `siglip-train demo` "
+                f"({', '.join(_DEMO_FIELDS.values())})",
                 FutureWarning,
                 stacklevel=2,
             )

@@ -80,10 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The demo's command line (same options as ``siglip-train demo``); returns the exit code.
+    """The demo's command line (same options as ``siglip-train demo``).
 
-    Exit codes: 0 done, 2 a Debian package is missing (the message names the command that installs it)
-    or the config is invalid.
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 done; 2 a Debian package is missing (the one-line message names the
+        command that installs it) or the config is invalid.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m siglip_train.demo", description=DESCRIPTION)

@@ -62,7 +62,14 @@ class DemoData:
     tokenizer_file: str
 
     def tokenizer(self, length: int) -> Any:
-        """The ``siglip_data.SentencePieceTokenizer`` the captions were tokenised with."""
+        """The ``siglip_data.SentencePieceTokenizer`` the captions were tokenised with.
+
+        Args:
+            length: tokens per caption (padded or cut to it).
+
+        Returns:
+            The tokenizer.
+        """
         from siglip_data import SentencePieceTokenizer
 
         return SentencePieceTokenizer(self.tokenizer_file, preset="siglip", length=length)
