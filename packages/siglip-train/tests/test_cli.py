@@ -152,6 +152,17 @@ def test_train_reads_only_the_data_the_config_names(
     assert "run the demo with `siglip-train demo`" in capsys.readouterr().err
 
 
+def test_tiny_cpu_preset_trains_on_the_shards_given(shard_run: tuple[Path, list[str]]) -> None:
+    run_dir, overrides = shard_run
+    assert main(["train", "--preset", "tiny-cpu", *overrides, "--set", "steps=2"]) == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["data"]["shards"][0].endswith("shard-{00000..00003}.tar")
+    assert saved["model"]["name"] == "tiny-test"
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]
+    trained = SiglipModel.from_pretrained(run_dir / "checkpoints" / "step_000000002" / "model")
+    assert trained.config.text.vocab_size == 100  # tiny-test, not the demo's 1,000-piece model
+
+
 def test_demo_without_its_debian_packages_exits_2_with_the_apt_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
