@@ -1,7 +1,7 @@
 """`nox -s batch-scan`: the demo model with the sigmoid vs the softmax loss at several batch sizes.
 
 Every run sees the same number of training examples (``--examples``), so smaller batches take
-more steps; everything else is the ``tiny-cpu`` preset. Writes ``<out>/batch_scan.json``,
+more steps; everything else is the demo's recipe (``siglip_train.demo.demo_config``). Writes ``<out>/batch_scan.json``,
 ``<out>/batch_scan.png`` and ``<out>/batch_scan.md`` (paste the table into docs/results.md).
 
     nox -s batch-scan -- --examples 51200 --out runs/batch-scan
@@ -14,9 +14,11 @@ import json
 import time
 from pathlib import Path
 
-from siglip_train import atomic_write_text
 from siglip_train import build_config
-from siglip_train import run_demo
+from siglip_train._atomic import atomic_write  # this package's own helper (not public API)
+from siglip_train._atomic import atomic_write_text
+from siglip_train.demo import demo_config
+from siglip_train.demo import run_demo
 
 
 def main() -> None:
@@ -38,7 +40,7 @@ def main() -> None:
                 continue
             steps = max(1, args.examples // batch_size)
             config = build_config(
-                preset="tiny-cpu",
+                base=demo_config(),
                 overrides=[
                     f"loss.name={loss}",
                     f"data.batch_size={batch_size}",
@@ -82,7 +84,7 @@ def write_outputs(out: Path, rows: list[dict]) -> None:
         axis.set_ylabel(metric)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(out / "batch_scan.png", dpi=120)
+    atomic_write(out / "batch_scan.png", lambda path: figure.savefig(path, format="png", dpi=120))
     lines = [
         "| loss | batch | steps | Fashion-MNIST zero-shot top-1 | emoji held-out i->t R@10 "
         "| emoji group balanced acc. |",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,21 +18,36 @@ settings.register_profile(
     "ci",
     derandomize=True,
     deadline=None,
-    max_examples=15,
     database=None,
     print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    max_examples=20,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "dev",
-    deadline=None,
-    max_examples=200,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    "dev", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+# The offline demo datasets come from Debian packages that the tests never install.
+DEBIAN_APT_LINE = "apt-get install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
+DEBIAN_FILES = (
+    Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"),
+    Path("/usr/share/unicode/emoji/emoji-test.txt"),
+    Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+)
+
+
+@pytest.fixture
+def debian_data() -> None:
+    """Skip (naming the apt line) when the Debian datasets are missing; fail instead when
+    ``SIGLIP_REQUIRE_DATA=1`` (CI installs them, so a missing file there is a failure)."""
+    missing = [str(path) for path in DEBIAN_FILES if not path.exists()]
+    if not missing:
+        return
+    message = f"needs {missing}: {DEBIAN_APT_LINE}"
+    if os.environ.get("SIGLIP_REQUIRE_DATA") == "1":
+        pytest.fail(f"SIGLIP_REQUIRE_DATA=1 but the demo data is missing; {message}")
+    pytest.skip(message)
 
 
 def random_batches(count: int, *, batch_size: int = 8, seed: int = 0) -> list[dict]:
@@ -52,23 +66,3 @@ def random_batches(count: int, *, batch_size: int = 8, seed: int = 0) -> list[di
 def make_batches() -> Callable[..., list[dict]]:
     """The :func:`random_batches` factory."""
     return random_batches
-
-
-@pytest.fixture
-def repo_root() -> Path:
-    return REPO_ROOT
-
-
-@pytest.fixture
-def run_markdown_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], int]:
-    """Execute a page's ```python blocks in order, in one namespace, inside a temp directory."""
-
-    def run(path: Path) -> int:
-        monkeypatch.chdir(tmp_path)
-        namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
-        blocks = PYTHON_BLOCK.findall(path.read_text(encoding="utf-8"))
-        for index, block in enumerate(blocks):
-            exec(compile(block, f"{path.name}[python block {index}]", "exec"), namespace)
-        return len(blocks)
-
-    return run

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -17,10 +18,13 @@ import torch
 import yaml
 
 import siglip_data
+import siglip_eval
+from siglip_eval.torch import torch_encoder
 from siglip_models.torch import SiglipModel
 from siglip_train import get_preset
-from siglip_train import main
 from siglip_train import read_metrics
+from siglip_train._cli import main
+from siglip_train._config import apply_overrides
 
 
 def test_print_config_is_the_full_resolved_config(capsys: pytest.CaptureFixture[str]) -> None:
@@ -67,7 +71,6 @@ def shard_run(tmp_path: Path) -> tuple[Path, list[str]]:
     )
     overrides = [
         "model.name=tiny-test",
-        "data.source=webdataset",
         f"data.shards={json.dumps([str(tmp_path / 'shards' / 'shard-{00000..00003}.tar')])}",
         f"data.tokenizer={tokenizer}",
         "data.batch_size=8",
@@ -88,7 +91,7 @@ def test_sigterm_checkpoints_exits_143_and_resume_auto_finishes(
     shard_run: tuple[Path, list[str]],
 ) -> None:
     run_dir, overrides = shard_run
-    command = [sys.executable, "-m", "siglip_train._cli", "train", *overrides]
+    command = [sys.executable, "-m", "siglip_train", "train", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240
@@ -115,8 +118,19 @@ def test_sigterm_checkpoints_exits_143_and_resume_auto_finishes(
     assert steps == list(range(1, stopped_at + 4))
     evals = [r for r in records if r["kind"] == "eval"]
     assert evals, "periodic siglip-eval retrieval evaluation did not run"
-    assert all(0.0 <= r["retrieval_image_to_text_R@1"] <= 1.0 for r in evals)
     assert evals[-1]["step"] == stopped_at + 3  # the final evaluation
+    # The logged recall is siglip-eval's on the final weights with the training tokenizer.
+    final = SiglipModel.from_pretrained(
+        run_dir / "checkpoints" / f"step_{stopped_at + 3:09d}" / "model"
+    )
+    tokenizer = siglip_data.SentencePieceTokenizer(run_dir.parent / "tok.model", length=16)
+    expected = siglip_eval.evaluate_retrieval(
+        torch_encoder(final, tokenizer),
+        siglip_eval.retrieval_shards(json.loads(shards), image_size=32, name="eval"),
+        progress=False,
+    ).metrics
+    for name, value in expected.items():
+        assert evals[-1][f"retrieval_{name}"] == pytest.approx(value, abs=1e-9), name
 
 
 def test_lit_preset_without_a_pretrained_model_is_refused(
@@ -125,3 +139,64 @@ def test_lit_preset_without_a_pretrained_model_is_refused(
     args = ["train", "--preset", "lit-b16", "--set", f"output_dir={tmp_path}"]
     assert main([*args, "--set", "device=cpu"]) == 2
     assert "set model.init_from" in capsys.readouterr().err
+
+
+def test_train_reads_only_the_data_the_config_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["train", "--preset", "tiny-cpu", "--set", f"output_dir={tmp_path}"]
+    assert main(args) == 2
+    assert "'data.shards' is empty" in capsys.readouterr().err
+    assert not (tmp_path / "checkpoints").exists()
+    assert main([*args, "--set", "data.source=demo"]) == 2
+    assert "run the demo with `siglip-train demo`" in capsys.readouterr().err
+
+
+def test_tiny_cpu_preset_trains_on_the_shards_given(shard_run: tuple[Path, list[str]]) -> None:
+    run_dir, overrides = shard_run
+    assert main(["train", "--preset", "tiny-cpu", *overrides, "--set", "steps=2"]) == 0
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["data"]["shards"][0].endswith("shard-{00000..00003}.tar")
+    assert saved["model"]["name"] == "tiny-test"
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]
+    trained = SiglipModel.from_pretrained(run_dir / "checkpoints" / "step_000000002" / "model")
+    assert trained.config.text.vocab_size == 100  # tiny-test, not the demo's 1,000-piece model
+
+
+def test_demo_without_its_debian_packages_exits_2_with_the_apt_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_installed(*args: object, **kwargs: object) -> None:
+        raise siglip_data.MissingDebianPackageError(
+            "the emoji dataset needs /usr/share/fonts/x.ttf, which is not installed. Install it "
+            "with:\n    sudo apt-get install -y fonts-noto-color-emoji unicode-data"
+        )
+
+    monkeypatch.setattr(siglip_data, "build_emoji", not_installed)
+    args = ["demo", "--out", str(tmp_path / "demo"), "--data-root", str(tmp_path / "data")]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1  # one line
+    assert "sudo apt-get install -y fonts-noto-color-emoji unicode-data" in error
+
+
+def test_demo_refuses_training_fields_it_would_ignore(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    args = ["demo", "--out", str(tmp_path / "demo"), "--set", "model.name=nonexistent"]
+    assert main(args) == 2
+    assert "does not use model.name='nonexistent'" in capsys.readouterr().err
+
+
+def test_without_siglip_eval_training_runs_with_no_periodic_eval(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from siglip_train import _run
+
+    monkeypatch.setitem(sys.modules, "siglip_eval", None)  # `import siglip_eval` raises
+    config = apply_overrides(
+        get_preset("tiny-cpu"), ["eval.every_steps=2", "eval.retrieval_shards=[x.tar]"]
+    )
+    with caplog.at_level(logging.WARNING, logger="siglip_train"):
+        assert _run._retrieval_eval(config) is None
+    assert "siglip-eval is not installed: no periodic evaluation" in caplog.text

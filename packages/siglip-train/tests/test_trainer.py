@@ -8,9 +8,13 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import transformers
+from tensorboard.backend.event_processing import event_accumulator
 
+import siglip_data
 from siglip_loss.torch import l2_normalize
 from siglip_loss.torch import sigmoid_loss
 from siglip_loss.torch import softmax_loss
@@ -20,8 +24,8 @@ from siglip_train import TrainConfig
 from siglip_train import Trainer
 from siglip_train import apply_overrides
 from siglip_train import read_metrics
-from siglip_train import warmup_cosine_multiplier
 from siglip_train._optim import decay_parameter_names
+from siglip_train._optim import warmup_cosine_multiplier
 
 
 def make_config(tmp_path: Path, *overrides: str) -> TrainConfig:
@@ -232,7 +236,6 @@ def test_checkpoints_are_complete_pruned_and_load_in_siglip_models_and_transform
     loaded = SiglipModel.from_pretrained(checkpoint / "model")
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels, token_ids).logits_per_image, expected)
-    transformers = pytest.importorskip("transformers")
     hf_model = transformers.SiglipModel.from_pretrained(str(checkpoint / "model")).eval()
     with torch.no_grad():
         hf_logits = hf_model(pixel_values=pixels, input_ids=token_ids).logits_per_image
@@ -323,9 +326,6 @@ def test_bf16_autocast_first_loss_matches_float32_to_bf16_precision(
 
 
 def test_tensorboard_gets_the_same_scalars_as_the_jsonl(make_batches, tmp_path: Path) -> None:
-    event_accumulator = pytest.importorskip(
-        "tensorboard.backend.event_processing.event_accumulator"
-    )
     config = make_config(tmp_path, "steps=2", "logging.tensorboard=true")
     trainer = Trainer(make_model(), make_batches(2), config)
     trainer.fit(max_steps=1)
@@ -337,3 +337,55 @@ def test_tensorboard_gets_the_same_scalars_as_the_jsonl(make_batches, tmp_path: 
         events = accumulator.Scalars(f"train/{tag}")
         assert [e.step for e in events] == [1, 2]
         assert [e.value for e in events] == pytest.approx([r[tag] for r in logged], rel=1e-6)
+
+
+def test_uint8_batches_are_scaled_exactly_as_siglip_data_scales_pixels() -> None:
+    from siglip_train._batches import batch_to_tensors
+
+    every_value = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    batch = {"pixels": every_value, "token_ids": np.zeros((1, 4), np.int32)}
+    pixels, token_ids = batch_to_tensors(batch, torch.device("cpu"))
+    expected = siglip_data.normalize_uint8_pixels(every_value).transpose(0, 3, 1, 2)
+    assert pixels.dtype == torch.float32
+    assert token_ids.dtype == torch.int64
+    np.testing.assert_array_equal(pixels.numpy(), expected)  # bit for bit
+    nchw = {"pixels": torch.from_numpy(every_value).permute(0, 3, 1, 2), "token_ids": token_ids}
+    torch.testing.assert_close(
+        batch_to_tensors(nchw, torch.device("cpu"))[0], pixels, rtol=0, atol=0
+    )
+
+
+def test_a_failed_checkpoint_write_leaves_no_directory_behind(
+    make_batches, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from siglip_train import _checkpoint
+
+    trainer = Trainer(make_model(), make_batches(2), make_config(tmp_path, "steps=2"))
+    trainer.fit(max_steps=1)
+    written = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert written == ["step_000000001"]
+
+    def disk_full(model: torch.nn.Module, directory: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_checkpoint, "save_model_weights", disk_full)
+    with pytest.raises(OSError, match=r"step_000000002'.*No space left on device"):
+        trainer.fit()
+    # the previous checkpoint is intact and no half-written (temp) directory is left
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == written
+
+
+def test_custom_models_reach_the_trainer_through_the_protocol_only(
+    make_batches, tmp_path: Path
+) -> None:
+    class NotAModule:
+        log_scale = bias = torch.nn.Parameter(torch.zeros(()))
+
+        def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+            return pixels.flatten(1)
+
+        def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:
+            return token_ids.float()
+
+    with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module, got NotAModule"):
+        Trainer(NotAModule(), make_batches(1), make_config(tmp_path))  # type: ignore[arg-type]

@@ -1,21 +1,35 @@
-"""Checkpoints: HF-layout model weights + optimizer/scheduler/data/RNG state, atomic, verified."""
+"""Checkpoints: HF-layout model weights + optimizer/scheduler/data/RNG state, atomic, verified.
+
+Why our own format rather than ``torch.distributed.checkpoint``: see "Checkpoints and resuming"
+in docs/train.md.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from siglip_train._config import atomic_write_text
+from siglip_train._atomic import atomic_directory
+from siglip_train._atomic import atomic_write_text
+from siglip_train._config import TrainConfig
+from siglip_train._config import config_to_dict
+from siglip_train._config import save_config
+from siglip_train._distributed import DistributedContext
+from siglip_train._logging import LOGGER
 
 CHECKPOINT_FORMAT = "siglip-train-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -203,11 +217,13 @@ def prune_checkpoints(checkpoint_root: Path, keep_last: int) -> None:
     """Delete all but the newest ``keep_last`` checkpoints (0 keeps all) and leftover temp dirs.
 
     Called by the writing rank right after a checkpoint was renamed into place, so every
-    ``.tmp-*`` directory left is from an interrupted earlier write.
+    temp directory left (``.step_N.*.tmp``; ``.tmp-step_N`` from older versions) is from an
+    interrupted earlier write.
     """
-    for stale in checkpoint_root.glob(f".tmp-{STEP_PREFIX}*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
+    for pattern in (f".{STEP_PREFIX}*.tmp", f".tmp-{STEP_PREFIX}*"):
+        for stale in checkpoint_root.glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
     if keep_last <= 0:
         return
     for path in list_checkpoints(checkpoint_root)[:-keep_last]:
@@ -246,3 +262,137 @@ def load_rank_state(directory: Path, rank: int) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(directory)!r} has no state for rank {rank}")
     return torch.load(path, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+
+
+def _barrier(context: DistributedContext) -> None:
+    if context.is_distributed:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def _shared_atomic_directory(final: Path, context: DistributedContext) -> Iterator[Path]:
+    """Rank 0 builds ``final`` under a temp name (fsync, rename); every rank gets the temp path.
+
+    The caller must make every rank finish writing (a barrier) before the block ends.
+    """
+    if not context.is_main:
+        names: list[Any] = [None]
+        dist.broadcast_object_list(names, src=0)
+        yield Path(names[0])
+        return
+    with atomic_directory(final) as temporary:
+        if context.is_distributed:
+            dist.broadcast_object_list([str(temporary)], src=0)
+        yield temporary
+
+
+def write_checkpoint(
+    checkpoint_root: Path,
+    step: int,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    config: TrainConfig,
+    rank_state: Mapping[str, Any],
+    context: DistributedContext,
+) -> Path:
+    """Write the checkpoint of ``step`` (every rank calls it); returns its directory.
+
+    Each rank writes its ``rank_state`` (RNG, data position); rank 0 writes the weights, the
+    optimizer, scheduler and config, then ``manifest.json`` (sha256 of every file) last. All of it
+    goes into a temp directory that is fsynced and renamed into place, so a checkpoint directory
+    is complete or absent. Then only the newest ``config.checkpoint.keep_last`` are kept.
+    """
+    final = checkpoint_root / checkpoint_name(step)
+    with _shared_atomic_directory(final, context) as temporary:
+        torch.save(dict(rank_state), temporary / rank_state_file(context.rank))
+        if context.is_main:
+            save_model_weights(model, temporary / MODEL_DIRECTORY)
+            torch.save(
+                {
+                    "step": step,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "config": config_to_dict(config),
+                    "world_size": context.world_size,
+                },
+                temporary / TRAINING_STATE,
+            )
+            save_config(config, temporary / CONFIG_FILE)
+        _barrier(context)  # every rank's state file is in place before the manifest hashes it
+        if context.is_main:
+            write_manifest(
+                temporary,
+                {
+                    "step": step,
+                    "world_size": context.world_size,
+                    "parameters": model_parameter_shapes(model),
+                    "model_class": type(model).__name__,
+                },
+            )
+    if context.is_main:
+        prune_checkpoints(checkpoint_root, config.checkpoint.keep_last)
+    _barrier(context)
+    return final
+
+
+def verify_checkpoint(directory: Path, model: nn.Module, world_size: int) -> None:
+    """Refuse a checkpoint that is corrupt, incomplete, of another model or another world size.
+
+    Raises:
+        CheckpointError: naming what does not fit.
+    """
+    manifest = read_manifest(directory)
+    check_model_matches(manifest, model, directory)
+    saved_world = manifest.get("world_size", 1)
+    if saved_world != world_size:
+        raise CheckpointError(
+            f"checkpoint {str(directory)!r} was written by {saved_world} process(es) but this "
+            f"run has {world_size}; per-rank data and RNG state cannot be mapped"
+        )
+
+
+@dataclasses.dataclass
+class RestoredState:
+    """What :func:`restore_checkpoint` read back besides the weights and RNG states.
+
+    Attributes:
+        step: optimizer steps the checkpoint was taken after.
+        batches_consumed: batches this rank had drawn from its source.
+        training_state: the optimizer / scheduler state dicts (and step, config, world size).
+    """
+
+    step: int
+    batches_consumed: int
+    training_state: dict[str, Any]
+
+
+def restore_checkpoint(
+    directory: Path, *, model: nn.Module, batches: Any, rank: int
+) -> RestoredState:
+    """Load weights, this rank's RNG states and data-loader state from a verified checkpoint.
+
+    Raises:
+        CheckpointError: the checkpoint holds a data-loader state but ``batches`` has no
+            ``load_state_dict()``, or this rank's state file is missing.
+    """
+    load_model_weights(model, directory / MODEL_DIRECTORY)
+    training_state = load_training_state(directory)
+    rank_state = load_rank_state(directory, rank)
+    restore_rng_state(rank_state["rng"])
+    data_state = rank_state.get("data")
+    if data_state is not None:
+        loader = getattr(batches, "load_state_dict", None)
+        if not callable(loader):
+            raise CheckpointError(
+                f"checkpoint {str(directory)!r} holds a data-loader state but the batch "
+                f"source {type(batches).__name__} has no load_state_dict()"
+            )
+        loader(data_state)
+    LOGGER.info("resumed from %s at step %d", directory, int(training_state["step"]))
+    return RestoredState(
+        step=int(training_state["step"]),
+        batches_consumed=int(rank_state["batches_consumed"]),
+        training_state=training_state,
+    )

@@ -1,4 +1,4 @@
-"""``siglip-train``: train from a preset/config, run the demo, interpolate checkpoints."""
+"""``siglip-train`` / ``python -m siglip_train``: train from a preset/config, run the demo, WiSE-FT."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from siglip_train._checkpoint import CheckpointError
@@ -15,12 +14,11 @@ from siglip_train._config import TrainConfig
 from siglip_train._config import build_config
 from siglip_train._config import config_to_yaml
 from siglip_train._presets import list_presets
+from siglip_train.demo import _cli as demo_cli
 
 
-def _add_config_arguments(parser: argparse.ArgumentParser, *, default_preset: str | None) -> None:
-    parser.add_argument(
-        "--preset", default=default_preset, help=f"start from a preset: {', '.join(list_presets())}"
-    )
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help=f"start from a preset: {', '.join(list_presets())}")
     parser.add_argument(
         "--config",
         action="append",
@@ -45,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train (single process, or under torchrun for DDP)")
-    _add_config_arguments(train, default_preset=None)
+    _add_config_arguments(train)
     train.add_argument(
         "--resume",
         default=None,
@@ -57,18 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
 
-    demo = commands.add_parser(
-        "demo", help="build emoji + Fashion-MNIST, train a tiny SigLIP on CPU, evaluate, report"
-    )
-    _add_config_arguments(demo, default_preset="tiny-cpu")
-    demo.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
-    demo.add_argument("--data-root", default=None, help="dataset directory (default <out>/../data)")
-    demo.add_argument(
-        "--eval-every", type=int, default=250, help="periodic evaluation every N steps (0: off)"
-    )
-    demo.add_argument(
-        "--no-install", action="store_true", help="never run apt-get, only print the command"
-    )
+    demo_cli.add_arguments(commands.add_parser("demo", help=demo_cli.DESCRIPTION))
 
     commands.add_parser("presets", help="list the presets")
 
@@ -96,37 +83,6 @@ def _train(args: argparse.Namespace) -> int:
     return train_from_config(config, resume=args.resume)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from siglip_train._demo import run_demo
-    from siglip_train._demo_data import MissingDemoDataError
-
-    config = _build(args)
-    try:
-        report = run_demo(
-            args.out,
-            config=config,
-            data_root=args.data_root,
-            eval_every=args.eval_every,
-            install=not args.no_install,
-        )
-    except MissingDemoDataError as error:
-        print(f"siglip-train demo: {error}", file=sys.stderr)
-        return 2
-    headline = {
-        key: report[key]
-        for key in (
-            "fashion_mnist_zeroshot_top1",
-            "emoji_heldout_image_to_text_R@10",
-            "emoji_group_balanced_accuracy",
-            "train_seconds",
-        )
-    }
-    for key, value in headline.items():
-        print(f"{key}: {value:.4f}")
-    print(f"report: {Path(args.out) / 'report.md'}")
-    return 0
-
-
 def _interpolate(args: argparse.Namespace) -> int:
     from siglip_models.torch import SiglipModel
     from siglip_train._interpolate import interpolate_weights
@@ -147,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers: dict[str, Any] = {
         "train": _train,
-        "demo": _demo,
+        "demo": demo_cli.run,
         "presets": lambda _: print("\n".join(list_presets())) or 0,
         "interpolate": _interpolate,
     }

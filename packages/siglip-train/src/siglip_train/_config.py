@@ -1,23 +1,30 @@
-"""Typed training configuration: dataclasses, YAML/JSON files, ``--set a.b=value`` overrides."""
+"""Typed training configuration: dataclasses, YAML/JSON files, ``--set a.b=value`` overrides.
+
+Mappings (files, overrides) become dataclasses through ``dacite`` (strict: unknown keys are errors;
+types and ``Literal`` choices come from the annotations); this module adds only what dacite does
+not do: a deep merge, the ``section.field=value`` parser, numbers written as YAML strings
+(``3e-4``), the renamed keys of older config files, and the range checks.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
-import tempfile
-import types
 import typing
+import warnings
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from typing import Literal
-from typing import TypeVar
 
+import dacite
 import yaml
 
-ConfigT = TypeVar("ConfigT")
+from siglip_train._atomic import atomic_write_text
 
 
 @dataclasses.dataclass
@@ -28,15 +35,16 @@ class ModelConfig:
         name: a name in the ``siglip_models`` registry (``siglip_models.list_configs()``).
         init_from: an HF-layout directory (``config.json`` + ``model.safetensors``) to start from
             (fine-tuning, LiT); ``None`` trains from scratch.
-        init_scale: the initial scale ``t = exp(log_scale)`` for a model trained from scratch.
-        init_bias: the initial logit bias ``b`` for a model trained from scratch.
+        log_scale_init: the initial ``log_scale``, the natural log of the scale
+            ``t = exp(log_scale)``, for a model trained from scratch (``math.log(10)``: t = 10).
+        bias_init: the initial logit bias ``b`` for a model trained from scratch.
         grad_checkpointing: recompute tower activations in the backward pass to save memory.
     """
 
     name: str = "tiny-test"
     init_from: str | None = None
-    init_scale: float = 10.0
-    init_bias: float = -10.0
+    log_scale_init: float = math.log(10.0)
+    bias_init: float = -10.0
     grad_checkpointing: bool = False
 
 
@@ -44,15 +52,17 @@ class ModelConfig:
 class OptimizerConfig:
     """AdamW with decoupled weight decay, linear warmup and cosine decay.
 
-    ``weight_decay`` follows PyTorch's ``AdamW`` convention (the step subtracts
-    ``lr(t) * weight_decay * w``); big_vision's ``wd`` is not multiplied by the base lr, so its
-    value ``wd_bv`` corresponds to ``weight_decay = wd_bv / lr`` here. Weight decay applies to
+    ``weight_decay`` is in PyTorch ``AdamW`` (and optax ``adamw``) units: each step subtracts
+    ``lr(t) * weight_decay * w``. big_vision's ``wd`` is not multiplied by the lr, so a big_vision
+    value ``wd_bv`` at peak lr ``lr`` is ``weight_decay = wd_bv / lr`` here (``1e-4`` at
+    ``lr = 1e-3`` is ``0.1``). Weight decay applies to
     weight matrices and convolution kernels only, never to norms, biases, position or token
     embeddings, ``log_scale`` or ``bias``.
 
     Attributes:
         lr: peak learning rate, reached at the end of warmup.
-        weight_decay: PyTorch ``AdamW`` weight decay coefficient.
+        weight_decay: the ``AdamW`` coefficient, PyTorch units (``lr(t) * weight_decay * w``
+            per step).
         beta1: Adam first-moment decay.
         beta2: Adam second-moment decay (0.95 stabilises large batches, SigLIP section 4.6).
         eps: Adam epsilon.
@@ -94,32 +104,23 @@ class LossConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    """Where batches come from when training from the command line.
+    """The data ``siglip-train train`` reads: WebDataset shards and the tokenizer of their captions.
 
     Attributes:
-        source: ``"demo"`` (Noto emoji + Fashion-MNIST, built offline by ``siglip_data``) or
-            ``"webdataset"`` (``shards`` with ``key.jpg|png|webp`` + ``key.txt``).
-        shards: WebDataset shard paths or globs for ``source="webdataset"``.
-        tokenizer: a SentencePiece ``.model`` for ``source="webdataset"``.
+        shards: WebDataset shard paths or globs (``key.jpg|png|webp`` + ``key.txt`` per sample).
+        tokenizer: a SentencePiece ``.model`` file.
         tokenizer_preset: ``siglip_data.SentencePieceTokenizer`` preset (``"siglip"``, ...).
-        root: where the demo datasets are built (and reused).
         batch_size: the GLOBAL batch size, summed over all processes.
         image_size: square image side in pixels.
         text_length: tokens per caption.
-        fashion_mnist_fraction: share of each demo batch drawn from Fashion-MNIST.
-        augment: random translation of emoji images in the demo data.
     """
 
-    source: Literal["demo", "webdataset"] = "demo"
     shards: list[str] = dataclasses.field(default_factory=list)
     tokenizer: str | None = None
     tokenizer_preset: str = "siglip"
-    root: str = "runs/data"
     batch_size: int = 128
     image_size: int = 32
     text_length: int = 16
-    fashion_mnist_fraction: float = 0.5
-    augment: bool = True
 
 
 @dataclasses.dataclass
@@ -156,8 +157,8 @@ class EvalConfig:
 
     Attributes:
         every_steps: run the evaluation callback every this many steps (0 disables).
-        retrieval_shards: held-out image-text shards; with ``data.source="webdataset"`` the
-            command line evaluates image<->text Recall@K on them with siglip-eval (when installed).
+        retrieval_shards: held-out image-text shards; ``siglip-train train`` evaluates
+            image<->text Recall@K on them with siglip-eval (when installed).
     """
 
     every_steps: int = 0
@@ -166,7 +167,7 @@ class EvalConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a training run needs; printed at start and saved with every checkpoint.
+    """Everything a training run needs; saved as ``config.yaml`` and with every checkpoint.
 
     Attributes:
         steps: total optimizer steps (the cosine schedule ends here).
@@ -204,27 +205,70 @@ class ConfigError(ValueError):
     """A configuration file, override or value is invalid."""
 
 
+def _expected(annotation: Any) -> str:
+    """How an error message names what a field accepts."""
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + "|".join(str(choice) for choice in typing.get_args(annotation))
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if annotation is str:
+        return "a string"
+    if annotation == str | None:
+        return "a string or null"
+    if annotation == list[str]:
+        return "a list of strings"
+    return str(annotation)
+
+
+def _check_types_and_ranges(section: Any, prefix: str = "") -> None:
+    """Choices of every ``Literal`` field, no bool where a number goes, finite floats."""
+    hints = typing.get_type_hints(type(section))
+    for field in dataclasses.fields(section):
+        name = f"{prefix}{field.name}"
+        value = getattr(section, field.name)
+        annotation = hints[field.name]
+        if dataclasses.is_dataclass(annotation):
+            _check_types_and_ranges(value, f"{name}.")
+            continue
+        wrong = (
+            (typing.get_origin(annotation) is Literal and value not in typing.get_args(annotation))
+            or (annotation in (int, float) and (isinstance(value, bool) or not isinstance(value, int | float)))
+            or (annotation is int and not isinstance(value, int))
+        )  # fmt: skip
+        if wrong:
+            raise ConfigError(
+                f"config field {name!r} must be {_expected(annotation)}, got {value!r}"
+            )
+        if annotation is float and not math.isfinite(value):
+            raise ConfigError(f"config field {name!r} must be a finite number, got {value!r}")
+
+
 def validate_config(config: TrainConfig) -> None:
-    """Check value ranges and choices; raise ``ConfigError`` naming the field."""
+    """Check types, choices and value ranges; raise ``ConfigError`` naming the field.
+
+    Choices come from the ``Literal`` annotations; every float must be finite.
+    """
+    _check_types_and_ranges(config)
+    optimizer = config.optimizer
     checks: list[tuple[str, Any, bool, str]] = [
         ("steps", config.steps, config.steps >= 1, "an integer >= 1"),
-        ("freeze", config.freeze, config.freeze in ("none", "image", "text"), "none|image|text"),
-        ("precision", config.precision, config.precision in ("auto", "fp32", "bf16"), "auto|fp32|bf16"),
-        ("device", config.device, config.device in ("auto", "cpu", "cuda"), "auto|cpu|cuda"),
         ("max_seconds", config.max_seconds, config.max_seconds >= 0, ">= 0"),
         ("num_threads", config.num_threads, config.num_threads >= 0, ">= 0"),
-        ("optimizer.lr", config.optimizer.lr, config.optimizer.lr > 0, "> 0"),
-        ("optimizer.weight_decay", config.optimizer.weight_decay, config.optimizer.weight_decay >= 0, ">= 0"),
-        ("optimizer.beta1", config.optimizer.beta1, 0 <= config.optimizer.beta1 < 1, "in [0, 1)"),
-        ("optimizer.beta2", config.optimizer.beta2, 0 <= config.optimizer.beta2 < 1, "in [0, 1)"),
-        ("optimizer.grad_clip", config.optimizer.grad_clip, config.optimizer.grad_clip >= 0, ">= 0"),
-        ("optimizer.warmup_steps", config.optimizer.warmup_steps, config.optimizer.warmup_steps >= 0, ">= 0"),
-        ("optimizer.min_lr_ratio", config.optimizer.min_lr_ratio, 0 <= config.optimizer.min_lr_ratio <= 1, "in [0, 1]"),
-        ("loss.name", config.loss.name, config.loss.name in ("sigmoid", "softmax"), "sigmoid|softmax"),
-        ("model.init_scale", config.model.init_scale, config.model.init_scale > 0, "> 0"),
-        ("data.source", config.data.source, config.data.source in ("demo", "webdataset"), "demo|webdataset"),
+        ("optimizer.lr", optimizer.lr, optimizer.lr > 0, "> 0"),
+        ("optimizer.weight_decay", optimizer.weight_decay, optimizer.weight_decay >= 0, ">= 0"),
+        ("optimizer.beta1", optimizer.beta1, 0 <= optimizer.beta1 < 1, "in [0, 1)"),
+        ("optimizer.beta2", optimizer.beta2, 0 <= optimizer.beta2 < 1, "in [0, 1)"),
+        ("optimizer.eps", optimizer.eps, optimizer.eps > 0, "> 0"),
+        ("optimizer.grad_clip", optimizer.grad_clip, optimizer.grad_clip >= 0, ">= 0"),
+        ("optimizer.warmup_steps", optimizer.warmup_steps, optimizer.warmup_steps >= 0, ">= 0"),
+        ("optimizer.min_lr_ratio", optimizer.min_lr_ratio, 0 <= optimizer.min_lr_ratio <= 1, "in [0, 1]"),
         ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
-        ("data.fashion_mnist_fraction", config.data.fashion_mnist_fraction, 0 <= config.data.fashion_mnist_fraction <= 1, "in [0, 1]"),
+        ("data.image_size", config.data.image_size, config.data.image_size >= 1, ">= 1"),
+        ("data.text_length", config.data.text_length, config.data.text_length >= 1, ">= 1"),
         ("checkpoint.every_steps", config.checkpoint.every_steps, config.checkpoint.every_steps >= 0, ">= 0"),
         ("checkpoint.keep_last", config.checkpoint.keep_last, config.checkpoint.keep_last >= 0, ">= 0"),
         ("logging.every_steps", config.logging.every_steps, config.logging.every_steps >= 1, ">= 1"),
@@ -240,106 +284,185 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def _resolve_type(owner: type, field: dataclasses.Field[Any]) -> Any:
-    hints = typing.get_type_hints(owner)
-    return hints[field.name]
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Convert a parsed YAML/JSON value to the field's annotated type, or raise ConfigError."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"config section {where!r} must be a mapping, got {value!r}")
-        return _from_mapping(annotation, value, where)
-    if origin is Literal:
-        if value not in args:
-            choices = "|".join(str(a) for a in args)
-            raise ConfigError(f"config field {where!r} must be one of {choices}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for option in args:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError("; ".join(errors))
-    if origin is list:
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config field {where!r} must be a list, got {value!r}")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"config field {where!r} must be true or false, got {value!r}")
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int | str | float):
-            raise ConfigError(f"config field {where!r} must be an integer, got {value!r}")
-        try:
-            as_float = float(value)
-        except ValueError:
-            raise ConfigError(f"config field {where!r} must be an integer, got {value!r}") from None
-        if not as_float.is_integer():
-            raise ConfigError(f"config field {where!r} must be an integer, got {value!r}")
-        return int(as_float)
-    if annotation is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"config field {where!r} must be a number, got {value!r}")
+# YAML reads ``3e-4`` (no dot) as a string and the command line gives ``a.tar,b.tar``: these hooks
+# turn such text into the field's type; anything they cannot convert is left for dacite to refuse.
+def _to_float(value: Any) -> Any:
+    if isinstance(value, int | str) and not isinstance(value, bool):
         try:
             return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"config field {where!r} must be a number, got {value!r}") from None
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config field {where!r} must be a string, got {value!r}")
-        return value
+        except ValueError:
+            return value
     return value
 
 
-def _from_mapping(cls: type[ConfigT], mapping: Mapping[str, Any], where: str = "") -> ConfigT:
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(mapping) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown config field(s) {[prefix + u for u in unknown]}; "
-            f"known fields of {cls.__name__}: {sorted(fields)}"
-        )
-    kwargs = {}
-    for name, value in mapping.items():
-        path = f"{where}.{name}" if where else name
-        kwargs[name] = _coerce(value, _resolve_type(cls, fields[name]), path)
-    try:
-        return cls(**kwargs)
-    except TypeError as error:
-        raise ConfigError(f"cannot build {cls.__name__} from {dict(mapping)!r}: {error}") from None
+def _to_int(value: Any) -> Any:
+    if isinstance(value, float | str) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if number.is_integer():
+            return int(number)
+    return value
+
+
+def _to_bool(value: Any) -> Any:
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    return value
+
+
+def _to_list(value: Any) -> Any:
+    if isinstance(value, Mapping):  # dacite would try to build a list from its keys
+        raise dacite.WrongTypeError(field_type=list[str], value=value)
+    return [item for item in value.split(",") if item] if isinstance(value, str) else value
+
+
+_DACITE = dacite.Config(
+    type_hooks={float: _to_float, int: _to_int, bool: _to_bool, list[str]: _to_list},
+    strict=True,
+)
+
+
+def _unknown_keys(cls: type, mapping: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted paths of the keys of ``mapping`` that are no field of ``cls`` (for the message)."""
+    hints = typing.get_type_hints(cls)
+    unknown = []
+    for key, value in mapping.items():
+        if key not in hints:
+            unknown.append(f"{prefix}{key}")
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            unknown += _unknown_keys(hints[key], value, f"{prefix}{key}.")
+    return unknown
+
+
+def _annotation_at(path: str) -> Any:
+    """The annotation of the dotted field ``path`` of ``TrainConfig`` (``""``: TrainConfig)."""
+    annotation: Any = TrainConfig
+    for part in filter(None, path.split(".")):
+        annotation = typing.get_type_hints(annotation)[part]
+    return annotation
 
 
 def config_from_dict(mapping: Mapping[str, Any]) -> TrainConfig:
     """Build a ``TrainConfig`` from a nested mapping; unknown keys and bad types are errors.
 
+    Keys renamed since older versions (``model.init_scale``, ``model.init_bias``) are converted
+    with a ``FutureWarning``.
+
     Example:
-        >>> config_from_dict({"steps": 20, "optimizer": {"lr": 3e-4}}).optimizer.lr
+        >>> config_from_dict({"steps": 20, "optimizer": {"lr": "3e-4"}}).optimizer.lr
         0.0003
     """
-    return _from_mapping(TrainConfig, mapping)
+    mapping = upgrade_legacy_keys(mapping)
+    try:
+        return dacite.from_dict(TrainConfig, dict(mapping), config=_DACITE)
+    except dacite.UnexpectedDataError:
+        unknown = _unknown_keys(TrainConfig, mapping)
+        section = _annotation_at(unknown[0].rpartition(".")[0])
+        known = sorted(field.name for field in dataclasses.fields(section))
+        raise ConfigError(
+            f"unknown config field(s) {unknown}; known fields there: {known}"
+        ) from None
+    except dacite.WrongTypeError as error:
+        path = error.field_path or ""
+        annotation = _annotation_at(path)
+        what = "section" if dataclasses.is_dataclass(annotation) else "field"
+        expected = "a mapping" if what == "section" else _expected(annotation)
+        raise ConfigError(
+            f"config {what} {path!r} must be {expected}, got {error.value!r}"
+        ) from None
+    except dacite.DaciteError as error:
+        raise ConfigError(f"invalid config: {error}") from None
 
 
-def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+# Old key -> (new key, conversion). The conversion receives the old value as written.
+_RENAMED: dict[tuple[str, str], tuple[str, Callable[[float], float], str]] = {
+    ("model", "init_scale"): ("log_scale_init", math.log, "log_scale_init = log(init_scale)"),
+    ("model", "init_bias"): ("bias_init", lambda value: value, "same value"),
+}
+# Fields of the demo that older configs carried in ``data``; the demo now takes them itself.
+_DEMO_FIELDS = {
+    "root": "--data-root",
+    "fashion_mnist_fraction": "--fashion-mnist-fraction",
+    "augment": "--no-augment",
+}
+
+
+def upgrade_legacy_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Rewrite the keys older config files used; a ``FutureWarning`` names each one.
+
+    ``model.init_scale`` (the scale t) becomes ``model.log_scale_init = log(t)`` and
+    ``model.init_bias`` becomes ``model.bias_init``. ``data.source: webdataset`` and the demo's
+    ``data.root`` / ``fashion_mnist_fraction`` / ``augment`` are dropped (``siglip-train train``
+    reads shards only; the demo takes those as its own options).
+
+    Raises:
+        ConfigError: ``data.source: demo`` (the demo is ``siglip-train demo`` now), an old and a
+            new name of one field in the same mapping, or an old value that cannot be converted.
+    """
+    upgraded = {
+        key: dict(value) if isinstance(value, Mapping) else value for key, value in mapping.items()
+    }
+    for (section_name, old), (new, convert, how) in _RENAMED.items():
+        section = upgraded.get(section_name)
+        if not isinstance(section, dict) or old not in section:
+            continue
+        if new in section:
+            raise ConfigError(
+                f"config fields '{section_name}.{old}' (old name) and '{section_name}.{new}' are "
+                f"both given; keep only '{section_name}.{new}'"
+            )
+        value = _to_float(section.pop(old))
+        try:
+            section[new] = convert(value)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"config field '{section_name}.{old}' (old name of '{section_name}.{new}') must be "
+                f"a positive number, got {value!r}"
+            ) from None
+        warnings.warn(
+            f"config field '{section_name}.{old}' is now '{section_name}.{new}' ({how}): read "
+            f"{old}={value!r} as {new}={section[new]!r}; rename it in the file",
+            FutureWarning,
+            stacklevel=2,
+        )
+    data = upgraded.get("data")
+    if isinstance(data, dict):
+        source = data.pop("source", None)
+        if source == "demo":
+            raise ConfigError(
+                "config field 'data.source' is gone and 'demo' is no training data source any "
+                "more: run the demo with `siglip-train demo` (its own options: --data-root, "
+                "--fashion-mnist-fraction, --no-augment, --set for the training fields)"
+            )
+        dropped = [f"data.{key}" for key in _DEMO_FIELDS if key in data]
+        for key in _DEMO_FIELDS:
+            data.pop(key, None)
+        if source is not None:
+            dropped.insert(0, "data.source")
+        if dropped:
+            warnings.warn(
+                f"config field(s) {dropped} are gone and ignored: `siglip-train train` reads "
+                "data.shards; the demo's settings are options of `siglip-train demo` "
+                f"({', '.join(_DEMO_FIELDS.values())})",
+                FutureWarning,
+                stacklevel=2,
+            )
+    return upgraded
+
+
+def merge_mappings(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, recursively for nested mappings (the later value wins).
+
+    Example:
+        >>> merge_mappings({"optimizer": {"lr": 1, "eps": 2}}, {"optimizer": {"lr": 3}})
+        {'optimizer': {'lr': 3, 'eps': 2}}
+    """
     merged = dict(base)
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_mappings(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -365,10 +488,14 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def parse_override(override: str) -> dict[str, Any]:
-    """Turn ``"optimizer.lr=3e-4"`` into ``{"optimizer": {"lr": 3e-4}}`` (value parsed as YAML).
+    """Turn ``"optimizer.lr=3e-4"`` into ``{"optimizer": {"lr": "3e-4"}}`` (value parsed as YAML).
 
     Raises:
         ConfigError: no ``=`` or an empty key.
+
+    Example:
+        >>> parse_override("data.shards=[a.tar, b.tar]")
+        {'data': {'shards': ['a.tar', 'b.tar']}}
     """
     key, sep, raw_value = override.partition("=")
     if not sep or not key.strip():
@@ -395,7 +522,7 @@ def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfi
     """
     data = config_to_dict(config)
     for override in overrides:
-        data = _merge(data, parse_override(override))
+        data = merge_mappings(data, upgrade_legacy_keys(parse_override(override)))
     return config_from_dict(data)
 
 
@@ -404,28 +531,38 @@ def build_config(
     preset: str | None = None,
     files: Iterable[str | os.PathLike[str]] = (),
     overrides: Iterable[str] = (),
+    base: TrainConfig | None = None,
 ) -> TrainConfig:
-    """Preset, then config files (later wins), then ``--set`` overrides.
+    """Preset (or ``base``), then config files (later wins), then ``--set`` overrides.
 
     Args:
-        preset: a name from ``list_presets()``; ``None`` starts from the dataclass defaults.
+        preset: a name from ``list_presets()``; ``None`` starts from ``base``.
         files: YAML/JSON files, each a (partial) nested mapping of ``TrainConfig`` fields.
         overrides: ``"section.field=value"`` strings.
+        base: the config to start from when no preset is named (default: ``TrainConfig()``).
 
     Returns:
         The validated ``TrainConfig``.
+
+    Raises:
+        ConfigError: an unknown preset, a missing or invalid file, an unknown field, a value of
+            the wrong type or out of range (the message names the field).
+
+    Example:
+        >>> build_config(preset="tiny-cpu", overrides=["steps=20"]).steps
+        20
     """
     from siglip_train._presets import get_preset
 
     try:
-        start = get_preset(preset) if preset else TrainConfig()
+        start = get_preset(preset) if preset else base or TrainConfig()
     except KeyError as error:
         raise ConfigError(error.args[0]) from None
     data = config_to_dict(start)
     for path in files:
-        data = _merge(data, load_config_file(path))
+        data = merge_mappings(data, upgrade_legacy_keys(load_config_file(path)))
     for override in overrides:
-        data = _merge(data, parse_override(override))
+        data = merge_mappings(data, upgrade_legacy_keys(parse_override(override)))
     return config_from_dict(data)
 
 
@@ -443,18 +580,3 @@ def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
         else config_to_yaml(config)
     )
     atomic_write_text(path, text)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from siglip_train._config import atomic_write_text
+from siglip_train._atomic import atomic_write_text
 
 LOGGER = logging.getLogger("siglip_train")
 METRICS_FILE = "metrics.jsonl"
@@ -29,11 +29,11 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 class MetricsLogger:
-    """Append metric records to ``metrics.jsonl`` and TensorBoard; only the writing rank logs.
+    """Metric records to ``metrics.jsonl`` and TensorBoard, and the progress bar; rank 0 only.
 
     Args:
         output_dir: the run directory.
-        enabled: False on non-zero ranks (nothing is written).
+        enabled: False on non-zero ranks (nothing is written or shown).
         tensorboard: also write TensorBoard events under ``output_dir/tensorboard``.
     """
 
@@ -43,6 +43,31 @@ class MetricsLogger:
         self.enabled = enabled
         self.tensorboard = enabled and tensorboard
         self._writer: Any = None
+        self._progress: Any = None
+
+    def open_progress(self, *, total: int, initial: int) -> None:
+        """Show a tqdm bar from step ``initial`` to ``total`` (closed by :meth:`close`)."""
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self._progress = tqdm(
+            total=total, initial=initial, desc="train", dynamic_ncols=True, leave=True
+        )
+
+    @property
+    def shows_progress(self) -> bool:
+        """Whether a progress bar is open (it reads the loss of every step)."""
+        return self._progress is not None
+
+    def progress(self, *, loss: float, lr: float, samples_per_second: float) -> None:
+        """Advance the bar by one step and show the step's loss, lr and throughput."""
+        if self._progress is None:
+            return
+        self._progress.update(1)
+        self._progress.set_postfix(
+            loss=f"{loss:.4f}", lr=f"{lr:.2e}", samples_per_s=f"{samples_per_second:.0f}"
+        )
 
     def _tensorboard_writer(self) -> Any:
         # Opened on first use (and again after close(), when fit() is called a second time).
@@ -79,6 +104,10 @@ class MetricsLogger:
             writer.flush()
 
     def close(self) -> None:
+        """Close the progress bar and the TensorBoard writer (both reopen on next use)."""
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 
 from siglip_train._config import CheckpointConfig
@@ -13,14 +14,17 @@ from siglip_train._config import ModelConfig
 from siglip_train._config import OptimizerConfig
 from siglip_train._config import TrainConfig
 
-DEMO_MODEL_NAME = "demo-tiny"
+# Weight decay below is in PyTorch AdamW units, like OptimizerConfig.weight_decay: each step
+# subtracts lr(t) * weight_decay * w. The papers quote big_vision's wd, which is not multiplied
+# by the lr: wd_bv = weight_decay * peak lr.
 
 
 def _tiny_cpu() -> TrainConfig:
-    # The demo recipe: a 1.8M-parameter SigLIP at 32 px trained on emoji + Fashion-MNIST on CPU,
-    # about 0.34 CPU-seconds per step. One torch thread: on a 2-core machine shared with other
-    # jobs, two threads make these small ops many times slower (use num_threads=0 for all cores).
-    # log_scale and bias get 10x the lr so that they move in a 1,000-step run.
+    # A small SigLIP recipe for one CPU: fp32, one torch thread (on a 2-core machine shared with
+    # other jobs, two threads make these small ops many times slower; num_threads=0 uses all
+    # cores). log_scale and bias get 10x the lr so that they move in a 1,000-step run. It trains
+    # on the shards given in data.shards (and the model data.tokenizer fits); the emoji +
+    # Fashion-MNIST demo is `siglip-train demo`, with its own model and data.
     return TrainConfig(
         steps=1000,
         seed=0,
@@ -28,35 +32,41 @@ def _tiny_cpu() -> TrainConfig:
         precision="fp32",
         device="cpu",
         num_threads=1,
-        model=ModelConfig(name=DEMO_MODEL_NAME, init_scale=10.0, init_bias=-10.0),
+        model=ModelConfig(name="tiny-test", log_scale_init=math.log(10.0), bias_init=-10.0),
         optimizer=OptimizerConfig(
             lr=1e-3,
-            weight_decay=1e-4 / 1e-3,
+            weight_decay=0.1,  # big_vision wd 1e-4 at lr 1e-3
             beta2=0.95,
             grad_clip=1.0,
             warmup_steps=100,
             logit_lr_multiplier=10.0,
         ),
         loss=LossConfig(name="sigmoid"),
-        data=DataConfig(source="demo", batch_size=128, image_size=32, text_length=16),
+        data=DataConfig(batch_size=128, image_size=32, text_length=16),
         checkpoint=CheckpointConfig(every_steps=250, keep_last=2),
         logging=LoggingConfig(every_steps=10),
     )
 
 
 def _b16_webli_like() -> TrainConfig:
-    # SigLIP B/16 from scratch as in arXiv:2303.15343 / 2502.14786: batch 32k, lr 1e-3, big_vision
-    # wd 1e-4 (= 0.1 in PyTorch AdamW units at lr 1e-3), beta2 0.95, clip 1, cosine, bf16 on GPU.
+    # SigLIP B/16 from scratch as in arXiv:2303.15343 / 2502.14786: batch 32k, lr 1e-3, weight
+    # decay 0.1 (big_vision wd 1e-4 at lr 1e-3), beta2 0.95, clip 1, cosine, bf16 on GPU.
     return TrainConfig(
         steps=300_000,
         output_dir="runs/b16-webli-like",
         precision="auto",
-        model=ModelConfig(name="siglip-base-patch16-224", init_scale=10.0, init_bias=-10.0),
+        model=ModelConfig(
+            name="siglip-base-patch16-224", log_scale_init=math.log(10.0), bias_init=-10.0
+        ),
         optimizer=OptimizerConfig(
-            lr=1e-3, weight_decay=1e-4 / 1e-3, beta2=0.95, grad_clip=1.0, warmup_steps=20_000
+            lr=1e-3,
+            weight_decay=0.1,  # big_vision wd 1e-4 at lr 1e-3
+            beta2=0.95,
+            grad_clip=1.0,
+            warmup_steps=20_000,
         ),
         loss=LossConfig(name="sigmoid", distributed_strategy="ring"),
-        data=DataConfig(source="webdataset", batch_size=32_768, image_size=224, text_length=64),
+        data=DataConfig(batch_size=32_768, image_size=224, text_length=64),
         checkpoint=CheckpointConfig(every_steps=2000, keep_last=3),
         logging=LoggingConfig(every_steps=50),
     )
@@ -64,12 +74,12 @@ def _b16_webli_like() -> TrainConfig:
 
 def _lit_b16() -> TrainConfig:
     # LiT / SigLiT: image tower locked (frozen), text tower trained (arXiv:2303.15343 sec. 4.4;
-    # big_vision siglip_lit_coco.py: lr 1e-3, wd 0.01 bv units, 3% warmup, clip 1).
+    # big_vision siglip_lit_coco.py: lr 1e-3, wd 0.01 in big_vision units, 3% warmup, clip 1).
     config = _b16_webli_like()
     config.steps = 20_000
     config.output_dir = "runs/lit-b16"
     config.freeze = "image"  # needs model.init_from: the pretrained model to lock-image-tune
-    config.optimizer.weight_decay = 0.01 / 1e-3
+    config.optimizer.weight_decay = 10.0  # big_vision wd 0.01 at lr 1e-3
     config.optimizer.warmup_steps = 600
     config.data.batch_size = 16_384
     return config

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gc
-import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from siglip_train._checkpoint import resolve_resume_path
 from siglip_train._config import ConfigError
@@ -17,10 +16,14 @@ from siglip_train._config import TrainConfig
 from siglip_train._distributed import DistributedContext
 from siglip_train._distributed import init_distributed
 from siglip_train._logging import LOGGER
+from siglip_train._protocol import TwoTowerModel
 from siglip_train._trainer import Trainer
 
+if TYPE_CHECKING:
+    from siglip_models.torch import SiglipModel
 
-def build_model(config: TrainConfig, *, vocab_size: int | None = None) -> nn.Module:
+
+def build_model(config: TrainConfig, *, vocab_size: int | None = None) -> SiglipModel:
     """The ``siglip_models`` model ``config.model`` names, or the one in ``init_from``."""
     from siglip_models.torch import SiglipModel
 
@@ -36,8 +39,7 @@ def build_model(config: TrainConfig, *, vocab_size: int | None = None) -> nn.Mod
                 f"config field 'model.init_from' must be an HF model directory, got "
                 f"{config.model.init_from!r} (not a directory)"
             )
-        loaded: nn.Module = SiglipModel.from_pretrained(config.model.init_from).train()
-        return loaded
+        return SiglipModel.from_pretrained(config.model.init_from).train()
     torch.manual_seed(config.seed)
     model = SiglipModel(config.model.name)
     if vocab_size is not None and model.config.text.vocab_size < vocab_size:
@@ -46,10 +48,9 @@ def build_model(config: TrainConfig, *, vocab_size: int | None = None) -> nn.Mod
             f"the tokenizer has {vocab_size} tokens"
         )
     with torch.no_grad():
-        model.log_scale.fill_(math.log(config.model.init_scale))
-        model.bias.fill_(config.model.init_bias)
-    trainable: nn.Module = model.train()
-    return trainable
+        model.log_scale.fill_(config.model.log_scale_init)
+        model.bias.fill_(config.model.bias_init)
+    return model.train()
 
 
 def _webdataset_batches(config: TrainConfig, context: DistributedContext) -> Any:
@@ -113,7 +114,7 @@ def _retrieval_eval(config: TrainConfig) -> Any:
         config.eval.retrieval_shards, image_size=config.data.image_size, name="eval"
     )
 
-    def evaluate(trained: nn.Module) -> dict[str, float]:
+    def evaluate(trained: TwoTowerModel) -> dict[str, float]:
         result = siglip_eval.evaluate_retrieval(
             torch_encoder(trained, tokenizer), dataset, progress=False
         )
@@ -125,7 +126,7 @@ def _retrieval_eval(config: TrainConfig) -> Any:
 def train_from_config(config: TrainConfig, *, resume: str | None = None) -> int:
     """Train what ``config`` describes; returns the process exit code (128 + signal if stopped).
 
-    Under torchrun every process runs this; the demo data is built by rank 0 first.
+    Under torchrun every process runs this.
     """
     device_type = (
         "cuda"
@@ -147,50 +148,11 @@ def train_from_config(config: TrainConfig, *, resume: str | None = None) -> int:
 
 def _fit(config: TrainConfig, context: DistributedContext, resume: str | None) -> int | None:
     """Build data, model and trainer, train; returns the signal that stopped training, if any."""
+    model = build_model(config)
+    batches = _webdataset_batches(config, context)
     eval_fn = None
-    if config.data.source == "demo":
-        from siglip_train._demo import build_demo_model
-        from siglip_train._demo import evaluate_demo
-        from siglip_train._demo_data import DemoBatches
-        from siglip_train._demo_data import prepare_demo_data
-
-        def prepare() -> Any:
-            return prepare_demo_data(
-                config.data.root,
-                image_size=config.data.image_size,
-                text_length=config.data.text_length,
-            )
-
-        if context.is_main:
-            data = prepare()
-        if context.is_distributed:
-            dist.barrier()
-        if not context.is_main:
-            data = prepare()
-        vocab_size = data.tokenizer(config.data.text_length).vocab_size
-        if config.model.init_from:
-            model = build_model(config)
-        else:
-            model = build_demo_model(config, vocab_size=vocab_size)
-        batches: Any = DemoBatches(
-            data,
-            batch_size=config.data.batch_size,
-            fashion_mnist_fraction=config.data.fashion_mnist_fraction,
-            seed=config.seed,
-            rank=context.rank,
-            world_size=context.world_size,
-            augment=config.data.augment,
-        )
-        if config.eval.every_steps and _has_siglip_eval():
-
-            def eval_fn(trained: nn.Module) -> dict[str, float]:
-                return evaluate_demo(trained, data, fashion_limit=1000)
-
-    else:
-        model = build_model(config)
-        batches = _webdataset_batches(config, context)
-        if config.eval.every_steps and config.eval.retrieval_shards:
-            eval_fn = _retrieval_eval(config)
+    if config.eval.every_steps and config.eval.retrieval_shards:
+        eval_fn = _retrieval_eval(config)
     trainer = Trainer(model, batches, config, eval_fn=eval_fn)
     if resume is not None:
         checkpoint = resolve_resume_path(resume, Path(config.output_dir))

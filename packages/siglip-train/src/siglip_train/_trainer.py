@@ -1,11 +1,10 @@
-"""The training loop: DDP, frozen towers, checkpoint/resume, signals, logging, periodic eval."""
+"""The training loop: DDP, frozen towers, signals, periodic eval; checkpoints in ``_checkpoint``."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import math
-import shutil
 import signal
 import threading
 import time
@@ -15,45 +14,38 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from siglip_train._batches import batch_to_tensors
+from siglip_train._batches import tower_parameter_names
 from siglip_train._checkpoint import CONFIG_FILE
-from siglip_train._checkpoint import MODEL_DIRECTORY
-from siglip_train._checkpoint import TRAINING_STATE
 from siglip_train._checkpoint import CheckpointError
 from siglip_train._checkpoint import capture_rng_state
-from siglip_train._checkpoint import check_model_matches
-from siglip_train._checkpoint import checkpoint_name
-from siglip_train._checkpoint import load_model_weights
-from siglip_train._checkpoint import load_rank_state
-from siglip_train._checkpoint import load_training_state
-from siglip_train._checkpoint import model_parameter_shapes
-from siglip_train._checkpoint import prune_checkpoints
-from siglip_train._checkpoint import rank_state_file
-from siglip_train._checkpoint import read_manifest
-from siglip_train._checkpoint import restore_rng_state
-from siglip_train._checkpoint import save_model_weights
-from siglip_train._checkpoint import write_manifest
+from siglip_train._checkpoint import restore_checkpoint
+from siglip_train._checkpoint import verify_checkpoint
+from siglip_train._checkpoint import write_checkpoint
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
-from siglip_train._config import config_to_dict
 from siglip_train._config import config_to_yaml
 from siglip_train._config import save_config
+from siglip_train._config import validate_config
 from siglip_train._distributed import DistributedContext
 from siglip_train._distributed import init_distributed
 from siglip_train._logging import LOGGER
 from siglip_train._logging import MetricsLogger
+from siglip_train._losses import default_loss
+from siglip_train._losses import ignored_parameters
 from siglip_train._optim import build_optimizer
 from siglip_train._optim import build_parameter_groups
 from siglip_train._optim import build_scheduler
 from siglip_train._optim import warmup_cosine_multiplier
 from siglip_train._protocol import BatchSource
 from siglip_train._protocol import ContrastiveLoss
+from siglip_train._protocol import TwoTowerModel
 
-EvalFunction = Callable[[nn.Module], Mapping[str, float]]
+EvalFunction = Callable[[TwoTowerModel], Mapping[str, float]]
 
 
 @dataclasses.dataclass
@@ -84,117 +76,10 @@ def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return normalized
 
 
-def default_loss(config: TrainConfig, world_size: int) -> ContrastiveLoss:
-    """The loss ``config.loss`` names, in its multi-process form when ``world_size > 1``."""
-    from siglip_loss import torch as loss_torch
-
-    if config.loss.name == "softmax":
-        if world_size > 1:
-            return loss_torch.distributed_softmax_loss  # type: ignore[no-any-return]
-
-        def softmax(
-            image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: torch.Tensor, bias: Any
-        ) -> torch.Tensor:
-            del bias
-            loss: torch.Tensor = loss_torch.softmax_loss(image_emb, text_emb, scale=scale)
-            return loss
-
-        return softmax
-    if world_size > 1:
-        strategy = config.loss.distributed_strategy
-
-        def distributed_sigmoid(
-            image_emb: torch.Tensor,
-            text_emb: torch.Tensor,
-            *,
-            scale: torch.Tensor,
-            bias: torch.Tensor,
-        ) -> torch.Tensor:
-            loss: torch.Tensor = loss_torch.distributed_sigmoid_loss(
-                image_emb, text_emb, scale=scale, bias=bias, strategy=strategy
-            )
-            return loss
-
-        return distributed_sigmoid
-    sigmoid: ContrastiveLoss = loss_torch.sigmoid_loss
-    return sigmoid
-
-
-def tower_parameter_names(
-    model: nn.Module, pixels: torch.Tensor, token_ids: torch.Tensor
-) -> tuple[set[str], set[str]]:
-    """Which parameters each tower uses, found by differentiating each tower on one example.
-
-    Works for any model following the protocol, whatever its attribute names. A parameter
-    reached by both towers (a shared table) is in both sets.
-
-    Args:
-        model: the two-tower model.
-        pixels: ``[batch, 3, H, W]``; only the first row is used.
-        token_ids: ``[batch, L]``; only the first row is used.
-
-    Returns:
-        ``(image_names, text_names)``.
-    """
-    names, parameters = zip(*model.named_parameters(), strict=True)
-    found = []
-    for encode, inputs in (
-        (getattr(model, "encode_image"), pixels[:1]),  # noqa: B009 (nn.Module typing)
-        (getattr(model, "encode_text"), token_ids[:1]),  # noqa: B009
-    ):
-        with torch.enable_grad():
-            output = encode(inputs)
-            grads = torch.autograd.grad(
-                output.float().sum(), parameters, allow_unused=True, materialize_grads=False
-            )
-        found.append({name for name, grad in zip(names, grads, strict=True) if grad is not None})
-    return found[0], found[1]
-
-
-def batch_to_tensors(
-    batch: Mapping[str, Any], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pixels [B, 3, H, W] float32 in [-1, 1], token_ids [B, L] int64)`` on ``device``.
-
-    Accepts torch or numpy arrays; NHWC arrays (last axis 3) become NCHW; uint8 pixels are mapped
-    to [-1, 1].
-
-    Raises:
-        KeyError: ``pixels`` or ``token_ids`` is missing.
-        ValueError: shapes that are not ``[B, 3, H, W]`` / ``[B, H, W, 3]`` and ``[B, L]``, or
-            batch sizes that differ.
-    """
-    for key in ("pixels", "token_ids"):
-        if key not in batch:
-            raise KeyError(f"batch must have {key!r}; it has {sorted(batch)}")
-    pixels = batch["pixels"]
-    token_ids = batch["token_ids"]
-    pixels = torch.from_numpy(np.asarray(pixels)) if not torch.is_tensor(pixels) else pixels
-    token_ids = (
-        torch.from_numpy(np.asarray(token_ids)) if not torch.is_tensor(token_ids) else token_ids
-    )
-    if pixels.ndim != 4 or 3 not in (pixels.shape[1], pixels.shape[-1]):
-        raise ValueError(
-            f"batch['pixels'] must be [B, 3, H, W] or [B, H, W, 3], got {tuple(pixels.shape)}"
-        )
-    if pixels.shape[1] != 3:
-        pixels = pixels.permute(0, 3, 1, 2)
-    if pixels.dtype == torch.uint8:
-        pixels = pixels.float() / 127.5 - 1.0
-    if token_ids.ndim != 2 or token_ids.shape[0] != pixels.shape[0]:
-        raise ValueError(
-            f"batch['token_ids'] must be [B, L] with B = {pixels.shape[0]} (pixels), "
-            f"got {tuple(token_ids.shape)}"
-        )
-    pixels = pixels.to(device=device, dtype=torch.float32, non_blocking=True).contiguous()
-    token_ids = token_ids.to(device=device, dtype=torch.long, non_blocking=True)
-    return pixels, token_ids
-
-
 class _TowerPair(nn.Module):
     """Runs both towers in one ``forward`` so DDP sees (and synchronises) the whole step."""
 
-    def __init__(self, model: nn.Module, *, image_frozen: bool, text_frozen: bool) -> None:
+    def __init__(self, model: TwoTowerModel, *, image_frozen: bool, text_frozen: bool) -> None:
         super().__init__()
         self.model = model
         self.image_frozen = image_frozen
@@ -205,12 +90,10 @@ class _TowerPair(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         grad = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad and not self.image_frozen):
-            image_emb = getattr(self.model, "encode_image")(pixels)  # noqa: B009
+            image_emb = self.model.encode_image(pixels)
         with torch.set_grad_enabled(grad and not self.text_frozen):
-            text_emb = getattr(self.model, "encode_text")(token_ids)  # noqa: B009
-        log_scale: torch.Tensor = getattr(self.model, "log_scale")  # noqa: B009
-        bias: torch.Tensor = getattr(self.model, "bias")  # noqa: B009
-        return image_emb, text_emb, log_scale, bias
+            text_emb = self.model.encode_text(token_ids)
+        return image_emb, text_emb, self.model.log_scale, self.model.bias
 
 
 class Trainer:
@@ -231,14 +114,41 @@ class Trainer:
         eval_fn: ``eval_fn(model) -> {name: value}``, called on rank 0 every
             ``config.eval.every_steps`` steps and at the end, in eval mode without gradients.
 
+    Raises:
+        TypeError: ``model`` lacks a member of the protocol or is not an ``nn.Module``.
+        ConfigError: an invalid ``config``, or ``model.grad_checkpointing`` on a model without
+            ``set_gradient_checkpointing``.
+
     Example:
-        >>> trainer = Trainer(model, batches, TrainConfig(steps=100))  # doctest: +SKIP
-        >>> result = trainer.fit()  # doctest: +SKIP
+        >>> import shutil, tempfile, torch
+        >>> from siglip_models.torch import SiglipModel
+        >>> from siglip_train import TrainConfig, apply_overrides
+        >>> _ = torch.manual_seed(0)
+        >>> batches = [
+        ...     {
+        ...         "pixels": torch.rand(4, 3, 32, 32) * 2 - 1,
+        ...         "token_ids": torch.randint(0, 100, (4, 16)),
+        ...     }
+        ... ]
+        >>> config = apply_overrides(
+        ...     TrainConfig(),
+        ...     [
+        ...         f"output_dir={tempfile.mkdtemp()}",
+        ...         "steps=2",
+        ...         "optimizer.warmup_steps=1",
+        ...         "logging.progress_bar=false",
+        ...         "logging.tensorboard=false",
+        ...     ],
+        ... )
+        >>> result = Trainer(SiglipModel("tiny-test"), batches, config).fit()
+        >>> result.step, result.interrupted, result.checkpoint.name
+        (2, False, 'step_000000002')
+        >>> shutil.rmtree(config.output_dir)
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: TwoTowerModel,
         batches: BatchSource,
         config: TrainConfig,
         *,
@@ -253,6 +163,7 @@ class Trainer:
                 )
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        validate_config(config)  # also after fields were assigned one by one
         self.config = config
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
@@ -260,9 +171,11 @@ class Trainer:
         self.context: DistributedContext = init_distributed(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
-        self.model = model.to(self.device)
+        model.to(self.device)
+        self.model: nn.Module = model
+        self._towers: TwoTowerModel = model
         self.batches = batches
-        self.loss_fn = loss_fn or default_loss(config, self.context.world_size)
+        self.loss_fn = loss_fn or default_loss(config.loss, self.context.world_size)
         self.eval_fn = eval_fn
         self.output_dir = Path(config.output_dir)
         self.checkpoint_root = self.output_dir / "checkpoints"
@@ -317,40 +230,22 @@ class Trainer:
             CheckpointError: corrupt, incomplete or mismatched checkpoint.
         """
         directory = Path(checkpoint)
-        manifest = read_manifest(directory)
-        check_model_matches(manifest, self.model, directory)
-        saved_world = manifest.get("world_size", 1)
-        if saved_world != self.context.world_size:
-            raise CheckpointError(
-                f"checkpoint {str(directory)!r} was written by {saved_world} process(es) but this "
-                f"run has {self.context.world_size}; per-rank data and RNG state cannot be mapped"
-            )
+        verify_checkpoint(directory, self.model, self.context.world_size)
         self._resume_from = directory
 
     def _apply_resume(self) -> dict[str, Any] | None:
         directory = self._resume_from
         if directory is None:
             return None
-        load_model_weights(self.model, directory / MODEL_DIRECTORY)
-        training_state = load_training_state(directory)
-        rank_state = load_rank_state(directory, self.context.rank)
-        restore_rng_state(rank_state["rng"])
-        self.step = int(training_state["step"])
-        self.batches_consumed = int(rank_state["batches_consumed"])
-        data_state = rank_state.get("data")
-        if data_state is not None:
-            loader = getattr(self.batches, "load_state_dict", None)
-            if not callable(loader):
-                raise CheckpointError(
-                    f"checkpoint {str(directory)!r} holds a data-loader state but the batch "
-                    f"source {type(self.batches).__name__} has no load_state_dict()"
-                )
-            loader(data_state)
+        restored = restore_checkpoint(
+            directory, model=self.model, batches=self.batches, rank=self.context.rank
+        )
+        self.step = restored.step
+        self.batches_consumed = restored.batches_consumed
         self._last_saved_step = self.step
         self._last_checkpoint = directory
         self._logger.truncate_after(self.step)
-        LOGGER.info("resumed from %s at step %d", directory, self.step)
-        return training_state
+        return restored.training_state
 
     # ------------------------------------------------------------------------------ setup
     def _next_batch(self) -> Mapping[str, Any]:
@@ -386,7 +281,7 @@ class Trainer:
         self.batches_consumed -= 1  # the peeked batch is consumed by the next step
         pixels, token_ids = batch_to_tensors(self._peeked, self.device)
         self.image_parameter_names, self.text_parameter_names = tower_parameter_names(
-            self.model, pixels, token_ids
+            self._towers, pixels, token_ids
         )
         self._freeze()
         optimizer_config = self.config.optimizer
@@ -419,7 +314,7 @@ class Trainer:
                     f"(different freeze or parameter groups?): {error}"
                 ) from None
         step_module = _TowerPair(
-            self.model,
+            self._towers,
             image_frozen=self.config.freeze == "image",
             text_frozen=self.config.freeze == "text",
         )
@@ -438,13 +333,11 @@ class Trainer:
         elif self.config.freeze == "text":
             frozen = self.text_parameter_names - self.image_parameter_names
         frozen -= {"log_scale", "bias"}
-        if self.config.loss.name == "softmax":
-            # The softmax loss ignores the bias; a parameter without gradient breaks DDP.
-            frozen.add("bias")
+        ignored = ignored_parameters(self.config.loss)  # e.g. the softmax loss has no bias
         for name, parameter in self.model.named_parameters():
-            if name in frozen:
+            if name in frozen or name in ignored:
                 parameter.requires_grad_(False)
-        if self.config.freeze != "none" and not frozen - {"bias"}:
+        if self.config.freeze != "none" and not frozen:
             raise ConfigError(
                 f"freeze={self.config.freeze!r} but no parameter belongs only to that tower"
             )
@@ -513,6 +406,38 @@ class Trainer:
             previous[signum] = signal.signal(signum, request_stop)
         return previous
 
+    def _log_step(
+        self,
+        loss: torch.Tensor,
+        grad_norm: torch.Tensor,
+        *,
+        at_log: bool,
+        samples_per_second: float,
+        train_seconds: float,
+    ) -> float | None:
+        """Write the metrics record (every ``logging.every_steps``) and advance the progress bar.
+
+        Returns the step's loss when it was read (the global mean at a record), else ``None``.
+        """
+        logger = self._logger
+        loss_value = None
+        if at_log or logger.shows_progress:
+            loss_value = self._global_mean(loss) if at_log else float(loss)
+        lr = self._lr_of_step(self.step - 1)
+        if at_log:
+            record = {
+                "loss": loss_value,
+                "lr": lr,
+                "scale": float(self._towers.log_scale.detach().exp()),
+                "bias": float(self._towers.bias.detach()),
+                "grad_norm": float(grad_norm),
+                "samples_per_second": samples_per_second,
+                "train_seconds": train_seconds,
+            }
+            logger.log(self.step, record)
+        logger.progress(loss=float(loss), lr=lr, samples_per_second=samples_per_second)
+        return loss_value
+
     # ------------------------------------------------------------------------------- fit
     def fit(self, *, max_steps: int | None = None) -> TrainResult:
         """Train until ``config.steps`` (or ``max_steps`` more steps in this call).
@@ -528,27 +453,19 @@ class Trainer:
             :class:`TrainResult`.
         """
         self._setup()
-        assert self.optimizer is not None
-        assert self.scheduler is not None
         config = self.config
         if self.context.is_main:
             LOGGER.info("training config:\n%s", config_to_yaml(config))
             save_config(config, self.output_dir / CONFIG_FILE)
         end_step = config.steps if max_steps is None else min(config.steps, self.step + max_steps)
-        progress = None
-        if self.context.is_main and config.logging.progress_bar:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(
-                total=config.steps, initial=self.step, desc="train", dynamic_ncols=True, leave=True
-            )
+        if config.logging.progress_bar:
+            self._logger.open_progress(total=config.steps, initial=self.step)
         previous_handlers = self._install_signal_handlers()
         self._stop_signal = None
         train_seconds = 0.0
         last_loss = math.nan
         eval_results: dict[str, float] = {}
         interrupted = False
-        global_batch = 0
         try:
             while self.step < end_step:
                 started = time.perf_counter()
@@ -557,34 +474,21 @@ class Trainer:
                 self.step += 1
                 step_seconds = time.perf_counter() - started
                 train_seconds += step_seconds
-                local_batch = len(batch["token_ids"])
-                global_batch = local_batch * self.context.world_size
+                global_batch = len(batch["token_ids"]) * self.context.world_size
                 at_log = self.step % config.logging.every_steps == 0 or self.step == end_step
-                if at_log or progress is not None:
-                    last_loss = self._global_mean(loss) if at_log else float(loss)
-                if at_log:
-                    record = {
-                        "loss": last_loss,
-                        "lr": self._lr_of_step(self.step - 1),
-                        "scale": float(getattr(self.model, "log_scale").detach().exp()),  # noqa: B009
-                        "bias": float(getattr(self.model, "bias").detach()),  # noqa: B009
-                        "grad_norm": float(grad_norm),
-                        "samples_per_second": global_batch / max(step_seconds, 1e-9),
-                        "train_seconds": train_seconds,
-                    }
-                    self._logger.log(self.step, record)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(
-                        loss=f"{float(loss):.4f}",
-                        lr=f"{self._lr_of_step(self.step - 1):.2e}",
-                        samples_per_s=f"{global_batch / max(step_seconds, 1e-9):.0f}",
-                    )
+                step_loss = self._log_step(
+                    loss,
+                    grad_norm,
+                    at_log=at_log,
+                    samples_per_second=global_batch / max(step_seconds, 1e-9),
+                    train_seconds=train_seconds,
+                )
+                if step_loss is not None:
+                    last_loss = step_loss
                 if config.eval.every_steps and self.step % config.eval.every_steps == 0:
                     eval_results = self.evaluate()
                 out_of_time = bool(config.max_seconds and train_seconds >= config.max_seconds)
-                stop = self._should_stop(self._stop_signal is not None or out_of_time)
-                if stop:
+                if self._should_stop(self._stop_signal is not None or out_of_time):
                     interrupted = True
                     break
                 every = config.checkpoint.every_steps
@@ -601,8 +505,6 @@ class Trainer:
         finally:
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
-            if progress is not None:
-                progress.close()
             self._logger.close()
         if self._stop_signal is not None:
             LOGGER.warning(
@@ -632,71 +534,39 @@ class Trainer:
             was_training = self.model.training
             self.model.eval()
             with torch.no_grad():
-                results = {k: float(v) for k, v in self.eval_fn(self.model).items()}
+                results = {k: float(v) for k, v in self.eval_fn(self._towers).items()}
             self.model.train(was_training)
             self._logger.log(self.step, results, kind="eval")
         if self.context.is_distributed:
             dist.barrier()
         return results
 
-    # ------------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
         """Write a checkpoint of the current step (all ranks must call it); returns its path.
 
-        Written into a temporary directory, hashed into ``manifest.json`` last, then renamed into
-        place, so a checkpoint directory either is complete or does not exist; then only the
-        newest ``checkpoint.keep_last`` are kept.
+        See ``siglip_train._checkpoint.write_checkpoint``: complete or absent, sha256 manifest,
+        only the newest ``checkpoint.keep_last`` kept.
         """
         if self._last_saved_step == self.step and self._last_checkpoint is not None:
             return self._last_checkpoint
         assert self.optimizer is not None
         assert self.scheduler is not None
-        final = self.checkpoint_root / checkpoint_name(self.step)
-        temporary = self.checkpoint_root / f".tmp-{final.name}"
-        if self.context.is_main:
-            shutil.rmtree(temporary, ignore_errors=True)
-            temporary.mkdir(parents=True)
-        self._barrier()
         state_dict = getattr(self.batches, "state_dict", None)
         rank_state = {
             "rng": capture_rng_state(),
             "batches_consumed": self.batches_consumed,
             "data": state_dict() if callable(state_dict) else None,
         }
-        torch.save(rank_state, temporary / rank_state_file(self.context.rank))
-        if self.context.is_main:
-            save_model_weights(self.model, temporary / MODEL_DIRECTORY)
-            torch.save(
-                {
-                    "step": self.step,
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "config": config_to_dict(self.config),
-                    "world_size": self.context.world_size,
-                },
-                temporary / TRAINING_STATE,
-            )
-            save_config(self.config, temporary / CONFIG_FILE)
-        self._barrier()
-        if self.context.is_main:
-            write_manifest(
-                temporary,
-                {
-                    "step": self.step,
-                    "world_size": self.context.world_size,
-                    "parameters": model_parameter_shapes(self.model),
-                    "model_class": type(self.model).__name__,
-                },
-            )
-            if final.exists():
-                shutil.rmtree(final)
-            temporary.rename(final)
-            prune_checkpoints(self.checkpoint_root, self.config.checkpoint.keep_last)
-        self._barrier()
+        final = write_checkpoint(
+            self.checkpoint_root,
+            self.step,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            config=self.config,
+            rank_state=rank_state,
+            context=self.context,
+        )
         self._last_saved_step = self.step
         self._last_checkpoint = final
         return final
-
-    def _barrier(self) -> None:
-        if self.context.is_distributed:
-            dist.barrier()

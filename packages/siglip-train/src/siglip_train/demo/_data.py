@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,21 +12,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from siglip_train._atomic import atomic_write
+from siglip_train._atomic import atomic_write_text
 from siglip_train._logging import LOGGER
 
-APT_COMMAND = (
-    "apt-get update && apt-get install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
-)
 # Emoji caption templates; the zero-shot group prompts use the last form.
 EMOJI_NAME_TEMPLATES: tuple[str, ...] = ("{name}", "an emoji of {name}.", "{subgroup}: {name}")
 EMOJI_GROUP_TEMPLATE = "{group} emoji"
 # How often each emoji caption form is drawn: name, "an emoji of", subgroup, group.
 EMOJI_CAPTION_WEIGHTS: tuple[float, ...] = (0.5, 0.2, 0.15, 0.15)
 CACHE_VERSION = 1
-
-
-class MissingDemoDataError(RuntimeError):
-    """The Debian packages behind the offline datasets are not installed."""
 
 
 @dataclasses.dataclass
@@ -69,40 +62,17 @@ class DemoData:
     tokenizer_file: str
 
     def tokenizer(self, length: int) -> Any:
-        """The ``siglip_data.SentencePieceTokenizer`` the captions were tokenised with."""
+        """The ``siglip_data.SentencePieceTokenizer`` the captions were tokenised with.
+
+        Args:
+            length: tokens per caption (padded or cut to it).
+
+        Returns:
+            The tokenizer.
+        """
         from siglip_data import SentencePieceTokenizer
 
         return SentencePieceTokenizer(self.tokenizer_file, preset="siglip", length=length)
-
-
-def _debian_files() -> list[Path]:
-    from siglip_data._builders import EMOJI_FONT
-    from siglip_data._builders import EMOJI_TEST_FILE
-    from siglip_data._builders import FASHION_MNIST_DIR
-
-    return [EMOJI_FONT, EMOJI_TEST_FILE, FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz"]
-
-
-def ensure_debian_packages(*, install: bool = True) -> None:
-    """Install the Debian packages behind the datasets when running as root, else explain how.
-
-    Raises:
-        MissingDemoDataError: files missing and not root (or apt-get failed); the message holds
-            the exact command to run.
-    """
-    missing = [str(path) for path in _debian_files() if not path.exists()]
-    if not missing:
-        return
-    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
-    if install and is_root and shutil.which("apt-get"):
-        LOGGER.warning("installing the offline datasets' Debian packages: %s", APT_COMMAND)
-        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        result = subprocess.run(["bash", "-c", APT_COMMAND], env=environment, check=False)
-        if result.returncode == 0 and all(path.exists() for path in _debian_files()):
-            return
-    raise MissingDemoDataError(
-        f"the demo needs {missing}; install them with (as root):\n    {APT_COMMAND}"
-    )
 
 
 def _emoji_caption_forms(metadata: dict[str, Any]) -> list[str]:
@@ -137,26 +107,30 @@ def prepare_demo_data(
     image_size: int = 32,
     text_length: int = 16,
     vocab_size: int = 1000,
-    install: bool = True,
     limit: int | None = None,
 ) -> DemoData:
     """Build (once) the emoji and Fashion-MNIST shards, a tokenizer, and load everything.
 
     Shards are built by ``siglip_data.build_emoji`` / ``build_fashion_mnist`` under ``root`` and
-    reused; the decoded arrays are cached in ``root/cache-<size>-<length>.npz``.
+    reused; the decoded arrays are cached in ``root/cache-v<N>-<size>px.npz`` (written
+    atomically). The builders read Debian packages (fonts-noto-color-emoji, unicode-data,
+    dataset-fashion-mnist), which this function never installs.
 
     Args:
         root: data directory.
         image_size: side of the square images the model sees.
         text_length: tokens per caption.
         vocab_size: SentencePiece vocabulary size.
-        install: run apt-get when the Debian packages are missing and we are root.
         limit: build only the first ``limit`` emoji and Fashion-MNIST images per split (tests);
             the datasets then live in ``root/limit-<N>/`` and the vocabulary has at most 200
             pieces.
 
     Returns:
         :class:`DemoData`.
+
+    Raises:
+        siglip_data.MissingDebianPackageError: a Debian package is not installed; the message
+            holds the command that installs it.
     """
     import siglip_data
 
@@ -164,8 +138,6 @@ def prepare_demo_data(
     root.mkdir(parents=True, exist_ok=True)
     emoji_dir = root / "emoji"
     fashion_dir = root / "fashion-mnist"
-    if not (emoji_dir / "dataset.json").is_file() or not (fashion_dir / "dataset.json").is_file():
-        ensure_debian_packages(install=install)
     if not (emoji_dir / "dataset.json").is_file():
         LOGGER.warning("building the emoji shards in %s", emoji_dir)
         siglip_data.build_emoji(emoji_dir, image_size=64, limit=limit)
@@ -190,12 +162,9 @@ def prepare_demo_data(
             ("fashion_test", fashion_info, "test"),
         ):
             arrays[name], metadata[name] = _load_split(info.splits[split].shards, image_size)
-        temporary = cache.with_name(cache.name + ".tmp.npz")
-        np.savez(temporary, **arrays)
-        os.replace(temporary, cache)
-        temporary_meta = meta_cache.with_name(meta_cache.name + ".tmp")
-        temporary_meta.write_text(json.dumps(metadata))
-        os.replace(temporary_meta, meta_cache)
+        # The arrays first, the metadata last: the pair counts as a cache only when both exist.
+        atomic_write(cache, lambda temporary: _save_npz(temporary, arrays))
+        atomic_write_text(meta_cache, json.dumps(metadata))
     groups = [name for name in emoji_info.class_names]
     emoji_forms = [_emoji_caption_forms(m) for m in metadata["emoji_train"]]
     fashion_names = list(fashion_info.caption_names)
@@ -238,6 +207,12 @@ def prepare_demo_data(
         fashion_templates=fashion_templates,
         tokenizer_file=str(tokenizer_file),
     )
+
+
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
+    # Through a file handle: np.savez(path) would append ".npz" to a temp name without it.
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
 
 
 def _translate(pixels: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:

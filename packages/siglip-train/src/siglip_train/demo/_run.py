@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -9,30 +10,90 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from siglip_train._atomic import atomic_write
+from siglip_train._atomic import atomic_write_text
+from siglip_train._config import CheckpointConfig
+from siglip_train._config import ConfigError
+from siglip_train._config import DataConfig
+from siglip_train._config import LoggingConfig
+from siglip_train._config import LossConfig
+from siglip_train._config import ModelConfig
+from siglip_train._config import OptimizerConfig
 from siglip_train._config import TrainConfig
-from siglip_train._config import atomic_write_text
 from siglip_train._config import config_to_dict
-from siglip_train._demo_data import EMOJI_GROUP_TEMPLATE
-from siglip_train._demo_data import DemoBatches
-from siglip_train._demo_data import DemoData
-from siglip_train._demo_data import prepare_demo_data
 from siglip_train._logging import LOGGER
 from siglip_train._logging import read_metrics
-from siglip_train._presets import DEMO_MODEL_NAME
-from siglip_train._presets import get_preset
+from siglip_train._protocol import TwoTowerModel
 from siglip_train._trainer import Trainer
+from siglip_train.demo._data import EMOJI_GROUP_TEMPLATE
+from siglip_train.demo._data import DemoBatches
+from siglip_train.demo._data import DemoData
+from siglip_train.demo._data import prepare_demo_data
+
+if TYPE_CHECKING:
+    from siglip_models import SiglipConfig
+    from siglip_models.torch import SiglipModel
+
+DEMO_MODEL = "demo-tiny"
+"""How reports name the demo's architecture (:func:`demo_model_config`; not a registry name)."""
 
 
-def demo_model_config(*, vocab_size: int, image_size: int = 32, text_length: int = 16) -> Any:
+def demo_config() -> TrainConfig:
+    """The demo's training recipe (its model and data come from this module, not the config).
+
+    1,000 steps at global batch 128 on CPU in float32 with one torch thread (on a 2-core machine
+    shared with other jobs, two threads make these small ops many times slower); AdamW lr 1e-3,
+    weight decay 0.1 in PyTorch units (big_vision wd 1e-4 at lr 1e-3), beta2 0.95, clip 1,
+    100 warmup steps, cosine; ``log_scale`` and ``bias`` start at t = 10, b = -10 and get 10x the
+    lr so that they move in 1,000 steps. ``model.name`` and ``init_from`` are not used: the demo
+    builds :func:`demo_model_config`.
+
+    Example:
+        >>> config = demo_config()
+        >>> config.steps, config.data.batch_size, config.optimizer.weight_decay
+        (1000, 128, 0.1)
+    """
+    return TrainConfig(
+        steps=1000,
+        seed=0,
+        output_dir="runs/demo",
+        precision="fp32",
+        device="cpu",
+        num_threads=1,
+        model=ModelConfig(name=DEMO_MODEL, log_scale_init=math.log(10.0), bias_init=-10.0),
+        optimizer=OptimizerConfig(
+            lr=1e-3,
+            weight_decay=0.1,
+            beta2=0.95,
+            grad_clip=1.0,
+            warmup_steps=100,
+            logit_lr_multiplier=10.0,
+        ),
+        loss=LossConfig(name="sigmoid"),
+        data=DataConfig(batch_size=128, image_size=32, text_length=16),
+        checkpoint=CheckpointConfig(every_steps=250, keep_last=2),
+        logging=LoggingConfig(every_steps=10),
+    )
+
+
+def demo_model_config(
+    *, vocab_size: int, image_size: int = 32, text_length: int = 16
+) -> SiglipConfig:
     """The demo's ``siglip_models.SiglipConfig``: ViT 128 wide x 4 deep (patch 8), text 128 x 3.
 
-    Registered as ``"demo-tiny"`` by :func:`build_demo_model`.
+    Args:
+        vocab_size: rows of the token table (the demo tokenizer's vocabulary).
+        image_size: square image side in pixels (patches are a quarter of it).
+        text_length: tokens per caption.
+
+    Returns:
+        The config, built directly (the siglip-models registry is left untouched).
     """
     from siglip_models import SiglipConfig
     from siglip_models import TextConfig
@@ -60,9 +121,17 @@ def demo_model_config(*, vocab_size: int, image_size: int = 32, text_length: int
     )
 
 
-def build_demo_model(config: TrainConfig, *, vocab_size: int) -> nn.Module:
-    """A freshly initialised demo model (``config.model.init_scale`` / ``init_bias`` applied)."""
-    from siglip_models import register_config
+def build_demo_model(config: TrainConfig, *, vocab_size: int) -> SiglipModel:
+    """A freshly initialised demo model, seeded by ``config.seed``.
+
+    Args:
+        config: gives ``data.image_size``, ``data.text_length``, ``seed`` and the initial
+            ``model.log_scale_init`` / ``model.bias_init``.
+        vocab_size: the demo tokenizer's vocabulary size.
+
+    Returns:
+        The model in train mode.
+    """
     from siglip_models.torch import SiglipModel
 
     model_config = demo_model_config(
@@ -70,35 +139,34 @@ def build_demo_model(config: TrainConfig, *, vocab_size: int) -> nn.Module:
         image_size=config.data.image_size,
         text_length=config.data.text_length,
     )
-    register_config(DEMO_MODEL_NAME, model_config, overwrite=True)
     torch.manual_seed(config.seed)
     model = SiglipModel(model_config)
-    with torch.no_grad():
-        model.log_scale.fill_(math.log(config.model.init_scale))
-        model.bias.fill_(config.model.init_bias)
-    trainable: nn.Module = model.train()
-    return trainable
+    with torch.no_grad():  # set directly: independent of SiglipConfig's field names
+        model.log_scale.fill_(config.model.log_scale_init)
+        model.bias.fill_(config.model.bias_init)
+    return model.train()
 
 
 @torch.no_grad()
 def _encode(
     encode: Callable[[torch.Tensor], torch.Tensor], inputs: np.ndarray, *, images: bool
 ) -> np.ndarray:
+    from siglip_data import normalize_uint8_pixels
     from siglip_loss.torch import l2_normalize
 
     outputs = []
     for start in range(0, len(inputs), 500):
-        chunk = torch.from_numpy(np.ascontiguousarray(inputs[start : start + 500]))
-        if images:
-            chunk = chunk.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        rows = inputs[start : start + 500]
+        if images:  # uint8 NHWC -> float NCHW in [-1, 1], as the trainer maps its batches
+            chunk = torch.from_numpy(normalize_uint8_pixels(rows)).permute(0, 3, 1, 2)
         else:
-            chunk = chunk.long()
+            chunk = torch.from_numpy(np.ascontiguousarray(rows)).long()
         outputs.append(l2_normalize(encode(chunk).float()))
     return torch.cat(outputs).numpy().astype(np.float64)
 
 
 def evaluate_demo(
-    model: nn.Module, data: DemoData, *, fashion_limit: int | None = None
+    model: TwoTowerModel, data: DemoData, *, fashion_limit: int | None = None
 ) -> dict[str, float]:
     """Held-out emoji retrieval, emoji group zero-shot, Fashion-MNIST test zero-shot.
 
@@ -120,8 +188,8 @@ def evaluate_demo(
 
     length = data.fashion_captions.shape[-1]
     tokenizer = data.tokenizer(length)
-    encode_image = getattr(model, "encode_image")  # noqa: B009 (nn.Module attribute typing)
-    encode_text = getattr(model, "encode_text")  # noqa: B009
+    encode_image = model.encode_image
+    encode_text = model.encode_text
 
     def class_embeddings(token_ids: np.ndarray) -> np.ndarray:
         classes, templates, _ = token_ids.shape
@@ -170,6 +238,11 @@ def chance_levels(data: DemoData) -> dict[str, float]:
     }
 
 
+def save_figure(figure: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically (a reader never sees half an image)."""
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+
+
 def _plot(
     run_dir: Path,
     metrics: list[dict[str, Any]],
@@ -191,7 +264,7 @@ def _plot(
     axis.set_yscale("log")
     axis.set_title("training loss")
     figure.tight_layout()
-    figure.savefig(run_dir / "loss.png", dpi=120)
+    save_figure(figure, run_dir / "loss.png")
     pyplot.close(figure)
     written.append("loss.png")
 
@@ -204,7 +277,7 @@ def _plot(
     right.set_ylabel("bias b")
     figure.suptitle("learned scale and bias")
     figure.tight_layout()
-    figure.savefig(run_dir / "scale_bias.png", dpi=120)
+    save_figure(figure, run_dir / "scale_bias.png")
     pyplot.close(figure)
     written.append("scale_bias.png")
 
@@ -227,7 +300,7 @@ def _plot(
     axis.set_title("held-out emoji retrieval (unseen base names)")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(run_dir / "recall_at_k.png", dpi=120)
+    save_figure(figure, run_dir / "recall_at_k.png")
     pyplot.close(figure)
     written.append("recall_at_k.png")
 
@@ -250,7 +323,7 @@ def _plot(
         axis.set_title("evaluation during training")
         axis.legend(fontsize=7)
         figure.tight_layout()
-        figure.savefig(run_dir / "eval_curve.png", dpi=120)
+        save_figure(figure, run_dir / "eval_curve.png")
         pyplot.close(figure)
         written.append("eval_curve.png")
     return written
@@ -301,43 +374,80 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Fields of the training config that the demo does not read: it builds its own model and data.
+_UNUSED_BY_THE_DEMO = (
+    "model.name",
+    "model.init_from",
+    "data.shards",
+    "data.tokenizer",
+    "data.tokenizer_preset",
+    "eval.retrieval_shards",
+)
+
+
+def _check_demo_config(config: TrainConfig) -> None:
+    """Refuse a config that sets fields the demo would silently ignore."""
+    given, default = config_to_dict(config), config_to_dict(demo_config())
+    changed = []
+    for path in _UNUSED_BY_THE_DEMO:
+        section, name = path.split(".")
+        if given[section][name] != default[section][name]:
+            changed.append(f"{path}={given[section][name]!r}")
+    if changed:
+        raise ConfigError(
+            f"the demo builds its own model and data and does not use {', '.join(changed)}; "
+            "train on your own shards with `siglip-train train` instead"
+        )
+
+
 def run_demo(
     out_dir: str | os.PathLike[str] = "runs/demo",
     *,
     config: TrainConfig | None = None,
     data_root: str | os.PathLike[str] | None = None,
+    fashion_mnist_fraction: float = 0.5,
+    augment: bool = True,
     eval_every: int = 0,
-    install: bool = True,
     data_limit: int | None = None,
 ) -> dict[str, Any]:
     """Build the data, train the demo model, evaluate it and write ``report.{json,md}`` + plots.
 
     Args:
         out_dir: run directory (checkpoints, metrics, report).
-        config: training config (default: preset ``tiny-cpu``); ``output_dir`` is set to
-            ``out_dir`` and ``data.root`` to ``data_root`` when given.
+        config: the training recipe (default :func:`demo_config`); its ``output_dir`` becomes
+            ``out_dir`` and ``eval.every_steps`` becomes ``eval_every``.
         data_root: where datasets are built and cached (default ``<out_dir>/../data``).
-        eval_every: also evaluate (on 1,000 Fashion-MNIST test images) every N steps.
-        install: apt-get the Debian packages when missing and running as root.
+        fashion_mnist_fraction: share of Fashion-MNIST samples in each batch (the rest emoji).
+        augment: shift emoji by up to a tenth of the image side (random translation).
+        eval_every: also evaluate (on 1,000 Fashion-MNIST test images) every N steps; 0: only
+            at the end.
         data_limit: use only the first N images of each dataset split (smoke tests).
 
     Returns:
         The report dict (also ``<out_dir>/report.json``).
+
+    Raises:
+        siglip_data.MissingDebianPackageError: the Debian packages behind the datasets are not
+            installed (the message holds the command that installs them).
+        ConfigError: ``config`` sets a field the demo does not use (``model.name``,
+            ``data.shards``, ...) or ``fashion_mnist_fraction`` is outside [0, 1].
     """
+    if not 0.0 <= fashion_mnist_fraction <= 1.0:
+        raise ConfigError(f"fashion_mnist_fraction must be in [0, 1], got {fashion_mnist_fraction}")
     out = Path(out_dir)
-    config = config or get_preset("tiny-cpu")
-    config.output_dir = str(out)
-    if data_root is not None:
-        config.data.root = str(data_root)
-    elif config.data.root == get_preset("tiny-cpu").data.root:
-        config.data.root = str(out.parent / "data")
-    config.eval.every_steps = eval_every
+    config = config or demo_config()
+    _check_demo_config(config)
+    config = dataclasses.replace(
+        config,
+        output_dir=str(out),
+        eval=dataclasses.replace(config.eval, every_steps=eval_every),
+    )
+    root = Path(data_root) if data_root is not None else out.parent / "data"
     started = time.perf_counter()
     data = prepare_demo_data(
-        config.data.root,
+        root,
         image_size=config.data.image_size,
         text_length=config.data.text_length,
-        install=install,
         limit=data_limit,
     )
     data_seconds = time.perf_counter() - started
@@ -346,15 +456,15 @@ def run_demo(
     batches = DemoBatches(
         data,
         batch_size=config.data.batch_size,
-        fashion_mnist_fraction=config.data.fashion_mnist_fraction,
+        fashion_mnist_fraction=fashion_mnist_fraction,
         seed=config.seed,
-        augment=config.data.augment,
+        augment=augment,
     )
     metrics_file = out / "metrics.jsonl"
     if metrics_file.exists():
         metrics_file.unlink()
 
-    def periodic_eval(trained: nn.Module) -> dict[str, float]:
+    def periodic_eval(trained: TwoTowerModel) -> dict[str, float]:
         return evaluate_demo(trained, data, fashion_limit=1000)
 
     trainer = Trainer(model, batches, config, eval_fn=periodic_eval if eval_every else None)
@@ -382,10 +492,10 @@ def run_demo(
         "image_size": config.data.image_size,
         "text_length": config.data.text_length,
         "loss": config.loss.name,
-        "model": DEMO_MODEL_NAME,
+        "model": DEMO_MODEL,
         "model_parameters": sum(p.numel() for p in model.parameters()),
-        "final_scale": float(getattr(model, "log_scale").detach().exp()),  # noqa: B009
-        "final_bias": float(getattr(model, "bias").detach()),  # noqa: B009
+        "final_scale": float(model.log_scale.detach().exp()),
+        "final_bias": float(model.bias.detach()),
         "final_loss": result.last_loss,
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
@@ -394,6 +504,13 @@ def run_demo(
         "times_chance": {key: results[key] / chance[key] for key in chance},
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "config": config_to_dict(config),
+        "demo": {
+            "data_root": str(root),
+            "fashion_mnist_fraction": fashion_mnist_fraction,
+            "augment": augment,
+            "eval_every": eval_every,
+            "data_limit": data_limit,
+        },
     }
     out.mkdir(parents=True, exist_ok=True)
     plots = _plot(out, metrics, results, chance)

@@ -1,0 +1,105 @@
+"""A batch in any accepted layout -> the tensors a step needs; which parameters each tower uses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from siglip_train._protocol import TwoTowerModel
+
+
+def batch_to_tensors(
+    batch: Mapping[str, Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixels [B, 3, H, W] float32 in [-1, 1], token_ids [B, L] int64)`` on ``device``.
+
+    Accepts torch or numpy arrays; NHWC arrays (last axis 3) become NCHW; uint8 pixels are mapped
+    to [-1, 1] by ``siglip_data.normalize_uint8_pixels`` (the formula of siglip-data's float
+    preprocessing, so uint8 and float batches of one image are the same pixels).
+
+    Args:
+        batch: a mapping with ``pixels`` (``[B, 3, H, W]`` or ``[B, H, W, 3]``, float in [-1, 1]
+            or uint8) and ``token_ids`` (``[B, L]`` integers).
+        device: where the tensors go.
+
+    Returns:
+        ``(pixels, token_ids)``.
+
+    Raises:
+        KeyError: ``pixels`` or ``token_ids`` is missing.
+        ValueError: shapes that are not ``[B, 3, H, W]`` / ``[B, H, W, 3]`` and ``[B, L]``, or
+            batch sizes that differ.
+
+    Example:
+        >>> batch = {"pixels": np.full((2, 4, 4, 3), 255, np.uint8), "token_ids": np.ones((2, 5))}
+        >>> pixels, token_ids = batch_to_tensors(batch, torch.device("cpu"))
+        >>> pixels.shape, pixels.max().item(), token_ids.dtype
+        (torch.Size([2, 3, 4, 4]), 1.0, torch.int64)
+    """
+    from siglip_data import normalize_uint8_pixels
+
+    for key in ("pixels", "token_ids"):
+        if key not in batch:
+            raise KeyError(f"batch must have {key!r}; it has {sorted(batch)}")
+    pixels = batch["pixels"]
+    token_ids = batch["token_ids"]
+    pixels = torch.from_numpy(np.asarray(pixels)) if not torch.is_tensor(pixels) else pixels
+    token_ids = (
+        torch.from_numpy(np.asarray(token_ids)) if not torch.is_tensor(token_ids) else token_ids
+    )
+    if pixels.ndim != 4 or 3 not in (pixels.shape[1], pixels.shape[-1]):
+        raise ValueError(
+            f"batch['pixels'] must be [B, 3, H, W] or [B, H, W, 3], got {tuple(pixels.shape)}"
+        )
+    if pixels.shape[1] != 3:
+        pixels = pixels.permute(0, 3, 1, 2)
+    if pixels.dtype == torch.uint8:
+        pixels = torch.from_numpy(normalize_uint8_pixels(pixels.cpu().numpy()))
+    if token_ids.ndim != 2 or token_ids.shape[0] != pixels.shape[0]:
+        raise ValueError(
+            f"batch['token_ids'] must be [B, L] with B = {pixels.shape[0]} (pixels), "
+            f"got {tuple(token_ids.shape)}"
+        )
+    pixels = pixels.to(device=device, dtype=torch.float32, non_blocking=True).contiguous()
+    token_ids = token_ids.to(device=device, dtype=torch.long, non_blocking=True)
+    return pixels, token_ids
+
+
+def tower_parameter_names(
+    model: TwoTowerModel, pixels: torch.Tensor, token_ids: torch.Tensor
+) -> tuple[set[str], set[str]]:
+    """Which parameters each tower uses, found by differentiating each tower on one example.
+
+    Works for any model following the protocol, whatever its attribute names. A parameter
+    reached by both towers (a shared table) is in both sets.
+
+    Args:
+        model: the two-tower model (an ``nn.Module``).
+        pixels: ``[batch, 3, H, W]``; only the first row is used.
+        token_ids: ``[batch, L]``; only the first row is used.
+
+    Returns:
+        ``(image_names, text_names)``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    names, parameters = zip(*model.named_parameters(), strict=True)
+    found = []
+    for encode, inputs in (
+        (model.encode_image, pixels[:1]),
+        (model.encode_text, token_ids[:1]),
+    ):
+        with torch.enable_grad():
+            output = encode(inputs)
+            grads = torch.autograd.grad(
+                output.float().sum(), parameters, allow_unused=True, materialize_grads=False
+            )
+        found.append({name for name, grad in zip(names, grads, strict=True) if grad is not None})
+    return found[0], found[1]

@@ -1,0 +1,62 @@
+"""The losses ``config.loss`` names, mapped to siglip-loss functions with one signature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from siglip_train._config import LossConfig
+from siglip_train._protocol import ContrastiveLoss
+
+# The model parameters each loss ignores. The trainer freezes them: a trainable parameter that
+# gets no gradient breaks DDP (its reducer waits for that gradient forever; open_clip #1076), and
+# freezing also keeps AdamW's weight decay and the optimizer state off it.
+_IGNORED_PARAMETERS: dict[str, frozenset[str]] = {
+    "sigmoid": frozenset(),
+    "softmax": frozenset({"bias"}),  # CLIP's softmax has no logit bias
+}
+
+
+def ignored_parameters(config: LossConfig) -> frozenset[str]:
+    """Names of the model parameters (``bias``) that the loss ``config.name`` does not use."""
+    return _IGNORED_PARAMETERS[config.name]
+
+
+def default_loss(config: LossConfig, world_size: int) -> ContrastiveLoss:
+    """The loss ``config`` names, in its multi-process form when ``world_size > 1``.
+
+    Every form takes ``(image_emb, text_emb, *, scale, bias)``; the softmax ignores ``bias``.
+    """
+    from siglip_loss import torch as loss_torch
+
+    if config.name == "softmax":
+        if world_size > 1:
+            return loss_torch.distributed_softmax_loss  # type: ignore[no-any-return]
+
+        def softmax(
+            image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: torch.Tensor, bias: Any
+        ) -> torch.Tensor:
+            del bias
+            loss: torch.Tensor = loss_torch.softmax_loss(image_emb, text_emb, scale=scale)
+            return loss
+
+        return softmax
+    if world_size > 1:
+        strategy = config.distributed_strategy
+
+        def distributed_sigmoid(
+            image_emb: torch.Tensor,
+            text_emb: torch.Tensor,
+            *,
+            scale: torch.Tensor,
+            bias: torch.Tensor,
+        ) -> torch.Tensor:
+            loss: torch.Tensor = loss_torch.distributed_sigmoid_loss(
+                image_emb, text_emb, scale=scale, bias=bias, strategy=strategy
+            )
+            return loss
+
+        return distributed_sigmoid
+    sigmoid: ContrastiveLoss = loss_torch.sigmoid_loss
+    return sigmoid

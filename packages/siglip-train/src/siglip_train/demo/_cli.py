@@ -1,0 +1,95 @@
+"""``siglip-train demo`` / ``python -m siglip_train.demo``: the demo's command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from siglip_train._config import ConfigError
+from siglip_train._config import build_config
+
+DESCRIPTION = "build emoji + Fashion-MNIST, train a tiny SigLIP on CPU, evaluate, report"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options, on the ``siglip-train demo`` sub-command or a parser of its own."""
+    parser.add_argument("--out", default="runs/demo", help="run directory (default runs/demo)")
+    parser.add_argument(
+        "--data-root", default=None, help="dataset directory (default <out>/../data)"
+    )
+    parser.add_argument(
+        "--eval-every", type=int, default=250, help="periodic evaluation every N steps (0: off)"
+    )
+    parser.add_argument(
+        "--fashion-mnist-fraction",
+        type=float,
+        default=0.5,
+        help="share of Fashion-MNIST samples in each batch, the rest emoji (default 0.5)",
+    )
+    parser.add_argument(
+        "--no-augment", action="store_true", help="no random translation of the emoji"
+    )
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML/JSON file of training fields over the demo's recipe (repeatable)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one training field, e.g. --set steps=200 (repeatable)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo the parsed ``args`` describe; print the headline metrics; exit code."""
+    from siglip_data import MissingDebianPackageError
+    from siglip_train.demo._run import demo_config
+    from siglip_train.demo._run import run_demo
+
+    try:
+        config = build_config(base=demo_config(), files=args.config, overrides=args.overrides)
+        report = run_demo(
+            args.out,
+            config=config,
+            data_root=args.data_root,
+            fashion_mnist_fraction=args.fashion_mnist_fraction,
+            augment=not args.no_augment,
+            eval_every=args.eval_every,
+        )
+    except (MissingDebianPackageError, ConfigError) as error:
+        print(f"siglip-train demo: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    for key in (
+        "fashion_mnist_zeroshot_top1",
+        "emoji_heldout_image_to_text_R@10",
+        "emoji_group_balanced_accuracy",
+        "train_seconds",
+    ):
+        print(f"{key}: {report[key]:.4f}")
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The demo's command line (same options as ``siglip-train demo``).
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 done; 2 a Debian package is missing (the one-line message names the
+        command that installs it) or the config is invalid.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m siglip_train.demo", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
