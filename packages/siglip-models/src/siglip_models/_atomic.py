@@ -31,6 +31,19 @@ def fsync_directory(directory: str | os.PathLike[str]) -> None:
         os.close(descriptor)
 
 
+def _umask() -> int:
+    # Read without changing it where the OS says (os.umask can only be read by setting it).
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
@@ -64,6 +77,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     temporary = Path(temp_name)
     try:
         write(temporary)
+        # mkstemp creates 0600; the file gets the mode a plain open() would give it.
+        os.chmod(temporary, 0o666 & ~_umask())
         _fsync_file(temporary)
         os.replace(temporary, destination)
     except OSError as error:
@@ -105,6 +120,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     try:
         yield temporary
+        os.chmod(temporary, 0o777 & ~_umask())  # mkdtemp creates 0700; as os.mkdir would
         for file in sorted(temporary.rglob("*")):
             if file.is_file():
                 _fsync_file(file)

@@ -58,3 +58,14 @@ def test_atomic_directory_appears_whole_or_not_at_all(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_1"]
     assert (target / "sub" / "a.txt").is_file()
+
+
+def test_files_and_directories_get_the_mode_a_plain_write_gives(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    (tmp_path / "plain-dir").mkdir()
+    written = atomic_write_text(tmp_path / "atomic.txt", "x")
+    with atomic_directory(tmp_path / "atomic-dir"):
+        pass
+    assert written.stat().st_mode == plain.stat().st_mode
+    assert (tmp_path / "atomic-dir").stat().st_mode == (tmp_path / "plain-dir").stat().st_mode

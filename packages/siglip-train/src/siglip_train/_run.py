@@ -77,8 +77,7 @@ def _webdataset_batches(config: TrainConfig, context: DistributedContext) -> Any
         batch_size=data.batch_size // context.world_size,
         seed=config.seed,
         drop_last=True,
-        rank=context.rank,
-        world_size=context.world_size,
+        topology=siglip_data.Topology(rank=context.rank, world_size=context.world_size),
     )
     return ImageTextLoader(dataset)
 
