@@ -24,8 +24,8 @@ def require_debian_data(*datasets: str) -> None:
     import siglip_data
 
     try:
-        siglip_data.check_debian_packages(*datasets)
-    except siglip_data.MissingDebianPackageError as error:
+        siglip_data.builders.check_debian_packages(*datasets)
+    except siglip_data.builders.MissingDebianPackageError as error:
         if os.environ.get("SIGLIP_REQUIRE_DATA") == "1":
             raise
         pytest.skip(f"needs the Debian packages: {error.command}")

@@ -1,7 +1,7 @@
 """siglip-eval on a real dataset from siglip-data with a tiny model from siglip-models.
 
 A few hundred Fashion-MNIST test images (Debian package ``dataset-fashion-mnist``) are written as
-shards by ``siglip_data.build_fashion_mnist``; a random-weight ``tiny-test`` SigLIP is saved to
+shards by ``siglip_data.builders.build_fashion_mnist``; a random-weight ``tiny-test`` SigLIP is saved to
 disk in the HF layout and evaluated through the CLI path (checkpoint + SentencePiece model), then
 checked against an oracle computed directly from the model's own encoders. The Flax model loaded
 from the same files must give the same predictions.
@@ -15,14 +15,15 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+
 import siglip_data
 import siglip_models.torch as siglip_models_torch
-import torch
 from siglip_eval import IMAGENET_TEMPLATES
-from siglip_eval import built_dataset
 from siglip_eval import evaluate_linear_probe
 from siglip_eval import evaluate_zeroshot
 from siglip_eval import fill_templates
+from siglip_eval.datasets import built_dataset
 from siglip_eval.flax import from_pretrained as flax_from_pretrained
 from siglip_eval.torch import from_pretrained
 from siglip_models import get_config
@@ -34,7 +35,9 @@ LIMIT = 160  # images per split
 def fashion(tmp_path_factory: pytest.TempPathFactory, debian_data):
     debian_data("fashion-mnist")
     root = tmp_path_factory.mktemp("fashion")
-    info = siglip_data.build_fashion_mnist(root / "data", limit=LIMIT, samples_per_shard=100)
+    info = siglip_data.builders.build_fashion_mnist(
+        root / "data", limit=LIMIT, samples_per_shard=100
+    )
     config = get_config("tiny-test")
     torch.manual_seed(0)
     siglip_models_torch.SiglipModel(config).save_pretrained(root / "checkpoint")

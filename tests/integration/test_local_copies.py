@@ -6,10 +6,10 @@ import importlib
 import importlib.metadata
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(os.environ.get("SIGLIP_REPO_ROOT", Path(__file__).resolve().parents[2]))
 PACKAGE_DIRS = sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())

@@ -52,8 +52,8 @@ def _require_debian_data(request: pytest.FixtureRequest) -> None:
     if marker is None:
         return
     try:
-        siglip_data.check_debian_packages(*marker.args)
-    except siglip_data.MissingDebianPackageError as error:
+        siglip_data.builders.check_debian_packages(*marker.args)
+    except siglip_data.builders.MissingDebianPackageError as error:
         if os.environ.get("SIGLIP_REQUIRE_DATA") == "1":
             raise
         pytest.skip(

@@ -478,7 +478,7 @@ def run_driver(arguments: argparse.Namespace) -> None:
     if arguments.merge:
         merge_reports(arguments.merge, out)
         return
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     records: list[dict[str, Any]] = []
     for config in _configurations(arguments):
         record = dict(config)
@@ -498,7 +498,7 @@ def run_driver(arguments: argparse.Namespace) -> None:
     methods = list(arguments.methods)
     report = {
         "started": started.isoformat(),
-        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(),
         "dim": arguments.dim,
         "block_size": arguments.block_size,
         "repeats": arguments.repeats,

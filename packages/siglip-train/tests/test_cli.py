@@ -126,7 +126,7 @@ def test_sigterm_checkpoints_exits_143_and_resume_auto_finishes(
     tokenizer = siglip_data.SentencePieceTokenizer(run_dir.parent / "tok.model", length=16)
     expected = siglip_eval.evaluate_retrieval(
         torch_encoder(final, tokenizer),
-        siglip_eval.retrieval_shards(json.loads(shards), image_size=32, name="eval"),
+        siglip_eval.datasets.retrieval_shards(json.loads(shards), image_size=32, name="eval"),
         progress=False,
     ).metrics
     for name, value in expected.items():
@@ -167,7 +167,7 @@ def test_demo_without_its_debian_packages_exits_2_with_the_apt_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def not_installed(*args: object, **kwargs: object) -> None:
-        raise siglip_data.MissingDebianPackageError(
+        raise siglip_data.builders.MissingDebianPackageError(
             "the emoji dataset needs /usr/share/fonts/x.ttf, which is not installed. Install it "
             "with:\n    sudo apt-get install -y fonts-noto-color-emoji unicode-data"
         )

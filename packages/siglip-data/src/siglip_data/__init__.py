@@ -20,13 +20,7 @@ Adapters: ``siglip_data.torch`` (``ImageTextLoader``: NCHW tensors, multi-worker
 ``siglip_data.jax`` (``JaxImageTextLoader``). See docs/data.md.
 """
 
-from siglip_data._builders import DatasetInfo
-from siglip_data._builders import MissingDebianPackageError
-from siglip_data._builders import SplitInfo
-from siglip_data._builders import build_emoji
-from siglip_data._builders import build_fashion_mnist
-from siglip_data._builders import check_debian_packages
-from siglip_data._builders import load_dataset_info
+from siglip_data import builders as builders  # public submodule
 from siglip_data._dataset import DataQualityError
 from siglip_data._dataset import DecodeOptions
 from siglip_data._dataset import ImageTextDataset
@@ -53,26 +47,19 @@ __version__ = "0.1.0"
 __all__ = [
     "Augmentation",
     "DataQualityError",
-    "DatasetInfo",
     "DecodeOptions",
     "DynamicPaddingError",
     "FolderSource",
     "ImageTextDataset",
-    "MissingDebianPackageError",
     "QualityPolicy",
     "RawSample",
     "SentencePieceTokenizer",
     "ShardSource",
     "ShardWriter",
-    "SplitInfo",
     "Topology",
     "UnreadableShardError",
     "__version__",
-    "build_emoji",
-    "build_fashion_mnist",
-    "check_debian_packages",
     "check_token_ids",
-    "load_dataset_info",
     "normalize_uint8_pixels",
     "preprocess_image",
     "read_shard",

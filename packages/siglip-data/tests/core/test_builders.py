@@ -45,13 +45,13 @@ def test_emoji_test_file_has_the_documented_counts() -> None:
 
 @needs_emoji
 def test_build_emoji_writes_shards_with_the_documented_metadata(tmp_path: Path) -> None:
-    info = siglip_data.build_emoji(tmp_path, limit=40, image_size=64, samples_per_shard=16)
+    info = siglip_data.builders.build_emoji(tmp_path, limit=40, image_size=64, samples_per_shard=16)
     assert info.name == "emoji"
     assert info.label_key == "group_label"
     total = sum(split.num_samples for split in info.splits.values())
     assert total == 40
     assert set(info.splits) == {"train", "heldout"}
-    assert siglip_data.load_dataset_info(tmp_path) == info
+    assert siglip_data.builders.load_dataset_info(tmp_path) == info
     entries = {e.name: e for e in read_emoji_test()[:40]}
     for split_name, split in info.splits.items():
         samples = [
@@ -85,7 +85,7 @@ def test_build_emoji_writes_shards_with_the_documented_metadata(tmp_path: Path) 
 
 @needs_fashion_mnist
 def test_build_fashion_mnist_matches_the_idx_files(tmp_path: Path) -> None:
-    info = siglip_data.build_fashion_mnist(tmp_path, limit=30, samples_per_shard=8)
+    info = siglip_data.builders.build_fashion_mnist(tmp_path, limit=30, samples_per_shard=8)
     assert {name: split.num_samples for name, split in info.splits.items()} == {
         "train": 30,
         "test": 30,
@@ -134,7 +134,7 @@ def test_cli_builds_and_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str
     )
     output = capsys.readouterr().out
     assert "train: 12 samples in 3 shards" in output
-    info = siglip_data.load_dataset_info(tmp_path)
+    info = siglip_data.builders.load_dataset_info(tmp_path)
     assert info.image_size == 32
     assert main(["count", info.splits["train"].pattern]) == 0
     assert '"samples": 12' in capsys.readouterr().out
@@ -149,14 +149,14 @@ def test_missing_debian_package_names_the_apt_line(
     monkeypatch.setattr(_builders, "EMOJI_FONT", tmp_path / "absent.ttf")
     monkeypatch.setattr(_builders, "FASHION_MNIST_DIR", tmp_path / "absent")
     with pytest.raises(
-        siglip_data.MissingDebianPackageError,
+        siglip_data.builders.MissingDebianPackageError,
         match="apt install -y fonts-noto-color-emoji unicode-data",
     ):
-        siglip_data.build_emoji(tmp_path / "out")
+        siglip_data.builders.build_emoji(tmp_path / "out")
     with pytest.raises(
-        siglip_data.MissingDebianPackageError, match="apt install -y dataset-fashion-mnist"
+        siglip_data.builders.MissingDebianPackageError, match="apt install -y dataset-fashion-mnist"
     ):
-        siglip_data.build_fashion_mnist(tmp_path / "out")
+        siglip_data.builders.build_fashion_mnist(tmp_path / "out")
     assert not (tmp_path / "out").exists()  # checked before any work
     assert main(["build", "emoji", str(tmp_path / "out")]) == 2
     assert "apt install -y fonts-noto-color-emoji unicode-data" in capsys.readouterr().err
@@ -167,8 +167,8 @@ def test_check_debian_packages_names_one_command_for_every_missing_dataset(
 ) -> None:
     monkeypatch.setattr(_builders, "EMOJI_TEST_FILE", tmp_path / "absent.txt")
     monkeypatch.setattr(_builders, "FASHION_MNIST_DIR", tmp_path / "absent")
-    with pytest.raises(siglip_data.MissingDebianPackageError) as caught:
-        siglip_data.check_debian_packages()  # every dataset
+    with pytest.raises(siglip_data.builders.MissingDebianPackageError) as caught:
+        siglip_data.builders.check_debian_packages()  # every dataset
     error = caught.value
     command = "apt install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
     assert error.command == command
@@ -177,11 +177,11 @@ def test_check_debian_packages_names_one_command_for_every_missing_dataset(
     assert str(tmp_path / "absent.txt") in error.missing_files
     copy = pickle.loads(pickle.dumps(error))  # crosses process boundaries intact
     assert (str(copy), copy.command) == (str(error), error.command)
-    with pytest.raises(siglip_data.MissingDebianPackageError) as only_fashion:
-        siglip_data.check_debian_packages("fashion-mnist", "fashion-mnist")
+    with pytest.raises(siglip_data.builders.MissingDebianPackageError) as only_fashion:
+        siglip_data.builders.check_debian_packages("fashion-mnist", "fashion-mnist")
     assert only_fashion.value.command == "apt install -y dataset-fashion-mnist"
     with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
-        siglip_data.check_debian_packages("mnist")
+        siglip_data.builders.check_debian_packages("mnist")
 
 
 def test_read_idx_parses_and_validates(tmp_path: Path) -> None:

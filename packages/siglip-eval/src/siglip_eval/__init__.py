@@ -8,19 +8,12 @@ when imported. The command line is ``siglip-eval`` (or ``python -m siglip_eval``
 - Protocols: ``evaluate_zeroshot``, ``evaluate_retrieval``, ``evaluate_linear_probe`` over an
   ``Encoder`` (two numpy callables) and a dataset reader; ``zeroshot_from_embeddings``,
   ``retrieval_from_embeddings`` and ``linear_probe`` from saved embeddings.
-- Readers: ``image_folder``, ``karpathy_json``, ``retrieval_jsonl``, ``classification_shards``,
-  ``retrieval_shards``, ``built_dataset``, ``classification_arrays``, ``retrieval_arrays``; every
-  image goes through ``siglip_data.preprocess_image``.
+- Readers, in ``siglip_eval.datasets``: ``image_folder``, ``karpathy_json``, ``retrieval_jsonl``,
+  ``classification_shards``, ``retrieval_shards``, ``built_dataset``, ``classification_arrays``,
+  ``retrieval_arrays``; every image goes through ``siglip_data.preprocess_image``.
 """
 
-from siglip_eval._datasets import ClassificationDataset
-from siglip_eval._datasets import ImageBatch
-from siglip_eval._datasets import RetrievalDataset
-from siglip_eval._datasets import classification_arrays
-from siglip_eval._datasets import image_folder
-from siglip_eval._datasets import karpathy_json
-from siglip_eval._datasets import retrieval_arrays
-from siglip_eval._datasets import retrieval_jsonl
+from siglip_eval import datasets as datasets  # public submodule
 from siglip_eval._encoders import EmbeddingCache
 from siglip_eval._encoders import Encoder
 from siglip_eval._linear_probe import LinearProbeResult
@@ -31,9 +24,6 @@ from siglip_eval._metrics import zeroshot_metrics
 from siglip_eval._retrieval import RetrievalResult
 from siglip_eval._retrieval import evaluate_retrieval
 from siglip_eval._retrieval import retrieval_from_embeddings
-from siglip_eval._shards import built_dataset
-from siglip_eval._shards import classification_shards
-from siglip_eval._shards import retrieval_shards
 from siglip_eval._templates import IMAGENET_TEMPLATES
 from siglip_eval._templates import fill_templates
 from siglip_eval._zeroshot import ZeroShotResult
@@ -45,31 +35,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "IMAGENET_TEMPLATES",
-    "ClassificationDataset",
     "EmbeddingCache",
     "Encoder",
-    "ImageBatch",
     "LinearProbeResult",
-    "RetrievalDataset",
     "RetrievalResult",
     "ZeroShotResult",
     "__version__",
-    "built_dataset",
     "class_embeddings",
-    "classification_arrays",
-    "classification_shards",
     "evaluate_linear_probe",
     "evaluate_retrieval",
     "evaluate_zeroshot",
     "fill_templates",
-    "image_folder",
-    "karpathy_json",
     "linear_probe",
-    "retrieval_arrays",
     "retrieval_from_embeddings",
-    "retrieval_jsonl",
     "retrieval_metrics",
-    "retrieval_shards",
     "zeroshot_from_embeddings",
     "zeroshot_metrics",
 ]

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from siglip_data import load_dataset_info
 from siglip_data import preprocess_image
 from siglip_data import read_shard
 from siglip_data import resolve_shards
+from siglip_data.builders import load_dataset_info
 from siglip_eval._datasets import ClassificationDataset
 from siglip_eval._datasets import ImageBatch
 from siglip_eval._datasets import Resample

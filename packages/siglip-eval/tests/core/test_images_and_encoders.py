@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from siglip_eval import EmbeddingCache
-from siglip_eval import image_folder
 from siglip_eval._encoders import embed_image_batches
 from siglip_eval._encoders import embed_texts
+from siglip_eval.datasets import image_folder
 
 
 def read_one(tmp_path: Path, image: Image.Image, *, size: int) -> np.ndarray:

@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 import siglip_data
-from siglip_eval import classification_arrays
-from siglip_eval import classification_shards
-from siglip_eval import image_folder
-from siglip_eval import karpathy_json
-from siglip_eval import retrieval_arrays
-from siglip_eval import retrieval_jsonl
-from siglip_eval import retrieval_shards
+from siglip_eval.datasets import classification_arrays
+from siglip_eval.datasets import classification_shards
+from siglip_eval.datasets import image_folder
+from siglip_eval.datasets import karpathy_json
+from siglip_eval.datasets import retrieval_arrays
+from siglip_eval.datasets import retrieval_jsonl
+from siglip_eval.datasets import retrieval_shards
 
 
 def awkward_images() -> dict[str, bytes]:

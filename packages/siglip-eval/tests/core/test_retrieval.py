@@ -11,10 +11,10 @@ from PIL import Image
 from siglip_eval import EmbeddingCache
 from siglip_eval import Encoder
 from siglip_eval import evaluate_retrieval
-from siglip_eval import karpathy_json
-from siglip_eval import retrieval_arrays
 from siglip_eval import retrieval_from_embeddings
-from siglip_eval import retrieval_jsonl
+from siglip_eval.datasets import karpathy_json
+from siglip_eval.datasets import retrieval_arrays
+from siglip_eval.datasets import retrieval_jsonl
 
 
 def save_solid(path, rgb) -> None:

@@ -7,12 +7,12 @@ import pytest
 from PIL import Image
 
 import siglip_data
-from siglip_eval import built_dataset
-from siglip_eval import classification_shards
 from siglip_eval import evaluate_retrieval
 from siglip_eval import evaluate_zeroshot
-from siglip_eval import retrieval_shards
 from siglip_eval._templates import ONE_TEMPLATE
+from siglip_eval.datasets import built_dataset
+from siglip_eval.datasets import classification_shards
+from siglip_eval.datasets import retrieval_shards
 
 NAMES = ["red", "green", "blue"]
 
@@ -90,10 +90,12 @@ def test_empty_shard_folder_is_an_error(tmp_path, toys) -> None:
 
 def test_built_dataset_reads_dataset_json(tmp_path, toys) -> None:
     paths = write(tmp_path / "test", toys, ["red", "green", "blue"])
-    info = siglip_data.DatasetInfo(
+    info = siglip_data.builders.DatasetInfo(
         name="squares",
         splits={
-            "test": siglip_data.SplitInfo(str(tmp_path / "test" / "shard-*.tar"), tuple(paths), 3)
+            "test": siglip_data.builders.SplitInfo(
+                str(tmp_path / "test" / "shard-*.tar"), tuple(paths), 3
+            )
         },
         class_names=tuple(NAMES),
         caption_names=tuple(NAMES),

@@ -12,13 +12,13 @@ from siglip_eval import IMAGENET_TEMPLATES
 from siglip_eval import EmbeddingCache
 from siglip_eval import Encoder
 from siglip_eval import class_embeddings
-from siglip_eval import classification_arrays
 from siglip_eval import evaluate_zeroshot
-from siglip_eval import image_folder
 from siglip_eval import zeroshot_from_embeddings
 from siglip_eval._templates import IMAGENET_TEMPLATES_7
 from siglip_eval._templates import ONE_TEMPLATE
 from siglip_eval._templates import fill_templates
+from siglip_eval.datasets import classification_arrays
+from siglip_eval.datasets import image_folder
 
 CLASSES = ["red", "green", "blue"]
 

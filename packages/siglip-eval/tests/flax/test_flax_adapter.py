@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import siglip_models.torch
-from siglip_eval import classification_arrays
 from siglip_eval import evaluate_zeroshot
 from siglip_eval._templates import ONE_TEMPLATE
+from siglip_eval.datasets import classification_arrays
 from siglip_eval.flax import flax_encoder
 from siglip_eval.flax import from_pretrained as flax_from_pretrained
 from siglip_eval.torch import from_pretrained as torch_from_pretrained

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from siglip_eval import classification_arrays
 from siglip_eval import evaluate_linear_probe
 from siglip_eval import linear_probe
 from siglip_eval._linear_probe import _stratified_split
+from siglip_eval.datasets import classification_arrays
 
 
 def blobs(seed: int, count: int, classes: int = 4, dim: int = 8, spread: float = 0.5):

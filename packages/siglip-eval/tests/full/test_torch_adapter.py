@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 import siglip_models.torch
-from siglip_eval import classification_arrays
 from siglip_eval import evaluate_zeroshot
 from siglip_eval._templates import ONE_TEMPLATE
+from siglip_eval.datasets import classification_arrays
 from siglip_eval.torch import torch_encoder
 from siglip_eval.torch import transformers_encoder
 from siglip_models import get_config

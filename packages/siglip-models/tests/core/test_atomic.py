@@ -53,9 +53,13 @@ def test_atomic_directory_appears_whole_or_not_at_all(tmp_path: Path) -> None:
         assert not target.exists()
     assert (target / "sub" / "a.txt").read_text() == "a"
 
-    with pytest.raises(RuntimeError), atomic_directory(target) as building:
-        (building / "b.txt").write_text("b")
-        raise RuntimeError("interrupted")
+    def interrupted_build() -> None:
+        with atomic_directory(target) as building:
+            (building / "b.txt").write_text("b")
+            raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        interrupted_build()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_1"]
     assert (target / "sub" / "a.txt").is_file()
 

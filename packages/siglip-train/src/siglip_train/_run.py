@@ -109,7 +109,7 @@ def _retrieval_eval(config: TrainConfig) -> Any:
     tokenizer = siglip_data.SentencePieceTokenizer(
         config.data.tokenizer, preset=config.data.tokenizer_preset, length=config.data.text_length
     )
-    dataset = siglip_eval.retrieval_shards(
+    dataset = siglip_eval.datasets.retrieval_shards(
         config.eval.retrieval_shards, image_size=config.data.image_size, name="eval"
     )
 

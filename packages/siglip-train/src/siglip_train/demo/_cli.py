@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo the parsed ``args`` describe; print the headline metrics; exit code."""
-    from siglip_data import MissingDebianPackageError
+    from siglip_data.builders import MissingDebianPackageError
     from siglip_train.demo._run import demo_config
     from siglip_train.demo._run import run_demo
 

@@ -111,7 +111,7 @@ def prepare_demo_data(
 ) -> DemoData:
     """Build (once) the emoji and Fashion-MNIST shards, a tokenizer, and load everything.
 
-    Shards are built by ``siglip_data.build_emoji`` / ``build_fashion_mnist`` under ``root`` and
+    Shards are built by ``siglip_data.builders.build_emoji`` / ``build_fashion_mnist`` under ``root`` and
     reused; the decoded arrays are cached in ``root/cache-v<N>-<size>px.npz`` (written
     atomically). The builders read Debian packages (fonts-noto-color-emoji, unicode-data,
     dataset-fashion-mnist), which this function never installs.
@@ -129,7 +129,7 @@ def prepare_demo_data(
         :class:`DemoData`.
 
     Raises:
-        siglip_data.MissingDebianPackageError: a Debian package is not installed; the message
+        siglip_data.builders.MissingDebianPackageError: a Debian package is not installed; the message
             holds the command that installs it.
     """
     import siglip_data
@@ -140,12 +140,12 @@ def prepare_demo_data(
     fashion_dir = root / "fashion-mnist"
     if not (emoji_dir / "dataset.json").is_file():
         LOGGER.warning("building the emoji shards in %s", emoji_dir)
-        siglip_data.build_emoji(emoji_dir, image_size=64, limit=limit)
+        siglip_data.builders.build_emoji(emoji_dir, image_size=64, limit=limit)
     if not (fashion_dir / "dataset.json").is_file():
         LOGGER.warning("building the Fashion-MNIST shards in %s", fashion_dir)
-        siglip_data.build_fashion_mnist(fashion_dir, limit=limit)
-    emoji_info = siglip_data.load_dataset_info(emoji_dir)
-    fashion_info = siglip_data.load_dataset_info(fashion_dir)
+        siglip_data.builders.build_fashion_mnist(fashion_dir, limit=limit)
+    emoji_info = siglip_data.builders.load_dataset_info(emoji_dir)
+    fashion_info = siglip_data.builders.load_dataset_info(fashion_dir)
     cache = root / f"cache-v{CACHE_VERSION}-{image_size}px.npz"
     meta_cache = cache.with_suffix(".json")
     if cache.is_file() and meta_cache.is_file():

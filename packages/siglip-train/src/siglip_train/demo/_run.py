@@ -427,7 +427,7 @@ def run_demo(
         The report dict (also ``<out_dir>/report.json``).
 
     Raises:
-        siglip_data.MissingDebianPackageError: the Debian packages behind the datasets are not
+        siglip_data.builders.MissingDebianPackageError: the Debian packages behind the datasets are not
             installed (the message holds the command that installs them).
         ConfigError: ``config`` sets a field the demo does not use (``model.name``,
             ``data.shards``, ...) or ``fashion_mnist_fraction`` is outside [0, 1].

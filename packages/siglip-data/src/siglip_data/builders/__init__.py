@@ -1,0 +1,26 @@
+"""Real image-caption datasets built offline from Debian packages (no downloads).
+
+``build_emoji`` (Noto Color Emoji + Unicode names; ``fonts-noto-color-emoji``, ``unicode-data``)
+and ``build_fashion_mnist`` (``dataset-fashion-mnist``) write train / held-out shards and a
+``dataset.json`` (read back with ``load_dataset_info``). ``check_debian_packages`` says whether the
+packages are installed; ``MissingDebianPackageError``'s message ends with the command to run. The
+library never installs anything itself. Command line: ``python -m siglip_data build ...``.
+"""
+
+from siglip_data._builders import DatasetInfo
+from siglip_data._builders import MissingDebianPackageError
+from siglip_data._builders import SplitInfo
+from siglip_data._builders import build_emoji
+from siglip_data._builders import build_fashion_mnist
+from siglip_data._builders import check_debian_packages
+from siglip_data._builders import load_dataset_info
+
+__all__ = [
+    "DatasetInfo",
+    "MissingDebianPackageError",
+    "SplitInfo",
+    "build_emoji",
+    "build_fashion_mnist",
+    "check_debian_packages",
+    "load_dataset_info",
+]
