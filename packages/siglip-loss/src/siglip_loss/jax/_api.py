@@ -66,6 +66,8 @@ def sigmoid_loss(
     Reference: Zhai et al., arXiv:2303.15343, eq. 1.
 
     Example:
+        >>> import jax
+        >>> from siglip_loss.jax import l2_normalize, sigmoid_loss
         >>> image = l2_normalize(jax.random.normal(jax.random.key(0), (8, 16)))
         >>> text = l2_normalize(jax.random.normal(jax.random.key(1), (8, 16)))
         >>> sigmoid_loss(image, text, scale=10.0, bias=-10.0).shape

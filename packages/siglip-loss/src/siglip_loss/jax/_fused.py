@@ -96,6 +96,8 @@ def sigmoid_block_sums(
         TypeError, ValueError: a bad ``block_size`` or mismatched shapes.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from siglip_loss.jax._fused import sigmoid_block_sums
         >>> image = jnp.eye(2)
         >>> sums = sigmoid_block_sums(
         ...     image,

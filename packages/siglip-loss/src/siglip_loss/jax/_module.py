@@ -43,6 +43,10 @@ class SigmoidLoss(nnx.Module):
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
     Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from siglip_loss.jax import l2_normalize
+        >>> from siglip_loss.jax.nnx import SigmoidLoss
         >>> loss_fn = SigmoidLoss()
         >>> round(float(loss_fn.scale), 4), float(loss_fn.bias[...])
         (10.0, -10.0)

@@ -23,6 +23,8 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Arra
         eps: the smallest norm divided by.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from siglip_loss.jax import l2_normalize
         >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]]))
         Array([[0.6, 0.8],
                [0. , 0. ]], dtype=float32)
@@ -69,6 +71,8 @@ def softmax_loss(image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar) ->
         0-d float32 array (float64 for float64 inputs).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from siglip_loss.jax import softmax_loss
         >>> round(float(softmax_loss(jnp.zeros((4, 3)), jnp.zeros((4, 3)), scale=10.0)), 4)
         1.3863
     """

@@ -68,6 +68,7 @@ def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> npt.NDArray[An
 
     Example:
         >>> import numpy as np
+        >>> from siglip_loss.numpy import l2_normalize
         >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
         array([[0.6, 0.8],
                [0. , 0. ]])
@@ -117,6 +118,8 @@ def sigmoid_loss_and_grads(
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
     Example:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import sigmoid_loss_and_grads
         >>> result = sigmoid_loss_and_grads(np.eye(2), np.eye(2), scale=10.0, bias=-10.0)
         >>> round(result.loss, 6)  # softplus(0) + softplus(-10), per row
         0.693193
@@ -155,6 +158,8 @@ def sigmoid_loss(image_emb: Any, text_emb: Any, *, scale: float, bias: float) ->
         The loss as a Python float.
 
     Example:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import sigmoid_loss
         >>> # zero similarity: softplus(10) + 3 * softplus(-10), per row
         >>> round(sigmoid_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0, bias=-10.0), 4)
         10.0002
@@ -192,6 +197,7 @@ def softmax_loss_and_grads(image_emb: Any, text_emb: Any, *, scale: float) -> So
 
     Example:
         >>> import numpy as np
+        >>> from siglip_loss.numpy import softmax_loss_and_grads
         >>> result = softmax_loss_and_grads(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0)
         >>> round(result.loss, 6)  # log(4): every caption equally likely
         1.386294
@@ -244,6 +250,7 @@ def softmax_loss(image_emb: Any, text_emb: Any, *, scale: float) -> float:
 
     Example:
         >>> import numpy as np
+        >>> from siglip_loss.numpy import softmax_loss
         >>> round(softmax_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0), 6)  # log(4)
         1.386294
     """

@@ -311,6 +311,7 @@ def assert_matches_reference(
 
     Example:
         >>> import numpy as np
+        >>> from siglip_loss.testing import assert_matches_reference
         >>> def my_loss(image_emb, text_emb, *, scale, bias):
         ...     logits = scale * image_emb @ text_emb.T + bias
         ...     labels = 2 * np.eye(len(logits)) - 1

@@ -67,6 +67,9 @@ def sigmoid_loss(
     Reference: Zhai et al., arXiv:2303.15343, eq. 1.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch import l2_normalize, sigmoid_loss
+        >>> _ = torch.manual_seed(0)
         >>> image = l2_normalize(torch.randn(8, 16))
         >>> text = l2_normalize(torch.randn(8, 16))
         >>> loss = sigmoid_loss(image, text, scale=10.0, bias=-10.0)

@@ -101,6 +101,8 @@ def sigmoid_block_sums(
         TypeError, ValueError: a bad ``block_size`` / ``positive_offset`` or mismatched shapes.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch._fused import sigmoid_block_sums
         >>> image = torch.eye(2)
         >>> sums = sigmoid_block_sums(
         ...     image,

@@ -22,6 +22,8 @@ def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.
         eps: the smallest norm divided by.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch import l2_normalize
         >>> l2_normalize(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
         tensor([[0.6000, 0.8000],
                 [0.0000, 0.0000]])
@@ -67,6 +69,8 @@ def softmax_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scal
         0-d float32 (float64 for float64 inputs) tensor.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch import softmax_loss
         >>> round(softmax_loss(torch.zeros(4, 3), torch.zeros(4, 3), scale=10.0).item(), 4)
         1.3863
     """
