@@ -36,7 +36,13 @@ def normalized_rows(rng: np.random.Generator, batch: int, dim: int) -> np.ndarra
 
 
 def loss_and_grads_on_mesh(
-    mesh: jax.sharding.Mesh, image: np.ndarray, text: np.ndarray, scale: float, bias: float, **kw
+    mesh: jax.sharding.Mesh,
+    image: np.ndarray,
+    text: np.ndarray,
+    scale: float,
+    bias: float,
+    dtype: jnp.dtype = jnp.float32,
+    **kw,
 ):
     def loss(image, text, scale, bias):
         return sharded_sigmoid_loss_on_mesh(
@@ -44,7 +50,8 @@ def loss_and_grads_on_mesh(
         )
 
     function = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
-    return function(jnp.asarray(image), jnp.asarray(text), jnp.float32(scale), jnp.float32(bias))
+    scalars = jnp.asarray(scale, dtype), jnp.asarray(bias, dtype)
+    return function(jnp.asarray(image), jnp.asarray(text), *scalars)
 
 
 def assert_matches_oracle(value, grads, image, text, scale, bias, *, rtol=2e-5, atol=2e-6):
@@ -178,6 +185,19 @@ def test_bfloat16_shards_get_bfloat16_gradients() -> None:
     np.testing.assert_allclose(
         np.asarray(grads[1].astype(jnp.float32)), oracle.grad_text_emb, rtol=1e-2, atol=1e-3
     )
+
+
+@pytest.mark.parametrize("mesh_size", [1, 4])
+def test_float64_shards_are_computed_in_float64_to_the_oracles_precision(mesh_size: int) -> None:
+    rng = np.random.default_rng(6)
+    image, text = rng.standard_normal((12, 5)), rng.standard_normal((12, 5))
+    with jax.enable_x64(True):
+        value, grads = loss_and_grads_on_mesh(
+            mesh_of(mesh_size), image, text, 10.0, -3.0, block_size=2, dtype=jnp.float64
+        )
+    assert value.dtype == jnp.float64
+    assert {grad.dtype for grad in grads} == {jnp.dtype(jnp.float64)}
+    assert_matches_oracle(value, grads, image, text, 10.0, -3.0, rtol=1e-12, atol=1e-14)
 
 
 def test_per_device_memory_does_not_grow_with_the_mesh_at_fixed_local_batch() -> None:
