@@ -14,6 +14,7 @@ import datetime
 import os
 import sys
 import traceback
+import warnings
 import weakref
 from multiprocessing.connection import Client
 from typing import Any
@@ -224,5 +225,6 @@ def main(rank: int, world_size: int, parent_port: int, authkey: bytes) -> None:
 
 
 if __name__ == "__main__":
+    warnings.simplefilter("error")  # as in the test process: a deprecation fails the job
     torch.set_num_threads(1)
     main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), bytes.fromhex(sys.argv[4]))

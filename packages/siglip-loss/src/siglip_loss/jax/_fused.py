@@ -93,7 +93,8 @@ def sigmoid_block_sums(
         :class:`BlockSums`, every field float32 (float64 when an input is float64 and x64 is on).
 
     Raises:
-        TypeError, ValueError: a bad ``block_size`` or mismatched shapes.
+        TypeError: ``block_size`` is not an int, or ``positive_offset`` is a bool.
+        ValueError: ``block_size < 1``, or the blocks are not ``[n, dim]`` and ``[m, dim]``.
 
     Example:
         >>> import jax.numpy as jnp

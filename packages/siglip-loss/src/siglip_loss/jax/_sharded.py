@@ -234,22 +234,37 @@ def sharded_sigmoid_loss(
         of the axis.
 
     Raises:
-        ValueError, TypeError: bad shapes, dtypes or ``scale`` (see :func:`sigmoid_loss`).
+        ValueError: bad shapes, or a concrete ``scale``/``bias`` that is not finite (and, for
+            ``scale``, positive); see :func:`sigmoid_loss`.
+        TypeError: an input is not a floating array.
         NameError: ``axis_name`` is not a bound mesh axis (raised by JAX).
 
     Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
 
-    Example::
+    Example:
+        On however many devices JAX sees, the loss equals :func:`sigmoid_loss` of the whole batch.
 
-        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
-        spec = PartitionSpec("batch")
-        loss_fn = jax.shard_map(
-            functools.partial(sharded_sigmoid_loss, axis_name="batch"),
-            mesh=mesh,
-            in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
-            out_specs=PartitionSpec(),
-        )
-        loss = loss_fn(image, text, jnp.float32(10.0), jnp.float32(-10.0))
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jax.sharding import NamedSharding, PartitionSpec
+        >>> from siglip_loss.jax import l2_normalize, sharded_sigmoid_loss, sigmoid_loss
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+        >>> rows, replicated = PartitionSpec("batch"), PartitionSpec()
+        >>> def per_device(image, text, scale, bias):
+        ...     return sharded_sigmoid_loss(image, text, scale=scale, bias=bias, axis_name="batch")
+        >>> loss_fn = jax.shard_map(
+        ...     per_device,
+        ...     mesh=mesh,
+        ...     in_specs=(rows, rows, replicated, replicated),
+        ...     out_specs=replicated,
+        ... )
+        >>> batch = 4 * jax.device_count()
+        >>> image = l2_normalize(jax.random.normal(jax.random.key(0), (batch, 8)))
+        >>> text = l2_normalize(jax.random.normal(jax.random.key(1), (batch, 8)))
+        >>> shards = [jax.device_put(x, NamedSharding(mesh, rows)) for x in (image, text)]
+        >>> loss = loss_fn(*shards, jnp.float32(10.0), jnp.float32(-10.0))
+        >>> bool(jnp.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0), rtol=1e-5))
+        True
     """
     check_inputs(image_emb, text_emb, scale=scale, bias=bias)
     dtype = compute_dtype(image_emb, text_emb)
@@ -315,12 +330,19 @@ def sharded_sigmoid_loss_on_mesh(
         ValueError: ``axis_name`` is not an axis of ``mesh`` or the batch is not divisible by
             its size; bad shapes or ``scale``.
 
-    Example::
-
-        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
-        loss = sharded_sigmoid_loss_on_mesh(
-            image, text, scale=10.0, bias=-10.0, mesh=mesh, axis_name="batch"
-        )
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from siglip_loss.jax import l2_normalize, sharded_sigmoid_loss_on_mesh, sigmoid_loss
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+        >>> batch = 4 * jax.device_count()
+        >>> image = l2_normalize(jax.random.normal(jax.random.key(0), (batch, 8)))
+        >>> text = l2_normalize(jax.random.normal(jax.random.key(1), (batch, 8)))
+        >>> loss = sharded_sigmoid_loss_on_mesh(
+        ...     image, text, scale=10.0, bias=-10.0, mesh=mesh, axis_name="batch"
+        ... )
+        >>> bool(jnp.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0), rtol=1e-5))
+        True
     """
     batch, _ = check_inputs(image_emb, text_emb, scale=scale, bias=bias)
     if axis_name not in mesh.axis_names:

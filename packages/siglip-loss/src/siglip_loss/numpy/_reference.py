@@ -113,7 +113,9 @@ def sigmoid_loss_and_grads(
         :class:`SigmoidLossAndGrads` with the loss and gradients for all four inputs.
 
     Raises:
-        ValueError, TypeError: bad shapes, dtypes or a non-finite/non-positive ``scale``.
+        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, ``scale`` is
+            not finite and positive, or ``bias`` is not finite.
+        TypeError: an input is not floating point.
 
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 

@@ -130,7 +130,10 @@ def embedding_pairs(
         dtype.
 
     Raises:
-        TypeError, ValueError: a bad range, dtype name or backend (raised when called).
+        TypeError: ``batch`` or ``dim`` is not a ``(min, max)`` tuple of ints, or ``dtypes`` is
+            not a sequence of names (raised when called).
+        ValueError: a range out of order or below 1, an unknown dtype name or backend, bfloat16
+            with numpy, or float64 with JAX without ``jax_enable_x64`` (raised when called).
 
     Example:
         >>> from hypothesis import given

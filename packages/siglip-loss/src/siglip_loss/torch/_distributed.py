@@ -391,11 +391,23 @@ def distributed_sigmoid_loss(
 
     Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
 
-    Example::
+    Example:
+        On ``W`` ranks (``torchrun``) every rank runs these lines with its own rows, and DDP (or an
+        all-reduce mean) averages the gradients; a whole DDP script is in ``docs/distributed.md``.
+        One process is a group of one, where the loss is :func:`sigmoid_loss`:
 
-        # on each of W ranks, after torch.distributed.init_process_group(...):
-        loss = distributed_sigmoid_loss(image, text, scale=log_scale.exp(), bias=bias)
-        loss.backward()  # DDP (or an all-reduce mean) then averages the gradients
+        >>> import torch
+        >>> import torch.distributed as dist
+        >>> from siglip_loss.torch import distributed_sigmoid_loss, l2_normalize, sigmoid_loss
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> _ = torch.manual_seed(0)
+        >>> image = l2_normalize(torch.randn(8, 16)).requires_grad_()
+        >>> text = l2_normalize(torch.randn(8, 16))
+        >>> loss = distributed_sigmoid_loss(image, text, scale=10.0, bias=-10.0)
+        >>> loss.backward()
+        >>> torch.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0))
+        True
+        >>> dist.destroy_process_group()
     """
     check_inputs(image_emb, text_emb, scale=scale, bias=bias)
     if strategy not in STRATEGIES:
@@ -422,6 +434,31 @@ def distributed_sigmoid_loss(
     return loss
 
 
+class _AllGatherRows(torch.autograd.Function):
+    """Every rank's ``[n, dim]`` rows, concatenated in group-rank order; backward sums over ranks.
+
+    The gradient of the gathered ``[N, dim]`` tensor is reduce-scattered: each rank gets the sum
+    over every rank's loss of the gradient of its own rows. (``torch.distributed.nn``'s all-gather
+    does the same but is deprecated in torch 2.13 and writes a module to a temporary directory when
+    imported.) Every rank must run the backward, as with DDP.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        gathered = [torch.empty_like(rows) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, rows.contiguous(), group=group)
+        return torch.cat(gathered)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        world_size = dist.get_world_size(ctx.group)
+        pieces = [piece.contiguous() for piece in grad_output.chunk(world_size)]
+        own = torch.empty_like(pieces[0])
+        dist.reduce_scatter(own, pieces, op=dist.ReduceOp.SUM, group=ctx.group)
+        return own, None
+
+
 def distributed_softmax_loss(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
@@ -441,10 +478,11 @@ def distributed_softmax_loss(
         \qquad \frac{1}{W} \sum_r \ell_r = L
 
     where :math:`L` is :func:`softmax_loss` on the concatenated batch. The all-gather is
-    differentiable (its backward sums the gradients over the ranks), so the gradient of each
-    rank's rows collects the contributions of every rank's loss, and DDP's gradient averaging
-    gives exactly the single-device gradient, ``scale`` included. The same convention as
-    :func:`distributed_sigmoid_loss`.
+    differentiable (its backward reduce-scatters the gradients, summed over the ranks), so the
+    gradient of each rank's rows collects the contributions of every rank's loss, and DDP's
+    gradient averaging gives exactly the single-device gradient, ``scale`` included. The same
+    convention as :func:`distributed_sigmoid_loss`. Memory: the gathered ``[N, dim]`` towers and
+    two ``[n, N]`` logit matrices per rank.
 
     Args:
         image_emb: ``[batch, dim]`` this rank's image embeddings (normalise them first); the
@@ -467,11 +505,22 @@ def distributed_softmax_loss(
 
     Reference: Radford et al., arXiv:2103.00020 (CLIP), figure 3.
 
-    Example::
+    Example:
+        On ``W`` ranks every rank runs these lines with its own rows, and DDP averages the
+        gradients. One process is a group of one, where the loss is :func:`softmax_loss`:
 
-        # on each of W ranks, after torch.distributed.init_process_group(...):
-        loss = distributed_softmax_loss(image, text, scale=log_scale.exp())
-        loss.backward()  # DDP (or an all-reduce mean) then averages the gradients
+        >>> import torch
+        >>> import torch.distributed as dist
+        >>> from siglip_loss.torch import distributed_softmax_loss, l2_normalize, softmax_loss
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> _ = torch.manual_seed(0)
+        >>> image = l2_normalize(torch.randn(8, 16)).requires_grad_()
+        >>> text = l2_normalize(torch.randn(8, 16))
+        >>> loss = distributed_softmax_loss(image, text, scale=10.0)
+        >>> loss.backward()
+        >>> torch.allclose(loss, softmax_loss(image, text, scale=10.0))
+        True
+        >>> dist.destroy_process_group()
     """
     check_inputs(image_emb, text_emb, scale=scale, bias=bias)
     process_group = _process_group(group, "distributed_softmax_loss", "softmax_loss")
@@ -481,13 +530,10 @@ def distributed_softmax_loss(
             f"image_emb: expected the same batch on every rank, got batches "
             f"{list(ranks.batch_sizes)} (in group-rank order)"
         )
-    # Imported here: importing torch.distributed.nn generates a module in a temporary directory.
-    from torch.distributed.nn.functional import all_gather
-
     dtype, device = compute_dtype(image_emb, text_emb), image_emb.device
     # Gathered in the input dtype (half the traffic for 16-bit inputs), then computed in dtype.
-    all_images = torch.cat(all_gather(image_emb.contiguous(), group=process_group)).to(dtype)
-    all_texts = torch.cat(all_gather(text_emb.contiguous(), group=process_group)).to(dtype)
+    all_images = _AllGatherRows.apply(image_emb, process_group).to(dtype)  # [N, dim]
+    all_texts = _AllGatherRows.apply(text_emb, process_group).to(dtype)  # [N, dim]
     scale_tensor = scalar_keeping_graph("scale", scale, dtype=dtype, device=device)
     local = image_emb.shape[0]
     labels = torch.arange(local, device=device) + ranks.rank * local

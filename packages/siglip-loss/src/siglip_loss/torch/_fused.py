@@ -98,7 +98,9 @@ def sigmoid_block_sums(
         ``image_block``.
 
     Raises:
-        TypeError, ValueError: a bad ``block_size`` / ``positive_offset`` or mismatched shapes.
+        TypeError: ``block_size`` or ``positive_offset`` is not an int.
+        ValueError: ``block_size < 1``, the blocks are not ``[n, dim]`` and ``[m, dim]``, or
+            ``scale``/``bias`` is a tensor that is not 0-d.
 
     Example:
         >>> import torch
