@@ -48,7 +48,7 @@ def test_zero_similarity_loss_and_bias_gradient_match_closed_form(batch: int, bi
 def test_zero_similarity_anchor_values_divide_by_batch_not_batch_squared(
     batch: int, loss: float, grad_bias: float
 ) -> None:
-    # The table of loss-anchors.md section 1 (b = -10). Dividing by N^2 would give ~0.01 at N=1024.
+    # The table of docs/loss.md, "Initial values" (b = -10). An N^2 divisor would give ~0.01 at N=1024.
     if batch > 2048:  # an N x N float64 matrix of 22k would be 3.9 GB: use the closed form
         value = softplus(10.0) + (batch - 1) * softplus(-10.0)
         derivative = batch * sigmoid(-10.0) - 1.0
