@@ -85,7 +85,6 @@ class Backend:
     """What the backend-parametrised tests need from a framework, behind one interface."""
 
     name: str
-    dtypes: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
     @property
     def module(self) -> Any:
@@ -220,13 +219,6 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     """The framework this session tests (``--backend``), imported: a broken install fails."""
     name = request.config.getoption("backend")
     return TorchBackend() if name == "torch" else JaxBackend()
-
-
-@pytest.fixture(scope="session")
-def session_backend(request: pytest.FixtureRequest) -> str | None:
-    """The ``--backend`` of this session, or None (the numpy-only session)."""
-    name: str | None = request.config.getoption("backend")
-    return name
 
 
 @pytest.fixture
