@@ -7,7 +7,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+
+try:
+    from flax import nnx
+except ModuleNotFoundError as error:  # siglip-loss[jax] alone: the functions need no Flax
+    raise ModuleNotFoundError(
+        "siglip_loss.jax.nnx.SigmoidLoss needs Flax: pip install 'siglip-loss[flax]'",
+        name="flax",
+    ) from error
 
 from siglip_loss._validation import check_scalar
 from siglip_loss.jax._api import sigmoid_loss
