@@ -17,8 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from siglip_loss.jax._common import Scalar
-from siglip_loss.jax._common import compute_dtype
-from siglip_loss.jax._common import scalar_in_dtype
+from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
 from siglip_loss.jax._fused import block_sums
 from siglip_loss.jax._fused import check_block_size
 
@@ -71,9 +70,10 @@ def sigmoid_loss_chunked(
         0-d float32 array (float64 for float64 inputs).
     """
     tile = check_block_size(block_size)
-    dtype = compute_dtype(image_emb, text_emb)
-    scale_array = scalar_in_dtype(scale, dtype)
-    bias_array = scalar_in_dtype(bias, dtype)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_array.dtype
     batch = image_emb.shape[0]
     row_tile = min(tile, batch)
     full_row_blocks, last_rows = divmod(batch, row_tile)

@@ -37,6 +37,14 @@ def scalar_in_dtype(value: Scalar, dtype: Any) -> jax.Array:
     return jnp.asarray(value, dtype=dtype)
 
 
+def scale_and_bias_in_compute_dtype(
+    image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar, bias: Scalar
+) -> tuple[jax.Array, jax.Array]:
+    """``scale`` and ``bias`` as 0-d arrays of the inputs' compute dtype (differentiable casts)."""
+    dtype = compute_dtype(image_emb, text_emb)
+    return scalar_in_dtype(scale, dtype), scalar_in_dtype(bias, dtype)
+
+
 def check_inputs(
     image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar, bias: Scalar | None
 ) -> tuple[int, int]:

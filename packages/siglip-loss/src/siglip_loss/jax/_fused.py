@@ -19,8 +19,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from siglip_loss import _validation as validation
 from siglip_loss.jax._common import Scalar
-from siglip_loss.jax._common import compute_dtype
-from siglip_loss.jax._common import scalar_in_dtype
+from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
 from siglip_loss.jax._compat import varying_like
 from siglip_loss.jax._reference import sigmoid_loss_reference
 
@@ -122,13 +121,11 @@ def sigmoid_block_sums(
         raise TypeError(
             "positive_offset: expected an int, an integer scalar array or None, got bool"
         )
-    dtype = compute_dtype(image_block, text_block)
     offset = None if positive_offset is None else jnp.asarray(positive_offset, jnp.int32)
     return block_sums(
         image_block,
         text_block,
-        scalar_in_dtype(scale, dtype),
-        scalar_in_dtype(bias, dtype),
+        *scale_and_bias_in_compute_dtype(image_block, text_block, scale=scale, bias=bias),
         positive_offset=offset,
         tile=tile,
         need_image=compute_grads,
@@ -430,9 +427,9 @@ def sigmoid_loss_fused(
         0-d float32 array (float64 for float64 inputs).
     """
     tile = check_block_size(block_size)
-    dtype = compute_dtype(image_emb, text_emb)
     # Cast outside the custom_vjp: the cast's transpose returns each gradient in its own dtype.
-    scale_array = scalar_in_dtype(scale, dtype)
-    bias_array = scalar_in_dtype(bias, dtype)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
     loss: jax.Array = _fused_loss(image_emb, text_emb, scale_array, bias_array, tile, dense_primal)
     return loss

@@ -10,6 +10,7 @@ from siglip_loss.jax._common import Scalar
 from siglip_loss.jax._common import check_inputs
 from siglip_loss.jax._common import compute_dtype
 from siglip_loss.jax._common import scalar_in_dtype
+from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
 
 
 def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Array:
@@ -46,12 +47,15 @@ def sigmoid_loss_reference(
 
     Inputs are assumed validated (``sigmoid_loss`` checks them once for every implementation).
     """
-    dtype = compute_dtype(image_emb, text_emb)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_array.dtype
     image = jnp.asarray(image_emb, dtype=dtype)
     text = jnp.asarray(text_emb, dtype=dtype)
     batch = image.shape[0]
     cosine = image @ text.T  # [batch, batch]
-    logits = scalar_in_dtype(scale, dtype) * cosine + scalar_in_dtype(bias, dtype)
+    logits = scale_array * cosine + bias_array
     labels = 2.0 * jnp.eye(batch, dtype=dtype) - 1.0
     return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / batch
 

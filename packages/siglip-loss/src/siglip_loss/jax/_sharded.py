@@ -23,8 +23,7 @@ from jax.sharding import PartitionSpec
 
 from siglip_loss.jax._common import Scalar
 from siglip_loss.jax._common import check_inputs
-from siglip_loss.jax._common import compute_dtype
-from siglip_loss.jax._common import scalar_in_dtype
+from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
 from siglip_loss.jax._compat import shard_map
 from siglip_loss.jax._compat import varying_axes
 from siglip_loss.jax._fused import sigmoid_block_sums
@@ -267,9 +266,9 @@ def sharded_sigmoid_loss(
         True
     """
     check_inputs(image_emb, text_emb, scale=scale, bias=bias)
-    dtype = compute_dtype(image_emb, text_emb)
-    scale_array = scalar_in_dtype(scale, dtype)
-    bias_array = scalar_in_dtype(bias, dtype)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
     inputs = (image_emb, text_emb, scale_array, bias_array)
     dtypes = tuple(jnp.dtype(value.dtype) for value in inputs)
     # Under shard_map(check_vma=True) the sharded inputs vary over the axis; with
@@ -379,7 +378,7 @@ def sharded_sigmoid_loss_on_mesh(
         in_specs=(rows, rows, replicated, replicated),
         out_specs=replicated,
     )
-    dtype = compute_dtype(image_emb, text_emb)
-    return loss_on_shards(
-        image_emb, text_emb, scalar_in_dtype(scale, dtype), scalar_in_dtype(bias, dtype)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
     )
+    return loss_on_shards(image_emb, text_emb, scale_array, bias_array)

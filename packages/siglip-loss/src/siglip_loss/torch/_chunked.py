@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from siglip_loss.torch._common import Scalar
-from siglip_loss.torch._common import compute_dtype
-from siglip_loss.torch._common import scalar_keeping_graph
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
 from siglip_loss.torch._common import softplus_threshold
 from siglip_loss.torch._fused import check_block_size
 
@@ -72,10 +71,10 @@ def sigmoid_loss_chunked(
         0-d float32 tensor (float64 for float64 inputs).
     """
     tile = check_block_size(block_size)
-    dtype = compute_dtype(image_emb, text_emb)
-    device = image_emb.device
-    scale_tensor = scalar_keeping_graph("scale", scale, dtype=dtype, device=device)
-    bias_tensor = scalar_keeping_graph("bias", bias, dtype=dtype, device=device)
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype, device = scale_tensor.dtype, image_emb.device
     batch = image_emb.shape[0]
     recompute = torch.is_grad_enabled() and any(
         tensor.requires_grad for tensor in (image_emb, text_emb, scale_tensor, bias_tensor)

@@ -67,6 +67,30 @@ def detached_scalar(
     return torch.tensor(float(value), dtype=dtype, device=device)
 
 
+def scale_and_bias_keeping_graph(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale`` and ``bias`` in the inputs' compute dtype, on ``image_emb``'s device, attached to
+    their graphs: the preamble of every loss that autograd differentiates."""
+    dtype, device = compute_dtype(image_emb, text_emb), image_emb.device
+    return (
+        scalar_keeping_graph("scale", scale, dtype=dtype, device=device),
+        scalar_keeping_graph("bias", bias, dtype=dtype, device=device),
+    )
+
+
+def detached_scale_and_bias(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scale`` and ``bias`` in the inputs' compute dtype, on ``image_emb``'s device, detached:
+    the preamble of code that computes its gradients itself."""
+    dtype, device = compute_dtype(image_emb, text_emb), image_emb.device
+    return (
+        detached_scalar("scale", scale, dtype=dtype, device=device),
+        detached_scalar("bias", bias, dtype=dtype, device=device),
+    )
+
+
 def check_inputs(
     image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar | None
 ) -> tuple[int, int]:

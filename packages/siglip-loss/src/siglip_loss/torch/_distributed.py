@@ -29,6 +29,7 @@ from siglip_loss.torch._common import Scalar
 from siglip_loss.torch._common import check_inputs
 from siglip_loss.torch._common import compute_dtype
 from siglip_loss.torch._common import scalar_keeping_graph
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
 from siglip_loss.torch._fused import check_block_size
 from siglip_loss.torch._fused import sigmoid_block_sums
 
@@ -414,9 +415,10 @@ def distributed_sigmoid_loss(
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
     check_block_size(block_size)
     process_group = _process_group(group, "distributed_sigmoid_loss", "sigmoid_loss")
-    dtype, device = compute_dtype(image_emb, text_emb), image_emb.device
-    scale_tensor = scalar_keeping_graph("scale", scale, dtype=dtype, device=device)
-    bias_tensor = scalar_keeping_graph("bias", bias, dtype=dtype, device=device)
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_tensor.dtype
     inputs = (image_emb, text_emb, scale_tensor, bias_tensor)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     ranks = _gather_ranks(image_emb, text_emb, process_group, needs_grad)

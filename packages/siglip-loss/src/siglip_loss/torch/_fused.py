@@ -15,9 +15,8 @@ import torch
 
 from siglip_loss import _validation as validation
 from siglip_loss.torch._common import Scalar
-from siglip_loss.torch._common import compute_dtype
-from siglip_loss.torch._common import detached_scalar
-from siglip_loss.torch._common import scalar_keeping_graph
+from siglip_loss.torch._common import detached_scale_and_bias
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
 from siglip_loss.torch._common import softplus_threshold
 
 DEFAULT_BLOCK_SIZE = 2048
@@ -129,14 +128,15 @@ def sigmoid_block_sums(
             "image_block, text_block: expected [n, dim] and [m, dim] with the same dim, got "
             f"{tuple(image_block.shape)} and {tuple(text_block.shape)}"
         )
-    dtype = compute_dtype(image_block, text_block)
-    device = image_block.device
+    scale_tensor, bias_tensor = detached_scale_and_bias(
+        image_block, text_block, scale=scale, bias=bias
+    )
     with torch.no_grad():
         return block_sums(
             image_block,
             text_block,
-            detached_scalar("scale", scale, dtype=dtype, device=device),
-            detached_scalar("bias", bias, dtype=dtype, device=device),
+            scale_tensor,
+            bias_tensor,
             positive_offset=offset,
             tile=tile,
             need_image=compute_grads,
@@ -289,13 +289,11 @@ class _FusedSigmoidLoss(torch.autograd.Function):
         tile: int,
         needs: tuple[bool, bool, bool, bool],
     ) -> torch.Tensor:
-        dtype = compute_dtype(image_emb, text_emb)
         need_image, need_text, need_scale, need_bias = needs
         sums = block_sums(
             image_emb,
             text_emb,
-            detached_scalar("scale", scale, dtype=dtype, device=image_emb.device),
-            detached_scalar("bias", bias, dtype=dtype, device=image_emb.device),
+            *detached_scale_and_bias(image_emb, text_emb, scale=scale, bias=bias),
             positive_offset=0,
             tile=tile,
             need_image=need_image,
@@ -364,10 +362,9 @@ def sigmoid_loss_fused(
         0-d float32 tensor (float64 for float64 inputs).
     """
     tile = check_block_size(block_size)
-    dtype = compute_dtype(image_emb, text_emb)
-    device = image_emb.device
-    scale_tensor = scalar_keeping_graph("scale", scale, dtype=dtype, device=device)
-    bias_tensor = scalar_keeping_graph("bias", bias, dtype=dtype, device=device)
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
     grad_enabled = torch.is_grad_enabled()
     needs = tuple(
         grad_enabled and tensor.requires_grad

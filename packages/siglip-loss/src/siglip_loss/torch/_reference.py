@@ -9,6 +9,7 @@ from siglip_loss.torch._common import Scalar
 from siglip_loss.torch._common import check_inputs
 from siglip_loss.torch._common import compute_dtype
 from siglip_loss.torch._common import scalar_keeping_graph
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
 
 
 def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -44,10 +45,11 @@ def sigmoid_loss_reference(
 
     Inputs are assumed validated (``sigmoid_loss`` checks them once for every implementation).
     """
-    dtype = compute_dtype(image_emb, text_emb)
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_tensor.dtype
     image, text = image_emb.to(dtype), text_emb.to(dtype)
-    scale_tensor = scalar_keeping_graph("scale", scale, dtype=dtype, device=image.device)
-    bias_tensor = scalar_keeping_graph("bias", bias, dtype=dtype, device=image.device)
     batch = image.shape[0]
     logits = scale_tensor * (image @ text.T) + bias_tensor  # [batch, batch]
     labels = 2.0 * torch.eye(batch, dtype=dtype, device=image.device) - 1.0
