@@ -359,7 +359,7 @@ def markdown_tables(records: list[dict[str, Any]], methods: list[str]) -> str:
 
 
 def target_report(records: list[dict[str, Any]]) -> str:
-    """The issue's targets, each met or missed with the measured figure."""
+    """The speed and memory targets (TARGETS), each met or missed with the measured figure."""
     index = {(r["framework"], r["dtype"], r["batch"], r["method"]): r for r in records}
     lines = ["Targets (dim 768):", ""]
     for framework, dtype, batch, method, ratio_target, memory_target in TARGETS:

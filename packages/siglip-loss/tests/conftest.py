@@ -1,18 +1,28 @@
-"""Test harness for siglip-loss: hypothesis profiles and the runner for docs' python blocks.
+"""Test harness for siglip-loss: hypothesis profiles, the session's backend, JAX settings.
 
-Profiles, chosen by the environment variable ``HYPOTHESIS_PROFILE`` (default ``ci``):
+Hypothesis profiles, chosen by the environment variable ``HYPOTHESIS_PROFILE`` (default ``ci``):
 
 - ``ci``: derandomized (the same examples on every run), no deadline (jit compiles), few examples;
 - ``dev``: random, more examples, to hunt for counter-examples locally.
+
+The backend: each nox session installs one framework and says which with ``--backend torch`` or
+``--backend jax``. The tests under ``tests/backends/`` are written once and run against that
+backend through the ``backend`` fixture; ``tests/torch/`` and ``tests/jax/`` hold what only one
+framework has (DDP, ``torch.compile``, ``shard_map``, Flax NNX) and refuse to run under another
+backend. The backend's framework is imported, never skipped: a broken install fails the session.
+With ``--backend jax`` JAX runs with strict dtype promotion and 8 CPU devices (for the sharded
+tests), set here before any device is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings
@@ -21,9 +31,9 @@ settings.register_profile(
     "ci",
     derandomize=True,
     deadline=None,
-    max_examples=20,
     database=None,
     print_blob=True,
+    max_examples=20,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
@@ -31,60 +41,187 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-FRAMEWORK_IMPORT = re.compile(
-    r"^\s*(?:import|from)\s+(torch|jax|flax|siglip_loss\.(?:torch|jax))\b", re.M
-)
-# Blocks of the shared pages (the root README) that use sibling packages are their tests' job.
-SIBLING_IMPORT = re.compile(r"^\s*(?:import|from)\s+siglip_(?:models|data|eval|train)\b", re.M)
-PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+BACKENDS = ("torch", "jax")
+JAX_CPU_DEVICES = 8
+TESTS = Path(__file__).resolve().parent
 
 
-def markdown_python_blocks(path: Path) -> list[str]:
-    """The ```python blocks of a markdown page, in order."""
-    return PYTHON_BLOCK.findall(path.read_text(encoding="utf-8"))
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="the framework this session tests: runs tests/backends against it, and tests/<it>",
+    )
 
 
-def frameworks_of(block: str) -> set[str]:
-    """The frameworks a block imports: a subset of {"torch", "jax"}, plus "sibling" when it
-    imports another package of the monorepo (then siglip-loss's tests leave it alone)."""
-    names = {match.split(".")[-1] for match in FRAMEWORK_IMPORT.findall(block)}
-    names = {"jax" if name == "flax" else name for name in names}
-    return names | {"sibling"} if SIBLING_IMPORT.search(block) else names
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("backend") == "jax":
+        import jax
+
+        jax.config.update("jax_numpy_dtype_promotion", "strict")
+        jax.config.update("jax_num_cpu_devices", JAX_CPU_DEVICES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of a framework's own directory need that framework as the session's backend."""
+    chosen = config.getoption("backend")
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if not path.is_relative_to(TESTS):
+            continue
+        directory = path.relative_to(TESTS).parts[0]
+        if directory in BACKENDS and directory != chosen:
+            raise pytest.UsageError(
+                f"{item.nodeid}: run tests/{directory}/ with --backend {directory}"
+            )
+        if directory == "backends" and chosen is None:
+            raise pytest.UsageError(
+                f"{item.nodeid}: run tests/backends/ with --backend torch or --backend jax"
+            )
+
+
+class Backend:
+    """What the backend-parametrised tests need from a framework, behind one interface."""
+
+    name: str
+
+    @property
+    def module(self) -> Any:
+        """``siglip_loss.torch`` or ``siglip_loss.jax``."""
+        raise NotImplementedError
+
+    @property
+    def sigmoid_loss_module(self) -> Any:
+        """The ``SigmoidLoss`` class (``nn.Module`` or Flax NNX)."""
+        raise NotImplementedError
+
+    def array(self, values: Any, dtype: str | None = None) -> Any:
+        """A backend array of ``values`` (numpy array or nested lists), keeping its dtype unless
+        ``dtype`` is given."""
+        raise NotImplementedError
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A float64 numpy copy of a backend array."""
+        raise NotImplementedError
+
+    def dtype_name(self, value: Any) -> str:
+        return str(value.dtype).removeprefix("torch.")
+
+    def value_and_grad(self, function: Callable[..., Any], *args: Any) -> tuple[Any, tuple]:
+        """The value of ``function(*args)`` and its gradients with respect to every argument."""
+        raise NotImplementedError
+
+    def stop_gradient(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def jit(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``jax.jit(function)`` in JAX (one compilation per shape); ``function`` in torch."""
+        return function
+
+    def x64(self) -> contextlib.AbstractContextManager[None]:
+        """Where float64 arrays exist: always in torch, inside this context in JAX."""
+        return contextlib.nullcontext()
+
+    def examples(self, **per_backend: int) -> settings:
+        """Hypothesis settings with this backend's example count (JAX compiles every new shape,
+        so its property tests draw fewer examples); the profile's count when not given."""
+        count = per_backend.get(self.name)
+        return settings() if count is None else settings(max_examples=count)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch
+
+        import siglip_loss.torch
+
+        self._torch = torch
+        self._module = siglip_loss.torch
+
+    @property
+    def module(self) -> Any:
+        return self._module
+
+    @property
+    def sigmoid_loss_module(self) -> Any:
+        return self._module.SigmoidLoss
+
+    def array(self, values: Any, dtype: str | None = None) -> Any:
+        tensor = self._torch.from_numpy(np.array(values))
+        return tensor if dtype is None else tensor.to(getattr(self._torch, dtype))
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return np.asarray(value.detach().to(self._torch.float64).numpy())
+
+    def value_and_grad(self, function: Callable[..., Any], *args: Any) -> tuple[Any, tuple]:
+        leaves = [arg.detach().clone().requires_grad_() for arg in args]
+        value = function(*leaves)
+        grads = self._torch.autograd.grad(value, leaves)
+        return value.detach(), tuple(grads)
+
+    def stop_gradient(self, value: Any) -> Any:
+        return value.detach()
+
+
+class JaxBackend(Backend):
+    name = "jax"
+
+    def __init__(self) -> None:
+        import jax
+
+        import siglip_loss.jax
+
+        self._jax = jax
+        self._module = siglip_loss.jax
+
+    @property
+    def module(self) -> Any:
+        return self._module
+
+    @property
+    def sigmoid_loss_module(self) -> Any:
+        from siglip_loss.jax.nnx import SigmoidLoss
+
+        return SigmoidLoss
+
+    def array(self, values: Any, dtype: str | None = None) -> Any:
+        import jax.numpy as jnp
+
+        # Without a dtype, JAX's own default: float64 numpy values become float32 unless x64 is on.
+        return jnp.asarray(np.array(values), dtype=dtype)
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return np.asarray(value).astype(np.float64)
+
+    def dtype_name(self, value: Any) -> str:
+        return np.dtype(value.dtype).name
+
+    def value_and_grad(self, function: Callable[..., Any], *args: Any) -> tuple[Any, tuple]:
+        argnums = tuple(range(len(args)))
+        value, grads = self._jax.jit(self._jax.value_and_grad(function, argnums=argnums))(*args)
+        return value, tuple(grads)
+
+    def stop_gradient(self, value: Any) -> Any:
+        return self._jax.lax.stop_gradient(value)
+
+    def jit(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        return self._jax.jit(function)  # type: ignore[no-any-return]
+
+    def x64(self) -> contextlib.AbstractContextManager[None]:
+        return self._jax.enable_x64(True)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The framework this session tests (``--backend``), imported: a broken install fails."""
+    name = request.config.getoption("backend")
+    return TorchBackend() if name == "torch" else JaxBackend()
 
 
 @pytest.fixture
 def repo_root() -> Path:
-    """The monorepo root (the docs and README live there)."""
-    return REPO_ROOT
-
-
-@pytest.fixture
-def markdown_block_frameworks() -> Callable[[Path], list[set[str]]]:
-    """For each python block of a page, the frameworks it imports."""
-    return lambda path: [frameworks_of(block) for block in markdown_python_blocks(path)]
-
-
-@pytest.fixture
-def run_markdown_blocks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[Path, str | None], int]:
-    """Execute a page's python blocks in order, in one namespace, inside a temp directory.
-
-    Called as ``run(path, framework)``: runs the blocks that import no framework or only
-    ``framework`` ("torch" or "jax"; None runs only framework-free blocks). Returns how many ran.
-    """
-
-    def run(path: Path, framework: str | None) -> int:
-        monkeypatch.chdir(tmp_path)
-        namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
-        executed = 0
-        for index, block in enumerate(markdown_python_blocks(path)):
-            if not frameworks_of(block) <= ({framework} if framework else set()):
-                continue
-            code = compile(block, f"{path.name}[python block {index}]", "exec")
-            exec(code, namespace)
-            executed += 1
-        return executed
-
-    return run
+    """The monorepo root (the docs live there)."""
+    return TESTS.parents[2]

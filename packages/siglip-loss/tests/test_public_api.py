@@ -1,33 +1,64 @@
-"""Every public name exists; importing the package or its numpy adapter pulls in no framework."""
+"""Every public module's __all__ holds existing, public, sorted names; importing a module pulls in
+no framework it does not need (the package and its numpy adapter none, the JAX adapter no Flax)."""
 
 from __future__ import annotations
 
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import tomllib
 
 import siglip_loss
 
+CORE_MODULES = ["siglip_loss", "siglip_loss.numpy", "siglip_loss.testing"]
+BACKEND_MODULES = {
+    "torch": ["siglip_loss.torch"],
+    "jax": ["siglip_loss.jax", "siglip_loss.jax.nnx"],
+}
+# The frameworks each module may import (besides numpy and hypothesis).
+ALLOWED_FRAMEWORKS = {
+    "siglip_loss": set(),
+    "siglip_loss.numpy": set(),
+    "siglip_loss.testing": set(),
+    "siglip_loss.torch": {"torch"},
+    "siglip_loss.jax": {"jax"},
+    "siglip_loss.jax.nnx": {"jax", "flax"},
+}
 
-def test_version_is_a_string() -> None:
-    assert isinstance(siglip_loss.__version__, str)
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # The core modules in every session; a backend's modules in the session that installs it.
+    if "module_name" in metafunc.fixturenames:
+        backend = metafunc.config.getoption("backend")
+        metafunc.parametrize("module_name", CORE_MODULES + BACKEND_MODULES.get(backend, []))
 
 
-@pytest.mark.parametrize("module_name", ["siglip_loss", "siglip_loss.numpy", "siglip_loss.testing"])
-def test_every_name_in_all_exists(module_name: str) -> None:
+def test_version_is_the_one_in_pyproject() -> None:
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    assert siglip_loss.__version__ == version
+
+
+def test_all_lists_existing_public_names_in_sorted_order(module_name: str) -> None:
     module = importlib.import_module(module_name)
-    for name in module.__all__:
+    names = list(module.__all__)
+    assert names == sorted(names), f"{module_name}.__all__ is not sorted"
+    assert len(set(names)) == len(names), f"{module_name}.__all__ has duplicates"
+    for name in names:
         assert hasattr(module, name), f"{module_name}.{name}"
+        assert not name.startswith("_") or name == "__version__", f"{module_name}.{name}"
 
 
-@pytest.mark.parametrize("module_name", ["siglip_loss", "siglip_loss.numpy", "siglip_loss.testing"])
-def test_import_does_not_import_torch_or_jax(module_name: str) -> None:
+def test_import_pulls_in_no_framework_it_does_not_need(module_name: str) -> None:
+    unwanted = {"torch", "jax", "flax"} - ALLOWED_FRAMEWORKS[module_name]
     code = (
         "import sys\n"
         f"import {module_name}\n"
-        "loaded = sorted(m for m in ('torch', 'jax', 'flax') if m in sys.modules)\n"
+        f"loaded = sorted(m for m in {sorted(unwanted)!r} if m in sys.modules)\n"
         "assert not loaded, loaded\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

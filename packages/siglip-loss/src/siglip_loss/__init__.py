@@ -5,7 +5,8 @@ import their framework only when imported themselves:
 
 - ``siglip_loss.numpy``: float64 oracle with analytic gradients.
 - ``siglip_loss.torch``: PyTorch functions and ``nn.Module`` (extra ``[torch]``).
-- ``siglip_loss.jax``: JAX functions and Flax module (extra ``[jax]``).
+- ``siglip_loss.jax``: JAX functions (extra ``[jax]``); ``siglip_loss.jax.nnx``: the Flax NNX
+  module (extra ``[flax]``).
 - ``siglip_loss.testing``: hypothesis strategies and ``assert_matches_reference`` (extra ``[testing]``).
 """
 

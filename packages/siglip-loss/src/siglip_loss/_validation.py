@@ -9,8 +9,17 @@ from __future__ import annotations
 import math
 import numbers
 from typing import Any
+from typing import Literal
 
 FLOATING_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+Implementation = Literal["auto", "reference", "chunked", "fused"]
+IMPLEMENTATIONS: tuple[Implementation, ...] = ("auto", "reference", "chunked", "fused")
+"""The values of ``sigmoid_loss(..., implementation=)``, the same in torch and JAX."""
+
+AUTO_DENSE_MAX_BATCH = 4096
+"""Without gradients, ``implementation="auto"`` builds the dense ``[batch, batch]`` logits up to
+this batch (64 MiB in float32) and tiles above it, in torch and JAX alike."""
 
 
 def dtype_name(array: Any) -> str:
@@ -129,6 +138,21 @@ def _torch_compiling() -> bool:
     import torch  # only reached for torch values, so torch is already imported
 
     return bool(torch.compiler.is_compiling())
+
+
+def check_implementation(implementation: Any) -> Implementation:
+    """Return ``implementation`` once checked to be one of :data:`IMPLEMENTATIONS`.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation: expected one of {', '.join(map(repr, IMPLEMENTATIONS))}, "
+            f"got {implementation!r}"
+        )
+    checked: Implementation = implementation
+    return checked
 
 
 def check_block_size(block_size: Any, *, default: int) -> int:

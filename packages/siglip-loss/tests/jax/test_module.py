@@ -1,4 +1,5 @@
-"""SigmoidLoss (Flax NNX) owns log_scale and bias and calls the functional loss."""
+"""SigmoidLoss (Flax NNX, siglip_loss.jax.nnx) owns log_scale and bias and calls the functional
+loss; siglip_loss.jax.SigmoidLoss is the same class."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import optax
 import pytest
 from flax import nnx
 
-from siglip_loss.jax import SigmoidLoss
 from siglip_loss.jax import l2_normalize
 from siglip_loss.jax import sigmoid_loss
+from siglip_loss.jax.nnx import SigmoidLoss
 from siglip_loss.numpy import sigmoid_loss_and_grads
 
 
@@ -54,12 +55,6 @@ def test_call_equals_functional_loss_and_gradients_follow_the_chain_rule() -> No
     assert float(pure["bias"]) == pytest.approx(oracle.grad_bias, rel=1e-4, abs=1e-6)
 
 
-def test_loss_options_are_forwarded_to_sigmoid_loss() -> None:
-    module = SigmoidLoss(unknown_option=3)
-    with pytest.raises(TypeError, match="unknown_option"):
-        module(jnp.ones((2, 3)), jnp.ones((2, 3)))
-
-
 def test_jitted_optimizer_steps_move_the_bias_towards_balance() -> None:
     # At zero similarity with N = 8 and b = -10, d/db = 8 sigmoid(-10) - 1 < 0: SGD raises b.
     module = SigmoidLoss()
@@ -75,3 +70,10 @@ def test_jitted_optimizer_steps_move_the_bias_towards_balance() -> None:
     step(module, optimizer)
     expected = -10.0 + 0.1 * (1 - 8 / (1 + math.exp(10)))
     assert float(module.bias[...]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_siglip_loss_jax_sigmoid_loss_is_the_nnx_module() -> None:
+    import siglip_loss.jax
+
+    assert siglip_loss.jax.SigmoidLoss is SigmoidLoss
+    assert "SigmoidLoss" not in siglip_loss.jax.__all__  # listing it would import Flax

@@ -1,6 +1,6 @@
 """sharded_sigmoid_loss over 1-8 (fake CPU) devices equals the single-device float64 oracle.
 
-The noxfile runs this with XLA_FLAGS=--xla_force_host_platform_device_count=8.
+The 8 CPU devices come from tests/conftest.py (``jax_num_cpu_devices``, set for ``--backend jax``).
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from siglip_loss.jax import sharded_sigmoid_loss_on_mesh
 from siglip_loss.jax import sigmoid_loss
 from siglip_loss.numpy import sigmoid_loss_and_grads
 
-DEVICES = jax.device_count()
-needs_8_devices = pytest.mark.skipif(
-    DEVICES < 8,
-    reason=f"needs 8 devices (XLA_FLAGS=--xla_force_host_platform_device_count=8), got {DEVICES}",
-)
+
+def test_the_session_has_8_cpu_devices() -> None:
+    assert jax.device_count() == 8, jax.devices()
 
 
 def mesh_of(size: int, axis_type: AxisType = AxisType.Explicit) -> jax.sharding.Mesh:
@@ -38,7 +36,13 @@ def normalized_rows(rng: np.random.Generator, batch: int, dim: int) -> np.ndarra
 
 
 def loss_and_grads_on_mesh(
-    mesh: jax.sharding.Mesh, image: np.ndarray, text: np.ndarray, scale: float, bias: float, **kw
+    mesh: jax.sharding.Mesh,
+    image: np.ndarray,
+    text: np.ndarray,
+    scale: float,
+    bias: float,
+    dtype: jnp.dtype = jnp.float32,
+    **kw,
 ):
     def loss(image, text, scale, bias):
         return sharded_sigmoid_loss_on_mesh(
@@ -46,7 +50,8 @@ def loss_and_grads_on_mesh(
         )
 
     function = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))
-    return function(jnp.asarray(image), jnp.asarray(text), jnp.float32(scale), jnp.float32(bias))
+    scalars = jnp.asarray(scale, dtype), jnp.asarray(bias, dtype)
+    return function(jnp.asarray(image), jnp.asarray(text), *scalars)
 
 
 def assert_matches_oracle(value, grads, image, text, scale, bias, *, rtol=2e-5, atol=2e-6):
@@ -59,7 +64,6 @@ def assert_matches_oracle(value, grads, image, text, scale, bias, *, rtol=2e-5, 
     np.testing.assert_allclose(grad_bias, oracle.grad_bias, rtol=rtol, atol=atol)
 
 
-@needs_8_devices
 @pytest.mark.parametrize(
     ("mesh_size", "axis_type"),
     [
@@ -96,7 +100,6 @@ def test_sharded_value_and_grads_equal_single_device_under_jit(
     np.testing.assert_allclose(float(loss_only), float(value), rtol=1e-6)
 
 
-@needs_8_devices
 @pytest.mark.parametrize("check_vma", [True, False])
 def test_inside_a_user_shard_map_grad_outside_and_inside_agree(check_vma: bool) -> None:
     rng = np.random.default_rng(0)
@@ -139,7 +142,6 @@ def test_inside_a_user_shard_map_grad_outside_and_inside_agree(check_vma: bool) 
     assert_matches_oracle(value, grads, image, text, 5.0, -2.0)
 
 
-@needs_8_devices
 @settings(deadline=None, max_examples=5)  # each example compiles: keep CI short
 @given(
     mesh_size=st.sampled_from([1, 2, 4, 8]),
@@ -168,7 +170,6 @@ def test_sharded_equals_single_device_for_any_mesh_batch_scale_and_bias(
     assert_matches_oracle(value, grads, image, text, scale, bias, rtol=1e-4, atol=1e-5)
 
 
-@needs_8_devices
 def test_bfloat16_shards_get_bfloat16_gradients() -> None:
     rng = np.random.default_rng(5)
     image = jnp.asarray(normalized_rows(rng, 16, 16), jnp.bfloat16)
@@ -186,7 +187,19 @@ def test_bfloat16_shards_get_bfloat16_gradients() -> None:
     )
 
 
-@needs_8_devices
+@pytest.mark.parametrize("mesh_size", [1, 4])
+def test_float64_shards_are_computed_in_float64_to_the_oracles_precision(mesh_size: int) -> None:
+    rng = np.random.default_rng(6)
+    image, text = rng.standard_normal((12, 5)), rng.standard_normal((12, 5))
+    with jax.enable_x64(True):
+        value, grads = loss_and_grads_on_mesh(
+            mesh_of(mesh_size), image, text, 10.0, -3.0, block_size=2, dtype=jnp.float64
+        )
+    assert value.dtype == jnp.float64
+    assert {grad.dtype for grad in grads} == {jnp.dtype(jnp.float64)}
+    assert_matches_oracle(value, grads, image, text, 10.0, -3.0, rtol=1e-12, atol=1e-14)
+
+
 def test_per_device_memory_does_not_grow_with_the_mesh_at_fixed_local_batch() -> None:
     local_batch, dim = 256, 64
     block = local_batch * dim * 4  # one [n, D] float32 shard
@@ -220,7 +233,6 @@ def test_per_device_memory_does_not_grow_with_the_mesh_at_fixed_local_batch() ->
     assert dense_bytes[8] > 1.5 * dense_bytes[4], dense_bytes
 
 
-@needs_8_devices
 def test_mesh_wrapper_rejects_a_batch_not_divisible_by_the_axis() -> None:
     rows = jnp.ones((6, 3), jnp.float32)
     with pytest.raises(ValueError, match="divisible by the 4 devices"):
@@ -237,7 +249,6 @@ def test_mesh_wrapper_rejects_an_unknown_axis() -> None:
         )
 
 
-@needs_8_devices
 def test_batch_sharded_over_two_mesh_axes_equals_single_device() -> None:
     rng = np.random.default_rng(11)
     image, text = normalized_rows(rng, 16, 4), normalized_rows(rng, 16, 4)

@@ -29,6 +29,7 @@ WORKER = """
 import json, sys
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.config.update("jax_num_cpu_devices", DEVICES_PER_PROCESS)
 process_id, port = int(sys.argv[1]), int(sys.argv[2])
 jax.distributed.initialize(
     coordinator_address=f"127.0.0.1:{port}", num_processes=PROCESSES, process_id=process_id,
@@ -82,11 +83,11 @@ def free_port() -> int:
 
 def test_two_jax_processes_give_the_single_device_loss_and_gradients(tmp_path: Path) -> None:
     script = tmp_path / "worker.py"
-    constants = f"PROCESSES, BATCH, DIM = {PROCESSES}, {BATCH}, {DIM}\n"
+    constants = f"PROCESSES, DEVICES_PER_PROCESS = {PROCESSES}, {DEVICES_PER_PROCESS}\n"
+    constants += f"BATCH, DIM = {BATCH}, {DIM}\n"
     script.write_text(constants + WORKER, encoding="utf-8")
-    env = dict(
-        os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"
-    )
+    # The device count is set in the worker (jax_num_cpu_devices), not by a flag from outside.
+    env = {name: value for name, value in os.environ.items() if name != "XLA_FLAGS"}
     port = str(free_port())
     processes = [
         subprocess.Popen(

@@ -14,6 +14,7 @@ from siglip_loss.numpy import l2_normalize
 from siglip_loss.numpy import sigmoid_loss
 from siglip_loss.numpy import sigmoid_loss_and_grads
 from siglip_loss.numpy import softmax_loss
+from siglip_loss.numpy import softmax_loss_and_grads
 from siglip_loss.testing import EmbeddingPair
 from siglip_loss.testing import biases
 from siglip_loss.testing import embedding_pairs
@@ -47,7 +48,7 @@ def test_zero_similarity_loss_and_bias_gradient_match_closed_form(batch: int, bi
 def test_zero_similarity_anchor_values_divide_by_batch_not_batch_squared(
     batch: int, loss: float, grad_bias: float
 ) -> None:
-    # The table of loss-anchors.md section 1 (b = -10). Dividing by N^2 would give ~0.01 at N=1024.
+    # The table of docs/loss.md, "Initial values" (b = -10). An N^2 divisor would give ~0.01 at N=1024.
     if batch > 2048:  # an N x N float64 matrix of 22k would be 3.9 GB: use the closed form
         value = softplus(10.0) + (batch - 1) * softplus(-10.0)
         derivative = batch * sigmoid(-10.0) - 1.0
@@ -192,6 +193,37 @@ def test_softmax_loss_equals_mean_negative_log_probability_of_the_match(
     assert softmax_loss(image, text, scale=scale) == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
 
+@given(
+    pair=embedding_pairs(batch=(1, 5), dim=(1, 4), dtypes=("float64",), normalized=False),
+    scale=scales(min_value=0.1, max_value=20.0),
+)
+def test_softmax_oracle_gradients_equal_central_finite_differences(
+    pair: EmbeddingPair, scale: float
+) -> None:
+    image, text = pair
+    step = 1e-6
+    result = softmax_loss_and_grads(image, text, scale=scale)
+    assert result.loss == softmax_loss(image, text, scale=scale)
+
+    def central_difference(loss_of_delta: Callable[[float], float]) -> float:
+        return (loss_of_delta(+step) - loss_of_delta(-step)) / (2 * step)
+
+    for which, array, analytic in (
+        ("image", image, result.grad_image_emb),
+        ("text", text, result.grad_text_emb),
+    ):
+        for index in np.ndindex(array.shape):
+
+            def shifted(delta: float, index: tuple[int, ...] = index, which: str = which) -> float:
+                moved_image, moved_text = image.copy(), text.copy()
+                (moved_image if which == "image" else moved_text)[index] += delta
+                return softmax_loss(moved_image, moved_text, scale=scale)
+
+            assert analytic[index] == pytest.approx(central_difference(shifted), rel=1e-5, abs=1e-7)
+    numeric_scale = central_difference(lambda delta: softmax_loss(image, text, scale=scale + delta))
+    assert result.grad_scale == pytest.approx(numeric_scale, rel=1e-5, abs=1e-7)
+
+
 def test_l2_normalize_gives_unit_rows_and_keeps_zero_rows_zero() -> None:
     rows = np.array([[3.0, 4.0], [0.0, 0.0], [1e-12, 0.0]])
     normalized = l2_normalize(rows)
@@ -199,3 +231,18 @@ def test_l2_normalize_gives_unit_rows_and_keeps_zero_rows_zero() -> None:
     np.testing.assert_array_equal(normalized[1], [0.0, 0.0])
     np.testing.assert_allclose(normalized[2], [1e-4, 0.0])  # below eps: divided by eps
     assert normalized.dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_l2_normalize_returns_the_input_dtype(dtype: type) -> None:
+    normalized = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=dtype))
+    assert normalized.dtype == dtype
+    np.testing.assert_array_equal(normalized, np.array([[0.6, 0.8], [0.0, 0.0]], dtype=dtype))
+
+
+@pytest.mark.parametrize("values", [np.array([[3, 4]]), np.array([[True, False]])])
+def test_l2_normalize_rejects_integer_and_bool_input_naming_the_argument(
+    values: np.ndarray,
+) -> None:
+    with pytest.raises(TypeError, match=r"x: expected a floating dtype, got (int64|bool)"):
+        l2_normalize(values)

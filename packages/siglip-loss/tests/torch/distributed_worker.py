@@ -14,6 +14,7 @@ import datetime
 import os
 import sys
 import traceback
+import warnings
 import weakref
 from multiprocessing.connection import Client
 from typing import Any
@@ -24,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from siglip_loss.torch import distributed_sigmoid_loss
+from siglip_loss.torch import distributed_softmax_loss
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -73,38 +75,46 @@ class LiveTensorBytes(TorchDispatchMode):
 
 
 def _loss_and_grads(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
+    """One forward and backward of the sigmoid loss (or the softmax one, ``job["loss"]``)."""
     dtype = getattr(torch, job.get("dtype", "float32"))
+    scalar_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     image = torch.tensor(job["image_shards"][rank], dtype=dtype, requires_grad=True)
     text = torch.tensor(job["text_shards"][rank], dtype=dtype, requires_grad=True)
-    scale = torch.tensor(job["scale"], dtype=torch.float32, requires_grad=True)
-    bias = torch.tensor(job["bias"], dtype=torch.float32, requires_grad=True)
-    loss = distributed_sigmoid_loss(
-        image,
-        text,
-        scale=scale,
-        bias=bias,
-        group=group,
-        strategy=job["strategy"],
-        block_size=job.get("block_size"),
-    )
+    scale = torch.tensor(job["scale"], dtype=scalar_dtype, requires_grad=True)
+    bias = torch.tensor(job["bias"], dtype=scalar_dtype, requires_grad=True)
+    if job.get("loss", "sigmoid") == "softmax":
+
+        def loss_of(image: torch.Tensor, text: torch.Tensor, **options: Any) -> torch.Tensor:
+            return distributed_softmax_loss(image, text, scale=scale, group=group)
+    else:
+
+        def loss_of(image: torch.Tensor, text: torch.Tensor, **options: Any) -> torch.Tensor:
+            return distributed_sigmoid_loss(
+                image,
+                text,
+                scale=scale,
+                bias=bias,
+                group=group,
+                strategy=job["strategy"],
+                **options,
+            )
+
+    loss = loss_of(image, text, block_size=job.get("block_size"))
     loss.backward()
     assert image.grad is not None
     assert text.grad is not None
     assert scale.grad is not None
-    assert bias.grad is not None
     with torch.no_grad():
-        loss_without_grad = distributed_sigmoid_loss(
-            image, text, scale=scale, bias=bias, group=group, strategy=job["strategy"]
-        )
+        loss_without_grad = loss_of(image, text)
     return {
-        "loss": float(loss),
+        "loss": float(loss.detach()),
         "loss_without_grad": float(loss_without_grad),
         "loss_dtype": str(loss.dtype),
         "grad_image": image.grad.double().numpy(),
         "grad_text": text.grad.double().numpy(),
         "grad_image_dtype": str(image.grad.dtype),
         "grad_scale": float(scale.grad),
-        "grad_bias": float(bias.grad),
+        "grad_bias": None if bias.grad is None else float(bias.grad),
     }
 
 
@@ -120,7 +130,7 @@ def _grad_on_some_ranks_only(job: dict[str, Any], group: Any, rank: int) -> dict
         return {"loss": float(loss), "grad_text": None}
     loss.backward()
     assert text.grad is not None
-    return {"loss": float(loss), "grad_text": text.grad.double().numpy()}
+    return {"loss": float(loss.detach()), "grad_text": text.grad.double().numpy()}
 
 
 def _memory(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
@@ -153,10 +163,19 @@ def _memory(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
     return {"saved_bytes": saved_bytes, "peak_bytes": tracker.peak}
 
 
-def _mismatched_dims(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
-    image = torch.randn(3, 4 + rank)
+def _mismatched_inputs(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
+    """Every rank calls the loss with inputs that disagree across ranks; return its error."""
+    batch, dim, dtype = 3, 4, torch.float32
+    if job["differs"] == "dim":
+        dim = 4 + rank
+    elif job["differs"] == "dtype":
+        dtype = torch.float64 if rank == 1 else torch.float32
+    else:  # the batch
+        batch = 3 + rank
+    image = torch.randn(batch, dim, dtype=dtype)
+    loss = distributed_softmax_loss if job.get("loss") == "softmax" else distributed_sigmoid_loss
     try:
-        distributed_sigmoid_loss(image, image, scale=10.0, bias=-10.0, group=group)
+        loss(image, image, scale=10.0, bias=-10.0, group=group)
     except ValueError as error:
         return {"error": str(error)}
     return {"error": None}
@@ -166,7 +185,7 @@ JOBS = {
     "loss_and_grads": _loss_and_grads,
     "grad_on_some_ranks_only": _grad_on_some_ranks_only,
     "memory": _memory,
-    "mismatched_dims": _mismatched_dims,
+    "mismatched_inputs": _mismatched_inputs,
 }
 
 
@@ -206,5 +225,6 @@ def main(rank: int, world_size: int, parent_port: int, authkey: bytes) -> None:
 
 
 if __name__ == "__main__":
+    warnings.simplefilter("error")  # as in the test process: a deprecation fails the job
     torch.set_num_threads(1)
     main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), bytes.fromhex(sys.argv[4]))

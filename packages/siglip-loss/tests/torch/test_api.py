@@ -1,108 +1,31 @@
-"""The torch adapter's public API: every name exists, and bad input raises a clear message (for
-every implementation of sigmoid_loss)."""
+"""torch-only input checks: numpy arrays get the message naming the argument, on every path."""
 
 from __future__ import annotations
 
-import functools
-import typing
-from collections.abc import Callable
-from typing import Any
-
+import numpy as np
 import pytest
 import torch
 
-import siglip_loss.torch
-from siglip_loss.torch import SigmoidLoss
-from siglip_loss.torch import l2_normalize
+from siglip_loss._validation import AUTO_DENSE_MAX_BATCH
+from siglip_loss._validation import IMPLEMENTATIONS
 from siglip_loss.torch import sigmoid_loss
 from siglip_loss.torch import softmax_loss
 
 
-def implementations() -> list[str | None]:
-    try:
-        hint = typing.get_type_hints(sigmoid_loss).get("implementation")
-    except Exception:
-        return [None]
-    return list(typing.get_args(hint)) if typing.get_origin(hint) is typing.Literal else [None]
-
-
-def sigmoid_with(implementation: str | None) -> Callable[..., torch.Tensor]:
-    if implementation is None:
-        return sigmoid_loss
-    return functools.partial(sigmoid_loss, implementation=implementation)
-
-
-def test_every_name_in_all_exists_and_is_documented() -> None:
-    for name in siglip_loss.torch.__all__:
-        value = getattr(siglip_loss.torch, name)
-        assert value.__doc__, name
-    assert {"SigmoidLoss", "l2_normalize", "sigmoid_loss", "softmax_loss"} <= set(
-        siglip_loss.torch.__all__
-    )
-
-
-GOOD = torch.zeros(4, 3)
-BAD_EMBEDDINGS = [
-    (torch.zeros(3), GOOD, ValueError, r"image_emb: expected rank 2 \[batch, dim\], got rank 1"),
-    (GOOD, torch.zeros(4, 3, 2), ValueError, r"text_emb: expected rank 2 .* got rank 3"),
-    (GOOD, torch.zeros(5, 3), ValueError, r"text_emb: expected batch 4 .* got shape \(5, 3\)"),
-    (GOOD, torch.zeros(4, 2), ValueError, r"text_emb: expected dim 3 .* got shape \(4, 2\)"),
-    (torch.zeros(0, 3), torch.zeros(0, 3), ValueError, r"image_emb: expected batch >= 1"),
-    (GOOD.long(), GOOD, TypeError, r"image_emb: expected a floating dtype .* got int64"),
-    (GOOD, GOOD.bool(), TypeError, r"text_emb: expected a floating dtype .* got bool"),
-]
-BAD_SCALARS = [
-    (float("nan"), 0.0, ValueError, r"scale: expected a finite value, got nan"),
-    (torch.tensor(float("inf")), 0.0, ValueError, r"scale: expected a finite value, got inf"),
-    (-2.0, 0.0, ValueError, r"scale: expected a positive value .* got -2.0"),
-    (10.0, float("-inf"), ValueError, r"bias: expected a finite value, got -inf"),
-    (torch.ones(1), 0.0, ValueError, r"scale: expected a scalar \(0-d\) value, got shape \(1,\)"),
-    (10.0, torch.tensor(1), TypeError, r"bias: expected a floating dtype .* got int64"),
-    ("10", 0.0, TypeError, r"scale: expected a real number or a 0-d array, got str"),
-]
-
-
-@pytest.mark.parametrize("implementation", implementations())
-@pytest.mark.parametrize(("image_emb", "text_emb", "error", "message"), BAD_EMBEDDINGS)
-def test_bad_embeddings_raise_a_message_naming_the_argument(
-    implementation: str | None,
-    image_emb: torch.Tensor,
-    text_emb: torch.Tensor,
-    error: type[Exception],
-    message: str,
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("batch", [4, AUTO_DENSE_MAX_BATCH + 1])
+def test_numpy_arrays_are_rejected_with_a_message_naming_the_argument_at_any_batch(
+    implementation: str, batch: int
 ) -> None:
-    with pytest.raises(error, match=message):
-        sigmoid_with(implementation)(image_emb, text_emb, scale=10.0, bias=-10.0)
-
-
-@pytest.mark.parametrize(("image_emb", "text_emb", "error", "message"), BAD_EMBEDDINGS)
-def test_bad_embeddings_raise_the_same_message_from_softmax_loss_and_the_module(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, error: type[Exception], message: str
-) -> None:
-    with pytest.raises(error, match=message):
-        softmax_loss(image_emb, text_emb, scale=10.0)
-    with pytest.raises(error, match=message):
-        SigmoidLoss()(image_emb, text_emb)
-
-
-@pytest.mark.parametrize("implementation", implementations())
-@pytest.mark.parametrize(("scale", "bias", "error", "message"), BAD_SCALARS)
-def test_bad_scale_or_bias_raises_a_message_naming_the_argument(
-    implementation: str | None, scale: Any, bias: Any, error: type[Exception], message: str
-) -> None:
-    with pytest.raises(error, match=message):
-        sigmoid_with(implementation)(GOOD, GOOD, scale=scale, bias=bias)
-
-
-def test_numpy_arrays_are_rejected_with_a_message_naming_the_argument() -> None:
+    # Above AUTO_DENSE_MAX_BATCH "auto" picks the fused path: it must be checked before that.
+    rows = np.zeros((batch, 2), dtype=np.float32)
     with pytest.raises(TypeError, match=r"image_emb: expected a torch.Tensor .* got ndarray"):
-        softmax_loss(GOOD.numpy(), GOOD, scale=1.0)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"x: expected a torch.Tensor, got list"):
-        l2_normalize([[1.0, 2.0]])  # type: ignore[arg-type]
+        sigmoid_loss(rows, rows, scale=1.0, bias=0.0, implementation=implementation)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"text_emb: expected a torch.Tensor .* got ndarray"):
+        sigmoid_loss(torch.from_numpy(rows), rows, scale=1.0, bias=0.0)  # type: ignore[arg-type]
 
 
-def test_module_rejects_non_finite_init_values() -> None:
-    with pytest.raises(ValueError, match=r"log_scale_init: expected a finite value, got inf"):
-        SigmoidLoss(log_scale_init=float("inf"))
-    with pytest.raises(ValueError, match=r"bias_init: expected a finite value, got nan"):
-        SigmoidLoss(bias_init=float("nan"))
+def test_softmax_loss_rejects_numpy_arrays_naming_the_argument() -> None:
+    rows = np.zeros((4, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match=r"image_emb: expected a torch.Tensor .* got ndarray"):
+        softmax_loss(rows, torch.from_numpy(rows), scale=1.0)  # type: ignore[arg-type]

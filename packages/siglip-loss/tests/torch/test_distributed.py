@@ -1,4 +1,6 @@
-"""distributed_sigmoid_loss over real gloo process groups equals the single-device float64 oracle.
+"""distributed_sigmoid_loss and distributed_softmax_loss over real gloo process groups equal the
+single-device float64 oracle: the mean loss over ranks is the global loss, and DDP's averaging of
+the gradients gives the global gradients.
 
 One pool of 4 worker processes (tests/torch/distributed_worker.py) is started per module; it has
 one process group per size 1..4, so every check (sizes, strategies, hypothesis examples, memory)
@@ -26,7 +28,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from siglip_loss.numpy import sigmoid_loss_and_grads
+from siglip_loss.numpy import softmax_loss_and_grads
 from siglip_loss.torch import distributed_sigmoid_loss
+from siglip_loss.torch import distributed_softmax_loss
 
 pytestmark = pytest.mark.multiprocess
 
@@ -99,13 +103,13 @@ def pool() -> Iterator[WorkerPool]:
 
 
 def random_shards(
-    rng: np.random.Generator, batch_sizes: list[int], dim: int
+    rng: np.random.Generator, batch_sizes: list[int], dim: int, dtype: type = np.float32
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """L2-normalised float32 image/text rows split into one shard per rank."""
+    """L2-normalised image/text rows (float32 by default) split into one shard per rank."""
 
     def rows(count: int) -> np.ndarray:
         values = rng.standard_normal((count, dim))
-        return (values / np.linalg.norm(values, axis=1, keepdims=True)).astype(np.float32)
+        return (values / np.linalg.norm(values, axis=1, keepdims=True)).astype(dtype)
 
     return [rows(n) for n in batch_sizes], [rows(n) for n in batch_sizes]
 
@@ -117,14 +121,17 @@ def assert_matches_single_device(
     scale: float,
     bias: float,
     *,
+    loss: str = "sigmoid",
     rtol: float = 2e-5,
     atol: float = 2e-6,
 ) -> None:
     """Mean loss and DDP-averaged gradients equal the float64 oracle on the concatenated batch."""
     world_size = len(replies)
-    oracle = sigmoid_loss_and_grads(
-        np.concatenate(image_shards), np.concatenate(text_shards), scale=scale, bias=bias
-    )
+    image, text = np.concatenate(image_shards), np.concatenate(text_shards)
+    if loss == "softmax":
+        oracle: Any = softmax_loss_and_grads(image, text, scale=scale)
+    else:
+        oracle = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias)
     mean_loss = np.mean([reply["loss"] for reply in replies])
     np.testing.assert_allclose(mean_loss, oracle.loss, rtol=rtol, atol=atol)
     mean_loss_without_grad = np.mean([reply["loss_without_grad"] for reply in replies])
@@ -136,8 +143,11 @@ def assert_matches_single_device(
     np.testing.assert_allclose(grad_image, oracle.grad_image_emb, rtol=rtol, atol=atol)
     np.testing.assert_allclose(grad_text, oracle.grad_text_emb, rtol=rtol, atol=atol)
     grad_scale = np.mean([reply["grad_scale"] for reply in replies])
-    grad_bias = np.mean([reply["grad_bias"] for reply in replies])
     np.testing.assert_allclose(grad_scale, oracle.grad_scale, rtol=rtol, atol=atol)
+    if loss == "softmax":
+        assert {reply["grad_bias"] for reply in replies} == {None}  # the softmax ignores bias
+        return
+    grad_bias = np.mean([reply["grad_bias"] for reply in replies])
     np.testing.assert_allclose(grad_bias, oracle.grad_bias, rtol=rtol, atol=atol)
 
 
@@ -289,17 +299,131 @@ def test_ranks_without_autograd_do_not_block_the_ranks_that_train(
         )
 
 
-def test_dims_that_differ_between_ranks_raise_on_every_rank(pool: WorkerPool) -> None:
-    replies = pool.run(3, {"kind": "mismatched_dims"})
+@pytest.mark.parametrize(
+    ("loss", "differs", "message"),
+    [
+        ("sigmoid", "dim", "image_emb: expected the same embedding dim on every rank, got dims [4, 5, 6]"),
+        ("sigmoid", "dtype", "image_emb: expected the same dtype on every rank, got ['float32', 'float64', 'float32']"),
+        ("softmax", "dim", "image_emb: expected the same embedding dim on every rank, got dims [4, 5, 6]"),
+        ("softmax", "dtype", "image_emb: expected the same dtype on every rank, got ['float32', 'float64', 'float32']"),
+        ("softmax", "batch", "image_emb: expected the same batch on every rank, got batches [3, 4, 5]"),
+    ],
+)  # fmt: skip
+def test_inputs_that_differ_between_ranks_raise_on_every_rank(
+    pool: WorkerPool, loss: str, differs: str, message: str
+) -> None:
+    replies = pool.run(3, {"kind": "mismatched_inputs", "loss": loss, "differs": differs})
     for reply in replies:
         assert reply["error"] is not None
-        assert "dims [4, 5, 6]" in reply["error"]
+        assert message in reply["error"]
 
 
-def test_without_a_process_group_raises_a_clear_error() -> None:
+@pytest.mark.parametrize("strategy", ["ring", "all_gather"])
+def test_float64_shards_are_computed_in_float64_to_the_oracles_precision(
+    pool: WorkerPool, strategy: str
+) -> None:
+    image_shards, text_shards = random_shards(np.random.default_rng(5), [4, 2, 5], 6, np.float64)
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": strategy,
+        "dtype": "float64",
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": 10.0,
+        "bias": -3.0,
+        "block_size": 3,
+    }
+    replies = pool.run(3, job)
+    assert {reply["loss_dtype"] for reply in replies} == {"torch.float64"}
+    assert {reply["grad_image_dtype"] for reply in replies} == {"torch.float64"}
+    assert_matches_single_device(
+        replies, image_shards, text_shards, 10.0, -3.0, rtol=1e-12, atol=1e-14
+    )
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_softmax_mean_loss_and_averaged_gradients_equal_single_device(
+    pool: WorkerPool, world_size: int
+) -> None:
+    rng = np.random.default_rng(world_size)
+    image_shards, text_shards = random_shards(rng, [5] * world_size, 8)
+    job = {
+        "kind": "loss_and_grads",
+        "loss": "softmax",
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": 10.0,
+        "bias": -3.0,
+    }
+    replies = pool.run(world_size, job)
+    assert {reply["loss_dtype"] for reply in replies} == {"torch.float32"}
+    assert_matches_single_device(replies, image_shards, text_shards, 10.0, -3.0, loss="softmax")
+
+
+@settings(deadline=None)
+@given(
+    world_size=st.integers(1, POOL_SIZE),
+    local_batch=st.integers(1, 6),
+    dim=st.integers(1, 9),
+    scale=st.floats(0.5, 50.0),
+    dtype=st.sampled_from(["float32", "float64"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_distributed_softmax_equals_single_device_for_any_shards_and_scale(
+    pool: WorkerPool,
+    world_size: int,
+    local_batch: int,
+    dim: int,
+    scale: float,
+    dtype: str,
+    seed: int,
+) -> None:
+    image_shards, text_shards = random_shards(
+        np.random.default_rng(seed), [local_batch] * world_size, dim, np.dtype(dtype).type
+    )
+    job = {
+        "kind": "loss_and_grads",
+        "loss": "softmax",
+        "dtype": dtype,
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "scale": scale,
+        "bias": 0.0,
+    }
+    replies = pool.run(world_size, job)
+    assert {reply["loss_dtype"] for reply in replies} == {f"torch.{dtype}"}
+    # float32: sums of up to 24 exponentials with logits up to |50|; float64: the oracle's precision.
+    rtol, atol = (1e-4, 1e-5) if dtype == "float32" else (1e-11, 1e-13)
+    assert_matches_single_device(
+        replies, image_shards, text_shards, scale, 0.0, loss="softmax", rtol=rtol, atol=atol
+    )
+
+
+@pytest.mark.parametrize("loss", [distributed_sigmoid_loss, distributed_softmax_loss])
+def test_without_a_process_group_raises_a_clear_error(loss: Any) -> None:
     image = torch.randn(2, 3)
     with pytest.raises(RuntimeError, match="init_process_group"):
-        distributed_sigmoid_loss(image, image, scale=10.0, bias=-10.0)
+        loss(image, image, scale=10.0, bias=-10.0)
+
+
+@pytest.mark.parametrize("loss", [distributed_sigmoid_loss, distributed_softmax_loss])
+@pytest.mark.parametrize(
+    ("image_emb", "scale", "bias", "error", "message"),
+    [
+        (np.zeros((2, 3), np.float32), 10.0, 0.0, TypeError, r"image_emb: expected a torch.Tensor"),
+        (torch.zeros(2, 3, dtype=torch.int64), 10.0, 0.0, TypeError, r"image_emb: .* got int64"),
+        (torch.zeros(2), 10.0, 0.0, ValueError, r"image_emb: expected rank 2"),
+        (torch.zeros(2, 3), -1.0, 0.0, ValueError, r"scale: expected a positive value"),
+        (torch.zeros(2, 3), torch.ones(2), 0.0, ValueError, r"scale: expected a scalar \(0-d\)"),
+        (torch.zeros(2, 3), 10.0, float("nan"), ValueError, r"bias: expected a finite value"),
+    ],
+)
+def test_bad_input_raises_a_message_naming_the_argument_before_any_communication(
+    loss: Any, image_emb: Any, scale: Any, bias: Any, error: type[Exception], message: str
+) -> None:
+    # No process group exists here: the checks come first, so the message names the argument.
+    with pytest.raises(error, match=message):
+        loss(image_emb, torch.zeros(2, 3), scale=scale, bias=bias)
 
 
 def test_unknown_strategy_raises_naming_the_argument() -> None:

@@ -58,12 +58,6 @@ def test_forward_equals_functional_loss_and_gradients_follow_the_chain_rule() ->
     assert module.bias.grad.item() == pytest.approx(oracle.grad_bias, rel=1e-9)
 
 
-def test_loss_options_are_forwarded_to_sigmoid_loss() -> None:
-    module = SigmoidLoss(unknown_option=3)
-    with pytest.raises(TypeError, match="unknown_option"):
-        module(torch.randn(2, 3), torch.randn(2, 3))
-
-
 def test_one_optimizer_step_moves_the_bias_towards_balance() -> None:
     # At zero similarity and b = -10 with N = 8, d/db = 8 sigmoid(-10) - 1 < 0: SGD raises b.
     module = SigmoidLoss()

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import jax
 
-from siglip_loss._validation import check_pair
-from siglip_loss._validation import check_scalar
+from siglip_loss._validation import AUTO_DENSE_MAX_BATCH
+from siglip_loss._validation import Implementation
+from siglip_loss._validation import check_implementation
 from siglip_loss.jax._chunked import sigmoid_loss_chunked
+from siglip_loss.jax._common import Scalar
+from siglip_loss.jax._common import check_inputs
 from siglip_loss.jax._fused import check_block_size
 from siglip_loss.jax._fused import sigmoid_loss_fused
-from siglip_loss.jax._reference import Scalar
 from siglip_loss.jax._reference import sigmoid_loss_reference
-
-Implementation = Literal["auto", "reference", "chunked", "fused"]
-IMPLEMENTATIONS = ("auto", "reference", "chunked", "fused")
-
-AUTO_DENSE_MAX_BATCH = 4096
-"""Undifferentiated, ``"auto"`` builds the dense logits up to this batch (64 MiB in float32)."""
 
 
 def sigmoid_loss(
@@ -72,6 +66,8 @@ def sigmoid_loss(
     Reference: Zhai et al., arXiv:2303.15343, eq. 1.
 
     Example:
+        >>> import jax
+        >>> from siglip_loss.jax import l2_normalize, sigmoid_loss
         >>> image = l2_normalize(jax.random.normal(jax.random.key(0), (8, 16)))
         >>> text = l2_normalize(jax.random.normal(jax.random.key(1), (8, 16)))
         >>> sigmoid_loss(image, text, scale=10.0, bias=-10.0).shape
@@ -80,14 +76,8 @@ def sigmoid_loss(
         >>> grads[0].shape
         (8, 16)
     """
-    check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    check_scalar("bias", bias)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation: expected one of {', '.join(map(repr, IMPLEMENTATIONS))}, "
-            f"got {implementation!r}"
-        )
+    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
+    implementation = check_implementation(implementation)
     check_block_size(block_size)
     if implementation in ("auto", "fused"):
         dense_primal = implementation == "auto" and image_emb.shape[0] <= AUTO_DENSE_MAX_BATCH

@@ -1,8 +1,11 @@
-"""Chunked sigmoid loss for JAX: tiles of logits, gradients by ordinary autodiff.
+"""Chunked sigmoid loss for JAX: the fused block primitive's loss, differentiated by autodiff.
 
-Row blocks are visited by ``lax.scan``; each row block is a ``jax.checkpoint`` function whose
-column tiles are another ``lax.scan``, so reverse mode keeps one row block of logits at a time and
-recomputes it in the backward pass. Plain autodiff: higher-order derivatives work.
+Row blocks are visited by ``lax.scan``. Each row block's loss is the loss-only path of the fused
+block primitive (``_fused.block_sums`` with no gradient asked for: a ``fori_loop`` over column
+tiles), wrapped in ``jax.checkpoint``; so reverse mode keeps one row block of logits at a time and
+recomputes it in the backward pass. ``block_sums`` is a pure JAX function, so ordinary autodiff
+goes through it and higher-order derivatives work; the tile loop and the placement of the
+positives exist once, in ``_fused.py``.
 """
 
 from __future__ import annotations
@@ -13,21 +16,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from siglip_loss.jax._common import Scalar
+from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
+from siglip_loss.jax._fused import block_sums
 from siglip_loss.jax._fused import check_block_size
-from siglip_loss.jax._reference import compute_dtype
-
-
-def _tile_loss_sum(
-    scaled_rows: jax.Array, text_cols: jax.Array, bias: jax.Array, diagonal_offset: Any
-) -> jax.Array:
-    """Sum of ``softplus(-z u)`` over one tile; positives where ``col = row + diagonal_offset``."""
-    logits = scaled_rows @ text_cols.T + bias  # [rows, cols]
-    rows, cols = logits.shape
-    row_index = lax.broadcasted_iota(jnp.int32, (rows, cols), 0)
-    col_index = lax.broadcasted_iota(jnp.int32, (rows, cols), 1)
-    # softplus(-z u) directly (no softplus(u) - u cancellation on the positives).
-    signed_logits = jnp.where(col_index == row_index + diagonal_offset, logits, -logits)
-    return jnp.sum(jax.nn.softplus(-signed_logits))
 
 
 def _row_block_loss_sum(
@@ -38,34 +30,27 @@ def _row_block_loss_sum(
     bias: jax.Array,
     tile: int,
 ) -> jax.Array:
-    """Sum over rows ``[row_start, row_start + rows)`` and all columns, tile by tile."""
-    dtype = scale.dtype
-    scaled_rows = image_rows.astype(dtype) * scale
-    batch = text_emb.shape[0]
-    col_tile = min(tile, batch)
-    full_col_blocks, last_cols = divmod(batch, col_tile)
-    full_cols = text_emb[: full_col_blocks * col_tile].reshape(full_col_blocks, col_tile, -1)
-
-    def column_step(total: jax.Array, block: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        text_cols, col_start = block
-        tile_sum = _tile_loss_sum(scaled_rows, text_cols.astype(dtype), bias, row_start - col_start)
-        return total + tile_sum, None
-
-    col_starts = jnp.arange(full_col_blocks, dtype=jnp.int32) * col_tile
-    total, _ = lax.scan(column_step, jnp.zeros((), dtype), (full_cols, col_starts))
-    if last_cols:
-        col_start = full_col_blocks * col_tile
-        text_cols = text_emb[col_start:].astype(dtype)
-        total = total + _tile_loss_sum(scaled_rows, text_cols, bias, row_start - col_start)
-    return total
+    """Sum of ``softplus(-z u)`` over rows ``[row_start, row_start + rows)`` and all columns."""
+    # Local row i is global row row_start + i, whose positive is text column row_start + i.
+    return block_sums(
+        image_rows,
+        text_emb,
+        scale,
+        bias,
+        positive_offset=row_start,
+        tile=tile,
+        need_image=False,
+        need_text=False,
+        need_scalars=False,
+    ).loss_sum
 
 
 def sigmoid_loss_chunked(
     image_emb: jax.Array,
     text_emb: jax.Array,
     *,
-    scale: jax.Array | float,
-    bias: jax.Array | float,
+    scale: Scalar,
+    bias: Scalar,
     block_size: int | None = None,
 ) -> jax.Array:
     """Chunked sigmoid loss: ``block_size`` tiles, autodiff through them, row blocks rematerialised.
@@ -85,9 +70,10 @@ def sigmoid_loss_chunked(
         0-d float32 array (float64 for float64 inputs).
     """
     tile = check_block_size(block_size)
-    dtype = compute_dtype(image_emb, text_emb)
-    scale_array = jnp.asarray(scale).astype(dtype)
-    bias_array = jnp.asarray(bias).astype(dtype)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_array.dtype
     batch = image_emb.shape[0]
     row_tile = min(tile, batch)
     full_row_blocks, last_rows = divmod(batch, row_tile)

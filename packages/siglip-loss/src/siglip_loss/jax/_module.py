@@ -7,7 +7,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+
+try:
+    from flax import nnx
+except ModuleNotFoundError as error:  # siglip-loss[jax] alone: the functions need no Flax
+    raise ModuleNotFoundError(
+        "siglip_loss.jax.nnx.SigmoidLoss needs Flax: pip install 'siglip-loss[flax]'",
+        name="flax",
+    ) from error
 
 from siglip_loss._validation import check_scalar
 from siglip_loss.jax._api import sigmoid_loss
@@ -43,6 +50,10 @@ class SigmoidLoss(nnx.Module):
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
     Example:
+        >>> import jax
+        >>> from flax import nnx
+        >>> from siglip_loss.jax import l2_normalize
+        >>> from siglip_loss.jax.nnx import SigmoidLoss
         >>> loss_fn = SigmoidLoss()
         >>> round(float(loss_fn.scale), 4), float(loss_fn.bias[...])
         (10.0, -10.0)

@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from siglip_loss._validation import check_pair
-from siglip_loss._validation import check_scalar
-
-Scalar = float | jax.Array
-
-
-def compute_dtype(*arrays: Any) -> np.dtype[Any]:
-    """float32, or float64 when an input is float64 and x64 is enabled (else float32)."""
-    if any(np.dtype(a.dtype) == np.float64 for a in arrays):
-        # Without jax_enable_x64 this is float32: asking for float64 would only warn.
-        return np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
-    return np.dtype(np.float32)
-
-
-def check_inputs(
-    image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar, bias: Scalar | None
-) -> tuple[int, int]:
-    """Validate the arguments of a JAX loss and return ``(batch, dim)``.
-
-    Every JAX implementation calls this first, so all raise the same messages. Shapes are static
-    under ``jax.jit``; values of traced ``scale``/``bias`` cannot be checked there.
-    ``bias=None`` skips the bias check (for ``softmax_loss``).
-
-    Raises:
-        TypeError: an embedding is not a floating array, or a scalar is not a number or a 0-d
-            floating array.
-        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, a concrete
-            ``scale`` is not finite and positive, or a concrete ``bias`` is not finite.
-    """
-    shape = check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    if bias is not None:
-        check_scalar("bias", bias)
-    return shape
+from siglip_loss.jax._common import Scalar
+from siglip_loss.jax._common import check_inputs
+from siglip_loss.jax._common import compute_dtype
+from siglip_loss.jax._common import scalar_in_dtype
+from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
 
 
 def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Array:
@@ -55,12 +24,16 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Arra
         eps: the smallest norm divided by.
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from siglip_loss.jax import l2_normalize
         >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]]))
         Array([[0.6, 0.8],
                [0. , 0. ]], dtype=float32)
     """
     if not hasattr(x, "dtype"):
         raise TypeError(f"x: expected an array, got {type(x).__name__}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"x: expected a floating dtype, got {np.dtype(x.dtype).name}")
     work = jnp.asarray(x, dtype=compute_dtype(x))
     squared_norm = jnp.sum(work * work, axis=axis, keepdims=True)
     normalized = work * jax.lax.rsqrt(jnp.maximum(squared_norm, eps * eps))
@@ -70,14 +43,19 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Arra
 def sigmoid_loss_reference(
     image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar, bias: Scalar
 ) -> jax.Array:
-    """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``."""
-    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
-    dtype = compute_dtype(image_emb, text_emb)
+    """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``.
+
+    Inputs are assumed validated (``sigmoid_loss`` checks them once for every implementation).
+    """
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_array.dtype
     image = jnp.asarray(image_emb, dtype=dtype)
     text = jnp.asarray(text_emb, dtype=dtype)
     batch = image.shape[0]
     cosine = image @ text.T  # [batch, batch]
-    logits = jnp.asarray(scale, dtype) * cosine + jnp.asarray(bias, dtype)
+    logits = scale_array * cosine + bias_array
     labels = 2.0 * jnp.eye(batch, dtype=dtype) - 1.0
     return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / batch
 
@@ -97,6 +75,8 @@ def softmax_loss(image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar) ->
         0-d float32 array (float64 for float64 inputs).
 
     Example:
+        >>> import jax.numpy as jnp
+        >>> from siglip_loss.jax import softmax_loss
         >>> round(float(softmax_loss(jnp.zeros((4, 3)), jnp.zeros((4, 3)), scale=10.0)), 4)
         1.3863
     """
@@ -104,7 +84,7 @@ def softmax_loss(image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar) ->
     dtype = compute_dtype(image_emb, text_emb)
     image = jnp.asarray(image_emb, dtype=dtype)
     text = jnp.asarray(text_emb, dtype=dtype)
-    logits = jnp.asarray(scale, dtype) * (image @ text.T)  # [batch, batch]
+    logits = scalar_in_dtype(scale, dtype) * (image @ text.T)  # [batch, batch]
 
     def cross_entropy_on_diagonal(rows: jax.Array) -> jax.Array:
         return jnp.mean(jax.nn.logsumexp(rows, axis=1) - jnp.diagonal(rows))

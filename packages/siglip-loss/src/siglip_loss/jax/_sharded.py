@@ -4,7 +4,7 @@ Each device holds ``n`` rows of the global batch. The forward pass walks the tex
 the mesh axis and computes, with the fused block primitive, the loss *and* the four gradients of
 every ``[n, n]`` block; the gradient of each visiting text shard travels on with it and arrives
 back at its owner after the last hop. A ``jax.custom_vjp`` stores only the finished ``[n, D]``
-float32 gradients, so nothing of size ``n x N`` or ``N x D`` is kept for the backward pass, and
+gradients (float32, float64 for float64 inputs), so nothing of size ``n x N`` or ``N x D`` is kept for the backward pass, and
 the backward pass communicates nothing.
 """
 
@@ -21,18 +21,12 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
-from siglip_loss._validation import check_pair
-from siglip_loss._validation import check_scalar
-from siglip_loss.jax._fused import _varying_axes
+from siglip_loss.jax._common import Scalar
+from siglip_loss.jax._common import check_inputs
+from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
+from siglip_loss.jax._compat import shard_map
+from siglip_loss.jax._compat import varying_axes
 from siglip_loss.jax._fused import sigmoid_block_sums
-from siglip_loss.jax._reference import Scalar
-
-try:
-    _shard_map = jax.shard_map
-except AttributeError:  # jax < 0.7: the experimental location
-    from jax.experimental.shard_map import shard_map as _shard_map  # type: ignore[no-redef,assignment]
-
-float32 = jnp.float32
 
 
 def _ring_sums(
@@ -133,10 +127,15 @@ def _ring_sums(
 def _sharded_loss_function(
     axis_name: Any, block_size: int | None, dtypes: tuple[Any, ...], unchecked: bool
 ) -> Callable[..., jax.Array]:
-    """The custom-vjp loss for one axis, tile size, set of input dtypes and vma mode (cached)."""
+    """The custom-vjp loss for one axis, tile size, set of input dtypes and vma mode (cached).
+
+    ``dtypes`` are those of ``(image, text, scale, bias)``; ``scale`` and ``bias`` come already
+    cast to the compute dtype, so ``dtypes[2]`` is the dtype of every sum.
+    """
+    compute = dtypes[2]
 
     def global_count(image: jax.Array) -> jax.Array:
-        return jnp.asarray(image.shape[0] * lax.axis_size(axis_name), float32)
+        return jnp.asarray(image.shape[0] * lax.axis_size(axis_name), compute)
 
     @jax.custom_vjp
     def loss(image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
@@ -216,8 +215,9 @@ def sharded_sigmoid_loss(
 
     The text shards travel around the axis with ``lax.ppermute`` (``W - 1`` hops, each overlapped
     with the previous block's compute); the fused block primitive computes the loss and the
-    gradients in the forward pass, and a ``custom_vjp`` keeps only the ``[n, dim]`` float32
-    gradients, so the memory per device does not grow with ``W``.
+    gradients in the forward pass, and a ``custom_vjp`` keeps only the ``[n, dim]`` gradients,
+    so the memory per device does not grow with ``W``. Sums and stored gradients are float32
+    (float64 for float64 inputs with ``jax_enable_x64``), as in :func:`sigmoid_loss`.
 
     Args:
         image_emb: ``[n, dim]`` this device's image embeddings (normalise them first).
@@ -229,37 +229,52 @@ def sharded_sigmoid_loss(
         block_size: tile edge of the fused block computation (None: the fused default).
 
     Returns:
-        0-d float32 array: the global loss, identical on every device of the axis.
+        0-d float32 array (float64 for float64 inputs): the global loss, identical on every device
+        of the axis.
 
     Raises:
-        ValueError, TypeError: bad shapes, dtypes or ``scale`` (see :func:`sigmoid_loss`).
+        ValueError: bad shapes, or a concrete ``scale``/``bias`` that is not finite (and, for
+            ``scale``, positive); see :func:`sigmoid_loss`.
+        TypeError: an input is not a floating array.
         NameError: ``axis_name`` is not a bound mesh axis (raised by JAX).
 
     Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
 
-    Example::
+    Example:
+        On however many devices JAX sees, the loss equals :func:`sigmoid_loss` of the whole batch.
 
-        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
-        spec = PartitionSpec("batch")
-        loss_fn = jax.shard_map(
-            functools.partial(sharded_sigmoid_loss, axis_name="batch"),
-            mesh=mesh,
-            in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
-            out_specs=PartitionSpec(),
-        )
-        loss = loss_fn(image, text, jnp.float32(10.0), jnp.float32(-10.0))
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from jax.sharding import NamedSharding, PartitionSpec
+        >>> from siglip_loss.jax import l2_normalize, sharded_sigmoid_loss, sigmoid_loss
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+        >>> rows, replicated = PartitionSpec("batch"), PartitionSpec()
+        >>> def per_device(image, text, scale, bias):
+        ...     return sharded_sigmoid_loss(image, text, scale=scale, bias=bias, axis_name="batch")
+        >>> loss_fn = jax.shard_map(
+        ...     per_device,
+        ...     mesh=mesh,
+        ...     in_specs=(rows, rows, replicated, replicated),
+        ...     out_specs=replicated,
+        ... )
+        >>> batch = 4 * jax.device_count()
+        >>> image = l2_normalize(jax.random.normal(jax.random.key(0), (batch, 8)))
+        >>> text = l2_normalize(jax.random.normal(jax.random.key(1), (batch, 8)))
+        >>> shards = [jax.device_put(x, NamedSharding(mesh, rows)) for x in (image, text)]
+        >>> loss = loss_fn(*shards, jnp.float32(10.0), jnp.float32(-10.0))
+        >>> bool(jnp.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0), rtol=1e-5))
+        True
     """
-    check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    check_scalar("bias", bias)
-    scale_array = jnp.asarray(scale, dtype=float32)
-    bias_array = jnp.asarray(bias, dtype=float32)
+    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
     inputs = (image_emb, text_emb, scale_array, bias_array)
     dtypes = tuple(jnp.dtype(value.dtype) for value in inputs)
     # Under shard_map(check_vma=True) the sharded inputs vary over the axis; with
     # check_vma=False nothing is tracked and cotangents follow the unchecked rules.
     axis_names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
-    unchecked = not set(axis_names) <= _varying_axes(jax.typeof(image_emb))
+    unchecked = not set(axis_names) <= varying_axes(jax.typeof(image_emb))
     return _sharded_loss_function(axis_name, block_size, dtypes, unchecked)(*inputs)
 
 
@@ -307,22 +322,28 @@ def sharded_sigmoid_loss_on_mesh(
         block_size: tile edge of the fused block computation (None: the fused default).
 
     Returns:
-        0-d float32 array: the loss ``L``, equal to :func:`sigmoid_loss` on the same arrays.
+        0-d float32 array (float64 for float64 inputs): the loss ``L``, equal to
+        :func:`sigmoid_loss` on the same arrays.
 
     Raises:
         ValueError: ``axis_name`` is not an axis of ``mesh`` or the batch is not divisible by
             its size; bad shapes or ``scale``.
 
-    Example::
-
-        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
-        loss = sharded_sigmoid_loss_on_mesh(
-            image, text, scale=10.0, bias=-10.0, mesh=mesh, axis_name="batch"
-        )
+    Example:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from siglip_loss.jax import l2_normalize, sharded_sigmoid_loss_on_mesh, sigmoid_loss
+        >>> mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+        >>> batch = 4 * jax.device_count()
+        >>> image = l2_normalize(jax.random.normal(jax.random.key(0), (batch, 8)))
+        >>> text = l2_normalize(jax.random.normal(jax.random.key(1), (batch, 8)))
+        >>> loss = sharded_sigmoid_loss_on_mesh(
+        ...     image, text, scale=10.0, bias=-10.0, mesh=mesh, axis_name="batch"
+        ... )
+        >>> bool(jnp.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0), rtol=1e-5))
+        True
     """
-    batch, _ = check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    check_scalar("bias", bias)
+    batch, _ = check_inputs(image_emb, text_emb, scale=scale, bias=bias)
     if axis_name not in mesh.axis_names:
         raise ValueError(
             f"axis_name: expected one of the mesh axes {tuple(mesh.axis_names)}, got {axis_name!r}"
@@ -351,12 +372,13 @@ def sharded_sigmoid_loss_on_mesh(
             block_size=block_size,
         )
 
-    loss_on_shards = _shard_map(
+    loss_on_shards = shard_map(
         loss_of_shards,
         mesh=mesh,
         in_specs=(rows, rows, replicated, replicated),
         out_specs=replicated,
     )
-    return loss_on_shards(
-        image_emb, text_emb, jnp.asarray(scale, dtype=float32), jnp.asarray(bias, dtype=float32)
+    scale_array, bias_array = scale_and_bias_in_compute_dtype(
+        image_emb, text_emb, scale=scale, bias=bias
     )
+    return loss_on_shards(image_emb, text_emb, scale_array, bias_array)

@@ -24,6 +24,15 @@ class SigmoidLossAndGrads(NamedTuple):
     grad_bias: float
 
 
+class SoftmaxLossAndGrads(NamedTuple):
+    """The softmax loss and its gradients with respect to its three inputs (float64)."""
+
+    loss: float
+    grad_image_emb: Float64Array  # [batch, dim]
+    grad_text_emb: Float64Array  # [batch, dim]
+    grad_scale: float
+
+
 def _as_float64(array: Any) -> Float64Array:
     return np.asarray(array, dtype=np.float64)
 
@@ -40,27 +49,36 @@ def _sigmoid(x: Float64Array) -> Float64Array:
     return sigmoid
 
 
-def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> Float64Array:
+def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> npt.NDArray[Any]:
     """Divide ``x`` by its L2 norm along ``axis``; a norm below ``eps`` divides by ``eps``.
 
-    ``x / max(||x||, eps)``: zero vectors stay zero instead of becoming NaN.
+    ``x / max(||x||, eps)``: zero vectors stay zero instead of becoming NaN. Computed in float64
+    (this is the oracle) and returned in the dtype of ``x``, like the torch and JAX versions.
 
     Args:
-        x: array of any shape, e.g. ``[batch, dim]``.
+        x: floating array of any shape, e.g. ``[batch, dim]`` (or nested lists of floats).
         axis: the axis to normalise over.
         eps: the smallest norm divided by.
 
     Returns:
-        float64 array of the shape of ``x``.
+        Array of the shape and dtype of ``x``.
+
+    Raises:
+        TypeError: ``x`` is not floating point (an integer or bool array).
 
     Example:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import l2_normalize
         >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
         array([[0.6, 0.8],
                [0. , 0. ]])
     """
-    array = _as_float64(x)
-    norm = np.sqrt(np.sum(array * array, axis=axis, keepdims=True))
-    normalized: Float64Array = array / np.maximum(norm, eps)
+    array = np.asarray(x)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise TypeError(f"x: expected a floating dtype, got {array.dtype}")
+    work = array.astype(np.float64)
+    norm = np.sqrt(np.sum(work * work, axis=axis, keepdims=True))
+    normalized: npt.NDArray[Any] = (work / np.maximum(norm, eps)).astype(array.dtype)
     return normalized
 
 
@@ -95,11 +113,15 @@ def sigmoid_loss_and_grads(
         :class:`SigmoidLossAndGrads` with the loss and gradients for all four inputs.
 
     Raises:
-        ValueError, TypeError: bad shapes, dtypes or a non-finite/non-positive ``scale``.
+        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, ``scale`` is
+            not finite and positive, or ``bias`` is not finite.
+        TypeError: an input is not floating point.
 
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
     Example:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import sigmoid_loss_and_grads
         >>> result = sigmoid_loss_and_grads(np.eye(2), np.eye(2), scale=10.0, bias=-10.0)
         >>> round(result.loss, 6)  # softplus(0) + softplus(-10), per row
         0.693193
@@ -138,11 +160,73 @@ def sigmoid_loss(image_emb: Any, text_emb: Any, *, scale: float, bias: float) ->
         The loss as a Python float.
 
     Example:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import sigmoid_loss
         >>> # zero similarity: softplus(10) + 3 * softplus(-10), per row
         >>> round(sigmoid_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0, bias=-10.0), 4)
         10.0002
     """
     return sigmoid_loss_and_grads(image_emb, text_emb, scale=scale, bias=bias).loss
+
+
+def softmax_loss_and_grads(image_emb: Any, text_emb: Any, *, scale: float) -> SoftmaxLossAndGrads:
+    r"""CLIP's symmetric InfoNCE loss and its analytic gradients, in float64.
+
+    .. math::
+        u = t X Y^\top, \quad
+        L = \tfrac{1}{2}\big(\operatorname{CE}(u, I) + \operatorname{CE}(u^\top, I)\big)
+
+    each cross-entropy averaged over the N rows. With :math:`P` the softmax of :math:`u` over each
+    row, :math:`Q` over each column, and :math:`G = (P + Q - 2I) / (2N)`:
+    :math:`\partial L/\partial X = t\,G Y`, :math:`\partial L/\partial Y = t\,G^\top X`,
+    :math:`\partial L/\partial t = \sum G \odot X Y^\top`.
+
+    Args:
+        image_emb: ``[batch, dim]`` image embeddings.
+        text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``.
+        scale: the positive multiplier ``t = exp(log_scale)`` (CLIP initialises it to 1/0.07).
+
+    Returns:
+        :class:`SoftmaxLossAndGrads` with the loss and gradients for all three inputs.
+
+    Raises:
+        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, or ``scale``
+            is not finite and positive.
+        TypeError: an input is not floating point.
+
+    Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
+    Supervision", arXiv:2103.00020.
+
+    Example:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import softmax_loss_and_grads
+        >>> result = softmax_loss_and_grads(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0)
+        >>> round(result.loss, 6)  # log(4): every caption equally likely
+        1.386294
+        >>> float(abs(result.grad_image_emb).max())  # zero embeddings: no direction to move
+        0.0
+    """
+    image, text = _check_and_cast(image_emb, text_emb)
+    check_scalar("scale", scale, positive=True)
+    batch = image.shape[0]
+    t = float(scale)
+    cosine = image @ text.T  # [batch, batch]
+    logits = t * cosine
+    row_normalizer = np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    column_normalizer = np.logaddexp.reduce(logits, axis=0, keepdims=True)
+    loss = 0.5 * (
+        float(np.mean(row_normalizer[:, 0] - np.diag(logits)))
+        + float(np.mean(column_normalizer[0, :] - np.diag(logits)))
+    )
+    row_softmax = np.exp(logits - row_normalizer)
+    column_softmax = np.exp(logits - column_normalizer)
+    grad_logits = (row_softmax + column_softmax - 2.0 * np.eye(batch)) / (2.0 * batch)
+    return SoftmaxLossAndGrads(
+        loss=loss,
+        grad_image_emb=t * grad_logits @ text,
+        grad_text_emb=t * grad_logits.T @ image,
+        grad_scale=float(np.sum(grad_logits * cosine)),
+    )
 
 
 def softmax_loss(image_emb: Any, text_emb: Any, *, scale: float) -> float:
@@ -151,7 +235,7 @@ def softmax_loss(image_emb: Any, text_emb: Any, *, scale: float) -> float:
     .. math::
         L = \tfrac{1}{2}\big(\operatorname{CE}(tXY^\top, I) + \operatorname{CE}(tYX^\top, I)\big)
 
-    each cross-entropy averaged over the N rows.
+    each cross-entropy averaged over the N rows. The value of :func:`softmax_loss_and_grads`.
 
     Args:
         image_emb: ``[batch, dim]`` image embeddings.
@@ -161,16 +245,15 @@ def softmax_loss(image_emb: Any, text_emb: Any, *, scale: float) -> float:
     Returns:
         The loss as a Python float.
 
+    Raises:
+        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, or ``scale``
+            is not finite and positive.
+        TypeError: an input is not floating point.
+
     Example:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import softmax_loss
         >>> round(softmax_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0), 6)  # log(4)
         1.386294
     """
-    image, text = _check_and_cast(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    logits = float(scale) * image @ text.T
-
-    def cross_entropy_on_diagonal(rows: Float64Array) -> float:
-        log_normalizer = np.logaddexp.reduce(rows, axis=1)
-        return float(np.mean(log_normalizer - np.diag(rows)))
-
-    return 0.5 * (cross_entropy_on_diagonal(logits) + cross_entropy_on_diagonal(logits.T))
+    return softmax_loss_and_grads(image_emb, text_emb, scale=scale).loss

@@ -307,10 +307,13 @@ def assert_matches_reference(
     Raises:
         AssertionError: the value or a gradient differs from the oracle by more than its
             tolerance, is not finite, has the wrong shape, or is missing (not differentiable).
-        TypeError, ValueError: bad arguments (unknown array type, non-scalar ``scale``, ...).
+        TypeError: an unknown array type, arrays of two backends, or a non-floating dtype.
+        ValueError: a non-2-d embedding, a non-scalar or non-finite ``scale``/``bias``,
+            ``tolerance_factor <= 0``, or ``check_grads=True`` with numpy arrays.
 
     Example:
         >>> import numpy as np
+        >>> from siglip_loss.testing import assert_matches_reference
         >>> def my_loss(image_emb, text_emb, *, scale, bias):
         ...     logits = scale * image_emb @ text_emb.T + bias
         ...     labels = 2 * np.eye(len(logits)) - 1

@@ -74,6 +74,8 @@ def to_backend(array: np.ndarray, *, backend: str, dtype: str) -> Any:
         ValueError: an unknown backend or dtype name.
 
     Example:
+        >>> import numpy as np
+        >>> from siglip_loss.testing import to_backend
         >>> to_backend(np.ones(2), backend="numpy", dtype="float16")
         array([1., 1.], dtype=float16)
     """
@@ -128,10 +130,14 @@ def embedding_pairs(
         dtype.
 
     Raises:
-        TypeError, ValueError: a bad range, dtype name or backend (raised when called).
+        TypeError: ``batch`` or ``dim`` is not a ``(min, max)`` tuple of ints, or ``dtypes`` is
+            not a sequence of names (raised when called).
+        ValueError: a range out of order or below 1, an unknown dtype name or backend, bfloat16
+            with numpy, or float64 with JAX without ``jax_enable_x64`` (raised when called).
 
     Example:
         >>> from hypothesis import given
+        >>> from siglip_loss.testing import embedding_pairs
         >>> @given(embedding_pairs(batch=(2, 4), dim=(3, 3), dtypes=("float16", "float32")))
         ... def test_shapes(pair):
         ...     assert pair.image_emb.shape == pair.text_emb.shape
@@ -189,6 +195,7 @@ def scales(*, min_value: float = 0.1, max_value: float = 200.0) -> st.SearchStra
 
     Example:
         >>> from hypothesis import given
+        >>> from siglip_loss.testing import scales
         >>> @given(scales(min_value=0.5, max_value=2.0))
         ... def test_range(scale):
         ...     assert 0.5 <= scale <= 2.0
@@ -220,6 +227,7 @@ def biases(*, min_value: float = -20.0, max_value: float = 20.0) -> st.SearchStr
 
     Example:
         >>> from hypothesis import given
+        >>> from siglip_loss.testing import biases
         >>> @given(biases(min_value=-1.0, max_value=1.0))
         ... def test_range(bias):
         ...     assert -1.0 <= bias <= 1.0

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-from siglip_loss._validation import check_pair
-from siglip_loss._validation import check_scalar
+from siglip_loss._validation import AUTO_DENSE_MAX_BATCH
+from siglip_loss._validation import Implementation
+from siglip_loss._validation import check_implementation
 from siglip_loss.torch._chunked import sigmoid_loss_chunked
+from siglip_loss.torch._common import Scalar
+from siglip_loss.torch._common import check_inputs
 from siglip_loss.torch._fused import check_block_size
 from siglip_loss.torch._fused import sigmoid_loss_fused
-from siglip_loss.torch._reference import Scalar
 from siglip_loss.torch._reference import sigmoid_loss_reference
-
-Implementation = Literal["auto", "reference", "chunked", "fused"]
-IMPLEMENTATIONS = ("auto", "reference", "chunked", "fused")
-
-AUTO_DENSE_MAX_BATCH = 4096
-"""Without gradients, ``"auto"`` builds the dense logits up to this batch (64 MiB in float32)."""
 
 
 def sigmoid_loss(
@@ -73,6 +67,9 @@ def sigmoid_loss(
     Reference: Zhai et al., arXiv:2303.15343, eq. 1.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch import l2_normalize, sigmoid_loss
+        >>> _ = torch.manual_seed(0)
         >>> image = l2_normalize(torch.randn(8, 16))
         >>> text = l2_normalize(torch.randn(8, 16))
         >>> loss = sigmoid_loss(image, text, scale=10.0, bias=-10.0)
@@ -82,14 +79,8 @@ def sigmoid_loss(
         >>> torch.allclose(loss, fused)
         True
     """
-    check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    check_scalar("bias", bias)
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(
-            f"implementation: expected one of {', '.join(map(repr, IMPLEMENTATIONS))}, "
-            f"got {implementation!r}"
-        )
+    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
+    implementation = check_implementation(implementation)
     check_block_size(block_size)
     if implementation == "auto":
         implementation = _choose(image_emb, text_emb, scale, bias)

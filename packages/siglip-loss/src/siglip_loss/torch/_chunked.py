@@ -4,6 +4,10 @@ Each row block of the loss is an activation-checkpointed function: its tiles are
 reduced in forward, and recomputed in backward, so autograd never holds more than one row block of
 logits. It costs one extra matmul per tile over the fused loss, but it is plain autograd, so it
 supports what the fused loss does not: double backward and ``retain_graph=True``.
+
+It keeps its own tile loop rather than reusing the fused block primitive (``_fused.block_sums``)
+because that primitive writes every tile in place into one reused buffer under ``torch.no_grad``:
+autograd cannot pass through it. (JAX's primitive is pure, and JAX's chunked loss is built on it.)
 """
 
 from __future__ import annotations
@@ -12,12 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from siglip_loss.torch._common import Scalar
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
+from siglip_loss.torch._common import softplus_threshold
 from siglip_loss.torch._fused import check_block_size
-from siglip_loss.torch._fused import softplus_threshold
-
-
-def _compute_dtype(*arrays: torch.Tensor) -> torch.dtype:
-    return torch.float64 if any(a.dtype == torch.float64 for a in arrays) else torch.float32
 
 
 def _row_block_loss_sum(
@@ -48,8 +50,8 @@ def sigmoid_loss_chunked(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
     *,
-    scale: torch.Tensor | float,
-    bias: torch.Tensor | float,
+    scale: Scalar,
+    bias: Scalar,
     block_size: int | None = None,
 ) -> torch.Tensor:
     """Chunked sigmoid loss: ``block_size`` tiles, autograd through them, row blocks recomputed.
@@ -69,10 +71,10 @@ def sigmoid_loss_chunked(
         0-d float32 tensor (float64 for float64 inputs).
     """
     tile = check_block_size(block_size)
-    dtype = _compute_dtype(image_emb, text_emb)
-    device = image_emb.device
-    scale_tensor = _as_scalar(scale, dtype, device)
-    bias_tensor = _as_scalar(bias, dtype, device)
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype, device = scale_tensor.dtype, image_emb.device
     batch = image_emb.shape[0]
     recompute = torch.is_grad_enabled() and any(
         tensor.requires_grad for tensor in (image_emb, text_emb, scale_tensor, bias_tensor)
@@ -97,12 +99,3 @@ def sigmoid_loss_chunked(
             )
         total = total + block_sum
     return total / batch
-
-
-def _as_scalar(
-    value: torch.Tensor | float, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    # A tensor keeps its autograd history; the cast's backward returns the gradient in its dtype.
-    if isinstance(value, torch.Tensor):
-        return value.to(dtype=dtype, device=device)
-    return torch.tensor(float(value), dtype=dtype, device=device)

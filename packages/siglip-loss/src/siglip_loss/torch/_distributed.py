@@ -6,10 +6,11 @@ text row of every rank, so text blocks must travel. The forward pass walks them 
 the loss *and* all four gradients of each ``[n, m]`` block. The gradient of a remote text block
 travels on with the block and arrives back at its owner after the last hop, so nothing of size
 ``n x N`` and (for the ring) nothing of size ``N x D`` is ever kept: per rank, the ring holds its
-own embeddings, one text block in use, one in flight, and five ``[n, D]`` float32 gradient
-buffers (its image-gradient sum, the current block's two gradients, the travelling gradient being
-sent and the one being received), whatever the number of ranks. Backward multiplies the stored
-gradients by the incoming gradient; it communicates nothing.
+own embeddings, one text block in use, one in flight, and five ``[n, D]`` gradient buffers (its
+image-gradient sum, the current block's two gradients, the travelling gradient being sent and the
+one being received), whatever the number of ranks. Backward multiplies the stored gradients by the
+incoming gradient; it communicates nothing. Sums and gradient buffers are in the backend's
+compute dtype: float32, float64 for float64 inputs.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from siglip_loss._validation import check_pair
-from siglip_loss._validation import check_scalar
+from siglip_loss._validation import FLOATING_DTYPE_NAMES
+from siglip_loss._validation import dtype_name
+from siglip_loss.torch._common import Scalar
+from siglip_loss.torch._common import check_inputs
+from siglip_loss.torch._common import compute_dtype
+from siglip_loss.torch._common import scalar_keeping_graph
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
+from siglip_loss.torch._fused import check_block_size
 from siglip_loss.torch._fused import sigmoid_block_sums
-from siglip_loss.torch._reference import Scalar
-from siglip_loss.torch._reference import as_scalar_tensor
 
 Strategy = Literal["ring", "all_gather"]
 STRATEGIES: tuple[str, ...] = ("ring", "all_gather")
@@ -43,6 +48,7 @@ class _Plan:
     strategy: str
     block_size: int | None
     compute_grads: bool  # True when any rank needs gradients: the exchange pattern must agree
+    dtype: torch.dtype  # of every sum and gradient buffer, the same on every rank
 
     @property
     def normaliser(self) -> float:
@@ -55,16 +61,16 @@ class _Plan:
 
 
 class _Sums:
-    """Running float32 sums of one rank's loss and gradients over the text blocks it has seen."""
+    """Running sums of one rank's loss and gradients over the text blocks it has seen."""
 
-    def __init__(self, image: torch.Tensor, compute_grads: bool) -> None:
-        device = image.device
-        self.loss = torch.zeros((), dtype=torch.float32, device=device)
+    def __init__(self, image: torch.Tensor, plan: _Plan) -> None:
+        device, dtype = image.device, plan.dtype
+        self.loss = torch.zeros((), dtype=dtype, device=device)
         self.grad_image = (
-            torch.zeros(image.shape, dtype=torch.float32, device=device) if compute_grads else None
+            torch.zeros(image.shape, dtype=dtype, device=device) if plan.compute_grads else None
         )
-        self.grad_scale = torch.zeros((), dtype=torch.float32, device=device)
-        self.grad_bias = torch.zeros((), dtype=torch.float32, device=device)
+        self.grad_scale = torch.zeros((), dtype=dtype, device=device)
+        self.grad_bias = torch.zeros((), dtype=dtype, device=device)
 
     def add(self, block: Any) -> None:
         self.loss += block.loss_sum
@@ -93,7 +99,7 @@ def _ring(
     world, rank, sizes = plan.world_size, plan.rank, plan.batch_sizes
     right, left = plan.global_rank(rank + 1), plan.global_rank(rank - 1)
     dim = image.shape[1]
-    sums = _Sums(image, plan.compute_grads)
+    sums = _Sums(image, plan)
     current_text = text.contiguous()
     current_owner = rank
     finished_grad: torch.Tensor | None = None  # gradient of the block of the previous step
@@ -103,7 +109,7 @@ def _ring(
         if plan.compute_grads and step >= 1:
             assert finished_grad is not None
             incoming_grad = torch.empty(
-                (sizes[current_owner], dim), dtype=torch.float32, device=text.device
+                (sizes[current_owner], dim), dtype=plan.dtype, device=text.device
             )
             operations.append(dist.P2POp(dist.isend, finished_grad, right, plan.group, tag=1))
             operations.append(dist.P2POp(dist.irecv, incoming_grad, left, plan.group, tag=1))
@@ -143,7 +149,7 @@ def _ring(
     assert finished_grad is not None
     if world == 1:
         return sums, finished_grad
-    own_grad = torch.empty((sizes[rank], dim), dtype=torch.float32, device=text.device)
+    own_grad = torch.empty((sizes[rank], dim), dtype=plan.dtype, device=text.device)
     requests = dist.batch_isend_irecv(
         [
             dist.P2POp(dist.isend, finished_grad, right, plan.group, tag=1),
@@ -165,13 +171,13 @@ def _all_gather(
     """Gather every text block at once, then return each block's gradient with a reduce-scatter.
 
     One collective instead of ``W - 1`` sequential hops, at the price of holding the gathered
-    ``[N, D]`` text tower and its ``[N, D]`` float32 gradient. Uneven batches are padded to the
+    ``[N, D]`` text tower and its ``[N, D]`` gradient. Uneven batches are padded to the
     largest one for the collectives (gloo needs equal sizes) and sliced back before any compute.
     """
     world, rank, sizes = plan.world_size, plan.rank, plan.batch_sizes
     dim = image.shape[1]
     largest = max(sizes)
-    sums = _Sums(image, plan.compute_grads)
+    sums = _Sums(image, plan)
     padded_text = text.contiguous()
     if text.shape[0] < largest:
         padded_text = torch.cat([padded_text, padded_text.new_zeros(largest - text.shape[0], dim)])
@@ -216,7 +222,7 @@ def _all_gather(
     del gathered
     if not plan.compute_grads:
         return sums, None
-    own_grad = torch.empty((largest, dim), dtype=torch.float32, device=text.device)
+    own_grad = torch.empty((largest, dim), dtype=plan.dtype, device=text.device)
     dist.reduce_scatter(own_grad, grad_blocks, op=dist.ReduceOp.SUM, group=plan.group)
     return sums, own_grad[: sizes[rank]]
 
@@ -257,23 +263,50 @@ class _DistributedSigmoidLoss(torch.autograd.Function):
         return (*results, None)
 
 
-def _agree_on_plan(
-    image_emb: torch.Tensor,
-    group: dist.ProcessGroup,
-    strategy: str,
-    block_size: int | None,
-    needs_grad: bool,
-) -> _Plan:
-    """All-gather (batch, dim, needs_grad) of every rank: buffer sizes, checks, one grad decision."""
-    rank = dist.get_rank(group)
-    if rank < 0:
+@dataclasses.dataclass(frozen=True)
+class _Ranks:
+    """What every rank of the group passed, gathered once per call (one small all-gather)."""
+
+    group: dist.ProcessGroup
+    rank: int  # rank inside the group
+    world_size: int
+    batch_sizes: tuple[int, ...]  # in group-rank order
+    any_needs_grad: bool
+
+
+def _process_group(group: dist.ProcessGroup | None, caller: str, single_device: str) -> Any:
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            f"{caller}: torch.distributed is not initialised; call "
+            f"torch.distributed.init_process_group first (or use {single_device} on one device)"
+        )
+    process_group = group if group is not None else dist.group.WORLD
+    assert process_group is not None
+    if dist.get_rank(process_group) < 0:
         raise ValueError(
             f"group: expected a process group that contains this process (global rank "
             f"{dist.get_rank()}), got a group it is not a member of"
         )
+    return process_group
+
+
+def _gather_ranks(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, group: Any, needs_grad: bool
+) -> _Ranks:
+    """All-gather (batch, dim, dtypes, needs_grad) of every rank and check that they agree.
+
+    Every rank raises the same error, so a mismatch never leaves a rank waiting in a collective.
+
+    Raises:
+        ValueError: the embedding dim, or the dtype of ``image_emb`` or ``text_emb``, differs
+            between ranks.
+    """
     world_size = dist.get_world_size(group)
     batch, dim = image_emb.shape
-    local = torch.tensor([batch, dim, int(needs_grad)], dtype=torch.int64, device=image_emb.device)
+    codes = [FLOATING_DTYPE_NAMES.index(dtype_name(x)) for x in (image_emb, text_emb)]
+    local = torch.tensor(
+        [batch, dim, *codes, int(needs_grad)], dtype=torch.int64, device=image_emb.device
+    )
     everyone = [torch.empty_like(local) for _ in range(world_size)]
     dist.all_gather(everyone, local, group=group)
     table = [tuple(int(v) for v in row.tolist()) for row in everyone]
@@ -283,14 +316,18 @@ def _agree_on_plan(
             f"image_emb: expected the same embedding dim on every rank, got dims {dims} "
             f"(in group-rank order)"
         )
-    return _Plan(
+    for column, name in ((2, "image_emb"), (3, "text_emb")):
+        names = [FLOATING_DTYPE_NAMES[row[column]] for row in table]
+        if len(set(names)) > 1:
+            raise ValueError(
+                f"{name}: expected the same dtype on every rank, got {names} (in group-rank order)"
+            )
+    return _Ranks(
         group=group,
-        rank=rank,
+        rank=dist.get_rank(group),
         world_size=world_size,
         batch_sizes=tuple(row[0] for row in table),
-        strategy=strategy,
-        block_size=block_size,
-        compute_grads=any(row[2] for row in table),
+        any_needs_grad=any(row[4] for row in table),
     )
 
 
@@ -329,9 +366,10 @@ def distributed_sigmoid_loss(
     supported.
 
     Memory: ``"ring"`` keeps per rank only its own embeddings, two text blocks and five
-    ``[n, dim]`` float32 gradient buffers, independent of ``W``; backward stores two ``[n, dim]``
-    float32 gradients. ``"all_gather"`` needs one collective instead of ``W - 1`` hops but holds
-    the gathered ``[N, dim]`` text tower and its float32 gradient during the forward.
+    ``[n, dim]`` gradient buffers, independent of ``W``; backward stores two ``[n, dim]``
+    gradients. ``"all_gather"`` needs one collective instead of ``W - 1`` hops but holds the
+    gathered ``[N, dim]`` text tower and its gradient during the forward. Sums and gradient
+    buffers are float32 (float64 for float64 inputs), as in :func:`sigmoid_loss`.
 
     Args:
         image_emb: ``[batch, dim]`` this rank's image embeddings (normalise them first).
@@ -344,84 +382,163 @@ def distributed_sigmoid_loss(
         block_size: tile edge of the fused block computation (None: the fused default).
 
     Returns:
-        0-d float32 tensor: this rank's loss :math:`\ell_r`.
+        0-d float32 tensor (float64 for float64 inputs): this rank's loss :math:`\ell_r`.
 
     Raises:
         RuntimeError: ``torch.distributed`` is not initialised.
-        ValueError: bad shapes or ``scale``, an unknown ``strategy``, dims that differ between
-            ranks, or a ``group`` this process is not part of.
-        TypeError: an input is not a floating tensor.
+        ValueError: bad shapes or ``scale``, an unknown ``strategy``, dims or dtypes that differ
+            between ranks, or a ``group`` this process is not part of.
+        TypeError: an input is not a floating tensor, or ``block_size`` is not an int.
 
     Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
 
-    Example::
+    Example:
+        On ``W`` ranks (``torchrun``) every rank runs these lines with its own rows, and DDP (or an
+        all-reduce mean) averages the gradients; a whole DDP script is in ``docs/distributed.md``.
+        One process is a group of one, where the loss is :func:`sigmoid_loss`:
 
-        # on each of W ranks, after torch.distributed.init_process_group(...):
-        loss = distributed_sigmoid_loss(image, text, scale=log_scale.exp(), bias=bias)
-        loss.backward()  # DDP (or an all-reduce mean) then averages the gradients
+        >>> import torch
+        >>> import torch.distributed as dist
+        >>> from siglip_loss.torch import distributed_sigmoid_loss, l2_normalize, sigmoid_loss
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> _ = torch.manual_seed(0)
+        >>> image = l2_normalize(torch.randn(8, 16)).requires_grad_()
+        >>> text = l2_normalize(torch.randn(8, 16))
+        >>> loss = distributed_sigmoid_loss(image, text, scale=10.0, bias=-10.0)
+        >>> loss.backward()
+        >>> torch.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0))
+        True
+        >>> dist.destroy_process_group()
     """
-    check_pair(image_emb, text_emb)
-    check_scalar("scale", scale, positive=True)
-    check_scalar("bias", bias)
+    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
-    if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError(
-            "distributed_sigmoid_loss: torch.distributed is not initialised; call "
-            "torch.distributed.init_process_group first (or use sigmoid_loss on one device)"
-        )
-    process_group = group if group is not None else dist.group.WORLD
-    assert process_group is not None
-    device = image_emb.device
-    scale_tensor = as_scalar_tensor(scale, dtype=torch.float32, device=device)
-    bias_tensor = as_scalar_tensor(bias, dtype=torch.float32, device=device)
+    check_block_size(block_size)
+    process_group = _process_group(group, "distributed_sigmoid_loss", "sigmoid_loss")
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_tensor.dtype
     inputs = (image_emb, text_emb, scale_tensor, bias_tensor)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    plan = _agree_on_plan(image_emb, process_group, strategy, block_size, needs_grad)
+    ranks = _gather_ranks(image_emb, text_emb, process_group, needs_grad)
+    plan = _Plan(
+        group=process_group,
+        rank=ranks.rank,
+        world_size=ranks.world_size,
+        batch_sizes=ranks.batch_sizes,
+        strategy=strategy,
+        block_size=block_size,
+        compute_grads=ranks.any_needs_grad,
+        dtype=dtype,
+    )
     loss: torch.Tensor = _DistributedSigmoidLoss.apply(*inputs, plan)
     return loss
+
+
+class _AllGatherRows(torch.autograd.Function):
+    """Every rank's ``[n, dim]`` rows, concatenated in group-rank order; backward sums over ranks.
+
+    The gradient of the gathered ``[N, dim]`` tensor is reduce-scattered: each rank gets the sum
+    over every rank's loss of the gradient of its own rows. (``torch.distributed.nn``'s all-gather
+    does the same but is deprecated in torch 2.13 and writes a module to a temporary directory when
+    imported.) Every rank must run the backward, as with DDP.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, rows: torch.Tensor, group: Any) -> torch.Tensor:
+        ctx.group = group
+        gathered = [torch.empty_like(rows) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(gathered, rows.contiguous(), group=group)
+        return torch.cat(gathered)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None]:
+        world_size = dist.get_world_size(ctx.group)
+        pieces = [piece.contiguous() for piece in grad_output.chunk(world_size)]
+        own = torch.empty_like(pieces[0])
+        dist.reduce_scatter(own, pieces, op=dist.ReduceOp.SUM, group=ctx.group)
+        return own, None
 
 
 def distributed_softmax_loss(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
     *,
-    scale: torch.Tensor,
-    bias: torch.Tensor | None = None,
+    scale: Scalar,
+    bias: Scalar | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
-    r"""CLIP's softmax loss with global negatives; the mean over ranks is the global loss.
+    r"""CLIP's softmax loss with global negatives over a process group: this rank's share.
 
-    Each rank scores its ``n`` local rows against all ``N = W n`` rows of the other modality:
+    Each of the :math:`W` ranks passes its own :math:`n` rows; rank :math:`r` scores them against
+    all :math:`N = W n` rows of the other modality and returns
 
     .. math::
-        L_r = \frac{1}{2n} \sum_{i \in r} \Big[ \mathrm{CE}(t\, x_i Y^\top, i)
-              + \mathrm{CE}(t\, y_i X^\top, i) \Big]
+        \ell_r = \frac{1}{2n} \sum_{i \in r} \Big[ \mathrm{CE}(t\, x_i Y^\top, i)
+              + \mathrm{CE}(t\, y_i X^\top, i) \Big],
+        \qquad \frac{1}{W} \sum_r \ell_r = L
 
-    The all-gather is differentiable (its backward sums gradients over ranks), so with DDP's
-    gradient averaging every parameter gets the gradient of the global loss. ``bias`` is
-    accepted for signature compatibility and unused (the softmax is shift-invariant).
+    where :math:`L` is :func:`softmax_loss` on the concatenated batch. The all-gather is
+    differentiable (its backward reduce-scatters the gradients, summed over the ranks), so the
+    gradient of each rank's rows collects the contributions of every rank's loss, and DDP's
+    gradient averaging gives exactly the single-device gradient, ``scale`` included. The same
+    convention as :func:`distributed_sigmoid_loss`. Memory: the gathered ``[N, dim]`` towers and
+    two ``[n, N]`` logit matrices per rank.
 
     Args:
-        image_emb: ``[n, dim]`` this rank's normalised image embeddings.
-        text_emb: ``[n, dim]`` this rank's normalised text embeddings (same ``n`` on every rank).
-        scale: 0-d temperature multiplier ``exp(log_scale)``.
-        bias: ignored.
-        group: process group (default: the world).
+        image_emb: ``[batch, dim]`` this rank's image embeddings (normalise them first); the
+            same batch on every rank.
+        text_emb: ``[batch, dim]`` this rank's text embeddings; row ``i`` pairs with image row ``i``.
+        scale: the positive multiplier ``t = exp(log_scale)``, not its log; float or 0-d tensor.
+        bias: accepted so that the sigmoid and softmax losses share one signature, and unused
+            (the softmax is shift-invariant); checked to be finite when given.
+        group: the process group (default: the world). Every rank of it must call this function.
 
     Returns:
-        0-d float32 per-rank loss.
-    """
-    del bias
-    from torch.distributed.nn.functional import all_gather
+        0-d float32 tensor (float64 for float64 inputs): this rank's loss :math:`\ell_r`.
 
-    rank = dist.get_rank(group)
+    Raises:
+        RuntimeError: ``torch.distributed`` is not initialised.
+        ValueError: bad shapes, a non-finite or non-positive ``scale``, a non-finite ``bias``,
+            batches, dims or dtypes that differ between ranks, or a ``group`` this process is
+            not part of.
+        TypeError: an input is not a floating tensor.
+
+    Reference: Radford et al., arXiv:2103.00020 (CLIP), figure 3.
+
+    Example:
+        On ``W`` ranks every rank runs these lines with its own rows, and DDP averages the
+        gradients. One process is a group of one, where the loss is :func:`softmax_loss`:
+
+        >>> import torch
+        >>> import torch.distributed as dist
+        >>> from siglip_loss.torch import distributed_softmax_loss, l2_normalize, softmax_loss
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> _ = torch.manual_seed(0)
+        >>> image = l2_normalize(torch.randn(8, 16)).requires_grad_()
+        >>> text = l2_normalize(torch.randn(8, 16))
+        >>> loss = distributed_softmax_loss(image, text, scale=10.0)
+        >>> loss.backward()
+        >>> torch.allclose(loss, softmax_loss(image, text, scale=10.0))
+        True
+        >>> dist.destroy_process_group()
+    """
+    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
+    process_group = _process_group(group, "distributed_softmax_loss", "softmax_loss")
+    ranks = _gather_ranks(image_emb, text_emb, process_group, needs_grad=False)
+    if len(set(ranks.batch_sizes)) > 1:
+        raise ValueError(
+            f"image_emb: expected the same batch on every rank, got batches "
+            f"{list(ranks.batch_sizes)} (in group-rank order)"
+        )
+    dtype, device = compute_dtype(image_emb, text_emb), image_emb.device
+    # Gathered in the input dtype (half the traffic for 16-bit inputs), then computed in dtype.
+    all_images = _AllGatherRows.apply(image_emb, process_group).to(dtype)  # [N, dim]
+    all_texts = _AllGatherRows.apply(text_emb, process_group).to(dtype)  # [N, dim]
+    scale_tensor = scalar_keeping_graph("scale", scale, dtype=dtype, device=device)
     local = image_emb.shape[0]
-    all_images = torch.cat(all_gather(image_emb.contiguous(), group=group))
-    all_texts = torch.cat(all_gather(text_emb.contiguous(), group=group))
-    if all_images.shape[0] != local * dist.get_world_size(group):
-        raise ValueError("distributed_softmax_loss: every rank must pass the same batch size")
-    labels = torch.arange(local, device=image_emb.device) + rank * local
-    logits_image = scale * image_emb.float() @ all_texts.float().T
-    logits_text = scale * text_emb.float() @ all_images.float().T
+    labels = torch.arange(local, device=device) + ranks.rank * local
+    logits_image = scale_tensor * (image_emb.to(dtype) @ all_texts.T)  # [n, N]
+    logits_text = scale_tensor * (text_emb.to(dtype) @ all_images.T)  # [n, N]
     return 0.5 * (F.cross_entropy(logits_image, labels) + F.cross_entropy(logits_text, labels))

@@ -1,4 +1,4 @@
-"""Fused sigmoid loss for PyTorch: loss and all four gradients in one tiled float32 pass.
+"""Fused sigmoid loss for PyTorch: loss and all four gradients in one tiled pass.
 
 The loss is a scalar, so its gradients do not depend on anything computed after it: the forward
 pass can compute them tile by tile next to the loss, and backward only multiplies the stored
@@ -14,6 +14,10 @@ from typing import NamedTuple
 import torch
 
 from siglip_loss import _validation as validation
+from siglip_loss.torch._common import Scalar
+from siglip_loss.torch._common import detached_scale_and_bias
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
+from siglip_loss.torch._common import softplus_threshold
 
 DEFAULT_BLOCK_SIZE = 2048
 """Tile edge: large enough that the tile matmuls run near BLAS peak on a CPU (D = 768), small
@@ -21,7 +25,9 @@ enough that one ``[block, block]`` float32 tile (16 MiB) stays cheap next to the
 
 
 class BlockSums(NamedTuple):
-    """Sums over one ``[n, m]`` block of sigmoid-loss terms, and their gradients (float32).
+    """Sums over one ``[n, m]`` block of sigmoid-loss terms, and their gradients.
+
+    float32, or float64 when an input is float64 (the backend's ``compute_dtype``).
 
     The gradients are those of ``loss_sum`` itself: not divided by the batch and not multiplied by
     any upstream gradient. They are ``None`` when ``compute_grads`` was False.
@@ -49,30 +55,12 @@ def _check_offset(positive_offset: Any) -> int | None:
     return positive_offset
 
 
-def softplus_threshold(dtype: torch.dtype) -> float:
-    """Where ``softplus(u) = u`` to within the dtype's rounding: ``log1p(exp(-u)) < eps * u``."""
-    return 50.0 if dtype == torch.float64 else 20.0
-
-
-def _compute_dtype(*arrays: torch.Tensor) -> torch.dtype:
-    # float32 accumulation for float16/bfloat16/float32; float64 inputs stay float64.
-    return torch.float64 if any(a.dtype == torch.float64 for a in arrays) else torch.float32
-
-
-def _as_scalar(name: str, value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        if value.dim() != 0:
-            raise ValueError(f"{name}: expected a 0-d tensor, got shape {tuple(value.shape)}")
-        return value.detach().to(dtype=dtype, device=device)
-    return torch.tensor(float(value), dtype=dtype, device=device)
-
-
 def sigmoid_block_sums(
     image_block: torch.Tensor,
     text_block: torch.Tensor,
     *,
-    scale: torch.Tensor | float,
-    bias: torch.Tensor | float,
+    scale: Scalar,
+    bias: Scalar,
     positive_offset: int | None,
     block_size: int | None,
     compute_grads: bool,
@@ -91,13 +79,14 @@ def sigmoid_block_sums(
 
     The block is processed in ``block_size x block_size`` tiles; each tile's logits are computed
     once, turned into loss terms and sigmoid gradients in place, and fed to the two gradient
-    matmuls. Accumulation is float32 whatever the input dtype. No autograd graph is built.
+    matmuls. Accumulation is float32 for 16- and 32-bit inputs, float64 when an input is float64.
+    No autograd graph is built.
 
     Args:
         image_block: ``[n, dim]`` image embeddings (any float dtype).
         text_block: ``[m, dim]`` text embeddings.
-        scale: the multiplier ``t`` (0-d tensor or float; used as float32, detached).
-        bias: the logit bias ``b`` (0-d tensor or float; used as float32, detached).
+        scale: the multiplier ``t`` (0-d tensor or float; used detached, in the compute dtype).
+        bias: the logit bias ``b`` (0-d tensor or float; used detached, in the compute dtype).
         positive_offset: text row ``i + positive_offset`` is the positive of image row ``i``;
             ``None`` makes every pair a negative (a remote block in a ring).
         block_size: tile edge, ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
@@ -108,9 +97,13 @@ def sigmoid_block_sums(
         ``image_block``.
 
     Raises:
-        TypeError, ValueError: a bad ``block_size`` / ``positive_offset`` or mismatched shapes.
+        TypeError: ``block_size`` or ``positive_offset`` is not an int.
+        ValueError: ``block_size < 1``, the blocks are not ``[n, dim]`` and ``[m, dim]``, or
+            ``scale``/``bias`` is a tensor that is not 0-d.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch._fused import sigmoid_block_sums
         >>> image = torch.eye(2)
         >>> sums = sigmoid_block_sums(
         ...     image,
@@ -135,13 +128,15 @@ def sigmoid_block_sums(
             "image_block, text_block: expected [n, dim] and [m, dim] with the same dim, got "
             f"{tuple(image_block.shape)} and {tuple(text_block.shape)}"
         )
-    dtype = _compute_dtype(image_block, text_block)
+    scale_tensor, bias_tensor = detached_scale_and_bias(
+        image_block, text_block, scale=scale, bias=bias
+    )
     with torch.no_grad():
         return block_sums(
             image_block,
             text_block,
-            _as_scalar("scale", scale, dtype, image_block.device),
-            _as_scalar("bias", bias, dtype, image_block.device),
+            scale_tensor,
+            bias_tensor,
             positive_offset=offset,
             tile=tile,
             need_image=compute_grads,
@@ -294,13 +289,11 @@ class _FusedSigmoidLoss(torch.autograd.Function):
         tile: int,
         needs: tuple[bool, bool, bool, bool],
     ) -> torch.Tensor:
-        dtype = _compute_dtype(image_emb, text_emb)
         need_image, need_text, need_scale, need_bias = needs
         sums = block_sums(
             image_emb,
             text_emb,
-            scale.detach().to(dtype),
-            bias.detach().to(dtype),
+            *detached_scale_and_bias(image_emb, text_emb, scale=scale, bias=bias),
             positive_offset=0,
             tile=tile,
             need_image=need_image,
@@ -348,8 +341,8 @@ def sigmoid_loss_fused(
     image_emb: torch.Tensor,
     text_emb: torch.Tensor,
     *,
-    scale: torch.Tensor | float,
-    bias: torch.Tensor | float,
+    scale: Scalar,
+    bias: Scalar,
     block_size: int | None = None,
 ) -> torch.Tensor:
     """Fused sigmoid loss: one tiled pass for the loss and, when needed, its four gradients.
@@ -369,10 +362,9 @@ def sigmoid_loss_fused(
         0-d float32 tensor (float64 for float64 inputs).
     """
     tile = check_block_size(block_size)
-    dtype = _compute_dtype(image_emb, text_emb)
-    device = image_emb.device
-    scale_tensor = _as_differentiable_scalar(scale, dtype, device)
-    bias_tensor = _as_differentiable_scalar(bias, dtype, device)
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
     grad_enabled = torch.is_grad_enabled()
     needs = tuple(
         grad_enabled and tensor.requires_grad
@@ -383,8 +375,8 @@ def sigmoid_loss_fused(
             sums = block_sums(
                 image_emb,
                 text_emb,
-                scale_tensor.detach().to(dtype),
-                bias_tensor.detach().to(dtype),
+                scale_tensor.detach(),
+                bias_tensor.detach(),
                 positive_offset=0,
                 tile=tile,
                 need_image=False,
@@ -396,12 +388,3 @@ def sigmoid_loss_fused(
         image_emb, text_emb, scale_tensor, bias_tensor, tile, needs
     )
     return loss
-
-
-def _as_differentiable_scalar(
-    value: torch.Tensor | float, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    # A tensor is passed through as is (its gradient returns in its own dtype).
-    if isinstance(value, torch.Tensor):
-        return value if value.device == device else value.to(device)
-    return torch.tensor(float(value), dtype=dtype, device=device)

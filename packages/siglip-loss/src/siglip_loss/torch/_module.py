@@ -42,6 +42,9 @@ class SigmoidLoss(nn.Module):
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch import SigmoidLoss, l2_normalize
+        >>> _ = torch.manual_seed(0)
         >>> loss_fn = SigmoidLoss()
         >>> round(loss_fn.scale.item(), 4), loss_fn.bias.item()
         (10.0, -10.0)

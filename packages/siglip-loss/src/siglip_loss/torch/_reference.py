@@ -5,48 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from siglip_loss._validation import check_pair
-from siglip_loss._validation import check_scalar
-
-Scalar = float | torch.Tensor
-
-
-def compute_dtype(*arrays: torch.Tensor) -> torch.dtype:
-    """float32, or float64 when an input is float64: low-precision inputs accumulate in float32."""
-    dtype = torch.float32
-    for array in arrays:
-        dtype = torch.promote_types(dtype, array.dtype)
-    return dtype
-
-
-def as_scalar_tensor(value: Scalar, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A Python number or 0-d tensor as a 0-d tensor; a tensor keeps its autograd history."""
-    if isinstance(value, torch.Tensor):
-        return value.to(dtype=dtype, device=device)
-    return torch.tensor(float(value), dtype=dtype, device=device)
-
-
-def check_inputs(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar | None
-) -> tuple[int, int]:
-    """Validate the arguments of a torch loss and return ``(batch, dim)``.
-
-    Every torch implementation calls this first, so all raise the same messages.
-    ``bias=None`` skips the bias check (for ``softmax_loss``).
-
-    Raises:
-        TypeError: an embedding is not a floating ``torch.Tensor``, or a scalar is not a number
-            or a 0-d floating tensor.
-        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, ``scale`` is
-            not finite and positive, or ``bias`` is not finite.
-    """
-    shape = check_pair(
-        image_emb, text_emb, array_types=(torch.Tensor,), array_kind="a torch.Tensor"
-    )
-    check_scalar("scale", scale, positive=True)
-    if bias is not None:
-        check_scalar("bias", bias)
-    return shape
+from siglip_loss.torch._common import Scalar
+from siglip_loss.torch._common import check_inputs
+from siglip_loss.torch._common import compute_dtype
+from siglip_loss.torch._common import scalar_keeping_graph
+from siglip_loss.torch._common import scale_and_bias_keeping_graph
 
 
 def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -60,12 +23,16 @@ def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.
         eps: the smallest norm divided by.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch import l2_normalize
         >>> l2_normalize(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
         tensor([[0.6000, 0.8000],
                 [0.0000, 0.0000]])
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x: expected a floating dtype, got {str(x.dtype).removeprefix('torch.')}")
     work = x.to(compute_dtype(x))
     squared_norm = (work * work).sum(dim=dim, keepdim=True)
     return (work * torch.rsqrt(squared_norm.clamp_min(eps * eps))).to(x.dtype)
@@ -74,14 +41,17 @@ def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.
 def sigmoid_loss_reference(
     image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar
 ) -> torch.Tensor:
-    """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``."""
-    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
-    dtype = compute_dtype(image_emb, text_emb)
+    """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``.
+
+    Inputs are assumed validated (``sigmoid_loss`` checks them once for every implementation).
+    """
+    scale_tensor, bias_tensor = scale_and_bias_keeping_graph(
+        image_emb, text_emb, scale=scale, bias=bias
+    )
+    dtype = scale_tensor.dtype
     image, text = image_emb.to(dtype), text_emb.to(dtype)
-    scale_t = as_scalar_tensor(scale, dtype=dtype, device=image.device)
-    bias_t = as_scalar_tensor(bias, dtype=dtype, device=image.device)
     batch = image.shape[0]
-    logits = scale_t * (image @ text.T) + bias_t  # [batch, batch]
+    logits = scale_tensor * (image @ text.T) + bias_tensor  # [batch, batch]
     labels = 2.0 * torch.eye(batch, dtype=dtype, device=image.device) - 1.0
     return -F.logsigmoid(labels * logits).sum() / batch
 
@@ -101,12 +71,16 @@ def softmax_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scal
         0-d float32 (float64 for float64 inputs) tensor.
 
     Example:
+        >>> import torch
+        >>> from siglip_loss.torch import softmax_loss
         >>> round(softmax_loss(torch.zeros(4, 3), torch.zeros(4, 3), scale=10.0).item(), 4)
         1.3863
     """
     check_inputs(image_emb, text_emb, scale=scale, bias=None)
     dtype = compute_dtype(image_emb, text_emb)
     image, text = image_emb.to(dtype), text_emb.to(dtype)
-    logits = as_scalar_tensor(scale, dtype=dtype, device=image.device) * (image @ text.T)
+    logits = scalar_keeping_graph("scale", scale, dtype=dtype, device=image.device) * (
+        image @ text.T
+    )
     targets = torch.arange(image.shape[0], device=image.device)
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
