@@ -111,13 +111,13 @@ PACKAGES: dict[str, Package] = {
             ),
             "torch": Variant(
                 extras=("torch", "testing"),
-                tests=("tests/torch", "tests/backends"),
+                tests=("tests/test_public_api.py", "tests/backends", "tests/torch"),
                 doctests=("siglip_loss.torch",),
                 pytest_args=("--backend", "torch"),
             ),
             "jax": Variant(
                 extras=("jax", "flax", "testing"),
-                tests=("tests/jax", "tests/backends"),
+                tests=("tests/test_public_api.py", "tests/backends", "tests/jax"),
                 doctests=("siglip_loss.jax",),
                 pytest_args=("--backend", "jax"),
             ),
