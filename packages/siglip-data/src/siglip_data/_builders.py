@@ -129,7 +129,7 @@ def check_debian_packages(*datasets: str) -> None:
             every requested dataset with a missing file, in one ``apt install`` line.
         ValueError: an unknown dataset name.
 
-    Example:
+    Examples:
         >>> def install_command(*datasets):
         ...     try:
         ...         check_debian_packages(*datasets)

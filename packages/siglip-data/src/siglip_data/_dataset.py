@@ -90,7 +90,7 @@ class DecodeOptions:
         ValueError: an unknown ``resample``, ``pixel_dtype`` or ``resize_backend``, or
             ``num_threads < 0``.
 
-    Example:
+    Examples:
         >>> DecodeOptions(pixel_dtype="uint8", num_threads=4)
         DecodeOptions(resample='bicubic', pixel_dtype='uint8', augmentation=None, jpeg_draft=False, resize_backend='auto', num_threads=4)
     """
@@ -133,7 +133,7 @@ class Topology:
         ValueError: ``world_size`` or ``num_workers`` below 1, or ``rank`` / ``worker_id`` out
             of range.
 
-    Example:
+    Examples:
         >>> topology = Topology(rank=1, world_size=2, worker_id=2, num_workers=3)
         >>> topology.stream, topology.num_streams
         (5, 6)
@@ -179,7 +179,7 @@ class QualityPolicy:
     Raises:
         ValueError: ``max_bad_fraction`` outside [0, 1] or ``min_samples_for_check < 1``.
 
-    Example:
+    Examples:
         >>> QualityPolicy(max_bad_fraction=0.5)
         QualityPolicy(max_bad_fraction=0.5, min_samples_for_check=200)
     """
@@ -265,7 +265,7 @@ class ImageTextDataset:
         TypeError: ``decode``, ``topology`` or ``quality`` of the wrong type.
         ImportError: ``resize_backend="numba"`` without numba installed.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> from siglip_data import write_shards

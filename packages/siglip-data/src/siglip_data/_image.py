@@ -293,7 +293,7 @@ def preprocess_image(
         ImportError: ``resize_backend="numba"`` without numba installed.
         OSError: undecodable image (see :func:`decode_image`).
 
-    Example:
+    Examples:
         >>> from PIL import Image
         >>> preprocess_image(Image.new("RGB", (64, 48), "white"), size=32).max()
         np.float32(1.0)
@@ -361,7 +361,7 @@ def normalize_uint8_pixels(
     Raises:
         TypeError: ``pixels`` is not uint8.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> normalize_uint8_pixels(np.array([0, 51, 255], dtype=np.uint8))
         array([-1. , -0.6,  1. ], dtype=float32)

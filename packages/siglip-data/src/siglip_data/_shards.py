@@ -53,7 +53,7 @@ def resolve_shards(shards: str | os.PathLike[str] | Iterable[str | os.PathLike[s
         ValueError: nothing matched (a glob or directory without shards, an empty list), or
             unbalanced braces.
 
-    Example:
+    Examples:
         >>> resolve_shards("data/train-{0000..0002}.tar")
         ['data/train-0000.tar', 'data/train-0001.tar', 'data/train-0002.tar']
         >>> resolve_shards(["a.tar", "{b,c}-{0..1}.tar"])
@@ -137,7 +137,7 @@ def read_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
     Raises:
         UnreadableShardError: missing file, not a tar, or a truncated / corrupt archive.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> directory = tempfile.TemporaryDirectory()
@@ -281,7 +281,7 @@ class ShardWriter:
             ``"jpg"`` (quality 95) or ``"webp"`` (lossless). Encoded bytes and image files are
             stored unchanged.
 
-    Example:
+    Examples:
         >>> import os
         >>> import tempfile
         >>> import numpy as np
@@ -460,7 +460,7 @@ def write_shards(
             complete ones stay.
         TypeError: a caption that is not a str, or an unsupported image.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> directory = tempfile.TemporaryDirectory()

@@ -50,7 +50,7 @@ class ShardSource:
     Raises:
         ValueError: the pattern, glob or directory names no shard.
 
-    Example:
+    Examples:
         >>> source = ShardSource("data/shard-{00000..00002}.tar")
         >>> source.units
         ['data/shard-00000.tar', 'data/shard-00001.tar', 'data/shard-00002.tar']
@@ -97,7 +97,7 @@ class FolderSource:
         FileNotFoundError: no index file.
         ValueError: an index line without ``file`` (its line number is named), or no entries.
 
-    Example:
+    Examples:
         >>> import json
         >>> import pathlib
         >>> import tempfile

@@ -91,7 +91,7 @@ def canonicalize_text(text: str, *, lowercase: bool = True) -> str:
     Returns:
         The canonical text.
 
-    Example:
+    Examples:
         >>> canonicalize_text("A photo of a  Dog!")
         'a photo of a dog'
     """
@@ -137,7 +137,7 @@ def check_token_ids(
     Raises:
         DynamicPaddingError: wrong width, missing EOS, or non-pad ids after the EOS.
 
-    Example:
+    Examples:
         >>> check_token_ids([[5, 6, 1, 1]], length=4, pad_id=1, eos_id=1)
         True
     """
@@ -206,7 +206,7 @@ class SentencePieceTokenizer:
         ValueError: unknown preset, ``length < 2``, or a model whose special ids contradict the
             preset (e.g. a Gemma model loaded with ``preset="siglip"``).
 
-    Example:
+    Examples:
         >>> import os
         >>> import tempfile
         >>> directory = tempfile.TemporaryDirectory()
@@ -426,7 +426,7 @@ def train_sentencepiece(
     Raises:
         ValueError: unknown preset, no captions, or a vocabulary too large for the corpus.
 
-    Example:
+    Examples:
         >>> import os
         >>> import tempfile
         >>> directory = tempfile.TemporaryDirectory()

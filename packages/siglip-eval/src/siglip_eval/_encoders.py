@@ -49,7 +49,7 @@ class Encoder:
         encode_texts: ``list[str]`` of length batch -> ``[batch, dim]``.
         name: identifies the model (checkpoint path, hub id); use a new name for new weights.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_eval import Encoder
         >>> encoder = Encoder(
@@ -196,7 +196,7 @@ def embed_texts(
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of JSON-serialisable parts (used in cache keys).
 
-    Example:
+    Examples:
         >>> from siglip_eval._encoders import fingerprint
         >>> fingerprint(["a photo of a {c}."], ["cat", "dog"]) == fingerprint(
         ...     ["a photo of a {c}."], ["cat", "dog"]
@@ -223,7 +223,7 @@ class EmbeddingCache:
     Args:
         directory: folder for the cache (created on first write).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> from siglip_eval import EmbeddingCache

@@ -149,7 +149,7 @@ def linear_probe(
         ValueError: empty splits, NaN features (named by row), a test label unseen in training.
         ImportError: scikit-learn is missing (extra ``[linear-probe]``).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_eval import linear_probe
         >>> rng = np.random.default_rng(0)

@@ -58,7 +58,7 @@ def l2_normalize(embeddings: Any) -> np.ndarray:
     Raises:
         TypeError: ``embeddings`` holds integers, booleans or anything but real floats.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_eval._metrics import l2_normalize
         >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
@@ -167,7 +167,7 @@ def classification_ranks(scores: Any, labels: Any, *, ties: str = "index") -> np
     Returns:
         ``[images]`` int64 ranks in ``[0, classes)``.
 
-    Example:
+    Examples:
         >>> from siglip_eval._metrics import classification_ranks
         >>> classification_ranks([[0.1, 0.9, 0.5]], [2]).tolist()
         [1]
@@ -187,7 +187,7 @@ def confusion_matrix(labels: Any, predictions: Any, *, num_classes: int) -> np.n
     Returns:
         ``[C, C]`` int64 matrix; row ``c`` sums to the number of images of class ``c``.
 
-    Example:
+    Examples:
         >>> from siglip_eval._metrics import confusion_matrix
         >>> confusion_matrix([0, 0, 1], [0, 1, 1], num_classes=2).tolist()
         [[1, 1], [0, 1]]
@@ -229,7 +229,7 @@ def zeroshot_scores(
     Returns:
         ``[images, classes]`` float64 scores.
 
-    Example:
+    Examples:
         >>> from siglip_eval._metrics import zeroshot_scores
         >>> zeroshot_scores([[1.0, 0.0]], [[2.0, 0.0], [0.0, 1.0]], scale=10.0, bias=-5.0).tolist()
         [[5.0, -5.0]]
@@ -271,7 +271,7 @@ def zeroshot_metrics(
         ValueError: shapes disagree, a label is outside ``[0, classes)``, or an embedding row is
             NaN/inf/zero (the message names the row).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_eval import zeroshot_metrics
         >>> metrics = zeroshot_metrics(np.eye(3), np.eye(3), [0, 1, 1])
@@ -400,7 +400,7 @@ def retrieval_ranks(
 def recall_at_k(ranks: Any, k: int) -> float:
     """Fraction of queries whose first relevant item ranks within the first ``k``: ``mean(rank < k)``.
 
-    Example:
+    Examples:
         >>> from siglip_eval._metrics import recall_at_k
         >>> recall_at_k([0, 3, 9], 5)
         0.6666666666666666
@@ -441,7 +441,7 @@ def retrieval_metrics(
         ValueError: shapes disagree, an image has no caption, a caption points outside the images,
             or an embedding row is NaN/inf/zero.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_eval import retrieval_metrics
         >>> retrieval_metrics(np.eye(2), np.eye(2)[[0, 0, 1]], [0, 0, 1], ks=(1,))

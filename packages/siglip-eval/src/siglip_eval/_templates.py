@@ -118,7 +118,7 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 def get_templates(name: str) -> tuple[str, ...]:
     """The template set called ``name``: ``"imagenet80"``, ``"imagenet7"`` or ``"one"``.
 
-    Example:
+    Examples:
         >>> from siglip_eval._templates import get_templates
         >>> len(get_templates("imagenet80"))
         80
@@ -144,7 +144,7 @@ def fill_templates(templates: Sequence[str], class_name: str) -> list[str]:
         TypeError: ``templates`` is a single string.
         ValueError: no templates, or a template without a placeholder.
 
-    Example:
+    Examples:
         >>> from siglip_eval import fill_templates
         >>> fill_templates(["a photo of a {c}.", "art of the {c}."], "dog")
         ['a photo of a dog.', 'art of the dog.']

@@ -60,7 +60,7 @@ def class_embeddings(
         ValueError: no classes, a template without ``{c}``, a NaN/zero prompt embedding (the message
             names the prompt), or prompts that cancel to a zero mean.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_eval import class_embeddings
         >>> table = {

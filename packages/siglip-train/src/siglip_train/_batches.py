@@ -34,7 +34,7 @@ def batch_to_tensors(
         ValueError: shapes that are not ``[B, 3, H, W]`` / ``[B, H, W, 3]`` and ``[B, L]``, or
             batch sizes that differ.
 
-    Example:
+    Examples:
         >>> batch = {"pixels": np.full((2, 4, 4, 3), 255, np.uint8), "token_ids": np.ones((2, 5))}
         >>> pixels, token_ids = batch_to_tensors(batch, torch.device("cpu"))
         >>> pixels.shape, pixels.max().item(), token_ids.dtype

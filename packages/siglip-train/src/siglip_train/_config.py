@@ -350,7 +350,7 @@ def config_from_dict(mapping: Mapping[str, Any]) -> TrainConfig:
     Keys renamed since older versions (``model.init_scale``, ``model.init_bias``) are converted
     with a ``FutureWarning``.
 
-    Example:
+    Examples:
         >>> config_from_dict({"steps": 20, "optimizer": {"lr": "3e-4"}}).optimizer.lr
         0.0003
     """
@@ -455,7 +455,7 @@ def upgrade_legacy_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
 def merge_mappings(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """``update`` over ``base``, recursively for nested mappings (the later value wins).
 
-    Example:
+    Examples:
         >>> merge_mappings({"optimizer": {"lr": 1, "eps": 2}}, {"optimizer": {"lr": 3}})
         {'optimizer': {'lr': 3, 'eps': 2}}
     """
@@ -493,7 +493,7 @@ def parse_override(override: str) -> dict[str, Any]:
     Raises:
         ConfigError: no ``=`` or an empty key.
 
-    Example:
+    Examples:
         >>> parse_override("data.shards=[a.tar, b.tar]")
         {'data': {'shards': ['a.tar', 'b.tar']}}
     """
@@ -516,7 +516,7 @@ def parse_override(override: str) -> dict[str, Any]:
 def apply_overrides(config: TrainConfig, overrides: Iterable[str]) -> TrainConfig:
     """Return a copy of ``config`` with ``section.field=value`` overrides applied and re-validated.
 
-    Example:
+    Examples:
         >>> apply_overrides(TrainConfig(), ["optimizer.lr=3e-4", "freeze=image"]).freeze
         'image'
     """
@@ -548,7 +548,7 @@ def build_config(
         ConfigError: an unknown preset, a missing or invalid file, an unknown field, a value of
             the wrong type or out of range (the message names the field).
 
-    Example:
+    Examples:
         >>> build_config(preset="tiny-cpu", overrides=["steps=20"]).steps
         20
     """

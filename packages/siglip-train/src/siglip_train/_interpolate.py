@@ -34,7 +34,7 @@ def interpolate_weights(
     Raises:
         ValueError: ``alpha`` outside [0, 1], different names, shapes, or differing integer tensors.
 
-    Example:
+    Examples:
         >>> a, b = {"w": torch.zeros(2)}, {"w": torch.ones(2)}
         >>> interpolate_weights(a, b, alpha=0.25)["w"]
         tensor([0.2500, 0.2500])

@@ -18,7 +18,7 @@ METRICS_FILE = "metrics.jsonl"
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a ``metrics.jsonl`` file, in order.
 
-    Example:
+    Examples:
         >>> read_metrics("no-such-file.jsonl")
         []
     """

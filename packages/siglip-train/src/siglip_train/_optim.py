@@ -41,7 +41,7 @@ def decay_parameter_names(
     Returns:
         The set of parameter names that decay.
 
-    Example:
+    Examples:
         >>> layer = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
         >>> sorted(decay_parameter_names(layer))
         ['0.weight']
@@ -146,7 +146,7 @@ def warmup_cosine_multiplier(
     Returns:
         The multiplier in ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> warmup_cosine_multiplier(0, total_steps=100, warmup_steps=10)
         0.1
         >>> warmup_cosine_multiplier(100, total_steps=100, warmup_steps=10)

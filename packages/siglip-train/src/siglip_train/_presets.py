@@ -95,7 +95,7 @@ _PRESETS: dict[str, Callable[[], TrainConfig]] = {
 def list_presets() -> list[str]:
     """Names of the built-in presets.
 
-    Example:
+    Examples:
         >>> list_presets()
         ['b16-webli-like', 'lit-b16', 'tiny-cpu']
     """

@@ -119,7 +119,7 @@ class Trainer:
         ConfigError: an invalid ``config``, or ``model.grad_checkpointing`` on a model without
             ``set_gradient_checkpointing``.
 
-    Example:
+    Examples:
         >>> import shutil, tempfile, torch
         >>> from siglip_models.torch import SiglipModel
         >>> from siglip_train import TrainConfig, apply_overrides

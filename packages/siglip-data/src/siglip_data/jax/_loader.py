@@ -48,7 +48,7 @@ class JaxImageTextLoader:
     Raises:
         ValueError: ``prefetch < 0``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> import siglip_data

@@ -33,7 +33,7 @@ def to_torch(batch: Batch, *, channels_first: bool = True) -> dict[str, Any]:
     Returns:
         The batch with ``pixels`` and ``token_ids`` as tensors (sharing memory where possible).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> batch = {
         ...     "pixels": np.zeros((2, 4, 4, 3), np.float32),
@@ -118,7 +118,7 @@ class ImageTextLoader:
     Raises:
         ValueError: ``num_workers < 0``, or a dataset that is already one worker's stream.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> import numpy as np
         >>> import siglip_data

@@ -42,7 +42,7 @@ def flax_encoder(
     Returns:
         ``Encoder``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from flax import nnx
         >>> from siglip_eval.flax import flax_encoder

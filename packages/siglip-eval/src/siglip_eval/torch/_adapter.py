@@ -58,7 +58,7 @@ def torch_encoder(
     Returns:
         ``Encoder``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> import torch
         >>> from siglip_eval.torch import torch_encoder

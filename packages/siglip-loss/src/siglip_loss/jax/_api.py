@@ -65,7 +65,7 @@ def sigmoid_loss(
 
     Reference: Zhai et al., arXiv:2303.15343, eq. 1.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from siglip_loss.jax import l2_normalize, sigmoid_loss
         >>> image = l2_normalize(jax.random.normal(jax.random.key(0), (8, 16)))

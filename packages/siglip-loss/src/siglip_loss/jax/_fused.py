@@ -95,7 +95,7 @@ def sigmoid_block_sums(
         TypeError: ``block_size`` is not an int, or ``positive_offset`` is a bool.
         ValueError: ``block_size < 1``, or the blocks are not ``[n, dim]`` and ``[m, dim]``.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from siglip_loss.jax._fused import sigmoid_block_sums
         >>> image = jnp.eye(2)

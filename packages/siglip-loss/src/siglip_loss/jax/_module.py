@@ -49,7 +49,7 @@ class SigmoidLoss(nnx.Module):
 
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
-    Example:
+    Examples:
         >>> import jax
         >>> from flax import nnx
         >>> from siglip_loss.jax import l2_normalize

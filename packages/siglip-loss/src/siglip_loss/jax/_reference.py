@@ -23,7 +23,7 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Arra
         axis: the axis to normalise over.
         eps: the smallest norm divided by.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from siglip_loss.jax import l2_normalize
         >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]]))
@@ -74,7 +74,7 @@ def softmax_loss(image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar) ->
     Returns:
         0-d float32 array (float64 for float64 inputs).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from siglip_loss.jax import softmax_loss
         >>> round(float(softmax_loss(jnp.zeros((4, 3)), jnp.zeros((4, 3)), scale=10.0)), 4)

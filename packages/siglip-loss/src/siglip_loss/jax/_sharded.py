@@ -240,7 +240,7 @@ def sharded_sigmoid_loss(
 
     Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
 
-    Example:
+    Examples:
         On however many devices JAX sees, the loss equals :func:`sigmoid_loss` of the whole batch.
 
         >>> import jax
@@ -329,7 +329,7 @@ def sharded_sigmoid_loss_on_mesh(
         ValueError: ``axis_name`` is not an axis of ``mesh`` or the batch is not divisible by
             its size; bad shapes or ``scale``.
 
-    Example:
+    Examples:
         >>> import jax
         >>> import jax.numpy as jnp
         >>> from siglip_loss.jax import l2_normalize, sharded_sigmoid_loss_on_mesh, sigmoid_loss

@@ -66,7 +66,7 @@ def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> npt.NDArray[An
     Raises:
         TypeError: ``x`` is not floating point (an integer or bool array).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_loss.numpy import l2_normalize
         >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
@@ -119,7 +119,7 @@ def sigmoid_loss_and_grads(
 
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_loss.numpy import sigmoid_loss_and_grads
         >>> result = sigmoid_loss_and_grads(np.eye(2), np.eye(2), scale=10.0, bias=-10.0)
@@ -159,7 +159,7 @@ def sigmoid_loss(image_emb: Any, text_emb: Any, *, scale: float, bias: float) ->
     Returns:
         The loss as a Python float.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_loss.numpy import sigmoid_loss
         >>> # zero similarity: softplus(10) + 3 * softplus(-10), per row
@@ -197,7 +197,7 @@ def softmax_loss_and_grads(image_emb: Any, text_emb: Any, *, scale: float) -> So
     Reference: Radford et al., "Learning Transferable Visual Models From Natural Language
     Supervision", arXiv:2103.00020.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_loss.numpy import softmax_loss_and_grads
         >>> result = softmax_loss_and_grads(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0)
@@ -250,7 +250,7 @@ def softmax_loss(image_emb: Any, text_emb: Any, *, scale: float) -> float:
             is not finite and positive.
         TypeError: an input is not floating point.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_loss.numpy import softmax_loss
         >>> round(softmax_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0), 6)  # log(4)

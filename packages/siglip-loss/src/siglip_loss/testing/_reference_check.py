@@ -311,7 +311,7 @@ def assert_matches_reference(
         ValueError: a non-2-d embedding, a non-scalar or non-finite ``scale``/``bias``,
             ``tolerance_factor <= 0``, or ``check_grads=True`` with numpy arrays.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_loss.testing import assert_matches_reference
         >>> def my_loss(image_emb, text_emb, *, scale, bias):

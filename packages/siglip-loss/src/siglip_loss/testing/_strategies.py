@@ -73,7 +73,7 @@ def to_backend(array: np.ndarray, *, backend: str, dtype: str) -> Any:
     Raises:
         ValueError: an unknown backend or dtype name.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from siglip_loss.testing import to_backend
         >>> to_backend(np.ones(2), backend="numpy", dtype="float16")
@@ -135,7 +135,7 @@ def embedding_pairs(
         ValueError: a range out of order or below 1, an unknown dtype name or backend, bfloat16
             with numpy, or float64 with JAX without ``jax_enable_x64`` (raised when called).
 
-    Example:
+    Examples:
         >>> from hypothesis import given
         >>> from siglip_loss.testing import embedding_pairs
         >>> @given(embedding_pairs(batch=(2, 4), dim=(3, 3), dtypes=("float16", "float32")))
@@ -193,7 +193,7 @@ def scales(*, min_value: float = 0.1, max_value: float = 200.0) -> st.SearchStra
     Raises:
         ValueError: a bound is not finite and positive, or ``max_value < min_value``.
 
-    Example:
+    Examples:
         >>> from hypothesis import given
         >>> from siglip_loss.testing import scales
         >>> @given(scales(min_value=0.5, max_value=2.0))
@@ -225,7 +225,7 @@ def biases(*, min_value: float = -20.0, max_value: float = 20.0) -> st.SearchStr
     Raises:
         ValueError: a bound is not finite or ``max_value < min_value``.
 
-    Example:
+    Examples:
         >>> from hypothesis import given
         >>> from siglip_loss.testing import biases
         >>> @given(biases(min_value=-1.0, max_value=1.0))

@@ -66,7 +66,7 @@ def sigmoid_loss(
 
     Reference: Zhai et al., arXiv:2303.15343, eq. 1.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from siglip_loss.torch import l2_normalize, sigmoid_loss
         >>> _ = torch.manual_seed(0)

@@ -392,7 +392,7 @@ def distributed_sigmoid_loss(
 
     Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
 
-    Example:
+    Examples:
         On ``W`` ranks (``torchrun``) every rank runs these lines with its own rows, and DDP (or an
         all-reduce mean) averages the gradients; a whole DDP script is in ``docs/distributed.md``.
         One process is a group of one, where the loss is :func:`sigmoid_loss`:
@@ -507,7 +507,7 @@ def distributed_softmax_loss(
 
     Reference: Radford et al., arXiv:2103.00020 (CLIP), figure 3.
 
-    Example:
+    Examples:
         On ``W`` ranks every rank runs these lines with its own rows, and DDP averages the
         gradients. One process is a group of one, where the loss is :func:`softmax_loss`:
 

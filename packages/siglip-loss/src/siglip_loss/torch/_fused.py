@@ -101,7 +101,7 @@ def sigmoid_block_sums(
         ValueError: ``block_size < 1``, the blocks are not ``[n, dim]`` and ``[m, dim]``, or
             ``scale``/``bias`` is a tensor that is not 0-d.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from siglip_loss.torch._fused import sigmoid_block_sums
         >>> image = torch.eye(2)

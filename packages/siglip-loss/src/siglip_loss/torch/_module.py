@@ -41,7 +41,7 @@ class SigmoidLoss(nn.Module):
 
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from siglip_loss.torch import SigmoidLoss, l2_normalize
         >>> _ = torch.manual_seed(0)

@@ -22,7 +22,7 @@ def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.
         dim: the axis to normalise over.
         eps: the smallest norm divided by.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from siglip_loss.torch import l2_normalize
         >>> l2_normalize(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
@@ -70,7 +70,7 @@ def softmax_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scal
     Returns:
         0-d float32 (float64 for float64 inputs) tensor.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from siglip_loss.torch import softmax_loss
         >>> round(softmax_loss(torch.zeros(4, 3), torch.zeros(4, 3), scale=10.0).item(), 4)

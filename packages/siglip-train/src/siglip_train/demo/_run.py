@@ -54,7 +54,7 @@ def demo_config() -> TrainConfig:
     lr so that they move in 1,000 steps. ``model.name`` and ``init_from`` are not used: the demo
     builds :func:`demo_model_config`.
 
-    Example:
+    Examples:
         >>> config = demo_config()
         >>> config.steps, config.data.batch_size, config.optimizer.weight_decay
         (1000, 128, 0.1)
