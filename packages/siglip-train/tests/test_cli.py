@@ -172,7 +172,7 @@ def test_demo_without_its_debian_packages_exits_2_with_the_apt_line(
             "with:\n    sudo apt-get install -y fonts-noto-color-emoji unicode-data"
         )
 
-    monkeypatch.setattr(siglip_data, "build_emoji", not_installed)
+    monkeypatch.setattr(siglip_data.builders, "build_emoji", not_installed)
     args = ["demo", "--out", str(tmp_path / "demo"), "--data-root", str(tmp_path / "data")]
     assert main(args) == 2
     error = capsys.readouterr().err
@@ -198,5 +198,5 @@ def test_without_siglip_eval_training_runs_with_no_periodic_eval(
         get_preset("tiny-cpu"), ["eval.every_steps=2", "eval.retrieval_shards=[x.tar]"]
     )
     with caplog.at_level(logging.WARNING, logger="siglip_train"):
-        assert _run._retrieval_eval(config) is None
+        assert _run._retrieval_eval(config, tokenizer=None) is None
     assert "siglip-eval is not installed: no periodic evaluation" in caplog.text

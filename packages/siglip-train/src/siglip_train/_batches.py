@@ -30,9 +30,11 @@ def batch_to_tensors(
         ``(pixels, token_ids)``.
 
     Raises:
+        TypeError: a batch that is no mapping (a tuple from a ``TensorDataset``), or pixels of
+            neither a float nor uint8 dtype.
         KeyError: ``pixels`` or ``token_ids`` is missing.
-        ValueError: shapes that are not ``[B, 3, H, W]`` / ``[B, H, W, 3]`` and ``[B, L]``, or
-            batch sizes that differ.
+        ValueError: shapes that are not ``[B, 3, H, W]`` / ``[B, H, W, 3]`` and ``[B, L]``,
+            batch sizes that differ, or float pixels outside [-1, 1].
 
     Examples:
         >>> batch = {"pixels": np.full((2, 4, 4, 3), 255, np.uint8), "token_ids": np.ones((2, 5))}
@@ -42,9 +44,18 @@ def batch_to_tensors(
     """
     from siglip_data import normalize_uint8_pixels
 
+    if not isinstance(batch, Mapping):
+        what = type(batch).__name__
+        if isinstance(batch, tuple | list):
+            what += f" of {len(batch)} " + ", ".join(type(item).__name__ for item in batch[:3])
+        raise TypeError(
+            "a batch must be a mapping {'pixels': [B, 3, H, W], 'token_ids': [B, L]}, got a "
+            f"{what} (a DataLoader over a TensorDataset yields tuples: wrap it, e.g. "
+            "({'pixels': p, 'token_ids': t} for p, t in loader))"
+        )
     for key in ("pixels", "token_ids"):
         if key not in batch:
-            raise KeyError(f"batch must have {key!r}; it has {sorted(batch)}")
+            raise KeyError(f"batch must have {key!r}; it has {sorted(map(str, batch))}")
     pixels = batch["pixels"]
     token_ids = batch["token_ids"]
     pixels = torch.from_numpy(np.asarray(pixels)) if not torch.is_tensor(pixels) else pixels
@@ -59,6 +70,21 @@ def batch_to_tensors(
         pixels = pixels.permute(0, 3, 1, 2)
     if pixels.dtype == torch.uint8:
         pixels = torch.from_numpy(normalize_uint8_pixels(pixels.cpu().numpy()))
+    elif not pixels.is_floating_point():
+        raise TypeError(
+            f"batch['pixels'] must be float in [-1, 1] or uint8 in [0, 255], got {pixels.dtype}"
+        )
+    elif pixels.numel():
+        low, high = float(pixels.min()), float(pixels.max())
+        if low < -1.001 or high > 1.001:
+            hint = (
+                " (looks like [0, 255]: pass uint8 pixels, which are scaled for you, or x / 127.5 - 1)"
+                if high > 1.001 and low >= 0
+                else ""
+            )
+            raise ValueError(
+                f"batch['pixels'] float values must be in [-1, 1], got [{low:.3g}, {high:.3g}]{hint}"
+            )
     if token_ids.ndim != 2 or token_ids.shape[0] != pixels.shape[0]:
         raise ValueError(
             f"batch['token_ids'] must be [B, L] with B = {pixels.shape[0]} (pixels), "
@@ -103,3 +129,43 @@ def tower_parameter_names(
             )
         found.append({name for name, grad in zip(names, grads, strict=True) if grad is not None})
     return found[0], found[1]
+
+
+class ConfiguredBatches:
+    """The loader ``siglip-train train`` builds from ``config.data`` (marks batches as configured).
+
+    Delegates iteration, ``state_dict``/``load_state_dict``, ``epoch`` and ``skipped`` to
+    ``loader``; ``skipped`` also counts the shards found missing before the run started, and
+    ``max_bad_shards`` tells the trainer how many bad shards to tolerate per epoch.
+    """
+
+    from_config = True
+
+    def __init__(self, loader: Any, *, missing_shards: int, max_bad_shards: int) -> None:
+        self.loader = loader
+        self.missing_shards = missing_shards
+        self.tolerated = max_bad_shards
+
+    @property
+    def max_bad_shards(self) -> int:
+        """Bad shards tolerated so far: ``data.max_bad_shards`` per epoch begun."""
+        return self.tolerated * (int(getattr(self.loader, "epoch", 0)) + 1)
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """The loader's skip counters, with the missing shards counted as unreadable."""
+        counters = dict(getattr(self.loader, "skipped", {}))
+        if self.missing_shards:
+            counters["unreadable_shard"] = counters.get("unreadable_shard", 0) + (
+                self.missing_shards * (int(getattr(self.loader, "epoch", 0)) + 1)
+            )
+        return counters
+
+    def state_dict(self) -> Any:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        self.loader.load_state_dict(state)
+
+    def __iter__(self) -> Any:
+        return iter(self.loader)

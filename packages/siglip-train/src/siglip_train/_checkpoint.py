@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +31,9 @@ from siglip_train._config import TrainConfig
 from siglip_train._config import config_to_dict
 from siglip_train._config import save_config
 from siglip_train._distributed import DistributedContext
+from siglip_train._faults import fault_point
 from siglip_train._logging import LOGGER
+from siglip_train._run_identity import checkpoints_of_run
 
 CHECKPOINT_FORMAT = "siglip-train-checkpoint/1"
 MANIFEST = "manifest.json"
@@ -59,6 +63,24 @@ def sha256_of_file(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` through a Python file: a full disk raises ``OSError(ENOSPC)``.
+
+    (Given a path, torch writes through its own C++ stream and a full disk surfaces as
+    ``RuntimeError: ... unexpected pos`` or ``basic_ios::clear``, with no path and no cause.)
+    """
+    with path.open("wb") as handle:
+        torch.save(obj, handle)
+
+
+def _as_os_error(error: Exception, path: Path) -> OSError | None:
+    """A library's I/O failure (safetensors' ``os error 28``) as the ``OSError`` it is."""
+    text = str(error)
+    if "os error 28" in text or "No space left" in text:
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (writing {str(path)!r})")
+    return None
 
 
 def uses_hf_layout(model: nn.Module) -> bool:
@@ -160,6 +182,12 @@ def read_manifest(directory: Path, *, verify: bool = True) -> dict[str, Any]:
         raise CheckpointError(
             f"{str(manifest_path)!r} has format {found!r}, expected {CHECKPOINT_FORMAT!r}"
         )
+    missing = [key for key in ("files", "step", "parameters") if key not in manifest]
+    if missing or not isinstance(manifest.get("files"), dict):
+        raise CheckpointError(
+            f"{str(manifest_path)!r} is incomplete: it lacks {missing or ['a files mapping']} "
+            "(edited by hand or written by another tool)"
+        )
     if verify:
         for relative, expected in manifest["files"].items():
             path = directory / relative
@@ -213,20 +241,34 @@ def latest_checkpoint(checkpoint_root: Path) -> Path | None:
     return None
 
 
-def prune_checkpoints(checkpoint_root: Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints (0 keeps all) and leftover temp dirs.
-
-    Called by the writing rank right after a checkpoint was renamed into place, so every
-    temp directory left (``.step_N.*.tmp``; ``.tmp-step_N`` from older versions) is from an
-    interrupted earlier write.
-    """
+def remove_stale_temporaries(checkpoint_root: Path) -> None:
+    """Remove temp directories of interrupted checkpoint writes (they hold disk space)."""
+    if not checkpoint_root.is_dir():
+        return
     for pattern in (f".{STEP_PREFIX}*.tmp", f".tmp-{STEP_PREFIX}*"):
         for stale in checkpoint_root.glob(pattern):
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
+
+
+def prune_checkpoints(checkpoint_root: Path, keep_last: int, run_id: str | None = None) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints of run ``run_id`` and leftover temp dirs.
+
+    Only checkpoints whose manifest names ``run_id`` are candidates (``None``: every checkpoint,
+    the behaviour of older versions): another run's checkpoints, such as the origin of a
+    roll-back, are never deleted. ``keep_last=0`` keeps all. Called by the writing rank right
+    after a checkpoint was renamed into place, so every temp directory left (``.step_N.*.tmp``;
+    ``.tmp-step_N`` from older versions) is from an interrupted earlier write.
+    """
+    remove_stale_temporaries(checkpoint_root)
     if keep_last <= 0:
         return
-    for path in list_checkpoints(checkpoint_root)[:-keep_last]:
+    candidates = (
+        list_checkpoints(checkpoint_root)
+        if run_id is None
+        else checkpoints_of_run(checkpoint_root, run_id)
+    )
+    for path in candidates[:-keep_last]:
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -253,7 +295,12 @@ def resolve_resume_path(resume: str | os.PathLike[str], output_dir: Path) -> Pat
 
 def load_training_state(directory: Path) -> dict[str, Any]:
     """The optimizer/scheduler/step dict of a checkpoint (trusted local file)."""
-    return torch.load(directory / TRAINING_STATE, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+    try:
+        return torch.load(directory / TRAINING_STATE, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+    except (OSError, RuntimeError, EOFError) as error:
+        raise CheckpointError(
+            f"{str(directory / TRAINING_STATE)!r} is unreadable: {error}"
+        ) from None
 
 
 def load_rank_state(directory: Path, rank: int) -> dict[str, Any]:
@@ -296,30 +343,56 @@ def write_checkpoint(
     config: TrainConfig,
     rank_state: Mapping[str, Any],
     context: DistributedContext,
+    run_id: str | None = None,
+    extra_state: Mapping[str, Any] | None = None,
+    write_assets: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` (every rank calls it); returns its directory.
 
     Each rank writes its ``rank_state`` (RNG, data position); rank 0 writes the weights, the
-    optimizer, scheduler and config, then ``manifest.json`` (sha256 of every file) last. All of it
+    optimizer, scheduler and config, ``write_assets(model_directory)`` (tokenizer,
+    preprocessing), then ``manifest.json`` (sha256 of every file, the run id) last. All of it
     goes into a temp directory that is fsynced and renamed into place, so a checkpoint directory
-    is complete or absent. Then only the newest ``config.checkpoint.keep_last`` are kept.
+    is complete or absent. Then only the newest ``config.checkpoint.keep_last`` of run
+    ``run_id`` are kept.
+
+    Raises:
+        OSError: a write failed (a full disk: ``ENOSPC``); the message names the checkpoint and
+            the cause, the temp directory is removed and earlier checkpoints are untouched.
     """
     final = checkpoint_root / checkpoint_name(step)
+    if context.is_main:
+        # Only rank 0 writes checkpoints, one at a time: a temp dir here now is from a write that
+        # was killed, and freeing its space first lets this write succeed on a nearly full disk.
+        remove_stale_temporaries(checkpoint_root)
     with _shared_atomic_directory(final, context) as temporary:
-        torch.save(dict(rank_state), temporary / rank_state_file(context.rank))
-        if context.is_main:
-            save_model_weights(model, temporary / MODEL_DIRECTORY)
-            torch.save(
-                {
-                    "step": step,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "config": config_to_dict(config),
-                    "world_size": context.world_size,
-                },
-                temporary / TRAINING_STATE,
-            )
-            save_config(config, temporary / CONFIG_FILE)
+        try:
+            save_torch(dict(rank_state), temporary / rank_state_file(context.rank))
+            if context.is_main:
+                save_model_weights(model, temporary / MODEL_DIRECTORY)
+                if write_assets is not None:
+                    write_assets(temporary / MODEL_DIRECTORY)
+                save_torch(
+                    {
+                        "step": step,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "config": config_to_dict(config),
+                        "world_size": context.world_size,
+                        "run_id": run_id,
+                        **(extra_state or {}),
+                    },
+                    temporary / TRAINING_STATE,
+                )
+                save_config(config, temporary / CONFIG_FILE)
+                fault_point("checkpoint.files_written")
+        except OSError:
+            raise
+        except Exception as error:
+            converted = _as_os_error(error, final)
+            if converted is None:
+                raise
+            raise converted from error
         _barrier(context)  # every rank's state file is in place before the manifest hashes it
         if context.is_main:
             write_manifest(
@@ -329,10 +402,13 @@ def write_checkpoint(
                     "world_size": context.world_size,
                     "parameters": model_parameter_shapes(model),
                     "model_class": type(model).__name__,
+                    "run_id": run_id,
                 },
             )
     if context.is_main:
-        prune_checkpoints(checkpoint_root, config.checkpoint.keep_last)
+        fault_point("checkpoint.renamed")
+        prune_checkpoints(checkpoint_root, config.checkpoint.keep_last, run_id)
+        fault_point("checkpoint.pruned")
     _barrier(context)
     return final
 

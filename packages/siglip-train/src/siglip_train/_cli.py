@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -40,16 +41,35 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="siglip-train", description="Train SigLIP two-tower models (PyTorch)."
     )
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train (single process, or under torchrun for DDP)")
     _add_config_arguments(train)
+    train.add_argument("--data", metavar="DIR", help="shards: a folder of .tar (data.shards)")
+    train.add_argument("--tokenizer", metavar="FILE", help="SentencePiece .model (data.tokenizer)")
+    train.add_argument(
+        "--model", metavar="SIZE|NAME", help="tiny, small, base or a registry name (model.name)"
+    )
+    train.add_argument("--steps", type=int, help="optimizer steps (steps)")
+    train.add_argument("--out", metavar="DIR", help="run directory (output_dir)")
     train.add_argument(
         "--resume",
         default=None,
         metavar="auto|PATH",
-        help="continue from a checkpoint directory, a run directory, or 'auto' (the newest "
-        "checkpoint of output_dir, or a fresh start when there is none)",
+        help="'auto': continue the run in output_dir from its newest checkpoint that verifies "
+        "(a fresh start when it has none); a checkpoint step_<N> directory: continue from it "
+        "(an older one starts a new branch that keeps it)",
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a fresh run may delete another run's checkpoints and metrics in output_dir",
+    )
+    train.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="resume although seed, data or model fields changed (not an exact continuation)",
     )
     train.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
@@ -70,7 +90,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> TrainConfig:
-    return build_config(preset=args.preset, files=args.config, overrides=args.overrides)
+    shortcuts = []
+    if getattr(args, "data", None):
+        shortcuts.append(f"data.shards={json.dumps([args.data])}")
+    for option, field in (("tokenizer", "data.tokenizer"), ("model", "model.name")):
+        value = getattr(args, option, None)
+        if value:
+            shortcuts.append(f"{field}={json.dumps(value)}")
+    if getattr(args, "steps", None) is not None:
+        shortcuts.append(f"steps={args.steps}")
+    if getattr(args, "out", None):
+        shortcuts.append(f"output_dir={json.dumps(args.out)}")
+    return build_config(
+        preset=args.preset, files=args.config, overrides=[*shortcuts, *args.overrides]
+    )
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -80,18 +113,35 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_to_yaml(config), end="")
         return 0
-    return train_from_config(config, resume=args.resume)
+    return train_from_config(
+        config, resume=args.resume, overwrite=args.overwrite, force_resume=args.force_resume
+    )
 
 
 def _interpolate(args: argparse.Namespace) -> int:
     from siglip_models.torch import SiglipModel
     from siglip_train._interpolate import interpolate_weights
+    from siglip_train._run import resolve_model_directory
 
-    zero_shot = SiglipModel.from_pretrained(args.zero_shot)
-    fine_tuned = SiglipModel.from_pretrained(args.fine_tuned)
-    zero_shot.load_state_dict(
-        interpolate_weights(zero_shot.state_dict(), fine_tuned.state_dict(), alpha=args.alpha)
-    )
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ConfigError(f"--alpha must be in [0, 1], got {args.alpha}")
+    models = []
+    for path, option in ((args.zero_shot, "zero_shot"), (args.fine_tuned, "fine_tuned")):
+        try:
+            models.append(SiglipModel.from_pretrained(resolve_model_directory(path, field=option)))
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"{option}: cannot load {path!r}: {error}") from None
+    zero_shot, fine_tuned = models
+    try:
+        mixed = interpolate_weights(
+            zero_shot.state_dict(), fine_tuned.state_dict(), alpha=args.alpha
+        )
+    except ValueError as error:
+        raise ConfigError(
+            f"zero_shot {args.zero_shot!r} and fine_tuned {args.fine_tuned!r} are different "
+            f"architectures: {error}"
+        ) from None
+    zero_shot.load_state_dict(mixed)
     zero_shot.save_pretrained(args.out)
     print(f"wrote {args.out} = {1 - args.alpha:g} * zero_shot + {args.alpha:g} * fine_tuned")
     return 0
@@ -100,7 +150,10 @@ def _interpolate(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``siglip-train`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments  # accepted anywhere on the line
+    args = _parser().parse_args([a for a in arguments if a != "--debug"])
+    args.debug = debug
     handlers: dict[str, Any] = {
         "train": _train,
         "demo": demo_cli.run,
@@ -109,9 +162,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return int(handlers[args.command](args))
-    except (ConfigError, CheckpointError) as error:
-        print(f"siglip-train {args.command}: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"siglip-train {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        code = _exit_code(error)
+        if code is None:
+            raise
+        message = " ".join(str(error).split())
+        if code == 1 and not isinstance(error, OSError):
+            message = f"{type(error).__name__}: {message} (--debug shows the traceback)"
+        print(f"siglip-train {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+def _exit_code(error: Exception) -> int | None:
+    """2 for what the user can fix in the command (config, checkpoint), 1 for run-time faults."""
+    from siglip_models import CheckpointError as ModelCheckpointError
+
+    if isinstance(error, ConfigError | CheckpointError | ModelCheckpointError):
         return 2
+    if isinstance(error, OSError | RuntimeError | ValueError | TypeError | KeyError):
+        return 1
+    return None
 
 
 if __name__ == "__main__":

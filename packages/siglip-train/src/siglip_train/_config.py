@@ -31,14 +31,33 @@ from siglip_train._atomic import atomic_write_text
 class ModelConfig:
     """Which model to build.
 
+    The architecture is ``name``: a size of this package (``tiny``, ``small``, ``base``; their
+    vocabulary comes from the tokenizer, image size and text length from ``data``) or a name in
+    the ``siglip_models`` registry. The size fields below override the named shape; 0 keeps it.
+    Before step 1 the model is checked against the tokenizer (vocabulary) and the data (image
+    size, text length); a different image size is an error unless
+    ``resize_position_embedding`` is set.
+
     Attributes:
-        name: a name in the ``siglip_models`` registry (``siglip_models.list_configs()``).
-        init_from: an HF-layout directory (``config.json`` + ``model.safetensors``) to start from
-            (fine-tuning, LiT); ``None`` trains from scratch.
+        name: a size (``tiny``, ``small``, ``base``) or a ``siglip_models`` registry name
+            (``siglip_models.list_configs()``). With ``init_from`` the architecture comes from
+            the weights: ``name`` must then be the default or name that architecture.
+        init_from: an HF-layout directory (``config.json`` + ``model.safetensors``, or a
+            checkpoint ``step_<N>`` directory) to start from (fine-tuning, LiT); ``None`` trains
+            from scratch.
         log_scale_init: the initial ``log_scale``, the natural log of the scale
             ``t = exp(log_scale)``, for a model trained from scratch (``math.log(10)``: t = 10).
+            A value above 5 (t > 148) is refused: it is almost surely a scale, not its log.
         bias_init: the initial logit bias ``b`` for a model trained from scratch.
         grad_checkpointing: recompute tower activations in the backward pass to save memory.
+        vocab_size: rows of the token table; 0: the tokenizer's vocabulary (sizes) or the
+            registered one (which must hold the tokenizer's).
+        patch_size: image patch side; 0: a quarter of the image side for sizes.
+        width: token width of both towers; 0: the named shape's.
+        depth: encoder blocks of both towers; 0: the named shape's.
+        num_heads: attention heads; 0: the named shape's.
+        resize_position_embedding: run a model (registered or ``init_from``) at
+            ``data.image_size`` by resampling its position grid instead of refusing.
     """
 
     name: str = "tiny-test"
@@ -46,6 +65,12 @@ class ModelConfig:
     log_scale_init: float = math.log(10.0)
     bias_init: float = -10.0
     grad_checkpointing: bool = False
+    vocab_size: int = 0
+    patch_size: int = 0
+    width: int = 0
+    depth: int = 0
+    num_heads: int = 0
+    resize_position_embedding: bool = False
 
 
 @dataclasses.dataclass
@@ -113,6 +138,8 @@ class DataConfig:
         batch_size: the GLOBAL batch size, summed over all processes.
         image_size: square image side in pixels.
         text_length: tokens per caption.
+        max_bad_shards: how many missing or unreadable shards a run tolerates (0: the first one
+            stops it); tolerated ones are counted in the metrics and the final summary.
     """
 
     shards: list[str] = dataclasses.field(default_factory=list)
@@ -121,6 +148,7 @@ class DataConfig:
     batch_size: int = 128
     image_size: int = 32
     text_length: int = 16
+    max_bad_shards: int = 0
 
 
 @dataclasses.dataclass
@@ -179,6 +207,12 @@ class TrainConfig:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         max_seconds: stop (and checkpoint) after this much training time; 0 means no limit.
         num_threads: ``torch.set_num_threads`` for CPU training; 0 keeps torch's default.
+        collective_timeout_seconds: how long a collective (all-reduce, barrier) may wait for
+            the other processes before the run fails; 0: 300 s on CPU (gloo), 600 s on GPU
+            (NCCL). Raise it when rank 0 evaluates for longer than that.
+        step_timeout_seconds: the per-step watchdog: a step (batch, forward, backward, update)
+            taking longer ends the process with exit code 124 so that the job can be restarted;
+            0 disables it.
     """
 
     steps: int = 1000
@@ -189,6 +223,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_seconds: float = 0.0
     num_threads: int = 0
+    collective_timeout_seconds: float = 0.0
+    step_timeout_seconds: float = 0.0
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     loss: LossConfig = dataclasses.field(default_factory=LossConfig)
@@ -258,6 +294,15 @@ def validate_config(config: TrainConfig) -> None:
         ("steps", config.steps, config.steps >= 1, "an integer >= 1"),
         ("max_seconds", config.max_seconds, config.max_seconds >= 0, ">= 0"),
         ("num_threads", config.num_threads, config.num_threads >= 0, ">= 0"),
+        ("collective_timeout_seconds", config.collective_timeout_seconds, config.collective_timeout_seconds >= 0, ">= 0"),
+        ("step_timeout_seconds", config.step_timeout_seconds, config.step_timeout_seconds >= 0, ">= 0"),
+        ("model.log_scale_init", config.model.log_scale_init, config.model.log_scale_init <= 5, "<= 5 (it is log t: t = 10 is math.log(10) = 2.3026; a value above 5 means t > 148 and is almost surely a scale written where its log goes)"),
+        ("model.vocab_size", config.model.vocab_size, config.model.vocab_size >= 0, ">= 0"),
+        ("model.patch_size", config.model.patch_size, config.model.patch_size >= 0, ">= 0"),
+        ("model.width", config.model.width, config.model.width >= 0, ">= 0"),
+        ("model.depth", config.model.depth, config.model.depth >= 0, ">= 0"),
+        ("model.num_heads", config.model.num_heads, config.model.num_heads >= 0, ">= 0"),
+        ("data.max_bad_shards", config.data.max_bad_shards, config.data.max_bad_shards >= 0, ">= 0"),
         ("optimizer.lr", optimizer.lr, optimizer.lr > 0, "> 0"),
         ("optimizer.weight_decay", optimizer.weight_decay, optimizer.weight_decay >= 0, ">= 0"),
         ("optimizer.beta1", optimizer.beta1, 0 <= optimizer.beta1 < 1, "in [0, 1)"),

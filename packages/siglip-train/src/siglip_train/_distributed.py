@@ -35,11 +35,21 @@ class DistributedContext:
         return self.world_size > 1
 
 
-def init_distributed(device_type: str) -> DistributedContext:
+# How long a collective may wait for the other processes by default: a hung or stopped rank then
+# fails the job in minutes instead of torch's 30 (gloo) so that torchrun can restart it.
+DEFAULT_COLLECTIVE_TIMEOUT_SECONDS = {"cpu": 300.0, "cuda": 600.0}
+
+
+def init_distributed(device_type: str, *, timeout_seconds: float = 0.0) -> DistributedContext:
     """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
 
     Uses NCCL for CUDA and gloo for CPU. A run without ``WORLD_SIZE`` (or with 1) is a single
     process and creates no group. An existing default group is reused.
+
+    Args:
+        device_type: ``"cpu"`` or ``"cuda"``.
+        timeout_seconds: how long a collective waits for the others before it fails; 0 means
+            :data:`DEFAULT_COLLECTIVE_TIMEOUT_SECONDS` (300 s on CPU, 600 s on GPU).
     """
     if dist.is_available() and dist.is_initialized():
         return DistributedContext(
@@ -59,7 +69,9 @@ def init_distributed(device_type: str) -> DistributedContext:
         backend=backend,
         rank=rank,
         world_size=world_size,
-        timeout=datetime.timedelta(minutes=30),
+        timeout=datetime.timedelta(
+            seconds=timeout_seconds or DEFAULT_COLLECTIVE_TIMEOUT_SECONDS.get(device_type, 600.0)
+        ),
     )
     return DistributedContext(
         rank=rank, world_size=world_size, local_rank=local_rank, initialized_here=True

@@ -8,12 +8,14 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -23,16 +25,19 @@ from siglip_train._batches import tower_parameter_names
 from siglip_train._checkpoint import CONFIG_FILE
 from siglip_train._checkpoint import CheckpointError
 from siglip_train._checkpoint import capture_rng_state
+from siglip_train._checkpoint import prune_checkpoints
+from siglip_train._checkpoint import read_manifest
 from siglip_train._checkpoint import restore_checkpoint
 from siglip_train._checkpoint import verify_checkpoint
 from siglip_train._checkpoint import write_checkpoint
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
+from siglip_train._config import config_to_dict
 from siglip_train._config import config_to_yaml
-from siglip_train._config import save_config
 from siglip_train._config import validate_config
 from siglip_train._distributed import DistributedContext
 from siglip_train._distributed import init_distributed
+from siglip_train._faults import fault_point
 from siglip_train._logging import LOGGER
 from siglip_train._logging import MetricsLogger
 from siglip_train._losses import default_loss
@@ -44,6 +49,13 @@ from siglip_train._optim import warmup_cosine_multiplier
 from siglip_train._protocol import BatchSource
 from siglip_train._protocol import ContrastiveLoss
 from siglip_train._protocol import TwoTowerModel
+from siglip_train._run_identity import RunConflictError
+from siglip_train._run_identity import RunPlan
+from siglip_train._run_identity import plan_auto
+from siglip_train._run_identity import plan_explicit
+from siglip_train._run_identity import plan_fresh
+from siglip_train._run_identity import write_run_file
+from siglip_train._watchdog import StepWatchdog
 
 EvalFunction = Callable[[TwoTowerModel], Mapping[str, float]]
 
@@ -55,7 +67,8 @@ class TrainResult:
     Attributes:
         step: optimizer steps completed (counting resumed ones).
         interrupted: stopped early by SIGTERM/SIGINT, ``max_seconds`` or ``fit(max_steps=...)``.
-        train_seconds: wall time spent in training steps in this call (no setup, eval, saving).
+        train_seconds: wall time spent in training steps, over every resume of the run (no
+            setup, eval, saving).
         last_loss: the global loss of the last step.
         checkpoint: the last checkpoint written, if any.
         eval: the last evaluation results, if any.
@@ -114,8 +127,15 @@ class Trainer:
         eval_fn: ``eval_fn(model) -> {name: value}``, called on rank 0 every
             ``config.eval.every_steps`` steps and at the end, in eval mode without gradients.
 
+        overwrite: a fresh run in an ``output_dir`` that holds another run's checkpoints
+            deletes them (with that run's metrics and TensorBoard files) instead of refusing.
+
+    Every run has an id (``output_dir/run.json``, every checkpoint manifest, every metrics
+    record); see :meth:`resume` for what continues a run and what starts a branch.
+
     Raises:
-        TypeError: ``model`` lacks a member of the protocol or is not an ``nn.Module``.
+        TypeError: ``model`` lacks a member of the protocol, is not an ``nn.Module``, or its
+            ``log_scale`` / ``bias`` is no 0-d tensor.
         ConfigError: an invalid ``config``, or ``model.grad_checkpointing`` on a model without
             ``set_gradient_checkpointing``.
 
@@ -154,6 +174,7 @@ class Trainer:
         *,
         loss_fn: ContrastiveLoss | None = None,
         eval_fn: EvalFunction | None = None,
+        overwrite: bool = False,
     ) -> None:
         for attribute in ("encode_image", "encode_text", "log_scale", "bias"):
             if not hasattr(model, attribute):
@@ -163,12 +184,26 @@ class Trainer:
                 )
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        for attribute in ("log_scale", "bias"):
+            value = getattr(model, attribute)
+            if not isinstance(value, torch.Tensor) or value.ndim != 0:
+                got = (
+                    f"a tensor of shape {tuple(value.shape)}"
+                    if isinstance(value, torch.Tensor)
+                    else f"{type(value).__name__} {value!r}"
+                )
+                raise TypeError(
+                    f"model.{attribute} must be a 0-d learnable tensor "
+                    f"(torch.nn.Parameter(torch.tensor(...))), got {got}"
+                )
         validate_config(config)  # also after fields were assigned one by one
         self.config = config
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
         self.device = self._resolve_device(config)
-        self.context: DistributedContext = init_distributed(self.device.type)
+        self.context: DistributedContext = init_distributed(
+            self.device.type, timeout_seconds=config.collective_timeout_seconds
+        )
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
         model.to(self.device)
@@ -186,6 +221,13 @@ class Trainer:
         self.image_parameter_names: set[str] = set()
         self.text_parameter_names: set[str] = set()
         self._resume_from: Path | None = None
+        self._resume_auto = False
+        self._force_resume = False
+        self._overwrite = overwrite
+        self.run_id: str | None = None
+        self._train_seconds = 0.0
+        self.checkpoint_assets: Callable[[Path], None] | None = None
+        self._watchdog = StepWatchdog(config.step_timeout_seconds, rank=self.context.rank)
         self._step_module: nn.Module | None = None
         self._iterator: Iterator[Mapping[str, Any]] | None = None
         self._peeked: Mapping[str, Any] | None = None
@@ -221,31 +263,144 @@ class Trainer:
         return None
 
     # ----------------------------------------------------------------------------- resume
-    def resume(self, checkpoint: str | Path) -> None:
-        """Continue from ``checkpoint`` (a directory written by this trainer) on the next ``fit``.
+    def resume(self, checkpoint: str | Path, *, force: bool = False) -> None:
+        """Continue from ``checkpoint`` on the next ``fit``; ``"auto"``: the run's newest one.
 
-        Verifies the manifest hashes, the parameter names and shapes, and the world size.
+        An explicit checkpoint is verified now (manifest hashes, parameter names and shapes,
+        world size) and refused if it fails. If it is the newest checkpoint of the run recorded
+        in ``output_dir/run.json``, that run continues; any other checkpoint starts a new branch
+        (a new run id whose parent is that checkpoint): the checkpoint itself is never deleted,
+        checkpoints past it are moved to ``checkpoints/superseded-<run>/`` and the metrics are
+        cut back to its step. ``"auto"`` picks the newest checkpoint of the current run that
+        verifies, falling back (with a loud warning naming both) past corrupt ones, and starts
+        fresh when the run has none.
+
+        Changed hyperparameters are logged; changes that break exact continuation (``seed``,
+        the ``data`` fields, the model's architecture, ``freeze``, ``loss.name``) are refused
+        unless ``force``.
 
         Raises:
             CheckpointError: corrupt, incomplete or mismatched checkpoint.
         """
+        self._force_resume = force
+        if str(checkpoint) == "auto":
+            self._resume_auto = True
+            self._resume_from = None
+            return
         directory = Path(checkpoint)
         verify_checkpoint(directory, self.model, self.context.world_size)
         self._resume_from = directory
+        self._resume_auto = False
+
+    def _verify(self, directory: Path) -> int:
+        verify_checkpoint(directory, self.model, self.context.world_size)
+        return int(read_manifest(directory, verify=False)["step"])
+
+    def _plan(self) -> RunPlan:
+        """Rank 0 decides how the run starts (and moves superseded files); every rank learns it."""
+        plan: RunPlan | None = None
+        if self.context.is_main:
+            try:
+                if self._resume_auto:
+                    plan = plan_auto(self.output_dir, self._verify)
+                elif self._resume_from is not None:
+                    step = int(read_manifest(self._resume_from, verify=False)["step"])
+                    plan = plan_explicit(self.output_dir, self._resume_from, step)
+                else:
+                    plan = plan_fresh(self.output_dir, overwrite=self._overwrite)
+            except RunConflictError as error:
+                failure: Exception = CheckpointError(str(error))
+            else:
+                failure = None  # type: ignore[assignment]
+            if self.context.is_distributed:
+                dist.broadcast_object_list([plan, str(failure) if failure else None], src=0)
+            if failure is not None:
+                raise failure
+        else:
+            shared: list[Any] = [None, None]
+            dist.broadcast_object_list(shared, src=0)
+            if shared[1] is not None:
+                raise CheckpointError(shared[1])
+            plan = shared[0]
+        assert plan is not None
+        return plan
 
     def _apply_resume(self) -> dict[str, Any] | None:
-        directory = self._resume_from
+        plan = self._plan()
+        self.run_id = plan.run_id
+        self._logger.run_id = plan.run_id
+        directory = plan.checkpoint
+        self._resume_from = directory
         if directory is None:
+            # A fresh start: records an earlier attempt wrote before it was killed (before its
+            # first checkpoint) are not this run's history.
+            if self.context.is_main:
+                self._logger.truncate_after(0)
+                write_run_file(self.output_dir, plan)
             return None
+        if self.context.is_main:
+            write_run_file(self.output_dir, plan)
         restored = restore_checkpoint(
             directory, model=self.model, batches=self.batches, rank=self.context.rank
         )
+        self._check_changes(restored.training_state.get("config"), directory)
         self.step = restored.step
         self.batches_consumed = restored.batches_consumed
-        self._last_saved_step = self.step
+        self._train_seconds = float(restored.training_state.get("train_seconds", 0.0))
+        self._last_saved_step = self.step if not plan.branch else -1
         self._last_checkpoint = directory
-        self._logger.truncate_after(self.step)
+        superseded = (
+            f"metrics.superseded-{plan.parent['run_id']}.jsonl"
+            if plan.branch and plan.parent is not None
+            else None
+        )
+        self._logger.truncate_after(self.step, keep_dropped_as=superseded)
         return restored.training_state
+
+    # Fields whose change makes a resumed run differ from an uninterrupted one in a way the user
+    # cannot have meant silently: the data order and content, the architecture, the parameter
+    # groups, the objective.
+    _EXACTNESS_FIELDS = ("seed", "freeze", "loss.name", "data.", "model.")
+    _UNCOMPARED = ("output_dir", "logging.", "checkpoint.", "num_threads", "eval.")
+    _HARMLESS = ("model.grad_checkpointing", "model.init_from", "data.max_bad_shards")
+
+    def _check_changes(self, saved: Any, directory: Path) -> None:
+        if not isinstance(saved, Mapping):
+            return
+
+        def flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for key, value in mapping.items():
+                if isinstance(value, Mapping):
+                    out.update(flat(value, f"{prefix}{key}."))
+                else:
+                    out[f"{prefix}{key}"] = value
+            return out
+
+        before, now = flat(saved), flat(config_to_dict(self.config))
+        changed = [
+            (key, before.get(key), now.get(key))
+            for key in sorted(set(before) | set(now))
+            if before.get(key) != now.get(key) and not key.startswith(self._UNCOMPARED)
+            and key in before
+        ]  # fmt: skip
+        if not changed:
+            return
+        lines = [f"  {key}: {old!r} -> {new!r}" for key, old, new in changed]
+        if self.context.is_main:
+            LOGGER.warning("resuming %s with a changed config:\n%s", directory, "\n".join(lines))
+        breaking = [
+            key
+            for key, _, _ in changed
+            if key.startswith(self._EXACTNESS_FIELDS) and key not in self._HARMLESS
+        ]
+        if breaking and not self._force_resume:
+            raise CheckpointError(
+                f"resuming {str(directory)!r} with changed {', '.join(breaking)} would not "
+                "continue that run exactly (data order, data or architecture differ): keep "
+                "the checkpoint's values, start a new run (another output_dir), or force it "
+                "(--force-resume; Trainer.resume(..., force=True))"
+            )
 
     # ------------------------------------------------------------------------------ setup
     def _next_batch(self) -> Mapping[str, Any]:
@@ -263,7 +418,17 @@ class Trainer:
             try:
                 batch = next(self._iterator)
             except StopIteration:
-                raise ValueError("the batch source yielded no batch") from None
+                if self.batches_consumed == 0:
+                    raise ValueError(
+                        f"the batch source ({type(self.batches).__name__}) yielded no batch"
+                    ) from None
+                raise ValueError(
+                    f"the batch source ({type(self.batches).__name__}) ran out after "
+                    f"{self.batches_consumed} batch(es) and cannot be restarted (a generator or "
+                    f"iterator is consumed once), but the run needs {self.config.steps}: pass a "
+                    "list or another re-iterable (each pass is an epoch), an endless generator, "
+                    f"or set steps <= {self.batches_consumed}"
+                ) from None
         self.batches_consumed += 1
         return batch
 
@@ -280,6 +445,14 @@ class Trainer:
         self._peeked = self._next_batch()
         self.batches_consumed -= 1  # the peeked batch is consumed by the next step
         pixels, token_ids = batch_to_tensors(self._peeked, self.device)
+        raw = self._peeked["pixels"]
+        if getattr(raw, "dtype", None) not in (torch.uint8, np.uint8) and float(pixels.min()) >= 0:
+            warnings.warn(
+                "the first batch's float pixels are all >= 0: images in [0, 1]? The model "
+                "expects [-1, 1] (x * 2 - 1), or pass uint8 pixels, which are scaled for you",
+                UserWarning,
+                stacklevel=3,
+            )
         self.image_parameter_names, self.text_parameter_names = tower_parameter_names(
             self._towers, pixels, token_ids
         )
@@ -399,7 +572,19 @@ class Trainer:
 
         def request_stop(signum: int, frame: Any) -> None:
             del frame
+            if self._stop_signal is not None:
+                # A second signal: the user does not want to wait for the step and the save.
+                LOGGER.warning("second signal %d: exiting now, without a checkpoint", signum)
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                raise SystemExit(128 + signum)
             self._stop_signal = signum
+            LOGGER.warning(
+                "signal %d: finishing step %d, saving a checkpoint, then exiting "
+                "(send it again to exit at once)",
+                signum,
+                self.step + 1,
+            )
 
         previous: dict[int, Any] = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -434,9 +619,65 @@ class Trainer:
                 "samples_per_second": samples_per_second,
                 "train_seconds": train_seconds,
             }
+            skipped = self.skipped
+            if skipped:
+                record["skipped"] = skipped
             logger.log(self.step, record)
         logger.progress(loss=float(loss), lr=lr, samples_per_second=samples_per_second)
         return loss_value
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """The batch source's skip counters (``{reason: count}``), when it keeps them."""
+        counters = getattr(self.batches, "skipped", None)
+        if not isinstance(counters, Mapping):
+            return {}
+        return {str(k): int(v) for k, v in counters.items() if int(v)}
+
+    def _check_bad_shards(self) -> None:
+        limit = getattr(self.batches, "max_bad_shards", None)
+        if limit is None:
+            return
+        bad = self.skipped.get("unreadable_shard", 0)
+        if bad > limit:
+            raise CheckpointError(
+                f"{bad} shard(s) could not be read (missing, truncated or corrupt; the "
+                f"siglip_data log names them) and data.max_bad_shards={limit}: the run stops "
+                "rather than train on less data than configured. Fix the shards or raise "
+                "data.max_bad_shards"
+            )
+
+    def _record_what_runs(self, batch: Mapping[str, Any]) -> None:
+        """Write ``config.yaml`` as what runs: the observed batch shapes, and the model."""
+        import dataclasses as dc
+
+        config = self.config
+        pixels, token_ids = batch_to_tensors(batch, torch.device("cpu"))
+        data = dc.replace(
+            config.data,
+            batch_size=int(pixels.shape[0]) * self.context.world_size,
+            image_size=int(pixels.shape[-1]),
+            text_length=int(token_ids.shape[-1]),
+        )
+        ran = dc.replace(config, data=data)
+        parameters = sum(p.numel() for p in self.model.parameters())
+        model_config = getattr(self.model, "config", None)
+        header = [
+            f"# run {self.run_id}: written by siglip_train.Trainer at the start of training.",
+            f"# model: {type(self.model).__name__}, {parameters:,} parameters"
+            + (f", {model_config!r}" if model_config is not None else ""),
+            f"# batches: {type(self.batches).__name__}; data.batch_size, image_size and "
+            "text_length below are the shapes of its first batch.",
+        ]
+        if not getattr(self.batches, "from_config", False):
+            header.append(
+                "# model.* and data.* other than those shapes describe how siglip-train train "
+                "builds a model and batches; this run was given its own."
+            )
+        text = "\n".join(header) + "\n" + config_to_yaml(ran)
+        from siglip_train._atomic import atomic_write_text
+
+        atomic_write_text(self.output_dir / CONFIG_FILE, text)
 
     # ------------------------------------------------------------------------------- fit
     def fit(self, *, max_steps: int | None = None) -> TrainResult:
@@ -455,25 +696,39 @@ class Trainer:
         self._setup()
         config = self.config
         if self.context.is_main:
-            LOGGER.info("training config:\n%s", config_to_yaml(config))
-            save_config(config, self.output_dir / CONFIG_FILE)
+            LOGGER.info("training config (run %s):\n%s", self.run_id, config_to_yaml(config))
+            if self._peeked is not None:  # the first fit() of this trainer
+                self._record_what_runs(self._peeked)
+            if config.optimizer.warmup_steps >= config.steps:
+                LOGGER.warning(
+                    "optimizer.warmup_steps=%d >= steps=%d: the whole run is warmup (the lr never "
+                    "reaches optimizer.lr); set optimizer.warmup_steps to a fraction of steps, "
+                    "e.g. %d",
+                    config.optimizer.warmup_steps,
+                    config.steps,
+                    max(1, config.steps // 10),
+                )
         end_step = config.steps if max_steps is None else min(config.steps, self.step + max_steps)
         if config.logging.progress_bar:
             self._logger.open_progress(total=config.steps, initial=self.step)
         previous_handlers = self._install_signal_handlers()
         self._stop_signal = None
-        train_seconds = 0.0
+        train_seconds = self._train_seconds
         last_loss = math.nan
         eval_results: dict[str, float] = {}
         interrupted = False
+        self._watchdog.start()
         try:
             while self.step < end_step:
                 started = time.perf_counter()
+                self._watchdog.beat(self.step)
                 batch = self._next_batch()
                 loss, grad_norm = self._train_step(batch)
                 self.step += 1
                 step_seconds = time.perf_counter() - started
                 train_seconds += step_seconds
+                self._train_seconds = train_seconds
+                fault_point("step.end")
                 global_batch = len(batch["token_ids"]) * self.context.world_size
                 at_log = self.step % config.logging.every_steps == 0 or self.step == end_step
                 step_loss = self._log_step(
@@ -485,6 +740,7 @@ class Trainer:
                 )
                 if step_loss is not None:
                     last_loss = step_loss
+                    self._check_bad_shards()
                 if config.eval.every_steps and self.step % config.eval.every_steps == 0:
                     eval_results = self.evaluate()
                 out_of_time = bool(config.max_seconds and train_seconds >= config.max_seconds)
@@ -501,11 +757,21 @@ class Trainer:
             )
             if self.eval_fn is not None and not interrupted and not evaluated_now:
                 eval_results = self.evaluate()
+            self._check_bad_shards()
             self.save_checkpoint()
+            if self.context.is_main and self.config.checkpoint.keep_last > 0:
+                # Also when nothing new was saved (a finished run resumed): keep_last holds.
+                prune_checkpoints(
+                    self.checkpoint_root, self.config.checkpoint.keep_last, self.run_id
+                )
         finally:
+            self._watchdog.stop()
             for signum, handler in previous_handlers.items():
                 signal.signal(signum, handler)
             self._logger.close()
+        skipped = self.skipped
+        if skipped and self.context.is_main:
+            LOGGER.warning("the batch source skipped: %s (see the siglip_data log)", skipped)
         if self._stop_signal is not None:
             LOGGER.warning(
                 "stopped by signal %d at step %d; checkpoint %s",
@@ -531,12 +797,14 @@ class Trainer:
         """Run ``eval_fn`` on rank 0 (eval mode, no gradients) and log its results."""
         results: dict[str, float] = {}
         if self.eval_fn is not None and self.context.is_main:
+            self._watchdog.pause()
             was_training = self.model.training
             self.model.eval()
             with torch.no_grad():
                 results = {k: float(v) for k, v in self.eval_fn(self._towers).items()}
             self.model.train(was_training)
             self._logger.log(self.step, results, kind="eval")
+            self._watchdog.resume()
         if self.context.is_distributed:
             dist.barrier()
         return results
@@ -549,8 +817,16 @@ class Trainer:
         """
         if self._last_saved_step == self.step and self._last_checkpoint is not None:
             return self._last_checkpoint
+        self._watchdog.pause()
+        try:
+            return self._save_checkpoint()
+        finally:
+            self._watchdog.resume()
+
+    def _save_checkpoint(self) -> Path:
         assert self.optimizer is not None
         assert self.scheduler is not None
+        self._logger.sync()
         state_dict = getattr(self.batches, "state_dict", None)
         rank_state = {
             "rng": capture_rng_state(),
@@ -566,6 +842,9 @@ class Trainer:
             config=self.config,
             rank_state=rank_state,
             context=self.context,
+            run_id=self.run_id,
+            extra_state={"train_seconds": self._train_seconds},
+            write_assets=self.checkpoint_assets,
         )
         self._last_saved_step = self.step
         self._last_checkpoint = final
