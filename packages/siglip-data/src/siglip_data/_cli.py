@@ -23,9 +23,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser("build", help="build shards from an offline Debian dataset")
-    build.add_argument("dataset", choices=["emoji", "fashion-mnist"])
-    build.add_argument("output_dir", help="directory for <split>/shard-*.tar and dataset.json")
+    build = commands.add_parser(
+        "build",
+        help="build shards: from a folder of your captioned images (build folder IN OUT) or an "
+        "offline Debian dataset (build emoji|fashion-mnist OUT)",
+    )
+    build.add_argument("dataset", choices=["folder", "emoji", "fashion-mnist"])
+    build.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="folder: IN OUT (images + captions.jsonl/.csv or a .txt per image -> OUT/shard-*.tar,"
+        " OUT/captions.txt); emoji, fashion-mnist: OUT (<split>/shard-*.tar and dataset.json)",
+    )
+    build.add_argument(
+        "--captions",
+        default=None,
+        help="folder: the index file in IN (captions.jsonl, captions.csv) or 'txt' (one .txt per "
+        "image); default: the index file if there is one, else .txt files",
+    )
     build.add_argument("--limit", type=int, default=None, help="samples (per split) to write")
     build.add_argument("--image-size", type=int, default=None, help="stored image side")
     build.add_argument("--samples-per-shard", type=int, default=None)
@@ -46,25 +62,57 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``siglip-data`` command.
 
+    Errors print one line (``--debug`` anywhere on the line prints the traceback instead).
+
     Args:
         argv: the arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 0, or 2 when a Debian package is missing (the message names the command).
+        The exit status: 0, or 2 for an error (a missing Debian package: the message names the
+        command that installs it; a missing or unreadable file; a bad argument).
     """
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments
+    parser = _parser()
+    args = parser.parse_args([a for a in arguments if a != "--debug"])
+    try:
+        return _run(args, parser)
+    except (MissingDebianPackageError, OSError, ValueError, RuntimeError) as error:
+        if debug:
+            raise
+        print(f"siglip-data {args.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.command == "build" and args.dataset == "folder":
+        if len(args.paths) != 2:
+            parser.error("build folder: expected IN OUT (two paths)")
+        from siglip_data._folder import build_folder
+
+        summary = build_folder(
+            args.paths[0],
+            args.paths[1],
+            captions=args.captions,
+            samples_per_shard=args.samples_per_shard or 1000,
+        )
+        out = args.paths[1]
+        print(
+            f"{summary['num_samples']} samples in {len(summary['shards'])} shards "
+            f"{out}/{summary['pattern']}; captions for train-tokenizer: {out}/captions.txt"
+        )
+        return 0
     if args.command == "build":
+        if len(args.paths) != 1:
+            parser.error(f"build {args.dataset}: expected one output directory")
+        args.output_dir = args.paths[0]
         options = {}
         if args.image_size is not None:
             options["image_size"] = args.image_size
         if args.samples_per_shard is not None:
             options["samples_per_shard"] = args.samples_per_shard
         builder = build_emoji if args.dataset == "emoji" else build_fashion_mnist
-        try:
-            info = builder(args.output_dir, limit=args.limit, **options)
-        except MissingDebianPackageError as error:
-            print(f"siglip-data: {error}", file=sys.stderr)
-            return 2
+        info = builder(args.output_dir, limit=args.limit, **options)
         for name, split in info.splits.items():
             print(
                 f"{name}: {split.num_samples} samples in {len(split.shards)} shards {split.pattern}"

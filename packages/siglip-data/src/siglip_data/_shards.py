@@ -126,7 +126,8 @@ def read_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
     Samples are yielded as complete groups of consecutive members; a damaged shard yields every
     sample before the damage and then raises :class:`UnreadableShardError`. A shard cut at a
     member boundary (tarfile alone sees a clean end) is detected by its missing end-of-archive
-    marker.
+    marker; its last sample is still yielded when complete (it has every member the sample
+    before it had), so the cut loses only what was cut.
 
     Args:
         path: the ``.tar`` file (plain or gzip / bzip2 / xz compressed).
@@ -155,6 +156,7 @@ def read_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
         raise UnreadableShardError(f"cannot open shard {path!r}: {error}") from error
     group: dict[str, bytes] = {}
     group_key: str | None = None
+    previous_members: set[str] | None = None
     try:
         with archive:
             for member in archive:
@@ -169,6 +171,7 @@ def read_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
                     )
                 if key != group_key and group_key is not None:
                     yield _group_to_sample(group_key, group, path)
+                    previous_members = set(group)
                     group = {}
                 group_key = key
                 group[suffix] = data
@@ -179,6 +182,16 @@ def read_shard(path: str | os.PathLike[str]) -> Iterator[RawSample]:
         raise UnreadableShardError(f"shard {path!r} is damaged: {error}") from error
     if not _has_end_marker(path, end_of_members):
         # Cut at a member boundary: tarfile sees a clean end, but the last sample may be partial.
+        # It is kept when it has every member the sample before it had (the cut fell between two
+        # samples) or, alone in the shard, an image and a caption.
+        complete = (
+            group_key is not None
+            and "txt" in group
+            and any(extension in group for extension in IMAGE_EXTENSIONS)
+            and (previous_members is None or set(group) >= previous_members)
+        )
+        if complete and group_key is not None:
+            yield _group_to_sample(group_key, group, path)
         raise UnreadableShardError(
             f"shard {path!r} is truncated: no end-of-archive marker after its last member"
         )

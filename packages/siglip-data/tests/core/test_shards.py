@@ -148,3 +148,23 @@ def test_resolve_shards_from_directory_pattern_and_list(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"no \.tar"):
         siglip_data.resolve_shards(tmp_path / "empty")
+
+
+def test_a_shard_cut_at_a_member_boundary_keeps_every_complete_sample_before_the_cut(
+    tmp_path: Path,
+) -> None:
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    samples = [(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), f"c{i}") for i in range(4)]
+    (shard,) = siglip_data.write_shards(samples, tmp_path, samples_per_shard=4)
+    data = Path(shard).read_bytes()
+    with tarfile.open(shard) as archive:
+        members = archive.getmembers()  # 000.png, 000.txt, 001.png, 001.txt, ...
+    ends = [member.offset_data + -(-member.size // 512) * 512 for member in members]
+    for cut_after, expected in ((3, 2), (2, 1)):  # between samples 1 and 2; inside sample 1
+        Path(shard).write_bytes(data[: ends[cut_after]])
+        read: list[str] = []
+        with pytest.raises(siglip_data.UnreadableShardError, match="truncated"):
+            read.extend(sample.key for sample in siglip_data.read_shard(shard))
+        assert read == [f"{i:09d}" for i in range(expected)], cut_after

@@ -139,10 +139,19 @@ def retrieval_dataset(spec: str, args: argparse.Namespace, image_size: int) -> R
 
 
 def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
-    """``(encoder, image_size)`` for ``--model`` with ``--backend`` and ``--tokenizer``."""
-    if args.tokenizer is None:
-        raise UsageError("--tokenizer: a SentencePiece .model file is needed to embed text")
+    """``(encoder, image_size)`` for ``--model`` with ``--backend`` and ``--tokenizer``.
+
+    ``--model`` may be a model folder or a siglip-train checkpoint ``step_<N>`` folder; a
+    checkpoint's own tokenizer and preprocessing are used unless given (another tokenizer is
+    refused without ``--force-tokenizer``). The encoder's name, which keys the embedding cache,
+    is a hash of the weights, the tokenizer, the preprocessing and the dataset's files.
+    """
     from siglip_data import SentencePieceTokenizer
+    from siglip_eval._model_loading import choose_tokenizer
+    from siglip_eval._model_loading import content_key
+    from siglip_eval._model_loading import data_key
+    from siglip_eval._model_loading import read_preprocessing
+    from siglip_eval._model_loading import resolve_model_directory
 
     try:
         from siglip_models import read_hf_config
@@ -154,11 +163,43 @@ def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
         raise UsageError(
             "--model: pass a Hugging Face folder (config.json + model.safetensors); convert .npz with siglip-models"
         )
-    config = read_hf_config(args.model)
-    tokenizer = SentencePieceTokenizer(
-        args.tokenizer,
-        preset=args.tokenizer_preset,
-        length=args.text_length or config.text.max_length,
+    model_directory = resolve_model_directory(args.model)
+    args.model = str(model_directory)
+    settings = read_preprocessing(model_directory)
+    tokenizer_file, saved_preset = choose_tokenizer(
+        model_directory, settings, args.tokenizer, force=args.force_tokenizer
+    )
+    config = read_hf_config(model_directory)
+    preset = args.tokenizer_preset or saved_preset or "siglip"
+    length = args.text_length or config.text.max_length
+    tokenizer = SentencePieceTokenizer(tokenizer_file, preset=preset, length=length)
+    if tokenizer.vocab_size > config.text.vocab_size:
+        raise UsageError(
+            f"--tokenizer: {str(tokenizer_file)!r} has {tokenizer.vocab_size} pieces but the "
+            f"model's token table has {config.text.vocab_size} rows: not this model's tokenizer"
+        )
+    if settings is not None and args.resample is None:
+        args.resample = str(settings.get("resample", "bicubic"))
+    args.resample = args.resample or "bicubic"
+    image_size = int(
+        args.image_size or (settings or {}).get("image_size", 0) or config.vision.image_size
+    )
+    name = content_key(
+        model_directory,
+        tokenizer_file,
+        preset=preset,
+        length=length,
+        image_size=image_size,
+        resample=args.resample,
+        dtype=args.dtype,
+        backend=args.backend,
+        data=data_key(
+            str(getattr(args, "dataset", "")),
+            *_spec_paths(getattr(args, "dataset", None)),
+            *_spec_paths(getattr(args, "train", None)),
+            *_spec_paths(getattr(args, "val", None)),
+            getattr(args, "image_root", None),
+        ),
     )
     if args.backend == "torch":
         import torch
@@ -168,12 +209,60 @@ def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
         dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
             args.dtype
         ]
-        encoder, model = from_pretrained(args.model, tokenizer, device=args.device, dtype=dtype)
+        encoder, _model = from_pretrained(
+            model_directory, tokenizer, device=args.device, dtype=dtype, name=name
+        )
     else:
         from siglip_eval.flax import from_pretrained as flax_from_pretrained
 
-        encoder, model = flax_from_pretrained(args.model, tokenizer)
-    return encoder, int(args.image_size or model.config.vision.image_size)
+        encoder, _model = flax_from_pretrained(model_directory, tokenizer)
+        encoder = Encoder(encoder.encode_images, encoder.encode_texts, name=name)
+    return encoder, image_size
+
+
+def _spec_paths(spec: str | None) -> list[str]:
+    """The file-system paths inside a ``KIND:PATH[:SPLIT]`` dataset spec (for the cache key)."""
+    if not spec or ":" not in spec:
+        return []
+    path = spec.partition(":")[2]
+    return [path, path.rpartition(":")[0]] if ":" in path else [path]
+
+
+def _templates(args: argparse.Namespace, dataset_templates: Any) -> tuple[str, ...]:
+    """``--template`` (one prompt), ``--templates NAME|FILE|dataset``, or the default set."""
+    if args.template is not None and args.templates is not None:
+        raise UsageError("--template and --templates: give one of them, got both")
+    if args.template is not None:
+        if "{c}" not in args.template and "{}" not in args.template:
+            raise UsageError(
+                f"--template: expected a prompt with {{c}} where the class name goes (e.g. "
+                f"'a photo of a {{c}}.'), got {args.template!r}"
+            )
+        return (args.template,)
+    choice = args.templates or "imagenet80"
+    if choice == "dataset":
+        if dataset_templates is None:
+            raise UsageError(
+                "--templates dataset: only built datasets (built:DIR) carry their own templates"
+            )
+        return tuple(dataset_templates)
+    if choice in TEMPLATE_SETS:
+        return get_templates(choice)
+    path = Path(choice)
+    if not path.is_file():
+        raise UsageError(
+            f"--templates: expected {', '.join(sorted(TEMPLATE_SETS))}, dataset, or a file with "
+            f"one prompt per line, got {choice!r}"
+        )
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    prompts = tuple(line for line in lines if line)
+    bad = [line for line in prompts if "{c}" not in line and "{}" not in line]
+    if not prompts or bad:
+        raise UsageError(
+            f"--templates {choice!r}: expected one prompt per line, each with {{c}}, got "
+            + (f"{bad[0]!r}" if bad else "no prompt")
+        )
+    return prompts
 
 
 def _load_npz(path: str, required: Sequence[str]) -> dict[str, np.ndarray]:
@@ -233,11 +322,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         return _finish(result, args, _context(args))
     encoder, image_size = load_encoder(args)
     dataset, dataset_templates = classification_dataset(args.dataset, args, image_size)
-    templates = get_templates(args.templates) if args.templates != "dataset" else dataset_templates
-    if templates is None:
-        raise UsageError(
-            "--templates dataset: only built datasets (built:DIR) carry their own templates"
-        )
+    templates = _templates(args, dataset_templates)
     result = evaluate_zeroshot(
         encoder,
         dataset,
@@ -250,7 +335,12 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     return _finish(
         result,
         args,
-        _context(args, dataset=args.dataset, templates=args.templates, image_size=image_size),
+        _context(
+            args,
+            dataset=args.dataset,
+            templates=list(templates) if len(templates) < 10 else args.templates,
+            image_size=image_size,
+        ),
     )
 
 
@@ -344,9 +434,20 @@ def build_parser() -> argparse.ArgumentParser:
             "--embeddings", help=".npz of precomputed embeddings instead of a model"
         )
         source.add_argument("--backend", choices=("torch", "flax"), default="torch")
-        source.add_argument("--tokenizer", help="SentencePiece .model file")
         source.add_argument(
-            "--tokenizer-preset", default="siglip", choices=("siglip", "siglip-i18n", "siglip2")
+            "--tokenizer",
+            help="SentencePiece .model file (default: the one a siglip-train checkpoint carries)",
+        )
+        source.add_argument(
+            "--force-tokenizer",
+            action="store_true",
+            help="use --tokenizer although the checkpoint carries a different one",
+        )
+        source.add_argument(
+            "--tokenizer-preset",
+            default=None,
+            choices=("siglip", "siglip-i18n", "siglip2"),
+            help="default: the checkpoint's, else siglip",
         )
         source.add_argument("--text-length", type=int, help="token length (default: the model's)")
         source.add_argument("--device", default="cpu")
@@ -358,17 +459,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         source.add_argument(
             "--resample",
-            default="bicubic",
+            default=None,
             choices=("bicubic", "bilinear", "pil_bilinear"),
-            help="siglip_data.preprocess_image kernel (bicubic = Hugging Face's SigLIP processor,"
-            " bilinear = big_vision's tf.image.resize)",
+            help="siglip_data.preprocess_image kernel (default: the checkpoint's, else bicubic ="
+            " Hugging Face's SigLIP processor; bilinear = big_vision's tf.image.resize)",
         )
         sub.add_argument("--batch-size", type=int, default=64)
         sub.add_argument("--cache", help="folder for the .npy embedding cache")
         sub.add_argument("--ties", default="index", choices=("index", "pessimistic", "optimistic"))
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
         sub.add_argument("--no-plots", action="store_true", help="no matplotlib plots")
-        sub.add_argument("--class-names", help="file with one class name per line (prompt names)")
+        sub.add_argument(
+            "--class-names",
+            help="file with one class name per line, in label order (the names the prompts use)",
+        )
         sub.add_argument("--label-key", default="label", help="shard metadata field with the label")
 
     zeroshot = commands.add_parser("zeroshot", help="zero-shot classification")
@@ -376,9 +480,16 @@ def build_parser() -> argparse.ArgumentParser:
     zeroshot.add_argument("--dataset", help="image-folder:DIR | built:DIR[:SPLIT] | shards:PATTERN")
     zeroshot.add_argument(
         "--templates",
-        default="imagenet80",
-        choices=(*sorted(TEMPLATE_SETS), "dataset"),
-        help="prompt set: the 80 CLIP ImageNet prompts, CLIP's 7, one prompt, or the built dataset's",
+        default=None,
+        metavar="NAME|FILE",
+        help="prompt set: imagenet80 (default: the 80 CLIP ImageNet prompts), imagenet7, one, "
+        "dataset (a built dataset's own), or a file with one prompt per line, {c} = class name",
+    )
+    zeroshot.add_argument(
+        "--template",
+        default=None,
+        metavar="PROMPT",
+        help="one prompt, {c} = the class name (e.g. 'a {c}' for captions like 'a red circle')",
     )
     zeroshot.set_defaults(run=run_zeroshot)
 
@@ -408,15 +519,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``siglip-eval``; returns the exit status."""
+    """Entry point of ``siglip-eval``; returns the exit status.
+
+    Errors print one line; ``--debug`` (anywhere on the line) prints the traceback instead.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments
+    args = parser.parse_args([a for a in arguments if a != "--debug"])
+    if not hasattr(args, "force_tokenizer"):
+        args.force_tokenizer = False
     if args.embeddings is None and args.model is None:
         parser.error("either --model (with --tokenizer and --dataset) or --embeddings is required")
     if args.embeddings is None and args.command != "linear-probe" and args.dataset is None:
         parser.error("--dataset is required with --model")
     try:
         return int(args.run(args))
-    except (UsageError, FileNotFoundError, ValueError, ImportError) as error:
-        print(f"siglip-eval {args.command}: error: {error}", file=sys.stderr)
+    except (UsageError, OSError, ValueError, ImportError, RuntimeError, KeyError) as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split())
+        print(f"siglip-eval {args.command}: error: {message}", file=sys.stderr)
         return 2

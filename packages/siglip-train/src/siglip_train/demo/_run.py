@@ -467,7 +467,11 @@ def run_demo(
     def periodic_eval(trained: TwoTowerModel) -> dict[str, float]:
         return evaluate_demo(trained, data, fashion_limit=1000)
 
-    trainer = Trainer(model, batches, config, eval_fn=periodic_eval if eval_every else None)
+    # The demo always trains afresh (its report describes one run): an earlier demo run in
+    # out_dir is replaced, with a warning naming its checkpoints.
+    trainer = Trainer(
+        model, batches, config, eval_fn=periodic_eval if eval_every else None, overwrite=True
+    )
     cpu_started = time.process_time()
     result = trainer.fit()
     train_cpu_seconds = time.process_time() - cpu_started
