@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -38,6 +40,11 @@ class SigmoidLoss(nn.Module):
 
     Raises:
         ValueError: an init value is not finite.
+        TypeError: a keyword ``sigmoid_loss`` does not take (a misspelt option).
+
+    Warns:
+        UserWarning: ``log_scale_init`` above 5 (a scale t > 148): almost surely ``t`` itself
+            was passed where its log goes.
 
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
@@ -65,6 +72,28 @@ class SigmoidLoss(nn.Module):
         super().__init__()
         check_scalar("log_scale_init", log_scale_init)
         check_scalar("bias_init", bias_init)
+        # A misspelt option would otherwise surface only at the first forward, far from here.
+        accepted = [
+            name
+            for name, parameter in inspect.signature(sigmoid_loss).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in ("scale", "bias")
+        ]
+        unknown = sorted(set(loss_options) - set(accepted))
+        if unknown:
+            raise TypeError(
+                f"SigmoidLoss: unexpected keyword argument(s) {unknown}; it takes log_scale_init, "
+                "bias_init and the options of "
+                f"sigmoid_loss: {accepted}"
+            )
+        if float(log_scale_init) > 5.0:
+            warnings.warn(
+                f"SigmoidLoss: log_scale_init={float(log_scale_init):g} means a scale "
+                f"t = exp({float(log_scale_init):g}) = {math.exp(float(log_scale_init)):.4g}; "
+                "log_scale_init is the natural log of t (the paper's t = 10 is "
+                "log_scale_init=math.log(10) = 2.3026). Pass math.log(t) if you meant t",
+                UserWarning,
+                stacklevel=2,
+            )
         self.log_scale_init = float(log_scale_init)
         self.bias_init = float(bias_init)
         self.loss_options = dict(loss_options)
