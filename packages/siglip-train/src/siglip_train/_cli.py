@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("presets", help="list the presets")
 
+    launcher = commands.add_parser(
+        "torchrun",
+        help="torchrun with meaningful exit codes: 128 + signal when it is stopped by a signal "
+        "(torchrun itself exits 1), a failed worker's own code otherwise",
+    )
+    launcher.add_argument("torchrun_args", nargs=argparse.REMAINDER, help="torchrun's arguments")
+
     interpolate = commands.add_parser(
         "interpolate", help="WiSE-FT: mix a zero-shot and a fine-tuned HF-layout model"
     )
@@ -147,18 +154,39 @@ def _interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _torchrun(args: argparse.Namespace) -> int:
+    """Run torchrun; translate its exceptions into the exit codes a scheduler can act on."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun_main
+
+    try:
+        torchrun_main(args.torchrun_args)
+    except SignalException as error:
+        print(f"siglip-train torchrun: stopped by signal {int(error.sigval)}", file=sys.stderr)
+        return 128 + int(error.sigval)
+    except ChildFailedError as error:
+        codes = [failure.exitcode for failure in error.failures.values()]
+        code = next((c for c in codes if c not in (0, None)), 1)
+        print(f"siglip-train torchrun: worker exit codes {codes}", file=sys.stderr)
+        return 128 - code if code < 0 else code
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``siglip-train`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     arguments = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in arguments  # accepted anywhere on the line
-    args = _parser().parse_args([a for a in arguments if a != "--debug"])
+    launcher = bool(arguments) and arguments[0] == "torchrun"  # its arguments pass through
+    debug = "--debug" in arguments and not launcher  # accepted anywhere on the line
+    args = _parser().parse_args(arguments if launcher else [a for a in arguments if a != "--debug"])
     args.debug = debug
     handlers: dict[str, Any] = {
         "train": _train,
         "demo": demo_cli.run,
         "presets": lambda _: print("\n".join(list_presets())) or 0,
         "interpolate": _interpolate,
+        "torchrun": _torchrun,
     }
     try:
         return int(handlers[args.command](args))

@@ -266,7 +266,8 @@ def _check_shards(config: TrainConfig) -> tuple[list[str], int]:
             "shards (siglip-train train --data DIR)"
         )
     try:
-        shards = siglip_data.resolve_shards(data.shards)
+        # Entry by entry: a folder of shards is expanded wherever it appears in the list.
+        shards = [shard for entry in data.shards for shard in siglip_data.resolve_shards(entry)]
     except ValueError as error:
         raise ConfigError(f"config field 'data.shards' ({data.shards!r}): {error}") from None
     missing = [shard for shard in shards if not Path(shard).is_file()]

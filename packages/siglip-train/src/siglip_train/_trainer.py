@@ -640,7 +640,7 @@ class Trainer:
             return
         bad = self.skipped.get("unreadable_shard", 0)
         if bad > limit:
-            raise CheckpointError(
+            raise ConfigError(
                 f"{bad} shard(s) could not be read (missing, truncated or corrupt; the "
                 f"siglip_data log names them) and data.max_bad_shards={limit}: the run stops "
                 "rather than train on less data than configured. Fix the shards or raise "
