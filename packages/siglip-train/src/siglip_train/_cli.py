@@ -177,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``siglip-train`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     arguments = list(sys.argv[1:] if argv is None else argv)
-    launcher = bool(arguments) and arguments[0] == "torchrun"  # its arguments pass through
+    if arguments and arguments[0] == "torchrun":  # every later argument is torchrun's
+        return _torchrun(argparse.Namespace(torchrun_args=arguments[1:]))
+    launcher = False
     debug = "--debug" in arguments and not launcher  # accepted anywhere on the line
     args = _parser().parse_args(arguments if launcher else [a for a in arguments if a != "--debug"])
     args.debug = debug
