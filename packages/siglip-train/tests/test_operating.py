@@ -143,7 +143,8 @@ def test_a_fresh_run_over_another_runs_checkpoints_is_refused_naming_them_and_th
     assert error.count("\n") == 1
     for needle in ("step_000000006", "step_000000008", first, "--resume auto", "--overwrite"):
         assert needle in error
-    assert checkpoints(run) == before and run_id(run) == first
+    assert checkpoints(run) == before
+    assert run_id(run) == first
     assert train(data, run, "optimizer.lr=5e-4", flags=("--overwrite",)) == 0
     assert run_id(run) != first
     records = read_metrics(run / "metrics.jsonl")
@@ -223,7 +224,8 @@ def test_a_kill_before_the_first_checkpoint_then_resume_auto_does_not_mix_record
     run = tmp_path / "run"
     killed = subprocess_train(data, run, "checkpoint.every_steps=5", faults="step.end@4")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert steps_of(run) == [1, 2, 3] and not checkpoints(run)
+    assert steps_of(run) == [1, 2, 3]
+    assert not checkpoints(run)
     assert train(data, run, "checkpoint.every_steps=5", flags=("--resume", "auto")) == 0
     assert steps_of(run) == list(range(1, 9))
 
@@ -277,7 +279,8 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_message_and_keeps_the_last
     assert train(data, run) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1
-    assert "step_000000004" in error and "No space left on device" in error
+    assert "step_000000004" in error
+    assert "No space left on device" in error
     assert checkpoints(run) == ["step_000000002"]
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     faults("")
@@ -292,7 +295,8 @@ def test_a_full_disk_during_a_metrics_write_names_the_file_and_leaves_no_half_li
     faults("metrics.written@3:enospc")
     assert train(data, run) == 1
     error = capsys.readouterr().err
-    assert "metrics.jsonl" in error and "No space left on device" in error
+    assert "metrics.jsonl" in error
+    assert "No space left on device" in error
     assert steps_of(run) == [1, 2]
     assert (run / "metrics.jsonl").read_text().endswith("\n")
 
@@ -338,7 +342,8 @@ def test_resume_auto_falls_back_past_a_corrupt_newest_checkpoint_loudly(
     assert "is corrupt" in capsys.readouterr().err
     with caplog.at_level(logging.WARNING, logger="siglip_train"):
         assert train(data, run, flags=("--resume", "auto")) == 0
-    assert "step_000000006" in caplog.text and "RESUMING FROM THE OLDER" in caplog.text
+    assert "step_000000006" in caplog.text
+    assert "RESUMING FROM THE OLDER" in caplog.text
     assert "step_000000004" in caplog.text
     assert steps_of(run) == list(range(1, 9))
 
@@ -376,7 +381,8 @@ def test_errors_on_the_webdataset_path_are_one_line_with_exit_code_2(
     for overrides, message in cases.items():
         assert train(data, tmp_path / "run", *overrides) == 2, overrides
         error = capsys.readouterr().err
-        assert error.count("\n") == 1 and message in error, (overrides, error)
+        assert error.count("\n") == 1, (overrides, error)
+        assert message in error, (overrides, error)
     assert not (tmp_path / "run" / "checkpoints").exists()
     resized = (f"model.init_from={tmp_path / 'pretrained'}", "data.image_size=48")
     assert (
@@ -421,7 +427,8 @@ def test_train_seconds_continue_across_resumes(data: Path, tmp_path: Path) -> No
     assert subprocess_train(data, run, faults="step.end@5").returncode == -9
     assert train(data, run, flags=("--resume", "auto")) == 0
     seconds = [r["train_seconds"] for r in read_metrics(run / "metrics.jsonl")]
-    assert seconds == sorted(seconds) and seconds[4] > seconds[0]
+    assert seconds == sorted(seconds)
+    assert seconds[4] > seconds[0]
 
 
 def test_a_second_ctrl_c_exits_at_once(make_batches, tmp_path: Path) -> None:
