@@ -54,7 +54,11 @@ def test_the_quick_start_runs_as_written_and_beats_chance(tmp_path: Path) -> Non
         "OMP_NUM_THREADS": "1",
     }
     done = subprocess.run(
-        [sys.executable, "-c", make_toy], cwd=tmp_path, env=environment, capture_output=True, text=True
+        [sys.executable, "-c", make_toy],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     lines = commands("new-user-path")
