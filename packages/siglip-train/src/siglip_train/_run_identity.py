@@ -187,7 +187,7 @@ def plan_explicit(output_dir: Path, checkpoint: Path, step: int) -> RunPlan:
     current = read_run_file(output_dir)
     owner = run_id_of(checkpoint)
     root = output_dir / CHECKPOINTS
-    if current is not None and owner == current["run_id"]:
+    if current is not None and owner is not None and owner == current["run_id"]:
         own = checkpoints_of_run(root, owner)
         if own and own[-1].resolve() == checkpoint.resolve():
             return RunPlan(run_id=owner, parent=current.get("parent"), checkpoint=checkpoint)

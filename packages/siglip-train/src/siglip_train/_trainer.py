@@ -610,7 +610,7 @@ class Trainer:
             loss_value = self._global_mean(loss) if at_log else float(loss)
         lr = self._lr_of_step(self.step - 1)
         if at_log:
-            record = {
+            record: dict[str, Any] = {
                 "loss": loss_value,
                 "lr": lr,
                 "scale": float(self._towers.log_scale.detach().exp()),
