@@ -131,3 +131,15 @@ def test_a_named_size_follows_the_tokenizer_and_data_and_checkpoints_carry_the_t
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["name"] == "tiny"
     assert saved["data"]["image_size"] == 48
+
+
+def test_shards_given_to_a_trainer_that_has_its_batches_are_refused(
+    make_batches, tmp_path: Path
+) -> None:
+    from siglip_train import ConfigError
+
+    config = config_in(tmp_path, "data.shards=[mine.tar]")
+    with pytest.raises(
+        ConfigError, match="this Trainer was given its batches; they would be ignored"
+    ):
+        Trainer(SiglipModel("tiny-test"), make_batches(1), config)

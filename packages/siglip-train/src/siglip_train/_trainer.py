@@ -197,6 +197,14 @@ class Trainer:
                     f"(torch.nn.Parameter(torch.tensor(...))), got {got}"
                 )
         validate_config(config)  # also after fields were assigned one by one
+        if not getattr(batches, "from_config", False) and (
+            config.data.shards or config.data.tokenizer
+        ):
+            raise ConfigError(
+                "config fields 'data.shards' / 'data.tokenizer' name the data `siglip-train "
+                "train` reads, but this Trainer was given its batches; they would be ignored: "
+                "remove them (config.yaml records the shapes of the batches that ran)"
+            )
         self.config = config
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
