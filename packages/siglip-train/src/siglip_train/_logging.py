@@ -142,6 +142,12 @@ class MetricsLogger:
                 len(bad),
                 ", ".join(map(str, bad[:10])),
             )
+        if dropped and step == 0:
+            LOGGER.warning(
+                "%s: dropped %d record(s) of an earlier attempt that saved no checkpoint",
+                self.path,
+                len(dropped),
+            )
         if dropped and keep_dropped_as is not None:
             atomic_write_text(
                 self.path.with_name(keep_dropped_as),
