@@ -130,6 +130,17 @@ def data_key(spec: str, *paths: str | None) -> str:
         if not given:
             continue
         root = Path(given)
+        if not root.exists() and any(mark in given for mark in "{*?["):
+            from siglip_data import resolve_shards
+
+            try:
+                for shard in resolve_shards(given):
+                    if Path(shard).is_file():
+                        stat = Path(shard).stat()
+                        digest.update(f"{shard}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            except ValueError:
+                pass
+            continue
         candidates = (
             [root]
             if root.is_file()

@@ -382,6 +382,13 @@ _UNUSED_BY_THE_DEMO = (
     "data.tokenizer",
     "data.tokenizer_preset",
     "eval.retrieval_shards",
+    "data.max_bad_shards",
+    "model.vocab_size",
+    "model.patch_size",
+    "model.width",
+    "model.depth",
+    "model.num_heads",
+    "model.resize_position_embedding",
 )
 
 
