@@ -79,11 +79,6 @@ def test_siglip_loss_jax_sigmoid_loss_is_the_nnx_module() -> None:
     assert "SigmoidLoss" not in siglip_loss.jax.__all__  # listing it would import Flax
 
 
-def test_a_misspelt_option_is_refused_when_the_module_is_built() -> None:
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['blok_size'\]"):
-        SigmoidLoss(blok_size=4)
-
-
 def test_a_log_scale_init_that_looks_like_a_scale_warns_with_the_scale_it_means() -> None:
     with pytest.warns(
         UserWarning, match=r"log_scale_init=10 means a scale t = exp\(10\) = 2.203e\+04"

@@ -68,11 +68,6 @@ def test_one_optimizer_step_moves_the_bias_towards_balance() -> None:
     assert module.bias.item() == pytest.approx(-10.0 + 0.1 * (1 - 8 / (1 + math.exp(10))), rel=1e-6)
 
 
-def test_a_misspelt_option_is_refused_when_the_module_is_built() -> None:
-    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['blok_size'\]"):
-        SigmoidLoss(blok_size=4)
-
-
 def test_a_log_scale_init_that_looks_like_a_scale_warns_with_the_scale_it_means() -> None:
     with pytest.warns(
         UserWarning, match=r"log_scale_init=10 means a scale t = exp\(10\) = 2.203e\+04"
