@@ -100,10 +100,10 @@ def environment(faults: str = "") -> dict[str, str]:
 
 
 def run_to_end(
-    data: Path, run: Path, *overrides: str, faults: str = ""
+    data: Path, run: Path, *overrides: str, faults: str = "", shards: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*command(data, run, *overrides), "--resume", "auto"],
+        [*command(data, run, *overrides, shards=shards), "--resume", "auto"],
         env=environment(faults),
         capture_output=True,
         text=True,
@@ -318,6 +318,11 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=21, help="random SIGKILLs in total")
     parser.add_argument("--per-run", type=int, default=3, help="random SIGKILLs per run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cases",
+        default="random,points,enospc,tmpfs,corrupt,shard,stopped",
+        help="which groups of faults to inject (comma-separated; default: all)",
+    )
     args = parser.parse_args()
     work = Path(args.out)
     shutil.rmtree(work, ignore_errors=True)
@@ -339,22 +344,28 @@ def main() -> int:
             flush=True,
         )
 
-    remaining, index = args.kills, 0
+    wanted = set(args.cases.split(","))
+    remaining, index = (args.kills if "random" in wanted else 0), 0
     while remaining > 0:
         count = min(args.per_run, remaining)
         report(random_kills(data, reference, work / f"random-{index}", count, rng))
         remaining -= max(1, cases[-1].faults)
         index += 1
-    for point in (
+    for point in () if "points" not in wanted else (
         "checkpoint.files_written@2", "checkpoint.files_written@5", "checkpoint.renamed@3",
         "checkpoint.renamed@7", "checkpoint.pruned@4", "metrics.written@9", "metrics.written@24",
     ):  # fmt: skip
         report(point_kill(data, reference, work / point.replace("@", "-"), point))
-    report(simulated_enospc(data, reference, work / "enospc"))
-    report(tmpfs_full(data, reference, work))
-    report(corrupt_newest(data, reference, work / "corrupt"))
-    report(corrupt_shard(data, work))
-    report(stopped_rank(data, work))
+    if "enospc" in wanted:
+        report(simulated_enospc(data, reference, work / "enospc"))
+    if "tmpfs" in wanted:
+        report(tmpfs_full(data, reference, work))
+    if "corrupt" in wanted:
+        report(corrupt_newest(data, reference, work / "corrupt"))
+    if "shard" in wanted:
+        report(corrupt_shard(data, work))
+    if "stopped" in wanted:
+        report(stopped_rank(data, work))
     kills = sum(c.faults for c in cases if c.name.startswith("random"))
     lines = [
         "| fault | injected | result | seconds |",
