@@ -56,7 +56,7 @@ def test_registry_holds_every_released_shape() -> None:
 
 
 @pytest.mark.parametrize("name", RELEASED)
-def test_released_shapes_follow_model_spec(name: str) -> None:
+def test_released_shapes_have_their_family_vocabulary_length_patch_and_head_dim(name: str) -> None:
     config = get_config(name)
     siglip2 = name.startswith("siglip2")
     multilingual = name.endswith(("i18n", "multilingual"))

@@ -278,7 +278,10 @@ def test_bfloat16_inference_stays_close_to_float32() -> None:
     model.to_inference_dtype(jnp.bfloat16)
     assert model.vision_model.encoder.layers[0].mlp.fc1.kernel[...].dtype == jnp.bfloat16
     assert model.vision_model.embeddings.patch_embedding.kernel[...].dtype == jnp.float32
-    low = model(jnp.asarray(pixels), jnp.asarray(token_ids))
+    # nnx.LayerNorm computes its statistics with promote_types(bfloat16, float32), which the
+    # suite's strict promotion rejects; the mix is Flax's own and deliberate.
+    with jax.numpy_dtype_promotion("standard"):
+        low = model(jnp.asarray(pixels), jnp.asarray(token_ids))
     assert low.image_emb.dtype == jnp.float32
     assert float(jnp.min(jnp.sum(low.image_emb * reference.image_emb, axis=1))) > 0.99
     assert float(jnp.min(jnp.sum(low.text_emb * reference.text_emb, axis=1))) > 0.99
