@@ -6,15 +6,6 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = [
-    "SiglipConfig",
-    "TextConfig",
-    "VisionConfig",
-    "get_config",
-    "list_configs",
-    "register_config",
-]
-
 
 def _check_positive_ints(owner: str, **values: int) -> None:
     for name, value in values.items():

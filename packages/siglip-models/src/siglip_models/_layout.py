@@ -8,23 +8,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 
 from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
 
-__all__ = [
-    "CheckpointError",
-    "config_from_hf_dict",
-    "config_to_hf_dict",
-    "hf_parameter_shapes",
-    "read_hf_config",
-    "validate_parameter_shapes",
-    "write_atomic",
-]
+_Array = TypeVar("_Array")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,6 +29,84 @@ IGNORED_SUFFIXES = (".position_ids",)
 
 class CheckpointError(ValueError):
     """A checkpoint does not fit the model: missing, unexpected or mis-shaped weights."""
+
+
+# ---------------------------------------------------------------- input checks (torch and Flax)
+def check_pixels(shape: tuple[int, ...], image_size: int, *, channels_last: bool) -> None:
+    """Check a pixel batch's shape: NCHW (PyTorch) or NHWC (Flax), at the model's resolution.
+
+    Raises:
+        ValueError: for another rank or channel count, or another resolution.
+    """
+    if channels_last:
+        layout, channel_axis, height_axis = "[batch, height, width, 3] (NHWC)", 3, 1
+    else:
+        layout, channel_axis, height_axis = "[batch, 3, height, width] (NCHW)", 1, 2
+    if len(shape) != 4 or shape[channel_axis] != 3:
+        raise ValueError(f"pixels must be {layout}, got shape {tuple(shape)}")
+    height, width = shape[height_axis], shape[height_axis + 1]
+    if height != image_size or width != image_size:
+        raise ValueError(
+            f"pixels must be {image_size}x{image_size} for this model, got {height}x{width}; "
+            "resize the image, or call resize_position_embedding() to run at another resolution"
+        )
+
+
+def check_token_ids(
+    shape: tuple[int, ...], dtype: Any, *, is_integer: bool, max_length: int
+) -> None:
+    """Check a batch of token ids: ``[batch, max_length]`` integers (padded, never masked).
+
+    Raises:
+        ValueError: for another shape, or ids that are not integers.
+    """
+    if len(shape) != 2 or shape[1] != max_length:
+        raise ValueError(
+            f"token_ids must be [batch, {max_length}] (padded to the trained length "
+            f"{max_length}: the pooled token is the last position), got shape {tuple(shape)}"
+        )
+    if not is_integer:
+        raise ValueError(f"token_ids must hold integers, got dtype {dtype}")
+
+
+# ---------------------------------------------------------------- parameter names
+# Our 0-d scalar parameters and the HF keys (shape (1,)) they are stored under; the other
+# PyTorch parameters already carry their HF names.
+SCALAR_KEYS = {"log_scale": "logit_scale", "bias": "logit_bias"}
+# Flax leaf names that differ from the HF (torch) ones.
+_NNX_LEAVES = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
+
+
+def nnx_path_to_hf_key(path: tuple[Any, ...]) -> str:
+    """Flax NNX parameter path -> Hugging Face key (same module names; leaf names differ)."""
+    if len(path) == 1 and str(path[0]) in SCALAR_KEYS:
+        return SCALAR_KEYS[str(path[0])]
+    *modules, leaf = (str(part) for part in path)
+    return ".".join([*modules, _NNX_LEAVES.get(leaf, leaf)])
+
+
+def hf_to_nnx_layout(path: tuple[Any, ...], array: _Array) -> _Array:
+    """An HF (torch-layout) array -> the NNX layout of the parameter at ``path``.
+
+    Dense kernels are ``(in, out)`` (torch ``(out, in)``); conv kernels HWIO (torch OIHW); the
+    scalars are 0-d (HF ``(1,)``).
+    """
+    value: Any = array
+    if len(path) == 1 and str(path[0]) in SCALAR_KEYS:
+        return value.reshape(())  # type: ignore[no-any-return]
+    if str(path[-1]) == "kernel":
+        return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T  # type: ignore[no-any-return]
+    return array
+
+
+def nnx_to_hf_layout(path: tuple[Any, ...], array: _Array) -> _Array:
+    """Inverse of :func:`hf_to_nnx_layout`."""
+    value: Any = array
+    if len(path) == 1 and str(path[0]) in SCALAR_KEYS:
+        return value.reshape(1)  # type: ignore[no-any-return]
+    if str(path[-1]) == "kernel":
+        return value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T  # type: ignore[no-any-return]
+    return array
 
 
 def _encoder_shapes(prefix: str, width: int, depth: int, mlp_dim: int) -> dict[str, tuple]:
@@ -310,6 +382,22 @@ def weight_files(directory: str | os.PathLike[str]) -> list[Path]:
     )
 
 
+def read_hf_directory(
+    directory: str | os.PathLike[str], load_file: Callable[[str], Mapping[str, _Array]]
+) -> tuple[SiglipConfig, dict[str, _Array]]:
+    """The config and every weight of an HF directory, each file read with ``load_file``.
+
+    Raises:
+        FileNotFoundError: no ``config.json``, or no safetensors weights.
+        CheckpointError: if the config describes an unsupported model.
+    """
+    config = read_hf_config(directory)
+    arrays: dict[str, _Array] = {}
+    for file in weight_files(directory):
+        arrays.update(load_file(str(file)))
+    return config, arrays
+
+
 def write_atomic(path: Path, write: Any) -> None:
     """Write a file through ``write(temporary_path)`` then ``os.replace`` it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,12 +412,19 @@ def write_atomic(path: Path, write: Any) -> None:
         raise
 
 
-def write_hf_config(directory: str | os.PathLike[str], config: SiglipConfig) -> None:
-    """Write ``config.json`` atomically."""
+def write_hf_directory(
+    directory: str | os.PathLike[str], config: SiglipConfig, save_weights: Callable[[str], None]
+) -> None:
+    """Write ``model.safetensors`` through ``save_weights(temporary_path)``, then ``config.json``.
+
+    Each file is written to a temporary name and moved into place.
+    """
+    root = Path(directory)
+    write_atomic(root / WEIGHTS_NAME, save_weights)
     text = json.dumps(config_to_hf_dict(config), indent=2, sort_keys=True) + "\n"
 
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as handle:
             handle.write(text)
 
-    write_atomic(Path(directory) / CONFIG_NAME, write)
+    write_atomic(root / CONFIG_NAME, write)

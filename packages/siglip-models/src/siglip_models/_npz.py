@@ -18,8 +18,6 @@ from siglip_models._layout import CheckpointError
 from siglip_models._layout import hf_parameter_shapes
 from siglip_models._layout import validate_parameter_shapes
 
-__all__ = ["read_big_vision_npz", "save_big_vision_npz"]
-
 _PREFIXES = ("params/", "opt/target/")
 _STACKED = re.compile(r"^(?P<tower>img/Transformer|txt/Encoder_0)/encoderblock/(?P<rest>.+)$")
 _LAYER = re.compile(r"^(img/Transformer|txt/Encoder_0)/encoderblock_(\d+)/")

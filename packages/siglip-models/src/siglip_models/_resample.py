@@ -7,8 +7,6 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["resample_position_embedding"]
-
 _CUBIC_A = -0.75  # the Keys coefficient torch (and so HF) uses for bicubic
 
 

@@ -245,3 +245,23 @@ def test_prepacked_weights_follow_in_place_updates() -> None:
     torch.testing.assert_close(packed.logits_per_image, plain.logits_per_image, atol=1e-5, rtol=0)
     with pytest.raises(RuntimeError, match="float32"):
         SiglipModel("tiny-test").to(torch.float64).optimize_for_cpu_inference()
+
+
+def test_cpu_inference_swaps_modules_without_touching_parameters_and_swaps_back() -> None:
+    from siglip_models.torch._layers import MLP
+    from siglip_models.torch._layers import SelfAttention
+
+    model = SiglipModel("tiny-test").eval()
+    plain_types = {name: type(module) for name, module in model.named_modules()}
+    parameters = dict(model.named_parameters())
+    model.optimize_for_cpu_inference()
+    packed_types = {name: type(module) for name, module in model.named_modules()}
+    assert packed_types.keys() == plain_types.keys()
+    swapped = {name for name in plain_types if packed_types[name] is not plain_types[name]}
+    assert swapped == {name for name, kind in plain_types.items() if kind in (MLP, SelfAttention)}
+    assert swapped  # every encoder block and the MAP head's MLP
+    assert {name: id(p) for name, p in model.named_parameters()} == {
+        name: id(p) for name, p in parameters.items()
+    }
+    model.optimize_for_cpu_inference(False)
+    assert {name: type(module) for name, module in model.named_modules()} == plain_types

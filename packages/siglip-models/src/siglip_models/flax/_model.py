@@ -18,15 +18,16 @@ from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
 from siglip_models._config import get_config
-from siglip_models._layout import read_hf_config
+from siglip_models._layout import check_pixels
+from siglip_models._layout import check_token_ids
+from siglip_models._layout import hf_to_nnx_layout
+from siglip_models._layout import nnx_path_to_hf_key
+from siglip_models._layout import nnx_to_hf_layout
+from siglip_models._layout import read_hf_directory
 from siglip_models._layout import validate_parameter_shapes
-from siglip_models._layout import weight_files
-from siglip_models._layout import write_atomic
-from siglip_models._layout import write_hf_config
+from siglip_models._layout import write_hf_directory
 from siglip_models._npz import read_big_vision_npz
 from siglip_models._resample import resample_position_embedding
-
-__all__ = ["SiglipModel", "SiglipOutput"]
 
 _xavier = nnx.initializers.xavier_uniform()
 _zeros = nnx.initializers.zeros_init()
@@ -263,38 +264,6 @@ def _normalize(embedding: jax.Array) -> jax.Array:
     return embedding / norm
 
 
-# ---------------------------------------------------------------- HF layout <-> NNX state
-def _hf_key(path: tuple[Any, ...]) -> str:
-    """NNX parameter path -> Hugging Face key (same module names; leaf names differ)."""
-    if path == ("log_scale",):
-        return "logit_scale"
-    if path == ("bias",):
-        return "logit_bias"
-    *modules, leaf = (str(part) for part in path)
-    leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(leaf, leaf)
-    return ".".join([*modules, leaf])
-
-
-def _from_hf(path: tuple[Any, ...], array: Any) -> Any:
-    """An HF (torch-layout) array -> the NNX layout of the parameter at ``path``."""
-    leaf = str(path[-1])
-    if path in (("log_scale",), ("bias",)):
-        return array.reshape(())
-    if leaf == "kernel":
-        return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
-    return array
-
-
-def _to_hf(path: tuple[Any, ...], array: Any) -> Any:
-    """Inverse of :func:`_from_hf`."""
-    leaf = str(path[-1])
-    if path in (("log_scale",), ("bias",)):
-        return array.reshape(1)
-    if leaf == "kernel":
-        return array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
-    return array
-
-
 class SiglipModel(nnx.Module):
     """SigLIP / SigLIP 2 (fixed resolution) image and text towers in Flax NNX.
 
@@ -331,17 +300,7 @@ class SiglipModel(nnx.Module):
 
     # ------------------------------------------------------------- encoders
     def _check_pixels(self, pixels: jax.Array) -> None:
-        size = self.config.vision.image_size
-        if pixels.ndim != 4 or pixels.shape[3] != 3:
-            raise ValueError(
-                f"pixels must be [batch, height, width, 3] (NHWC), got shape {tuple(pixels.shape)}"
-            )
-        if pixels.shape[1] != size or pixels.shape[2] != size:
-            raise ValueError(
-                f"pixels must be {size}x{size} for this model, got "
-                f"{pixels.shape[1]}x{pixels.shape[2]}; resize the image, or call "
-                "resize_position_embedding() to run at another resolution"
-            )
+        check_pixels(tuple(pixels.shape), self.config.vision.image_size, channels_last=True)
 
     def encode_image_patches(self, pixels: jax.Array) -> jax.Array:
         """Final-LayerNorm patch tokens ``[batch, num_patches, width]`` (row-major, no class token).
@@ -380,15 +339,12 @@ class SiglipModel(nnx.Module):
         Raises:
             ValueError: if the ids are not integer or not padded to ``max_length``.
         """
-        length = self.config.text.max_length
-        if token_ids.ndim != 2 or token_ids.shape[1] != length:
-            raise ValueError(
-                f"token_ids must be [batch, {length}] (padded to the trained length "
-                f"{length}: the pooled token is the last position), got shape "
-                f"{tuple(token_ids.shape)}"
-            )
-        if not jnp.issubdtype(token_ids.dtype, jnp.integer):
-            raise ValueError(f"token_ids must be an integer array, got {token_ids.dtype}")
+        check_token_ids(
+            tuple(token_ids.shape),
+            token_ids.dtype,
+            is_integer=bool(jnp.issubdtype(token_ids.dtype, jnp.integer)),
+            max_length=self.config.text.max_length,
+        )
         return self.text_model(token_ids)
 
     def logits(self, image_emb: jax.Array, text_emb: jax.Array) -> jax.Array:
@@ -457,7 +413,10 @@ class SiglipModel(nnx.Module):
     def hf_state_dict(self) -> dict[str, jax.Array]:
         """Every parameter under its Hugging Face key, in torch layout."""
         state = nnx.to_flat_state(nnx.state(self, nnx.Param))
-        return {_hf_key(path): _to_hf(path, variable.get_value()) for path, variable in state}
+        return {
+            nnx_path_to_hf_key(path): nnx_to_hf_layout(path, variable.get_value())
+            for path, variable in state
+        }
 
     def load_hf_state_dict(self, arrays: Mapping[str, Any], *, source: str = "dict") -> None:
         """Replace every parameter from Hugging Face-layout arrays (all or nothing).
@@ -470,7 +429,9 @@ class SiglipModel(nnx.Module):
         )
         flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
         values = [
-            _from_hf(path, jnp.asarray(arrays[_hf_key(path)])).astype(variable.get_value().dtype)
+            hf_to_nnx_layout(path, jnp.asarray(arrays[nnx_path_to_hf_key(path)])).astype(
+                variable.get_value().dtype
+            )
             for path, variable in flat
         ]
         for (_, variable), value in zip(flat, values):
@@ -500,10 +461,7 @@ class SiglipModel(nnx.Module):
             )
         from safetensors.flax import load_file
 
-        config = read_hf_config(path)
-        arrays: dict[str, Any] = {}
-        for file in weight_files(path):
-            arrays.update(load_file(str(file)))
+        config, arrays = read_hf_directory(path, load_file)
         return cls._from_arrays(config, arrays, str(path), dtype, image_size, resize_method)
 
     @classmethod
@@ -545,7 +503,7 @@ class SiglipModel(nnx.Module):
         flat = nnx.to_flat_state(state)
         for path, variable in flat:
             if isinstance(variable, nnx.Param):
-                value = _from_hf(path, jnp.asarray(arrays[_hf_key(path)]))
+                value = hf_to_nnx_layout(path, jnp.asarray(arrays[nnx_path_to_hf_key(path)]))
                 variable.set_value(value.astype(dtype))
         model: SiglipModel = nnx.merge(graphdef, nnx.from_flat_state(flat))
         if image_size is not None and image_size != config.vision.image_size:
@@ -556,10 +514,9 @@ class SiglipModel(nnx.Module):
         """Write ``config.json`` + ``model.safetensors`` (torch layout, HF key names)."""
         from safetensors.flax import save_file
 
-        directory = Path(path)
         arrays = {k: jnp.asarray(v) for k, v in self.hf_state_dict().items()}
-        write_atomic(
-            directory / "model.safetensors",
+        write_hf_directory(
+            path,
+            self.config,
             lambda temporary: save_file(arrays, temporary, metadata={"format": "pt"}),
         )
-        write_hf_config(directory, self.config)
