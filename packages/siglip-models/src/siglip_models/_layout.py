@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from typing import TypeVar
 
+from siglip_models._atomic import atomic_write
+from siglip_models._atomic import atomic_write_text
 from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
@@ -398,33 +399,16 @@ def read_hf_directory(
     return config, arrays
 
 
-def write_atomic(path: Path, write: Any) -> None:
-    """Write a file through ``write(temporary_path)`` then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def write_hf_directory(
-    directory: str | os.PathLike[str], config: SiglipConfig, save_weights: Callable[[str], None]
+    directory: str | os.PathLike[str], config: SiglipConfig, save_weights: Callable[[Path], None]
 ) -> None:
     """Write ``model.safetensors`` through ``save_weights(temporary_path)``, then ``config.json``.
 
-    Each file is written to a temporary name and moved into place.
+    Each file is written atomically and durably (temporary file, fsync, rename, fsync of the
+    directory): a crash leaves the old file or the new one, never part of one.
     """
     root = Path(directory)
-    write_atomic(root / WEIGHTS_NAME, save_weights)
-    text = json.dumps(config_to_hf_dict(config), indent=2, sort_keys=True) + "\n"
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-    write_atomic(root / CONFIG_NAME, write)
+    atomic_write(root / WEIGHTS_NAME, save_weights)
+    atomic_write_text(
+        root / CONFIG_NAME, json.dumps(config_to_hf_dict(config), indent=2, sort_keys=True) + "\n"
+    )

@@ -6,9 +6,11 @@ import math
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from siglip_models._atomic import atomic_write
 from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
@@ -319,7 +321,8 @@ def save_big_vision_npz(
     """Write Hugging Face-layout arrays as a big_vision two-tower ``.npz`` (``params/`` prefix).
 
     The exact inverse of :func:`read_big_vision_npz`: big_vision's ``load`` (and this package)
-    read the file back to the same numbers. Written to a temporary file, then moved into place.
+    read the file back to the same numbers. Written atomically and durably (temporary file,
+    fsync, rename, fsync of the directory).
 
     Args:
         path: the ``.npz`` to write.
@@ -331,8 +334,6 @@ def save_big_vision_npz(
     Raises:
         CheckpointError: if the arrays do not fit ``config``.
     """
-    from siglip_models._layout import write_atomic
-
     arrays = {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
     validate_parameter_shapes({k: v.shape for k, v in arrays.items()}, config, source="arrays")
     flat: dict[str, np.ndarray] = {}
@@ -358,12 +359,9 @@ def save_big_vision_npz(
             )
         for key, items in grouped.items():
             flat[key] = np.stack([value for _, value in sorted(items, key=lambda item: item[0])])
-    target = os.fspath(path)
 
-    def write(temporary: str) -> None:
+    def write(temporary: Path) -> None:
         with open(temporary, "wb") as handle:
             np.savez(handle, **{f"params/{key}": value for key, value in flat.items()})  # type: ignore[arg-type]
 
-    from pathlib import Path
-
-    write_atomic(Path(target), write)
+    atomic_write(path, write)

@@ -265,3 +265,30 @@ def test_cpu_inference_swaps_modules_without_touching_parameters_and_swaps_back(
     }
     model.optimize_for_cpu_inference(False)
     assert {name: type(module) for name, module in model.named_modules()} == plain_types
+
+
+def test_save_pretrained_writes_through_the_atomic_helper_and_leaves_no_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import siglip_models._atomic
+
+    synced: list[str] = []
+    real_fsync = siglip_models._atomic._fsync_file
+
+    def recording_fsync(path: Path) -> None:
+        synced.append(Path(path).name)
+        real_fsync(path)
+
+    monkeypatch.setattr(siglip_models._atomic, "_fsync_file", recording_fsync)
+    model = SiglipModel("tiny-test")
+    model.save_pretrained(tmp_path / "out")
+    arrays = {k: v.numpy() for k, v in model.hf_state_dict().items()}
+    siglip_models.save_big_vision_npz(tmp_path / "out" / "bv.npz", arrays, model.config)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "bv.npz",
+        "config.json",
+        "model.safetensors",
+    ]
+    # Every file was fsynced under its temporary name before the rename.
+    assert len(synced) == 3
+    assert all(name.startswith(".") and name.endswith(".tmp") for name in synced)

@@ -511,7 +511,17 @@ class SiglipModel(nnx.Module):
         return model
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (torch layout, HF key names)."""
+        """Write ``config.json`` + ``model.safetensors`` (torch layout, HF key names).
+
+        The same files as :meth:`siglip_models.torch.SiglipModel.save_pretrained`, written
+        atomically and durably the same way.
+
+        Args:
+            path: the directory (created if missing).
+
+        Raises:
+            OSError: if a file cannot be written (the message names it; nothing partial is left).
+        """
         from safetensors.flax import save_file
 
         arrays = {k: jnp.asarray(v) for k, v in self.hf_state_dict().items()}

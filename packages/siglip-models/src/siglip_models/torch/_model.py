@@ -423,7 +423,14 @@ class SiglipModel(nn.Module):
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
         """Write ``config.json`` + ``model.safetensors`` that transformers' ``SiglipModel`` loads.
 
-        Each file is written to a temporary name and moved into place.
+        Each file is written atomically and durably (temporary file in the same directory, fsync,
+        rename, fsync of the directory); other files in the directory are left alone.
+
+        Args:
+            path: the directory (created if missing).
+
+        Raises:
+            OSError: if a file cannot be written (the message names it; nothing partial is left).
         """
         from safetensors.torch import save_file
 
