@@ -299,3 +299,27 @@ def test_resized_resolution_matches_transformers_bicubic(
         ).pooler_output
     np.testing.assert_allclose(ours.encode_image(jnp.asarray(pixels)), expected.numpy(), atol=ATOL)
     assert ours.config.vision.image_size == 48
+
+
+def test_l2_normalize_maps_a_zero_row_to_zeros_with_finite_gradient_and_keeps_dtype() -> None:
+    from siglip_models.flax._model import l2_normalize
+
+    x = jnp.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(l2_normalize(x), [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
+    gradient = jax.grad(lambda rows: jnp.sum(l2_normalize(rows)))(x)
+    assert bool(jnp.all(jnp.isfinite(gradient)))
+    for dtype in (jnp.bfloat16, jnp.float16, jnp.float32):
+        assert l2_normalize(jnp.ones((2, 3), dtype)).dtype == dtype
+    for dtype in (jnp.int32, jnp.bool_):
+        with pytest.raises(TypeError, match=r"l2_normalize: x must be a floating-point"):
+            l2_normalize(jnp.ones((2, 3), dtype))
+
+
+def test_a_zero_embedding_gives_a_zero_normalised_row_and_bias_logits() -> None:
+    model = SiglipModel("tiny-test")
+    model.text_model.head.kernel[...] = jnp.zeros_like(model.text_model.head.kernel[...])
+    model.text_model.head.bias[...] = jnp.zeros_like(model.text_model.head.bias[...])  # type: ignore[index]
+    pixels, token_ids = _inputs("tiny-test", 2, 3, 0)
+    out = model(jnp.asarray(pixels), jnp.asarray(token_ids))
+    np.testing.assert_array_equal(out.text_emb, np.zeros((3, 32), np.float32))
+    np.testing.assert_array_equal(out.logits_per_image, np.full((2, 3), -10.0, np.float32))

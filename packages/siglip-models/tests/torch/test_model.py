@@ -292,3 +292,30 @@ def test_save_pretrained_writes_through_the_atomic_helper_and_leaves_no_temp_fil
     # Every file was fsynced under its temporary name before the rename.
     assert len(synced) == 3
     assert all(name.startswith(".") and name.endswith(".tmp") for name in synced)
+
+
+def test_l2_normalize_maps_a_zero_row_to_zeros_with_finite_gradient_and_keeps_dtype() -> None:
+    from siglip_models.torch._layers import l2_normalize
+
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0]], requires_grad=True)
+    out = l2_normalize(x)
+    torch.testing.assert_close(out, torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
+    out.sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        assert l2_normalize(torch.ones(2, 3, dtype=dtype)).dtype == dtype
+    for dtype in (torch.int64, torch.bool):
+        with pytest.raises(TypeError, match=r"l2_normalize: x must be a floating-point"):
+            l2_normalize(torch.ones(2, 3, dtype=dtype))
+
+
+def test_a_zero_embedding_gives_a_zero_normalised_row_and_bias_logits() -> None:
+    torch.manual_seed(0)
+    model = SiglipModel("tiny-test").eval()
+    with torch.no_grad():  # every text embedding is exactly zero
+        model.text_model.head.weight.zero_()
+        model.text_model.head.bias.zero_()
+        out = model(torch.rand(2, 3, 32, 32) * 2 - 1, torch.randint(0, 100, (3, 16)))
+    assert torch.equal(out.text_emb, torch.zeros(3, 32))
+    assert torch.equal(out.logits_per_image, torch.full((2, 3), -10.0))

@@ -258,10 +258,35 @@ class SiglipOutput:
     bias: jax.Array
 
 
-def _normalize(embedding: jax.Array) -> jax.Array:
-    embedding = embedding.astype(jnp.float32)
-    norm: jax.Array = jnp.linalg.norm(embedding, axis=-1, keepdims=True)
-    return embedding / norm
+def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Array:
+    """``x / max(||x||_2, eps)`` along ``axis``: a zero row gives a zero row, never NaN.
+
+    The package-wide policy (the same as ``siglip_loss``): computed in float32 (float64 for
+    float64 input) and returned in the dtype of ``x``; the gradient stays finite (the norm is
+    the square root of the clamped squared norm, so its derivative is never 0/0).
+
+    Args:
+        x: a floating-point array, e.g. embeddings ``[batch, embed]``.
+        axis: the axis to normalise over.
+        eps: the smallest norm divided by.
+
+    Returns:
+        An array of the shape and dtype of ``x``.
+
+    Raises:
+        TypeError: if ``x`` is not floating point (integer or bool).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]]))
+        Array([[0.6, 0.8],
+               [0. , 0. ]], dtype=float32)
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"l2_normalize: x must be a floating-point array, got {x.dtype}")
+    work = x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)
+    squared_norm = jnp.sum(work * work, axis=axis, keepdims=True)
+    return (work / jnp.sqrt(jnp.maximum(squared_norm, eps * eps))).astype(x.dtype)
 
 
 class SiglipModel(nnx.Module):
@@ -359,8 +384,8 @@ class SiglipModel(nnx.Module):
             pixels: ``[batch_images, image_size, image_size, 3]`` in [-1, 1].
             token_ids: ``[batch_texts, max_length]``.
         """
-        image_emb = _normalize(self.encode_image(pixels))
-        text_emb = _normalize(self.encode_text(token_ids))
+        image_emb = l2_normalize(self.encode_image(pixels).astype(jnp.float32))
+        text_emb = l2_normalize(self.encode_text(token_ids).astype(jnp.float32))
         logits_per_image = self.logits(image_emb, text_emb)
         return SiglipOutput(
             image_emb=image_emb,

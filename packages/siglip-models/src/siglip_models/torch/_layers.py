@@ -16,6 +16,36 @@ from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
 
 
+def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
+    """``x / max(||x||_2, eps)`` along ``dim``: a zero row gives a zero row, never NaN.
+
+    The package-wide policy (the same as ``siglip_loss``): computed in float32 (float64 for
+    float64 input) and returned in the dtype of ``x``; the gradient stays finite.
+
+    Args:
+        x: a floating-point tensor, e.g. embeddings ``[batch, embed]``.
+        dim: the axis to normalise over.
+        eps: the smallest norm divided by.
+
+    Returns:
+        A tensor of the shape and dtype of ``x``.
+
+    Raises:
+        TypeError: if ``x`` is not floating point (integer or bool).
+
+    Example:
+        >>> import torch
+        >>> l2_normalize(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
+    """
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"l2_normalize: x must be a floating-point tensor, got {x.dtype}")
+    work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    norm = torch.linalg.vector_norm(work, dim=dim, keepdim=True)
+    return (work / norm.clamp_min(eps)).to(x.dtype)
+
+
 def attend(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Unmasked multi-head attention of projected queries, keys and values.
 

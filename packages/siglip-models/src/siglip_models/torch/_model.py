@@ -31,6 +31,7 @@ from siglip_models.torch._cpu_inference import pack_for_cpu_inference
 from siglip_models.torch._cpu_inference import unpack
 from siglip_models.torch._layers import TextTower
 from siglip_models.torch._layers import VisionTower
+from siglip_models.torch._layers import l2_normalize
 
 
 @dataclass
@@ -53,12 +54,6 @@ class SiglipOutput:
     logits_per_text: torch.Tensor
     scale: torch.Tensor
     bias: torch.Tensor
-
-
-def _normalize(embedding: torch.Tensor) -> torch.Tensor:
-    embedding = embedding.float()
-    norm: torch.Tensor = embedding.norm(dim=-1, keepdim=True)
-    return embedding / norm
 
 
 class SiglipModel(nn.Module):
@@ -212,8 +207,8 @@ class SiglipModel(nn.Module):
         Returns:
             :class:`SiglipOutput` with normalised float32 embeddings and logits.
         """
-        image_emb = _normalize(self.encode_image(pixels))
-        text_emb = _normalize(self.encode_text(token_ids))
+        image_emb = l2_normalize(self.encode_image(pixels).float())
+        text_emb = l2_normalize(self.encode_text(token_ids).float())
         logits_per_image = self.logits(image_emb, text_emb)
         return SiglipOutput(
             image_emb=image_emb,
