@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -193,8 +194,9 @@ class SiglipConfig:
     Args:
         vision: the image tower.
         text: the text tower.
-        init_log_scale: initial ``log_scale`` for training from scratch (log 10, SigLIP paper 4.8).
-        init_bias: initial logit bias for training from scratch (-10).
+        log_scale_init: initial ``log_scale``, the natural log of the logit scale t, for training
+            from scratch (``math.log(10)``, SigLIP paper 4.8). Was ``init_log_scale``.
+        bias_init: initial logit bias for training from scratch (-10). Was ``init_bias``.
         lowercase: whether the tokenizer must lowercase the text (True for every release).
 
     Raises:
@@ -207,8 +209,8 @@ class SiglipConfig:
 
     vision: VisionConfig
     text: TextConfig
-    init_log_scale: float = math.log(10.0)
-    init_bias: float = -10.0
+    log_scale_init: float = math.log(10.0)
+    bias_init: float = -10.0
     lowercase: bool = True
 
     def __post_init__(self) -> None:
@@ -256,11 +258,33 @@ class SiglipConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SiglipConfig:
-        """Inverse of :meth:`to_dict`."""
-        fields = dict(data)
+        """Inverse of :meth:`to_dict`; also reads dicts saved with the old field names.
+
+        Args:
+            data: a dict from :meth:`to_dict` (``init_log_scale`` / ``init_bias`` are read as
+                ``log_scale_init`` / ``bias_init``).
+
+        Returns:
+            The config.
+        """
+        fields = rename_legacy_fields(data)
         fields["vision"] = VisionConfig(**fields["vision"])
         fields["text"] = TextConfig(**fields["text"])
         return cls(**fields)
+
+
+# Field names before the one-name-per-concept rename; saved files may still carry them.
+_LEGACY_FIELDS = {"init_log_scale": "log_scale_init", "init_bias": "bias_init"}
+
+
+def rename_legacy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with the old field names renamed (a new name present wins)."""
+    fields = dict(data)
+    for old, new in _LEGACY_FIELDS.items():
+        if old in fields:
+            value = fields.pop(old)
+            fields.setdefault(new, value)
+    return fields
 
 
 # Tower shapes of bv `decode_variant` (width, depth, mlp_dim, num_heads).

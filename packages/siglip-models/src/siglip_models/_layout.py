@@ -18,6 +18,7 @@ from siglip_models._atomic import atomic_write_text
 from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
+from siglip_models._config import rename_legacy_fields
 
 _Array = TypeVar("_Array")
 
@@ -248,8 +249,8 @@ def config_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
         },
         # Not read by transformers; lets this package restore the from-scratch init values.
         "siglip_models": {
-            "init_log_scale": config.init_log_scale,
-            "init_bias": config.init_bias,
+            "log_scale_init": config.log_scale_init,
+            "bias_init": config.bias_init,
             "lowercase": config.lowercase,
         },
     }
@@ -315,7 +316,7 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
     if isinstance(patch_size, (list, tuple)):
         patch_size = patch_size[0]
     text_width = text["hidden_size"]
-    extras = data.get("siglip_models", {})
+    extras = rename_legacy_fields(data.get("siglip_models") or {})
     pad_id = text.get("pad_token_id")
     return SiglipConfig(
         vision=VisionConfig(
@@ -338,7 +339,7 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
             pad_id=1 if pad_id is None else int(pad_id),
             layer_norm_eps=float(text.get("layer_norm_eps", 1e-6)),
         ),
-        **{k: extras[k] for k in ("init_log_scale", "init_bias", "lowercase") if k in extras},
+        **{k: extras[k] for k in ("log_scale_init", "bias_init", "lowercase") if k in extras},
     )
 
 

@@ -320,8 +320,8 @@ class SiglipModel(nnx.Module):
         self.config = config
         self.vision_model = _VisionTower(config.vision, rngs)
         self.text_model = _TextTower(config.text, rngs)
-        self.log_scale = nnx.Param(jnp.asarray(config.init_log_scale, jnp.float32))
-        self.bias = nnx.Param(jnp.asarray(config.init_bias, jnp.float32))
+        self.log_scale = nnx.Param(jnp.asarray(config.log_scale_init, jnp.float32))
+        self.bias = nnx.Param(jnp.asarray(config.bias_init, jnp.float32))
 
     # ------------------------------------------------------------- encoders
     def _check_pixels(self, pixels: jax.Array) -> None:

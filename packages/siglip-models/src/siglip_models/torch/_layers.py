@@ -42,7 +42,7 @@ def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.
     if not x.dtype.is_floating_point:
         raise TypeError(f"l2_normalize: x must be a floating-point tensor, got {x.dtype}")
     work = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
-    norm = torch.linalg.vector_norm(work, dim=dim, keepdim=True)
+    norm: torch.Tensor = torch.linalg.vector_norm(work, dim=dim, keepdim=True)
     return (work / norm.clamp_min(eps)).to(x.dtype)
 
 

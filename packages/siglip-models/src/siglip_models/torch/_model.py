@@ -91,8 +91,8 @@ class SiglipModel(nn.Module):
         self.config = config
         self.vision_model = VisionTower(config.vision)
         self.text_model = TextTower(config.text)
-        self.log_scale = nn.Parameter(torch.tensor(float(config.init_log_scale)))
-        self.bias = nn.Parameter(torch.tensor(float(config.init_bias)))
+        self.log_scale = nn.Parameter(torch.tensor(float(config.log_scale_init)))
+        self.bias = nn.Parameter(torch.tensor(float(config.bias_init)))
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -126,8 +126,8 @@ class SiglipModel(nn.Module):
                 head.attention.in_proj_weight[rows * width : (rows + 1) * width]
             )
         nn.init.zeros_(head.attention.in_proj_bias)
-        self.log_scale.fill_(self.config.init_log_scale)
-        self.bias.fill_(self.config.init_bias)
+        self.log_scale.fill_(self.config.log_scale_init)
+        self.bias.fill_(self.config.bias_init)
 
     # ------------------------------------------------------------- encoders
     def _check_pixels(self, pixels: torch.Tensor) -> None:
