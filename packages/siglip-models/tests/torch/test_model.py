@@ -20,11 +20,6 @@ from siglip_models import get_config
 from siglip_models.torch import SiglipModel
 
 
-def test_every_name_in_all_exists() -> None:
-    for name in siglip_models.torch.__all__:
-        assert hasattr(siglip_models.torch, name)
-
-
 def _copy(directory: Path, tmp_path: Path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(directory, target)
