@@ -44,6 +44,7 @@ class VisionConfig:
         layer_norm_eps: epsilon of every LayerNorm (1e-6 in all released models).
 
     Example:
+        >>> from siglip_models import VisionConfig
         >>> VisionConfig(
         ...     image_size=224, patch_size=16, width=768, depth=12, num_heads=12, mlp_dim=3072
         ... ).num_patches
@@ -130,6 +131,7 @@ class TextConfig:
         layer_norm_eps: epsilon of every LayerNorm.
 
     Example:
+        >>> from siglip_models import TextConfig
         >>> TextConfig(
         ...     vocab_size=32000,
         ...     max_length=64,
@@ -203,6 +205,7 @@ class SiglipConfig:
         ValueError: if ``text.embed_dim != vision.width``.
 
     Example:
+        >>> from siglip_models import get_config
         >>> get_config("siglip-base-patch16-224").embed_dim
         768
     """
@@ -242,6 +245,7 @@ class SiglipConfig:
         """A copy with fields replaced; ``vision``/``text`` may be dicts of their own fields.
 
         Example:
+            >>> from siglip_models import get_config
             >>> get_config("siglip-base-patch16-224").replace(
             ...     vision={"image_size": 384}
             ... ).vision.image_size
@@ -346,6 +350,7 @@ def register_config(name: str, config: SiglipConfig, *, overwrite: bool = False)
         ValueError: if ``name`` is taken by a different config and ``overwrite`` is False.
 
     Example:
+        >>> from siglip_models import get_config, register_config
         >>> register_config("my-tiny", get_config("tiny-test"))
         >>> get_config("my-tiny") == get_config("tiny-test")
         True
@@ -372,6 +377,7 @@ def get_config(name: str) -> SiglipConfig:
         KeyError: naming the unknown name and listing the known ones.
 
     Example:
+        >>> from siglip_models import get_config
         >>> get_config("siglip-so400m-patch14-224").text.max_length
         16
     """
@@ -383,7 +389,16 @@ def get_config(name: str) -> SiglipConfig:
 
 
 def list_configs() -> list[str]:
-    """Sorted names of every registered configuration."""
+    """Sorted names of every registered configuration.
+
+    Returns:
+        The names :func:`get_config` accepts: every released shape and the tiny test configs.
+
+    Example:
+        >>> from siglip_models import list_configs
+        >>> "siglip2-base-patch16-224" in list_configs()
+        True
+    """
     return sorted(_REGISTRY)
 
 

@@ -132,7 +132,7 @@ def hf_parameter_shapes(config: SiglipConfig) -> dict[str, tuple]:
     """Every key of a Hugging Face ``SiglipModel`` state dict for ``config``, with its shape.
 
     Example:
-        >>> from siglip_models import get_config
+        >>> from siglip_models import get_config, hf_parameter_shapes
         >>> hf_parameter_shapes(get_config("tiny-test"))["vision_model.head.probe"]
         (1, 1, 32)
     """
@@ -211,7 +211,21 @@ def validate_parameter_shapes(
 
 
 def config_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
-    """The ``config.json`` a transformers ``SiglipModel`` writes for this shape."""
+    """The ``config.json`` a transformers ``SiglipModel`` writes for this shape.
+
+    Args:
+        config: the configuration.
+
+    Returns:
+        A JSON-serialisable dict; the ``siglip_models`` entry (``log_scale_init``, ``bias_init``,
+        ``lowercase``) is ignored by transformers and read back by :func:`config_from_hf_dict`.
+
+    Example:
+        >>> from siglip_models import config_to_hf_dict, get_config
+        >>> hf = config_to_hf_dict(get_config("siglip-base-patch16-224"))
+        >>> hf["model_type"], hf["vision_config"]["patch_size"], hf["text_config"]["pad_token_id"]
+        ('siglip', 16, 1)
+    """
     vision, text = config.vision, config.text
     return {
         "architectures": ["SiglipModel"],
@@ -278,10 +292,23 @@ _HF_TEXT_DEFAULTS = {
 def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json") -> SiglipConfig:
     """Read a transformers ``SiglipConfig`` dict (the ``config.json`` of an HF directory).
 
+    Args:
+        data: the parsed ``config.json``.
+        source: where it came from, quoted in errors.
+
+    Returns:
+        The :class:`~siglip_models.SiglipConfig`.
+
     Raises:
         CheckpointError: for a NaFlex (``siglip2``) or otherwise unsupported model, an activation
             other than tanh-GELU or a model without the MAP head. Fields a Hub ``config.json``
             omits take transformers' defaults, as transformers does.
+
+    Example:
+        >>> from siglip_models import config_from_hf_dict, config_to_hf_dict, get_config
+        >>> config = get_config("siglip2-so400m-patch14-384")
+        >>> config_from_hf_dict(config_to_hf_dict(config)) == config
+        True
     """
     model_type = data.get("model_type")
     if model_type == "siglip2":
@@ -344,11 +371,26 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
 
 
 def read_hf_config(directory: str | os.PathLike[str]) -> SiglipConfig:
-    """The :class:`SiglipConfig` of an HF checkpoint directory (its ``config.json``).
+    """The :class:`~siglip_models.SiglipConfig` of an HF checkpoint directory (its ``config.json``).
+
+    Args:
+        directory: the checkpoint directory.
+
+    Returns:
+        The configuration, without reading any weights.
 
     Raises:
         FileNotFoundError: if ``directory/config.json`` does not exist.
         CheckpointError: if the config describes an unsupported model.
+
+    Example:
+        >>> import json, pathlib, tempfile
+        >>> from siglip_models import config_to_hf_dict, get_config, read_hf_config
+        >>> directory = pathlib.Path(tempfile.mkdtemp())
+        >>> hf = config_to_hf_dict(get_config("tiny-test"))
+        >>> _ = (directory / "config.json").write_text(json.dumps(hf))
+        >>> read_hf_config(directory).vision.image_size
+        32
     """
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():

@@ -333,6 +333,26 @@ def save_big_vision_npz(
 
     Raises:
         CheckpointError: if the arrays do not fit ``config``.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> from siglip_models import get_config, hf_parameter_shapes
+        >>> from siglip_models import read_big_vision_npz, save_big_vision_npz
+        >>> config = get_config("tiny-test")
+        >>> rng = np.random.default_rng(0)
+        >>> arrays = {k: rng.normal(size=s) for k, s in hf_parameter_shapes(config).items()}
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.npz"
+        >>> save_big_vision_npz(path, arrays, config, stacked=True)
+        >>> read_config, read_arrays = read_big_vision_npz(path)
+        >>> read_config == config
+        True
+        >>> bool(
+        ...     np.allclose(
+        ...         read_arrays["vision_model.head.probe"], arrays["vision_model.head.probe"]
+        ...     )
+        ... )
+        True
     """
     arrays = {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
     validate_parameter_shapes({k: v.shape for k, v in arrays.items()}, config, source="arrays")

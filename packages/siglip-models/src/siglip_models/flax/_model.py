@@ -302,6 +302,7 @@ class SiglipModel(nnx.Module):
 
     Example:
         >>> import jax.numpy as jnp
+        >>> from siglip_models.flax import SiglipModel
         >>> model = SiglipModel("tiny-test")
         >>> out = model(jnp.zeros((2, 32, 32, 3)), jnp.ones((3, 16), jnp.int32))
         >>> out.logits_per_image.shape
@@ -332,6 +333,12 @@ class SiglipModel(nnx.Module):
 
         Args:
             pixels: ``[batch, image_size, image_size, 3]`` float in [-1, 1].
+
+        Returns:
+            ``[batch, num_patches, width]``, patches in row-major order.
+
+        Raises:
+            ValueError: for a shape other than ``[batch, image_size, image_size, 3]``.
         """
         self._check_pixels(pixels)
         return self.vision_model.patch_tokens(pixels)
@@ -373,7 +380,15 @@ class SiglipModel(nnx.Module):
         return self.text_model(token_ids)
 
     def logits(self, image_emb: jax.Array, text_emb: jax.Array) -> jax.Array:
-        """``exp(log_scale) * image_emb @ text_emb.T + bias`` -> ``[batch_images, batch_texts]``."""
+        """``exp(log_scale) * image_emb @ text_emb.T + bias`` for normalised embeddings.
+
+        Args:
+            image_emb: ``[batch_images, embed]``.
+            text_emb: ``[batch_texts, embed]``.
+
+        Returns:
+            ``[batch_images, batch_texts]`` float32 logits_per_image.
+        """
         scale = jnp.exp(self.log_scale[...].astype(jnp.float32))
         return scale * image_emb @ text_emb.T + self.bias[...].astype(jnp.float32)
 
@@ -383,6 +398,9 @@ class SiglipModel(nnx.Module):
         Args:
             pixels: ``[batch_images, image_size, image_size, 3]`` in [-1, 1].
             token_ids: ``[batch_texts, max_length]``.
+
+        Returns:
+            :class:`SiglipOutput` with normalised float32 embeddings and logits.
         """
         image_emb = l2_normalize(self.encode_image(pixels).astype(jnp.float32))
         text_emb = l2_normalize(self.encode_text(token_ids).astype(jnp.float32))
@@ -398,7 +416,14 @@ class SiglipModel(nnx.Module):
 
     # ---------------------------------------------------------------- knobs
     def set_gradient_checkpointing(self, enabled: bool = True) -> SiglipModel:
-        """Recompute every encoder block in the backward pass (``nnx.remat``); returns self."""
+        """Recompute every encoder block in the backward pass (``nnx.remat``).
+
+        Args:
+            enabled: turn recomputation on (True) or off (False).
+
+        Returns:
+            ``self``.
+        """
         self.vision_model.encoder.gradient_checkpointing = enabled
         self.text_model.encoder.gradient_checkpointing = enabled
         return self
@@ -407,7 +432,13 @@ class SiglipModel(nnx.Module):
         """Cast every parameter but the patch/position embeddings and scale/bias to ``dtype``.
 
         As big_vision, patch extraction and position embeddings stay float32; the outputs of
-        ``__call__`` are float32. Returns self.
+        ``__call__`` are float32.
+
+        Args:
+            dtype: the dtype of the encoders and heads, e.g. ``jnp.bfloat16``.
+
+        Returns:
+            ``self``.
         """
         keep = {("log_scale",), ("bias",)}
         for path, variable in nnx.to_flat_state(nnx.state(self, nnx.Param)):
@@ -422,7 +453,17 @@ class SiglipModel(nnx.Module):
         """Resample the learned position grid for another resolution, in place.
 
         ``bilinear`` = big_vision's load-time ``scipy.ndimage.zoom(order=1)``; ``bicubic`` = HF
-        ``interpolate_pos_encoding``. Updates ``config.vision.image_size``; returns self.
+        ``interpolate_pos_encoding``.
+
+        Args:
+            image_size: the new input side in pixels.
+            method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            ``self``, with ``config.vision.image_size`` updated.
+
+        Raises:
+            ValueError: if the new size has fewer pixels than one patch.
         """
         new_config = self.config.replace(vision={"image_size": image_size})
         grid = new_config.vision.grid_size
@@ -436,7 +477,12 @@ class SiglipModel(nnx.Module):
 
     # ------------------------------------------------------------- weights
     def hf_state_dict(self) -> dict[str, jax.Array]:
-        """Every parameter under its Hugging Face key, in torch layout."""
+        """Every parameter under its Hugging Face key, in torch layout.
+
+        Returns:
+            HF key -> array (dense kernels transposed to ``(out, in)``, conv kernel OIHW,
+            ``logit_scale`` / ``logit_bias`` of shape ``(1,)``).
+        """
         state = nnx.to_flat_state(nnx.state(self, nnx.Param))
         return {
             nnx_path_to_hf_key(path): nnx_to_hf_layout(path, variable.get_value())
@@ -445,6 +491,10 @@ class SiglipModel(nnx.Module):
 
     def load_hf_state_dict(self, arrays: Mapping[str, Any], *, source: str = "dict") -> None:
         """Replace every parameter from Hugging Face-layout arrays (all or nothing).
+
+        Args:
+            arrays: HF key -> array (numpy, JAX or anything ``jnp.asarray`` takes).
+            source: where the weights came from, quoted in errors.
 
         Raises:
             CheckpointError: for a missing or unexpected key or a shape that does not fit.
@@ -476,9 +526,26 @@ class SiglipModel(nnx.Module):
 
         Also accepts a big_vision ``.npz`` file (see :meth:`from_big_vision`).
 
+        Args:
+            path: the directory (or a ``.npz`` file).
+            dtype: parameter dtype after loading.
+            image_size: run at this resolution (position grid resampled with ``resize_method``).
+            resize_method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            The model.
+
         Raises:
             FileNotFoundError: no config.json / model.safetensors.
             CheckpointError: keys or shapes that do not fit the config.
+
+        Example:
+            >>> import tempfile
+            >>> from siglip_models.flax import SiglipModel
+            >>> directory = tempfile.mkdtemp()
+            >>> SiglipModel("tiny-test").save_pretrained(directory)
+            >>> SiglipModel.from_pretrained(directory).config.text.max_length
+            16
         """
         if Path(path).suffix == ".npz":
             return cls.from_big_vision(
@@ -499,7 +566,19 @@ class SiglipModel(nnx.Module):
         image_size: int | None = None,
         resize_method: Literal["bilinear", "bicubic"] = "bilinear",
     ) -> SiglipModel:
-        """Load a big_vision two-tower ``.npz`` (config inferred from shapes when None).
+        """Load a big_vision two-tower ``.npz`` checkpoint.
+
+        Args:
+            path: the ``.npz`` (with or without a ``params/`` prefix, stacked ``encoderblock/``
+                or per-layer ``encoderblock_i/``, bfloat16 stored as 2-byte void).
+            config: the config (or registered name) the weights must match; inferred from the
+                shapes when None.
+            dtype: parameter dtype after loading.
+            image_size: run at this resolution (position grid resampled with ``resize_method``).
+            resize_method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            The model.
 
         Raises:
             CheckpointError: if the weights do not fit ``config``.

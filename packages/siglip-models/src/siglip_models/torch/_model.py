@@ -72,6 +72,7 @@ class SiglipModel(nn.Module):
 
     Example:
         >>> import torch
+        >>> from siglip_models.torch import SiglipModel
         >>> model = SiglipModel("tiny-test").eval()
         >>> pixels = torch.zeros(2, 3, 32, 32)
         >>> token_ids = torch.ones(3, 16, dtype=torch.long)
@@ -141,6 +142,9 @@ class SiglipModel(nn.Module):
 
         Returns:
             ``[batch, num_patches, width]``, patches in row-major order (no class token).
+
+        Raises:
+            ValueError: for a shape other than ``[batch, 3, image_size, image_size]``.
         """
         self._check_pixels(pixels)
         patches: torch.Tensor = self.vision_model.patch_tokens(pixels)
@@ -221,7 +225,14 @@ class SiglipModel(nn.Module):
 
     # ---------------------------------------------------------------- knobs
     def set_gradient_checkpointing(self, enabled: bool = True) -> SiglipModel:
-        """Recompute every encoder block in backward (saves activation memory); returns self."""
+        """Recompute every encoder block in backward (saves activation memory).
+
+        Args:
+            enabled: turn recomputation on (True) or off (False); it applies in training mode.
+
+        Returns:
+            ``self``.
+        """
         self.vision_model.encoder.gradient_checkpointing = enabled
         self.text_model.encoder.gradient_checkpointing = enabled
         return self
@@ -247,6 +258,18 @@ class SiglipModel(nn.Module):
         Returns:
             ``self``.
 
+        Example:
+            >>> import torch
+            >>> from siglip_models.torch import SiglipModel
+            >>> _ = torch.manual_seed(0)
+            >>> model = SiglipModel("tiny-test").eval()
+            >>> pixels = torch.rand(2, 3, 32, 32) * 2 - 1
+            >>> with torch.inference_mode():
+            ...     plain = model.encode_image(pixels)
+            ...     packed = model.optimize_for_cpu_inference().encode_image(pixels)
+            >>> torch.allclose(plain, packed, atol=1e-5)
+            True
+
         Raises:
             RuntimeError: if this PyTorch build has no oneDNN, or parameters are not float32 on
                 CPU.
@@ -262,7 +285,13 @@ class SiglipModel(nn.Module):
 
         big_vision keeps patch extraction and position embeddings in float32; casting them too
         moves image tokens visibly (OpenTau PR #482). Embeddings returned by ``forward`` and the
-        logits are float32. Returns self.
+        logits are float32. Undoes :meth:`optimize_for_cpu_inference` (float32 only).
+
+        Args:
+            dtype: the dtype of the encoders and heads, e.g. ``torch.bfloat16``.
+
+        Returns:
+            ``self``.
         """
         self.optimize_for_cpu_inference(False)
         self.to(dtype)
@@ -278,8 +307,14 @@ class SiglipModel(nn.Module):
         """Resample the learned position grid for another input resolution, in place.
 
         ``bilinear`` reproduces big_vision's load-time resampling (``scipy.ndimage.zoom``,
-        order 1); ``bicubic`` reproduces HF ``interpolate_pos_encoding``. Returns self with
-        ``config.vision.image_size`` updated.
+        order 1); ``bicubic`` reproduces HF ``interpolate_pos_encoding``.
+
+        Args:
+            image_size: the new input side in pixels.
+            method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            ``self``, with ``config.vision.image_size`` updated.
 
         Raises:
             ValueError: if the new size has fewer pixels than one patch.
@@ -299,7 +334,12 @@ class SiglipModel(nn.Module):
 
     # ------------------------------------------------------------- weights
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """The state dict under Hugging Face ``SiglipModel`` key names and shapes."""
+        """The state dict under Hugging Face ``SiglipModel`` key names and shapes.
+
+        Returns:
+            Key -> tensor (sharing storage with the parameters); ``logit_scale`` and
+            ``logit_bias`` have shape ``(1,)``.
+        """
         state = {}
         for key, tensor in self.state_dict().items():
             if key in SCALAR_KEYS:
@@ -310,6 +350,10 @@ class SiglipModel(nn.Module):
 
     def load_hf_state_dict(self, state: Mapping[str, torch.Tensor], *, source: str = "") -> None:
         """Load every parameter from a Hugging Face-layout state dict (all or nothing).
+
+        Args:
+            state: HF key -> tensor, as :meth:`hf_state_dict` returns or a checkpoint holds.
+            source: where the weights came from, quoted in errors.
 
         Raises:
             CheckpointError: for a missing or unexpected key or a shape that does not fit.
@@ -355,6 +399,14 @@ class SiglipModel(nn.Module):
         Raises:
             FileNotFoundError: no config.json / model.safetensors.
             CheckpointError: keys or shapes that do not fit the config.
+
+        Example:
+            >>> import tempfile
+            >>> from siglip_models.torch import SiglipModel
+            >>> directory = tempfile.mkdtemp()
+            >>> SiglipModel("tiny-test").save_pretrained(directory)
+            >>> SiglipModel.from_pretrained(directory).config.vision.image_size
+            32
         """
         if Path(path).suffix == ".npz":
             return cls.from_big_vision(
@@ -381,7 +433,15 @@ class SiglipModel(nn.Module):
         Args:
             path: the ``.npz`` (with or without a ``params/`` prefix, stacked ``encoderblock/``
                 or per-layer ``encoderblock_i/``, bfloat16 stored as 2-byte void).
-            config: the config the weights must match; inferred from the shapes when None.
+            config: the config (or registered name) the weights must match; inferred from the
+                shapes when None.
+            dtype: parameter dtype after loading.
+            device: where the parameters live.
+            image_size: run at this resolution (position grid resampled with ``resize_method``).
+            resize_method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            The model in eval mode.
 
         Raises:
             CheckpointError: if the weights do not fit ``config``.
