@@ -11,6 +11,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
+from einops import repeat
 from flax import nnx
 from flax import struct
 
@@ -62,16 +64,21 @@ class _SelfAttention(nnx.Module):
         self.out_proj = _dense(width, width, rngs)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        batch, length, width = tokens.shape
+        """``[batch, length, width]`` -> ``[batch, length, width]``."""
         projections = (self.q_proj, self.k_proj, self.v_proj)
         kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
         bias = jnp.concatenate([p.bias[...] for p in projections])  # type: ignore[index]
-        qkv = (tokens @ kernel.astype(tokens.dtype) + bias.astype(tokens.dtype)).reshape(
-            batch, length, 3, self.num_heads, -1
+        qkv = tokens @ kernel.astype(tokens.dtype) + bias.astype(tokens.dtype)
+        query, key, value = rearrange(
+            qkv,
+            "batch length (qkv heads head_dim) -> qkv batch length heads head_dim",
+            qkv=3,
+            heads=self.num_heads,
         )
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [batch, length, heads, hd]
         attended = jax.nn.dot_product_attention(query, key, value)
-        return self.out_proj(attended.reshape(batch, length, width))
+        return self.out_proj(
+            rearrange(attended, "batch length heads head_dim -> batch length (heads head_dim)")
+        )
 
 
 class _EncoderLayer(nnx.Module):
@@ -131,9 +138,9 @@ class _VisionEmbeddings(nnx.Module):
 
     def __call__(self, pixels: jax.Array) -> jax.Array:
         kernel_dtype = self.patch_embedding.kernel[...].dtype
-        patches = self.patch_embedding(pixels.astype(kernel_dtype))  # [batch, gh, gw, width]
-        batch, rows, columns, width = patches.shape
-        tokens = patches.reshape(batch, rows * columns, width)  # row-major over the grid
+        patches = self.patch_embedding(pixels.astype(kernel_dtype))
+        # Row-major over the patch grid, as the position embedding is laid out.
+        tokens = rearrange(patches, "batch rows columns width -> batch (rows columns) width")
         return tokens + self.position_embedding.embedding[...].astype(tokens.dtype)
 
 
@@ -158,21 +165,31 @@ class _MultiheadAttentionPooling(nnx.Module):
         self.mlp = _MLP(width, config.mlp_dim, rngs)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        batch, length, width = tokens.shape
+        """``[batch, length, width]`` tokens -> ``[batch, width]`` pooled embedding."""
+        batch, _, width = tokens.shape
         weight = self.attention.in_proj_weight[...].astype(tokens.dtype)
         bias = self.attention.in_proj_bias[...].astype(tokens.dtype)
         probe = self.probe[...].astype(tokens.dtype)
         query = probe @ weight[:width].T + bias[:width]  # [1, 1, width]
-        key_value = tokens @ weight[width:].T + bias[width:]
-        query = jnp.broadcast_to(
-            query.reshape(1, 1, self.num_heads, -1),
-            (batch, 1, self.num_heads, width // self.num_heads),
+        key_value = tokens @ weight[width:].T + bias[width:]  # [batch, length, 2 * width]
+        query = repeat(
+            query,
+            "1 probe (heads head_dim) -> batch probe heads head_dim",
+            batch=batch,
+            heads=self.num_heads,
         )
-        key_value = key_value.reshape(batch, length, 2, self.num_heads, -1)
-        attended = jax.nn.dot_product_attention(query, key_value[:, :, 0], key_value[:, :, 1])
-        pooled = self.attention.out_proj(attended.reshape(batch, 1, width))
+        key, value = rearrange(
+            key_value,
+            "batch length (kv heads head_dim) -> kv batch length heads head_dim",
+            kv=2,
+            heads=self.num_heads,
+        )
+        attended = jax.nn.dot_product_attention(query, key, value)
+        pooled = self.attention.out_proj(
+            rearrange(attended, "batch probe heads head_dim -> batch probe (heads head_dim)")
+        )
         pooled = pooled + self.mlp(self.layernorm(pooled))
-        return pooled[:, 0]
+        return pooled[:, 0]  # the single probe
 
 
 class _VisionTower(nnx.Module):

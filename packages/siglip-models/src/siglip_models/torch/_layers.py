@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
+from einops import repeat
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -51,17 +53,20 @@ def attend(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
 
     Args:
         qkv: ``[batch, length, 3 * width]``, the q, k and v projections concatenated in that
-            order on the last axis.
-        num_heads: heads; ``width`` must be a multiple of it.
+            order on the last axis; ``width = heads * head_dim``.
+        num_heads: ``heads``.
 
     Returns:
         ``[batch, length, width]``, the heads merged back (before the output projection).
     """
-    batch, length, _ = qkv.shape
-    qkv = qkv.view(batch, length, 3, num_heads, -1)
-    query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, heads, length, hd]
+    query, key, value = rearrange(
+        qkv,
+        "batch length (qkv heads head_dim) -> qkv batch heads length head_dim",
+        qkv=3,
+        heads=num_heads,
+    )
     attended = F.scaled_dot_product_attention(query, key, value)
-    return attended.transpose(1, 2).reshape(batch, length, -1)
+    return rearrange(attended, "batch heads length head_dim -> batch length (heads head_dim)")
 
 
 class MLP(nn.Module):
@@ -152,7 +157,8 @@ class VisionEmbeddings(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         patches: torch.Tensor = self.patch_embedding(pixels.to(self.patch_embedding.weight.dtype))
-        tokens = patches.flatten(2).transpose(1, 2)  # [batch, patches (row-major), width]
+        # Row-major over the patch grid, as the position embedding is laid out.
+        tokens = rearrange(patches, "batch width rows columns -> batch (rows columns) width")
         return tokens + self.position_embedding.weight.to(tokens.dtype)
 
 
@@ -180,19 +186,30 @@ class MultiheadAttentionPooling(nn.Module):
         self.mlp = MLP(width, config.mlp_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch, length, width = tokens.shape
+        """``[batch, length, width]`` tokens -> ``[batch, width]`` pooled embedding."""
+        batch, _, width = tokens.shape
         weight = self.attention.in_proj_weight
         bias = self.attention.in_proj_bias
         query = F.linear(self.probe.to(tokens.dtype), weight[:width], bias[:width])
         key_value = F.linear(tokens, weight[width:], bias[width:])
-        query = query.view(1, 1, self.num_heads, -1).transpose(1, 2).expand(batch, -1, -1, -1)
-        key, value = key_value.view(batch, length, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        query = repeat(
+            query,
+            "1 probe (heads head_dim) -> batch heads probe head_dim",
+            batch=batch,
+            heads=self.num_heads,
+        )
+        key, value = rearrange(
+            key_value,
+            "batch length (kv heads head_dim) -> kv batch heads length head_dim",
+            kv=2,
+            heads=self.num_heads,
+        )
         attended = F.scaled_dot_product_attention(query, key, value)
         pooled: torch.Tensor = self.attention.out_proj(
-            attended.transpose(1, 2).reshape(batch, 1, width)
+            rearrange(attended, "batch heads probe head_dim -> batch probe (heads head_dim)")
         )
         pooled = pooled + self.mlp(self.layernorm(pooled))
-        return pooled[:, 0]
+        return pooled[:, 0]  # the single probe
 
 
 class VisionTower(nn.Module):
