@@ -478,9 +478,7 @@ def install_debian(session: nox.Session, packages: tuple[str, ...]) -> None:
     command = f"apt-get update && apt-get install -y {' '.join(missing)}"
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         session.log(f"installing the Debian packages this task reads: {command}")
-        session.run(
-            "bash", "-c", command, external=True, env={"DEBIAN_FRONTEND": "noninteractive"}
-        )
+        session.run("bash", "-c", command, external=True, env={"DEBIAN_FRONTEND": "noninteractive"})
     else:
         session.error(f"this task reads Debian packages that are missing; run as root:\n{command}")
 
