@@ -219,12 +219,15 @@ def local_requirements(package: Package, extras: tuple[str, ...]) -> list[str]:
             sibling = _package_named(requirement.name)
             if sibling is not None:
                 stack.append((sibling, set(requirement.extras)))
-    paths = []
-    for name, name_extras in wanted.items():
+    # Siblings go in as plain paths: pip applies the extras their dependents ask for (pip 23.2,
+    # the venvs' pip, fails to resolve a path given with one set of extras and required with
+    # another).
+    paths = [f"{package.path}[{','.join(sorted(extras))}]" if extras else str(package.path)]
+    for name in wanted:
         sibling = _package_named(name)
         assert sibling is not None
-        selected = sorted(name_extras & set(sibling.extras))
-        paths.append(f"{sibling.path}[{','.join(selected)}]" if selected else str(sibling.path))
+        if sibling is not package:
+            paths.append(str(sibling.path))
     return paths
 
 
