@@ -380,14 +380,15 @@ def wheels(session: nox.Session) -> None:
     the checkout, and the import runs from outside the repository.
     """
     session.install("--no-compile", "build")
-    dist = Path(session.create_tmp()) / "dist"
+    tmp = Path(session.create_tmp()).resolve()  # absolute: the import check runs elsewhere
+    dist = tmp / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     for package in PACKAGES.values():
         session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(package.path))
-    outside = Path(session.create_tmp()) / "outside"
+    outside = tmp / "outside"
     outside.mkdir(exist_ok=True)
     for package in PACKAGES.values():
-        venv = Path(session.create_tmp()) / f"alone-{package.import_name}"
+        venv = tmp / f"alone-{package.import_name}"
         session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
         python = str(venv / "bin" / "python")
         wheel = next(dist.glob(f"{package.import_name}-*.whl"))
