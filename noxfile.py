@@ -46,6 +46,9 @@ nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 # Plain `nox` runs what CI runs.
 nox.options.tags = ["tests"]
+# Two sessions at a time: on CI's 2 cores one session's pip installs (disk, network) overlap the
+# other's tests; every test session allows it (allow_parallel=True), output is printed per session.
+nox.options.parallel = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +242,7 @@ def everything() -> list[str]:
 def _make_test_session(key: str, package: Package) -> None:
     variant_names = list(package.variants)
 
-    @nox.session(name=key, python=PYTHON, tags=["tests"])
+    @nox.session(name=key, python=PYTHON, tags=["tests"], allow_parallel=True)
     @nox.parametrize("variant", variant_names, ids=variant_names)
     def tests(session: nox.Session, variant: str) -> None:
         spec = package.variants[variant]
@@ -265,7 +268,7 @@ for _key, _package in PACKAGES.items():
     _make_test_session(_key, _package)
 
 
-@nox.session(python=PYTHON, tags=["tests", "lint"])
+@nox.session(python=PYTHON, tags=["tests", "lint"], allow_parallel=True)
 def lint(session: nox.Session) -> None:
     """ruff check + ruff format --check over the whole tree."""
     session.install("--no-compile", "ruff==0.17.6")
@@ -334,7 +337,13 @@ def _bin(python: str, tool: str) -> str:
     return str(Path(python).parent / tool)
 
 
-@nox.session(python=False, tags=["tests"])
+@nox.session(name="everything-venv", python=False, tags=["tests"], allow_parallel=True)
+def everything_venv(session: nox.Session) -> None:
+    """Build (or refresh) .nox/everything once, before the sessions that share it start."""
+    everything_python(session)
+
+
+@nox.session(python=False, tags=["tests"], requires=["everything-venv"], allow_parallel=True)
 def typecheck(session: nox.Session) -> None:
     """mypy (strict) over every package's src/ with every extra installed."""
     python = everything_python(session)
@@ -342,7 +351,7 @@ def typecheck(session: nox.Session) -> None:
     session.run(_bin(python, "mypy"), *sources, external=True)
 
 
-@nox.session(python=False, tags=["tests"])
+@nox.session(python=False, tags=["tests"], requires=["everything-venv"], allow_parallel=True)
 def integration(session: nox.Session) -> None:
     """Cross-package tests (tests/integration) with every package and extra installed."""
     python = everything_python(session)
@@ -352,7 +361,7 @@ def integration(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=False, tags=["tests"])
+@nox.session(python=False, tags=["tests"], requires=["everything-venv"], allow_parallel=True)
 def docs(session: nox.Session) -> None:
     """Run every python block of docs/*.md and the READMEs (Sybil), then build the site, strict.
 
@@ -372,7 +381,7 @@ def docs(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=PYTHON, tags=["tests"])
+@nox.session(python=PYTHON, tags=["tests"], allow_parallel=True)
 def wheels(session: nox.Session) -> None:
     """Build each package's wheel, install each ALONE into its own clean venv, import it there.
 
