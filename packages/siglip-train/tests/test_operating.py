@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -70,12 +71,57 @@ def train(data: Path, run: Path, *overrides: str, flags: tuple[str, ...] = ()) -
     return main(["train", *arguments(data, run, *overrides), *flags])
 
 
-def subprocess_train(
-    data: Path, run: Path, *overrides: str, faults: str = "", flags: tuple[str, ...] = ()
+def fork_main(argv: list[str], output: Path, *, faults: str = "") -> int:
+    """Run ``siglip-train ARGV`` in a forked copy of this process; return the child's pid.
+
+    A real process that a fault can SIGKILL, SIGSTOP or hang, like ``python -m siglip_train``,
+    but without starting an interpreter and importing torch again (several CPU seconds each, the
+    bulk of these tests' cost). The child's stdout, stderr and log lines go to ``output``.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1  # the child never returns into pytest
+    try:
+        descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(descriptor, 1)
+        os.dup2(descriptor, 2)
+        sys.stdout = sys.stderr = open(descriptor, "w", buffering=1)  # noqa: SIM115
+        root = logging.getLogger()
+        root.handlers = [logging.StreamHandler(sys.stderr)]
+        root.setLevel(logging.INFO)
+        os.environ[_faults.ENVIRONMENT_VARIABLE] = faults
+        _faults._parsed, _faults._counts = None, {}
+        code = main(argv)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def wait_for(pid: int, output: Path, *, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Reap a :func:`fork_main` child: its exit status (minus the signal that ended it, as
+    ``subprocess`` does) and its output in ``stderr``; SIGKILL it after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise TimeoutError(f"the forked run did not end in {timeout} s: {output.read_text()}")
+        time.sleep(0.05)
+    returncode = os.waitstatus_to_exitcode(waited[1])
+    return subprocess.CompletedProcess([], returncode, stdout="", stderr=output.read_text())
+
+
+def forked_train(
+    data: Path, run: Path, *overrides: str, faults: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", _faults.ENVIRONMENT_VARIABLE: faults}
-    command = [sys.executable, "-m", "siglip_train", "train", *arguments(data, run, *overrides)]
-    return subprocess.run([*command, *flags], env=env, capture_output=True, text=True, timeout=300)
+    """``siglip-train train`` with ``faults`` armed, in a forked process, to its end."""
+    output = run.parent / f"{run.name}.forked-output.txt"
+    pid = fork_main(["train", *arguments(data, run, *overrides)], output, faults=faults)
+    return wait_for(pid, output)
 
 
 @pytest.fixture
@@ -190,7 +236,7 @@ def test_resuming_with_changed_hyperparameters_prints_them_and_refuses_a_changed
     data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    assert subprocess_train(data, run, faults="step.end@5").returncode == -signal.SIGKILL
+    assert forked_train(data, run, faults="step.end@5").returncode == -signal.SIGKILL
     with caplog.at_level(logging.WARNING, logger="siglip_train"):
         assert train(data, run, "seed=1", flags=("--resume", "auto")) == 2
     assert "changed seed would not continue that run exactly" in capsys.readouterr().err
@@ -222,7 +268,7 @@ def test_a_kill_before_the_first_checkpoint_then_resume_auto_does_not_mix_record
     data: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    killed = subprocess_train(data, run, "checkpoint.every_steps=5", faults="step.end@4")
+    killed = forked_train(data, run, "checkpoint.every_steps=5", faults="step.end@4")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert steps_of(run) == [1, 2, 3]
     assert not checkpoints(run)
@@ -235,7 +281,7 @@ def test_tensorboard_after_a_resume_holds_each_step_once(data: Path, tmp_path: P
 
     run = tmp_path / "run"
     tensorboard = "logging.tensorboard=true"
-    assert subprocess_train(data, run, tensorboard, faults="step.end@6").returncode == -9
+    assert forked_train(data, run, tensorboard, faults="step.end@6").returncode == -9
     assert train(data, run, tensorboard, flags=("--resume", "auto")) == 0
     accumulator = event_accumulator.EventAccumulator(str(run / "tensorboard"))
     accumulator.Reload()
@@ -262,9 +308,7 @@ def test_the_collective_timeout_is_configurable_and_minutes_by_default(
 
 def test_the_watchdog_ends_a_hung_step_with_exit_code_124(data: Path, tmp_path: Path) -> None:
     started = time.monotonic()
-    hung = subprocess_train(
-        data, tmp_path / "run", "step_timeout_seconds=2", faults="step.end@3:hang"
-    )
+    hung = forked_train(data, tmp_path / "run", "step_timeout_seconds=2", faults="step.end@3:hang")
     assert hung.returncode == 124, hung.stderr[-2000:]
     assert "watchdog: rank 0 has spent" in hung.stderr
     assert time.monotonic() - started < 120
@@ -335,7 +379,7 @@ def test_resume_auto_falls_back_past_a_corrupt_newest_checkpoint_loudly(
     data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    assert subprocess_train(data, run, faults="step.end@7").returncode == -9
+    assert forked_train(data, run, faults="step.end@7").returncode == -9
     newest = run / "checkpoints" / "step_000000006" / "model" / "model.safetensors"
     newest.write_bytes(newest.read_bytes()[:-8] + b"garbage!")
     assert train(data, run, flags=("--resume", str(newest.parents[1]))) == 2
@@ -424,7 +468,7 @@ def test_debug_shows_the_traceback(data: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ 10: smaller
 def test_train_seconds_continue_across_resumes(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert subprocess_train(data, run, faults="step.end@5").returncode == -9
+    assert forked_train(data, run, faults="step.end@5").returncode == -9
     assert train(data, run, flags=("--resume", "auto")) == 0
     seconds = [r["train_seconds"] for r in read_metrics(run / "metrics.jsonl")]
     assert seconds == sorted(seconds)
@@ -450,9 +494,11 @@ def test_a_second_ctrl_c_exits_at_once(make_batches, tmp_path: Path) -> None:
         TrainConfig(), [f"output_dir={tmp_path}", "steps=5", "logging.tensorboard=false"]
     )
     trainer = Trainer(SiglipModel("tiny-test"), interrupted_twice(), config)
+    # What was there before fit (SIG_IGN, not Python's handler, in a background job of a shell).
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -497,7 +543,7 @@ def test_kills_at_fixed_points_resume_to_bit_identical_weights_optimizer_and_met
     assert train(data, reference) == 0
     for point in ("checkpoint.files_written@2", "checkpoint.renamed@2", "metrics.written@5"):
         run = tmp_path / point.replace("@", "-")
-        killed = subprocess_train(data, run, faults=point)
+        killed = forked_train(data, run, faults=point)
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         assert train(data, run, flags=("--resume", "auto")) == 0, point
         assert_same_run(reference, run)
@@ -506,15 +552,17 @@ def test_kills_at_fixed_points_resume_to_bit_identical_weights_optimizer_and_met
 @pytest.mark.multiprocess
 def test_torchrun_launcher_exits_128_plus_the_signal(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "siglip_train", "torchrun", "--standalone", "--nproc_per_node=1",
-        "-m", "siglip_train", "train", *arguments(data, run, "steps=100000"),
-    ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while not steps_of(run) and time.monotonic() < deadline and process.poll() is None:
+    # The launcher runs forked (no second torch import); its worker is a real subprocess.
+    output = tmp_path / "torchrun-output.txt"
+    launcher = ["torchrun", "--standalone", "--nproc_per_node=1", "-m", "siglip_train", "train"]
+    pid = fork_main([*launcher, *arguments(data, run, "steps=100000")], output)
+    deadline, ended = time.monotonic() + 240, 0
+    while not steps_of(run) and time.monotonic() < deadline:
+        ended = os.waitpid(pid, os.WNOHANG)[0]
+        if ended:
+            break
         time.sleep(0.5)
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=240)[0].decode()
-    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert not ended, output.read_text()[-3000:]
+    os.kill(pid, signal.SIGTERM)
+    done = wait_for(pid, output, timeout=240)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
