@@ -416,6 +416,19 @@ def wheels(session: nox.Session) -> None:
             session.run(python, "-c", check, external=True, env={"PYTHONPATH": ""})
 
 
+@nox.session(name="install-from-checkout", python=PYTHON, tags=["tests"], allow_parallel=True)
+def install_from_checkout(session: nox.Session) -> None:
+    """The own-data quick start's one install command, run as written in a clean venv.
+
+    tests/integration/install_from_checkout.py reads the ``pip install`` line of
+    docs/quickstart-own-data.md, runs it from the repository root in a fresh venv, then imports
+    every package from outside the checkout (each from site-packages) and runs each CLI's --help.
+    """
+    tmp = Path(session.create_tmp()).resolve()
+    script = ROOT / "tests" / "integration" / "install_from_checkout.py"
+    session.run("python", str(script), str(tmp / "checkout-venv"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """An opt-in session (benchmark, demo) that runs one script with some packages installed.
@@ -469,6 +482,14 @@ TASKS: dict[str, Task] = {
         packages=(("train", ("demo", "eval", "tensorboard")),),
         script="packages/siglip-train/scripts/demo.py",
         debian=DEMO_DEBIAN,
+    ),
+    # The fault-injection suite (docs/train.md "Operating a run"): random and targeted SIGKILLs,
+    # simulated ENOSPC and a full tmpfs (as root), corrupt checkpoints and shards, a stopped rank;
+    # each resumed run is compared bit for bit with an uninterrupted one.
+    # `nox -s chaos [-- --kills 21 --out DIR --cases random,points,...]`.
+    "chaos": Task(
+        packages=(("train", ()),),
+        script="packages/siglip-train/scripts/chaos.py",
     ),
     # Sigmoid vs softmax loss at batch 16..256 under one example budget -> docs/results.md.
     "batch-scan": Task(
