@@ -194,7 +194,7 @@ class _Backend:
     description: str
 
 
-def _load_torch_model(args: argparse.Namespace) -> Any:
+def _load_torch_model(args: argparse.Namespace, *, convert: bool = True) -> Any:
     try:
         import torch
 
@@ -206,14 +206,44 @@ def _load_torch_model(args: argparse.Namespace) -> Any:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = SiglipModel.from_pretrained(args.model, device=args.device)
-    if args.dtype != "float32":
+    if convert and args.dtype != "float32":
         model.to_inference_dtype(getattr(torch, args.dtype))
     return model
 
 
+def _check_reused_export(session: Any, model: Any, path: Path) -> None:
+    """Refuse an exported tower (from ``--onnx-dir``) that is not ``model``'s: another config, or
+    other weights (one probe batch through both must agree to the export's precision)."""
+    import torch
+
+    if session.config != model.config:
+        raise EmbedError(
+            f"{path} was exported from a model with another config than --model; delete it or "
+            "use another --onnx-dir"
+        )
+    generator = torch.Generator().manual_seed(0)
+    if session.tower == "image":
+        size = model.config.vision.image_size
+        probe = torch.rand(2, 3, size, size, generator=generator) * 2 - 1
+        with torch.inference_mode():
+            expected = model.encode_image(probe).numpy()
+    else:
+        probe = torch.randint(0, model.config.text.vocab_size, (2, model.config.text.max_length))
+        with torch.inference_mode():
+            expected = model.encode_text(probe).numpy()
+    error = float(np.abs(session(probe.numpy()) - expected).max())
+    tolerance = (1e-4 if session.dtype == "float32" else 1e-2) * float(np.abs(expected).max())
+    if not error <= tolerance:
+        raise EmbedError(
+            f"{path} was exported from other weights than --model (max |difference| {error:.2g} "
+            f"on a probe batch); delete it or use another --onnx-dir"
+        )
+
+
 def make_backend(args: argparse.Namespace, kind: str) -> _Backend:
     """The tower ``kind`` needs, on ``--backend`` in ``--dtype``."""
-    model = _load_torch_model(args)
+    # onnx: the export converts a float32 model itself (LayerNorms stay float32 in a float16 file).
+    model = _load_torch_model(args, convert=args.backend != "onnx")
     config = model.config
     dim = config.vision.width if kind == "images" else config.text.embed_dim
     sizes = (config.vision.image_size, config.text.max_length)
@@ -229,12 +259,14 @@ def make_backend(args: argparse.Namespace, kind: str) -> _Backend:
         tower: Literal["image", "text"] = "image" if kind == "images" else "text"
         directory = Path(args.onnx_dir) if args.onnx_dir else Path(args.out) / "onnx"
         path = directory / f"{tower}-{args.dtype}.onnx"
-        if not path.is_file():
+        if path.is_file():
+            session = OnnxTower(path, threads=args.threads)
+            _check_reused_export(session, model, path)
+        else:
             print(f"exporting the {tower} tower to {path}", file=sys.stderr)
-            model.float()  # export converts a copy; start from the float32 weights
             export_onnx(model, path, tower=tower, dtype=getattr(torch, args.dtype))
+            session = OnnxTower(path, threads=args.threads)
         del model
-        session = OnnxTower(path, threads=args.threads)
         if kind == "images":
             return _Backend(
                 lambda pixels: session(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))),
@@ -627,7 +659,9 @@ def add_embed_parser(commands: Any) -> None:
     )
     embed.add_argument("--threads", type=int, help="compute threads of torch / onnxruntime")
     embed.add_argument(
-        "--onnx-dir", help="folder for the exported .onnx towers (default OUT/onnx); reused"
+        "--onnx-dir",
+        help="folder for the exported .onnx towers (default OUT/onnx); a tower already there is "
+        "reused after a probe batch shows it is --model's",
     )
     embed.add_argument(
         "--resample", default="bicubic", choices=("bicubic", "bilinear", "pil_bilinear")

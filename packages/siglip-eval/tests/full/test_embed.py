@@ -221,3 +221,14 @@ def test_texts_on_the_onnx_backend_equal_eager(model_dir: Path, tmp_path: Path) 
         raw = model.encode_text(torch.from_numpy(np.asarray(ids)).long()).numpy()
     expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     np.testing.assert_allclose(np.load(out / "embeddings.npy"), expected, atol=1e-5, rtol=0)
+
+    # The exported tower is reused from --onnx-dir only for the model it came from.
+    other = tmp_path / "other-model"
+    torch.manual_seed(1)
+    SiglipModel("tiny-test").save_pretrained(other)
+    shared = ["--backend", "onnx", "--onnx-dir", str(out / "onnx")]
+    again = _command(model_dir, f"texts:{texts}", tmp_path / "again", "--tokenizer", str(tokenizer))
+    assert main([*again, *shared]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "again" / "embeddings.npy"), expected, atol=1e-5)
+    wrong = _command(other, f"texts:{texts}", tmp_path / "wrong", "--tokenizer", str(tokenizer))
+    assert main([*wrong, *shared]) == 2
