@@ -268,14 +268,22 @@ class MultilingualDataset:
         """Number of images."""
         return len(self.keys)
 
-    def texts(self) -> tuple[list[str], np.ndarray, list[str]]:
+    def texts(self, *, first_only: bool = False) -> tuple[list[str], np.ndarray, list[str]]:
         """``(texts, text_to_image [texts], languages [texts])``: language by language, then image
-        by image, each image's captions in their stored order (the first is CLIP_benchmark's)."""
+        by image, each image's captions in their stored order (the first is CLIP_benchmark's).
+
+        Args:
+            first_only: only the first caption of each image in each language.
+
+        Returns:
+            The captions, the image index of each and the language of each.
+        """
         texts: list[str] = []
         text_to_image: list[int] = []
         languages: list[str] = []
         for language in self.languages:
-            for image, captions in enumerate(self.captions[language]):
+            for image, all_captions in enumerate(self.captions[language]):
+                captions = all_captions[:1] if first_only else all_captions
                 texts += captions
                 text_to_image += [image] * len(captions)
                 languages += [language] * len(captions)
@@ -572,7 +580,7 @@ def evaluate_multilingual(
 
     The images are embedded once and shared by every language (XM3600 has 3,600 images and
     261,375 captions); every caption of every language is embedded once, and each protocol picks
-    its captions from them.
+    its captions from them (``protocols=("clip_benchmark",)`` embeds only the first captions).
 
     Args:
         encoder: the model (its text side must lowercase and pad as the model was trained:
@@ -617,7 +625,8 @@ def evaluate_multilingual(
         1.0
     """
     model = as_encoder(encoder)
-    texts, text_to_image, languages = dataset.texts()
+    chosen = [_check_protocol(protocol) for protocol in protocols]
+    texts, text_to_image, languages = dataset.texts(first_only="big_vision" not in chosen)
     # The captions' own hash keys their cache entry: other languages, other texts, a miss.
     texts_key = fingerprint(texts, languages)
     image_emb = None
@@ -666,7 +675,7 @@ def evaluate_multilingual(
         text_to_image,
         languages,
         ks=ks,
-        protocols=protocols,
+        protocols=chosen,
         known_languages=dataset.languages,
         dataset=dataset.name,
         ties=ties,

@@ -283,6 +283,11 @@ def test_evaluate_multilingual_embeds_each_image_once_and_reports_both_protocols
     )
     assert calls.count("images") == 1  # the cache served the second run
     assert again.metrics == result.metrics
+    first_only = evaluate_multilingual(
+        color_encoder(), dataset, ks=(1, 2), progress=False, protocols=("clip_benchmark",)
+    )
+    assert first_only.metrics["clip_benchmark"] == result.metrics["clip_benchmark"]
+    assert first_only.num_texts == {"clip_benchmark": {"de": 3, "en": 3, "ja": 3}}
     summary = result.to_dict()
     assert summary["mean_without_english"]["big_vision"]["text_to_image_R@1"] == 1.0
     markdown = markdown_multilingual(result, context={"model": "colors"})
