@@ -255,11 +255,12 @@ def prepare(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     languages = [code.strip() for code in args.languages.split(",")]
     if "en" not in languages:
         raise SystemExit("--languages must include en (the mixtures are defined around English)")
-    root = Path(args.data_root) / f"emoji-multilingual-{len(languages)}"
+    suffix = "" if args.limit is None else f"-limit{args.limit}"
+    root = Path(args.data_root) / f"emoji-multilingual-{len(languages)}{suffix}"
     info_file = root / "multilingual.json"
     if not info_file.is_file() or json.loads(info_file.read_text())["languages"] != languages:
         print(f"building {root} ({len(languages)} languages)")
-        build_emoji_multilingual(root, languages=languages, image_size=64)
+        build_emoji_multilingual(root, languages=languages, image_size=64, limit=args.limit)
     train = xm3600(root / "train", image_size=32)
     heldout = xm3600(root / "heldout", image_size=32)
     vocabulary = out / f"vocabulary-{args.vocab_size}-t{args.temperature:g}.model"
@@ -389,6 +390,7 @@ def main() -> None:
     )
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--no-ab", action="store_true", help="skip the lowercasing A/B")
+    parser.add_argument("--limit", type=int, help="only the first N emoji (smoke tests)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     torch.set_num_threads(1)
