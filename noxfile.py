@@ -476,6 +476,13 @@ TASKS: dict[str, Task] = {
         script="packages/siglip-train/scripts/batch_scan.py",
         debian=DEMO_DEBIAN,
     ),
+    # SigLIP 2's 90% English / 10% multilingual mixture in miniature on the CLDR emoji (English
+    # only, 90/10, uniform, then ASCII vs Unicode lowercasing) -> docs/results.md.
+    "demo-multilingual": Task(
+        packages=(("train", ("demo", "eval")),),
+        script="packages/siglip-train/scripts/demo_multilingual.py",
+        debian=("fonts-noto-color-emoji", "unicode-data", "unicode-cldr-core"),
+    ),
 }
 
 
