@@ -386,7 +386,9 @@ def wheels(session: nox.Session) -> None:
     """Build each package's wheel, install each ALONE into its own clean venv, import it there.
 
     A package's siblings come from the wheels just built (``--find-links``), never from PyPI or
-    the checkout, and the import runs from outside the repository.
+    the checkout, and the import runs from outside the repository. Only the top-level package is
+    imported: the venv holds the core install without extras, so the framework submodules
+    (``.torch``, ``.jax``, ``.flax``) cannot import there; the test sessions import them.
     """
     session.install("--no-compile", "build")
     tmp = Path(session.create_tmp()).resolve()  # absolute: the import check runs elsewhere

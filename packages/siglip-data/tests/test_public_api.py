@@ -13,7 +13,12 @@ import pytest
 import siglip_data
 
 # Each adapter runs in the nox variant that installs its backend; elsewhere it is not installed.
-PUBLIC_MODULES = {"siglip_data": None, "siglip_data.torch": "torch", "siglip_data.jax": "jax"}
+PUBLIC_MODULES = {
+    "siglip_data": None,
+    "siglip_data.builders": None,
+    "siglip_data.torch": "torch",
+    "siglip_data.jax": "jax",
+}
 
 
 def public_module(name: str) -> ModuleType:
