@@ -4,9 +4,10 @@
 and ``build_fashion_mnist`` (``dataset-fashion-mnist``) write train / held-out shards and a
 ``dataset.json`` (read back with ``load_dataset_info``). ``build_emoji_multilingual`` (the emoji
 with their CLDR names in many languages; ``unicode-cldr-core`` too) writes the same split in the
-Crossmodal-3600 layout (``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``. ``check_debian_packages`` says whether the
-packages are installed; ``MissingDebianPackageError``'s message ends with the command to run. The
-library never installs anything itself. Command line: ``python -m siglip_data build ...``.
+Crossmodal-3600 layout (``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``.
+``check_debian_packages`` says whether the packages are installed; ``MissingDebianPackageError``'s
+message ends with the command to run. The library never installs anything itself. Command line:
+``python -m siglip_data build ...``.
 """
 
 from siglip_data._builders import DatasetInfo
