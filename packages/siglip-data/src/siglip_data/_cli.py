@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from siglip_data._builders import MissingDebianPackageError
 from siglip_data._builders import build_emoji
 from siglip_data._builders import build_fashion_mnist
+from siglip_data._emoji_multilingual import build_multilingual_command
 from siglip_data._shards import read_shard
 from siglip_data._shards import resolve_shards
 from siglip_data._tokenizer import PRESETS
@@ -26,15 +27,17 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build",
         help="build shards: from a folder of your captioned images (build folder IN OUT) or an "
-        "offline Debian dataset (build emoji|fashion-mnist OUT)",
+        "offline Debian dataset (build emoji|emoji-multilingual|fashion-mnist OUT)",
     )
-    build.add_argument("dataset", choices=["folder", "emoji", "fashion-mnist"])
+    build.add_argument(
+        "dataset", choices=["folder", "emoji", "emoji-multilingual", "fashion-mnist"]
+    )
     build.add_argument(
         "paths",
         nargs="+",
         metavar="PATH",
         help="folder: IN OUT (images + captions.jsonl/.csv or a .txt per image -> OUT/shard-*.tar,"
-        " OUT/captions.txt); emoji, fashion-mnist: OUT (<split>/shard-*.tar and dataset.json)",
+        " OUT/captions.txt); emoji, emoji-multilingual, fashion-mnist: OUT (<split>/shard-*.tar and dataset.json)",
     )
     build.add_argument(
         "--captions",
@@ -43,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         "image); default: the index file if there is one, else .txt files",
     )
     build.add_argument("--limit", type=int, default=None, help="samples (per split) to write")
+    build.add_argument(
+        "--languages", help="emoji-multilingual: comma-separated CLDR codes (default: XM3600's)"
+    )
     build.add_argument("--image-size", type=int, default=None, help="stored image side")
     build.add_argument("--samples-per-shard", type=int, default=None)
 
@@ -111,6 +117,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             options["image_size"] = args.image_size
         if args.samples_per_shard is not None:
             options["samples_per_shard"] = args.samples_per_shard
+        if args.dataset == "emoji-multilingual":
+            return build_multilingual_command(args, options)
         builder = build_emoji if args.dataset == "emoji" else build_fashion_mnist
         info = builder(args.output_dir, limit=args.limit, **options)
         for name, split in info.splits.items():

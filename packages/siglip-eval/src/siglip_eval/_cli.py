@@ -1,5 +1,6 @@
 """``siglip-eval zeroshot|retrieval|linear-probe``: evaluate a checkpoint on disk (or saved
-embeddings) and write ``results.json``, ``summary.md`` and plots.
+embeddings) and write ``results.json``, ``summary.md`` and plots. ``siglip-eval embed`` writes the
+embeddings of a folder, shards or a text file (``_embed.py``).
 
 Datasets are named ``KIND:PATH``:
 
@@ -8,6 +9,9 @@ Datasets are named ``KIND:PATH``:
 - ``shards:PATTERN`` siglip-data shards (classification needs ``--class-names FILE``);
 - ``karpathy:JSON`` COCO / Flickr30k Karpathy split (``--image-root``, ``--split``);
 - ``jsonl:FILE`` one ``{"image", "captions"}`` object per line (retrieval).
+
+``siglip-eval multilingual --root DIR`` reads a Crossmodal-3600-layout folder instead
+(``siglip_eval._multilingual_report``).
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from siglip_eval._datasets import RetrievalDataset
 from siglip_eval._datasets import image_folder
 from siglip_eval._datasets import karpathy_json
 from siglip_eval._datasets import retrieval_jsonl
+from siglip_eval._embed import add_embed_parser
+from siglip_eval._embed import main_embed
 from siglip_eval._encoders import EmbeddingCache
 from siglip_eval._encoders import Encoder
+from siglip_eval._multilingual_report import add_multilingual_command
 from siglip_eval._templates import TEMPLATE_SETS
 from siglip_eval._templates import get_templates
 
@@ -171,8 +178,15 @@ def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
     )
     config = read_hf_config(model_directory)
     preset = args.tokenizer_preset or saved_preset or "siglip"
+    args.tokenizer_preset = preset  # what ran, for the reports
     length = args.text_length or config.text.max_length
-    tokenizer = SentencePieceTokenizer(tokenizer_file, preset=preset, length=length)
+    lowercase = getattr(args, "lowercase", "preset")
+    tokenizer = SentencePieceTokenizer(
+        tokenizer_file,
+        preset=preset,
+        length=length,
+        lowercase=None if lowercase == "none" else lowercase,
+    )
     if tokenizer.vocab_size > config.text.vocab_size:
         raise UsageError(
             f"--tokenizer: {str(tokenizer_file)!r} has {tokenizer.vocab_size} pieces but the "
@@ -450,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="default: the checkpoint's, else siglip",
         )
         source.add_argument("--text-length", type=int, help="token length (default: the model's)")
+        source.add_argument(
+            "--lowercase",
+            default="preset",
+            choices=("preset", "ascii", "unicode", "none"),
+            help="ascii: A-Z only (big_vision); unicode: every character (transformers)",
+        )
         source.add_argument("--device", default="cpu")
         source.add_argument(
             "--dtype", default="float32", choices=("float32", "bfloat16", "float16")
@@ -515,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--dataset", help="test split (classification spec)")
     probe.add_argument("--seed", type=int, default=0)
     probe.set_defaults(run=run_linear_probe)
+    add_multilingual_command(commands, common)
+
+    add_embed_parser(commands)
     return parser
 
 
@@ -529,9 +552,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args([a for a in arguments if a != "--debug"])
     if not hasattr(args, "force_tokenizer"):
         args.force_tokenizer = False
+    if args.command == "embed":
+        return main_embed(args)
     if args.embeddings is None and args.model is None:
         parser.error("either --model (with --tokenizer and --dataset) or --embeddings is required")
-    if args.embeddings is None and args.command != "linear-probe" and args.dataset is None:
+    needs_dataset = args.command not in ("linear-probe", "multilingual")
+    if args.embeddings is None and needs_dataset and args.dataset is None:
         parser.error("--dataset is required with --model")
     try:
         return int(args.run(args))
