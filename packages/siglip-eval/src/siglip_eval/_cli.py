@@ -180,12 +180,11 @@ def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
     preset = args.tokenizer_preset or saved_preset or "siglip"
     args.tokenizer_preset = preset  # what ran, for the reports
     length = args.text_length or config.text.max_length
-    lowercase = getattr(args, "lowercase", "preset")
     tokenizer = SentencePieceTokenizer(
         tokenizer_file,
         preset=preset,
         length=length,
-        lowercase=None if lowercase == "none" else lowercase,
+        lowercase=None if args.lowercase == "none" else args.lowercase,
     )
     if tokenizer.vocab_size > config.text.vocab_size:
         raise UsageError(
