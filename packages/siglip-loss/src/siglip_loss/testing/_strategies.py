@@ -60,9 +60,11 @@ def _check_range(name: str, bounds: tuple[int, int], *, lowest: int) -> tuple[in
 
 
 def _as_range(name: str, value: int | tuple[int, int], *, lowest: int) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _check_range(name, (value, value), lowest=lowest)
-    return _check_range(name, value, lowest=lowest)
+    if isinstance(value, tuple):
+        return _check_range(name, value, lowest=lowest)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int or a (min, max) tuple of ints, got {value!r}")
+    return _check_range(name, (value, value), lowest=lowest)
 
 
 def _check_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
@@ -174,9 +176,9 @@ def _draw_ids(
         # Distinct ids on each side from one pool: a permuted diagonal when the batches agree,
         # a partial matching otherwise.
         pool = max(image_batch, text_batch)
-        image_ids = draw(st.permutations(range(pool)), label="image_ids")[:image_batch]
-        text_ids = draw(st.permutations(range(pool)), label="text_ids")[:text_batch]
-        return np.array(image_ids, dtype=np.int64), np.array(text_ids, dtype=np.int64)
+        image_order = draw(st.permutations(range(pool)), label="image_ids")[:image_batch]
+        text_order = draw(st.permutations(range(pool)), label="text_ids")[:text_batch]
+        return np.array(image_order, dtype=np.int64), np.array(text_order, dtype=np.int64)
     if pattern == "all_equal":
         return np.zeros(image_batch, np.int64), np.zeros(text_batch, np.int64)
     if pattern == "repeated":
@@ -187,7 +189,9 @@ def _draw_ids(
         )
     if pattern == "captions_per_image":
         # Every image its own id; every caption belongs to one image (some have none).
-        return np.arange(image_batch, dtype=np.int64), ids(text_batch, 0, image_batch - 1, "text_ids")
+        return np.arange(image_batch, dtype=np.int64), ids(
+            text_batch, 0, image_batch - 1, "text_ids"
+        )
     # without_positives: image row 0 and text column 0 match nothing; the rest repeat.
     count = draw(st.integers(1, max(1, max(image_batch, text_batch) // 2)), label="groups")
     image_ids = ids(image_batch, 0, count - 1, "image_ids")
