@@ -8,12 +8,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
 from hypothesis import settings
 
-# No deadline: first calls compile (jit) or warm up kernels. CI derandomizes for reproducibility.
-settings.register_profile("dev", deadline=None, max_examples=15)
-settings.register_profile("ci", deadline=None, max_examples=15, derandomize=True)
-settings.load_profile("ci" if os.environ.get("CI") else "dev")
+# One rule in every package: deterministic ("ci") unless HYPOTHESIS_PROFILE says otherwise. No
+# deadline: first calls compile (jit) or warm up kernels.
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    max_examples=20,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _random_transformers_model(name: str, seed: int) -> object:

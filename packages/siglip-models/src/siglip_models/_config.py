@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from typing import Any
-
-__all__ = [
-    "SiglipConfig",
-    "TextConfig",
-    "VisionConfig",
-    "get_config",
-    "list_configs",
-    "register_config",
-]
 
 
 def _check_positive_ints(owner: str, **values: int) -> None:
@@ -51,7 +43,8 @@ class VisionConfig:
         mlp_dim: hidden width of every MLP (encoder blocks and MAP head).
         layer_norm_eps: epsilon of every LayerNorm (1e-6 in all released models).
 
-    Example:
+    Examples:
+        >>> from siglip_models import VisionConfig
         >>> VisionConfig(
         ...     image_size=224, patch_size=16, width=768, depth=12, num_heads=12, mlp_dim=3072
         ... ).num_patches
@@ -137,7 +130,8 @@ class TextConfig:
             and written to ``config.json``, not used by the model itself.
         layer_norm_eps: epsilon of every LayerNorm.
 
-    Example:
+    Examples:
+        >>> from siglip_models import TextConfig
         >>> TextConfig(
         ...     vocab_size=32000,
         ...     max_length=64,
@@ -202,22 +196,24 @@ class SiglipConfig:
     Args:
         vision: the image tower.
         text: the text tower.
-        init_log_scale: initial ``log_scale`` for training from scratch (log 10, SigLIP paper 4.8).
-        init_bias: initial logit bias for training from scratch (-10).
+        log_scale_init: initial ``log_scale``, the natural log of the logit scale t, for training
+            from scratch (``math.log(10)``, SigLIP paper 4.8). Was ``init_log_scale``.
+        bias_init: initial logit bias for training from scratch (-10). Was ``init_bias``.
         lowercase: whether the tokenizer must lowercase the text (True for every release).
 
     Raises:
         ValueError: if ``text.embed_dim != vision.width``.
 
-    Example:
+    Examples:
+        >>> from siglip_models import get_config
         >>> get_config("siglip-base-patch16-224").embed_dim
         768
     """
 
     vision: VisionConfig
     text: TextConfig
-    init_log_scale: float = math.log(10.0)
-    init_bias: float = -10.0
+    log_scale_init: float = math.log(10.0)
+    bias_init: float = -10.0
     lowercase: bool = True
 
     def __post_init__(self) -> None:
@@ -248,7 +244,8 @@ class SiglipConfig:
     def replace(self, **changes: Any) -> SiglipConfig:
         """A copy with fields replaced; ``vision``/``text`` may be dicts of their own fields.
 
-        Example:
+        Examples:
+            >>> from siglip_models import get_config
             >>> get_config("siglip-base-patch16-224").replace(
             ...     vision={"image_size": 384}
             ... ).vision.image_size
@@ -265,11 +262,33 @@ class SiglipConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SiglipConfig:
-        """Inverse of :meth:`to_dict`."""
-        fields = dict(data)
+        """Inverse of :meth:`to_dict`; also reads dicts saved with the old field names.
+
+        Args:
+            data: a dict from :meth:`to_dict` (``init_log_scale`` / ``init_bias`` are read as
+                ``log_scale_init`` / ``bias_init``).
+
+        Returns:
+            The config.
+        """
+        fields = rename_legacy_fields(data)
         fields["vision"] = VisionConfig(**fields["vision"])
         fields["text"] = TextConfig(**fields["text"])
         return cls(**fields)
+
+
+# Field names before the one-name-per-concept rename; saved files may still carry them.
+_LEGACY_FIELDS = {"init_log_scale": "log_scale_init", "init_bias": "bias_init"}
+
+
+def rename_legacy_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with the old field names renamed (a new name present wins)."""
+    fields = dict(data)
+    for old, new in _LEGACY_FIELDS.items():
+        if old in fields:
+            value = fields.pop(old)
+            fields.setdefault(new, value)
+    return fields
 
 
 # Tower shapes of bv `decode_variant` (width, depth, mlp_dim, num_heads).
@@ -330,7 +349,8 @@ def register_config(name: str, config: SiglipConfig, *, overwrite: bool = False)
         TypeError: if ``config`` is not a :class:`SiglipConfig`.
         ValueError: if ``name`` is taken by a different config and ``overwrite`` is False.
 
-    Example:
+    Examples:
+        >>> from siglip_models import get_config, register_config
         >>> register_config("my-tiny", get_config("tiny-test"))
         >>> get_config("my-tiny") == get_config("tiny-test")
         True
@@ -356,7 +376,8 @@ def get_config(name: str) -> SiglipConfig:
     Raises:
         KeyError: naming the unknown name and listing the known ones.
 
-    Example:
+    Examples:
+        >>> from siglip_models import get_config
         >>> get_config("siglip-so400m-patch14-224").text.max_length
         16
     """
@@ -368,7 +389,16 @@ def get_config(name: str) -> SiglipConfig:
 
 
 def list_configs() -> list[str]:
-    """Sorted names of every registered configuration."""
+    """Sorted names of every registered configuration.
+
+    Returns:
+        The names :func:`get_config` accepts: every released shape and the tiny test configs.
+
+    Examples:
+        >>> from siglip_models import list_configs
+        >>> "siglip2-base-patch16-224" in list_configs()
+        True
+    """
     return sorted(_REGISTRY)
 
 

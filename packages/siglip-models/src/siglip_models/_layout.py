@@ -7,24 +7,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Callable
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from typing import TypeVar
 
+from siglip_models._atomic import atomic_write
+from siglip_models._atomic import atomic_write_text
 from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
+from siglip_models._config import rename_legacy_fields
 
-__all__ = [
-    "CheckpointError",
-    "config_from_hf_dict",
-    "config_to_hf_dict",
-    "hf_parameter_shapes",
-    "read_hf_config",
-    "validate_parameter_shapes",
-    "write_atomic",
-]
+_Array = TypeVar("_Array")
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,6 +31,84 @@ IGNORED_SUFFIXES = (".position_ids",)
 
 class CheckpointError(ValueError):
     """A checkpoint does not fit the model: missing, unexpected or mis-shaped weights."""
+
+
+# ---------------------------------------------------------------- input checks (torch and Flax)
+def check_pixels(shape: tuple[int, ...], image_size: int, *, channels_last: bool) -> None:
+    """Check a pixel batch's shape: NCHW (PyTorch) or NHWC (Flax), at the model's resolution.
+
+    Raises:
+        ValueError: for another rank or channel count, or another resolution.
+    """
+    if channels_last:
+        layout, channel_axis, height_axis = "[batch, height, width, 3] (NHWC)", 3, 1
+    else:
+        layout, channel_axis, height_axis = "[batch, 3, height, width] (NCHW)", 1, 2
+    if len(shape) != 4 or shape[channel_axis] != 3:
+        raise ValueError(f"pixels must be {layout}, got shape {tuple(shape)}")
+    height, width = shape[height_axis], shape[height_axis + 1]
+    if height != image_size or width != image_size:
+        raise ValueError(
+            f"pixels must be {image_size}x{image_size} for this model, got {height}x{width}; "
+            "resize the image, or call resize_position_embedding() to run at another resolution"
+        )
+
+
+def check_token_ids(
+    shape: tuple[int, ...], dtype: Any, *, is_integer: bool, max_length: int
+) -> None:
+    """Check a batch of token ids: ``[batch, max_length]`` integers (padded, never masked).
+
+    Raises:
+        ValueError: for another shape, or ids that are not integers.
+    """
+    if len(shape) != 2 or shape[1] != max_length:
+        raise ValueError(
+            f"token_ids must be [batch, {max_length}] (padded to the trained length "
+            f"{max_length}: the pooled token is the last position), got shape {tuple(shape)}"
+        )
+    if not is_integer:
+        raise ValueError(f"token_ids must hold integers, got dtype {dtype}")
+
+
+# ---------------------------------------------------------------- parameter names
+# Our 0-d scalar parameters and the HF keys (shape (1,)) they are stored under; the other
+# PyTorch parameters already carry their HF names.
+SCALAR_KEYS = {"log_scale": "logit_scale", "bias": "logit_bias"}
+# Flax leaf names that differ from the HF (torch) ones.
+_NNX_LEAVES = {"kernel": "weight", "scale": "weight", "embedding": "weight"}
+
+
+def nnx_path_to_hf_key(path: tuple[Any, ...]) -> str:
+    """Flax NNX parameter path -> Hugging Face key (same module names; leaf names differ)."""
+    if len(path) == 1 and str(path[0]) in SCALAR_KEYS:
+        return SCALAR_KEYS[str(path[0])]
+    *modules, leaf = (str(part) for part in path)
+    return ".".join([*modules, _NNX_LEAVES.get(leaf, leaf)])
+
+
+def hf_to_nnx_layout(path: tuple[Any, ...], array: _Array) -> _Array:
+    """An HF (torch-layout) array -> the NNX layout of the parameter at ``path``.
+
+    Dense kernels are ``(in, out)`` (torch ``(out, in)``); conv kernels HWIO (torch OIHW); the
+    scalars are 0-d (HF ``(1,)``).
+    """
+    value: Any = array
+    if len(path) == 1 and str(path[0]) in SCALAR_KEYS:
+        return value.reshape(())  # type: ignore[no-any-return]
+    if str(path[-1]) == "kernel":
+        return value.transpose(2, 3, 1, 0) if value.ndim == 4 else value.T  # type: ignore[no-any-return]
+    return array
+
+
+def nnx_to_hf_layout(path: tuple[Any, ...], array: _Array) -> _Array:
+    """Inverse of :func:`hf_to_nnx_layout`."""
+    value: Any = array
+    if len(path) == 1 and str(path[0]) in SCALAR_KEYS:
+        return value.reshape(1)  # type: ignore[no-any-return]
+    if str(path[-1]) == "kernel":
+        return value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T  # type: ignore[no-any-return]
+    return array
 
 
 def _encoder_shapes(prefix: str, width: int, depth: int, mlp_dim: int) -> dict[str, tuple]:
@@ -57,8 +131,8 @@ def _encoder_shapes(prefix: str, width: int, depth: int, mlp_dim: int) -> dict[s
 def hf_parameter_shapes(config: SiglipConfig) -> dict[str, tuple]:
     """Every key of a Hugging Face ``SiglipModel`` state dict for ``config``, with its shape.
 
-    Example:
-        >>> from siglip_models import get_config
+    Examples:
+        >>> from siglip_models import get_config, hf_parameter_shapes
         >>> hf_parameter_shapes(get_config("tiny-test"))["vision_model.head.probe"]
         (1, 1, 32)
     """
@@ -137,7 +211,21 @@ def validate_parameter_shapes(
 
 
 def config_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
-    """The ``config.json`` a transformers ``SiglipModel`` writes for this shape."""
+    """The ``config.json`` a transformers ``SiglipModel`` writes for this shape.
+
+    Args:
+        config: the configuration.
+
+    Returns:
+        A JSON-serialisable dict; the ``siglip_models`` entry (``log_scale_init``, ``bias_init``,
+        ``lowercase``) is ignored by transformers and read back by :func:`config_from_hf_dict`.
+
+    Examples:
+        >>> from siglip_models import config_to_hf_dict, get_config
+        >>> hf = config_to_hf_dict(get_config("siglip-base-patch16-224"))
+        >>> hf["model_type"], hf["vision_config"]["patch_size"], hf["text_config"]["pad_token_id"]
+        ('siglip', 16, 1)
+    """
     vision, text = config.vision, config.text
     return {
         "architectures": ["SiglipModel"],
@@ -175,8 +263,8 @@ def config_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
         },
         # Not read by transformers; lets this package restore the from-scratch init values.
         "siglip_models": {
-            "init_log_scale": config.init_log_scale,
-            "init_bias": config.init_bias,
+            "log_scale_init": config.log_scale_init,
+            "bias_init": config.bias_init,
             "lowercase": config.lowercase,
         },
     }
@@ -204,10 +292,23 @@ _HF_TEXT_DEFAULTS = {
 def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json") -> SiglipConfig:
     """Read a transformers ``SiglipConfig`` dict (the ``config.json`` of an HF directory).
 
+    Args:
+        data: the parsed ``config.json``.
+        source: where it came from, quoted in errors.
+
+    Returns:
+        The :class:`~siglip_models.SiglipConfig`.
+
     Raises:
         CheckpointError: for a NaFlex (``siglip2``) or otherwise unsupported model, an activation
             other than tanh-GELU or a model without the MAP head. Fields a Hub ``config.json``
             omits take transformers' defaults, as transformers does.
+
+    Examples:
+        >>> from siglip_models import config_from_hf_dict, config_to_hf_dict, get_config
+        >>> config = get_config("siglip2-so400m-patch14-384")
+        >>> config_from_hf_dict(config_to_hf_dict(config)) == config
+        True
     """
     model_type = data.get("model_type")
     if model_type == "siglip2":
@@ -242,7 +343,7 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
     if isinstance(patch_size, (list, tuple)):
         patch_size = patch_size[0]
     text_width = text["hidden_size"]
-    extras = data.get("siglip_models", {})
+    extras = rename_legacy_fields(data.get("siglip_models") or {})
     pad_id = text.get("pad_token_id")
     return SiglipConfig(
         vision=VisionConfig(
@@ -265,16 +366,31 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
             pad_id=1 if pad_id is None else int(pad_id),
             layer_norm_eps=float(text.get("layer_norm_eps", 1e-6)),
         ),
-        **{k: extras[k] for k in ("init_log_scale", "init_bias", "lowercase") if k in extras},
+        **{k: extras[k] for k in ("log_scale_init", "bias_init", "lowercase") if k in extras},
     )
 
 
 def read_hf_config(directory: str | os.PathLike[str]) -> SiglipConfig:
-    """The :class:`SiglipConfig` of an HF checkpoint directory (its ``config.json``).
+    """The :class:`~siglip_models.SiglipConfig` of an HF checkpoint directory (its ``config.json``).
+
+    Args:
+        directory: the checkpoint directory.
+
+    Returns:
+        The configuration, without reading any weights.
 
     Raises:
         FileNotFoundError: if ``directory/config.json`` does not exist.
         CheckpointError: if the config describes an unsupported model.
+
+    Examples:
+        >>> import json, pathlib, tempfile
+        >>> from siglip_models import config_to_hf_dict, get_config, read_hf_config
+        >>> directory = pathlib.Path(tempfile.mkdtemp())
+        >>> hf = config_to_hf_dict(get_config("tiny-test"))
+        >>> _ = (directory / "config.json").write_text(json.dumps(hf))
+        >>> read_hf_config(directory).vision.image_size
+        32
     """
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
@@ -310,26 +426,32 @@ def weight_files(directory: str | os.PathLike[str]) -> list[Path]:
     )
 
 
-def write_atomic(path: Path, write: Any) -> None:
-    """Write a file through ``write(temporary_path)`` then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+def read_hf_directory(
+    directory: str | os.PathLike[str], load_file: Callable[[str], Mapping[str, _Array]]
+) -> tuple[SiglipConfig, dict[str, _Array]]:
+    """The config and every weight of an HF directory, each file read with ``load_file``.
+
+    Raises:
+        FileNotFoundError: no ``config.json``, or no safetensors weights.
+        CheckpointError: if the config describes an unsupported model.
+    """
+    config = read_hf_config(directory)
+    arrays: dict[str, _Array] = {}
+    for file in weight_files(directory):
+        arrays.update(load_file(str(file)))
+    return config, arrays
 
 
-def write_hf_config(directory: str | os.PathLike[str], config: SiglipConfig) -> None:
-    """Write ``config.json`` atomically."""
-    text = json.dumps(config_to_hf_dict(config), indent=2, sort_keys=True) + "\n"
+def write_hf_directory(
+    directory: str | os.PathLike[str], config: SiglipConfig, save_weights: Callable[[Path], None]
+) -> None:
+    """Write ``model.safetensors`` through ``save_weights(temporary_path)``, then ``config.json``.
 
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-    write_atomic(Path(directory) / CONFIG_NAME, write)
+    Each file is written atomically and durably (temporary file, fsync, rename, fsync of the
+    directory): a crash leaves the old file or the new one, never part of one.
+    """
+    root = Path(directory)
+    atomic_write(root / WEIGHTS_NAME, save_weights)
+    atomic_write_text(
+        root / CONFIG_NAME, json.dumps(config_to_hf_dict(config), indent=2, sort_keys=True) + "\n"
+    )

@@ -6,9 +6,11 @@ import math
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
+from siglip_models._atomic import atomic_write
 from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
@@ -17,8 +19,6 @@ from siglip_models._config import list_configs
 from siglip_models._layout import CheckpointError
 from siglip_models._layout import hf_parameter_shapes
 from siglip_models._layout import validate_parameter_shapes
-
-__all__ = ["read_big_vision_npz", "save_big_vision_npz"]
 
 _PREFIXES = ("params/", "opt/target/")
 _STACKED = re.compile(r"^(?P<tower>img/Transformer|txt/Encoder_0)/encoderblock/(?P<rest>.+)$")
@@ -321,7 +321,8 @@ def save_big_vision_npz(
     """Write Hugging Face-layout arrays as a big_vision two-tower ``.npz`` (``params/`` prefix).
 
     The exact inverse of :func:`read_big_vision_npz`: big_vision's ``load`` (and this package)
-    read the file back to the same numbers. Written to a temporary file, then moved into place.
+    read the file back to the same numbers. Written atomically and durably (temporary file,
+    fsync, rename, fsync of the directory).
 
     Args:
         path: the ``.npz`` to write.
@@ -332,9 +333,27 @@ def save_big_vision_npz(
 
     Raises:
         CheckpointError: if the arrays do not fit ``config``.
-    """
-    from siglip_models._layout import write_atomic
 
+    Examples:
+        >>> import pathlib, tempfile
+        >>> import numpy as np
+        >>> from siglip_models import get_config, hf_parameter_shapes
+        >>> from siglip_models import read_big_vision_npz, save_big_vision_npz
+        >>> config = get_config("tiny-test")
+        >>> rng = np.random.default_rng(0)
+        >>> arrays = {k: rng.normal(size=s) for k, s in hf_parameter_shapes(config).items()}
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "tiny.npz"
+        >>> save_big_vision_npz(path, arrays, config, stacked=True)
+        >>> read_config, read_arrays = read_big_vision_npz(path)
+        >>> read_config == config
+        True
+        >>> bool(
+        ...     np.allclose(
+        ...         read_arrays["vision_model.head.probe"], arrays["vision_model.head.probe"]
+        ...     )
+        ... )
+        True
+    """
     arrays = {key: np.asarray(value, dtype=np.float32) for key, value in arrays.items()}
     validate_parameter_shapes({k: v.shape for k, v in arrays.items()}, config, source="arrays")
     flat: dict[str, np.ndarray] = {}
@@ -360,12 +379,9 @@ def save_big_vision_npz(
             )
         for key, items in grouped.items():
             flat[key] = np.stack([value for _, value in sorted(items, key=lambda item: item[0])])
-    target = os.fspath(path)
 
-    def write(temporary: str) -> None:
+    def write(temporary: Path) -> None:
         with open(temporary, "wb") as handle:
             np.savez(handle, **{f"params/{key}": value for key, value in flat.items()})  # type: ignore[arg-type]
 
-    from pathlib import Path
-
-    write_atomic(Path(target), write)
+    atomic_write(path, write)

@@ -7,8 +7,6 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["resample_position_embedding"]
-
 _CUBIC_A = -0.75  # the Keys coefficient torch (and so HF) uses for bicubic
 
 
@@ -78,7 +76,9 @@ def resample_position_embedding(
     Raises:
         ValueError: for a non-square source without ``source_grid``, a bad grid or method.
 
-    Example:
+    Examples:
+        >>> import numpy as np
+        >>> from siglip_models import resample_position_embedding
         >>> grid = np.arange(4.0).reshape(4, 1)  # a 2x2 grid, width 1
         >>> resample_position_embedding(grid, (3, 3))[:, 0].tolist()
         [0.0, 0.5, 1.0, 1.0, 1.5, 2.0, 2.0, 2.5, 3.0]

@@ -53,13 +53,13 @@ def test_atomic_directory_appears_whole_or_not_at_all(tmp_path: Path) -> None:
         assert not target.exists()
     assert (target / "sub" / "a.txt").read_text() == "a"
 
-    def interrupted_build() -> None:
+    def interrupted() -> None:
         with atomic_directory(target) as building:
             (building / "b.txt").write_text("b")
             raise RuntimeError("interrupted")
 
-    with pytest.raises(RuntimeError):
-        interrupted_build()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        interrupted()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_1"]
     assert (target / "sub" / "a.txt").is_file()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -56,7 +57,7 @@ def test_registry_holds_every_released_shape() -> None:
 
 
 @pytest.mark.parametrize("name", RELEASED)
-def test_released_shapes_follow_model_spec(name: str) -> None:
+def test_released_shapes_have_their_family_vocabulary_length_patch_and_head_dim(name: str) -> None:
     config = get_config(name)
     siglip2 = name.startswith("siglip2")
     multilingual = name.endswith(("i18n", "multilingual"))
@@ -196,7 +197,25 @@ def test_num_patches_is_floor_grid_squared(image_size: int, patch_size: int) -> 
 
 
 def test_replace_accepts_tower_dicts_and_dict_round_trip() -> None:
-    config = get_config("tiny-test").replace(vision={"image_size": 48}, init_bias=-5.0)
+    config = get_config("tiny-test").replace(vision={"image_size": 48}, bias_init=-5.0)
     assert config.vision.image_size == 48
-    assert config.init_bias == -5.0
+    assert config.bias_init == -5.0
     assert SiglipConfig.from_dict(config.to_dict()) == config
+
+
+def test_saved_config_carries_the_new_init_names_and_old_names_still_read(
+    tmp_path: Path,
+) -> None:
+    from siglip_models import read_hf_config
+
+    config = get_config("tiny-test").replace(log_scale_init=1.5, bias_init=-3.0)
+    saved = config_to_hf_dict(config)
+    assert saved["siglip_models"] == {"log_scale_init": 1.5, "bias_init": -3.0, "lowercase": True}
+    # A config.json written before the rename.
+    saved["siglip_models"] = {"init_log_scale": 1.5, "init_bias": -3.0, "lowercase": True}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert read_hf_config(tmp_path) == config
+    old_dict = config.to_dict()
+    old_dict["init_log_scale"] = old_dict.pop("log_scale_init")
+    old_dict["init_bias"] = old_dict.pop("bias_init")
+    assert SiglipConfig.from_dict(old_dict) == config

@@ -20,11 +20,6 @@ from siglip_models import get_config
 from siglip_models.torch import SiglipModel
 
 
-def test_every_name_in_all_exists() -> None:
-    for name in siglip_models.torch.__all__:
-        assert hasattr(siglip_models.torch, name)
-
-
 def _copy(directory: Path, tmp_path: Path) -> Path:
     target = tmp_path / "copy"
     shutil.copytree(directory, target)
@@ -245,3 +240,77 @@ def test_prepacked_weights_follow_in_place_updates() -> None:
     torch.testing.assert_close(packed.logits_per_image, plain.logits_per_image, atol=1e-5, rtol=0)
     with pytest.raises(RuntimeError, match="float32"):
         SiglipModel("tiny-test").to(torch.float64).optimize_for_cpu_inference()
+
+
+def test_cpu_inference_swaps_modules_without_touching_parameters_and_swaps_back() -> None:
+    from siglip_models.torch._layers import MLP
+    from siglip_models.torch._layers import SelfAttention
+
+    model = SiglipModel("tiny-test").eval()
+    plain_types = {name: type(module) for name, module in model.named_modules()}
+    parameters = dict(model.named_parameters())
+    model.optimize_for_cpu_inference()
+    packed_types = {name: type(module) for name, module in model.named_modules()}
+    assert packed_types.keys() == plain_types.keys()
+    swapped = {name for name in plain_types if packed_types[name] is not plain_types[name]}
+    assert swapped == {name for name, kind in plain_types.items() if kind in (MLP, SelfAttention)}
+    assert swapped  # every encoder block and the MAP head's MLP
+    assert {name: id(p) for name, p in model.named_parameters()} == {
+        name: id(p) for name, p in parameters.items()
+    }
+    model.optimize_for_cpu_inference(False)
+    assert {name: type(module) for name, module in model.named_modules()} == plain_types
+
+
+def test_save_pretrained_writes_through_the_atomic_helper_and_leaves_no_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import siglip_models._atomic
+
+    synced: list[str] = []
+    real_fsync = siglip_models._atomic._fsync_file
+
+    def recording_fsync(path: Path) -> None:
+        synced.append(Path(path).name)
+        real_fsync(path)
+
+    monkeypatch.setattr(siglip_models._atomic, "_fsync_file", recording_fsync)
+    model = SiglipModel("tiny-test")
+    model.save_pretrained(tmp_path / "out")
+    arrays = {k: v.numpy() for k, v in model.hf_state_dict().items()}
+    siglip_models.save_big_vision_npz(tmp_path / "out" / "bv.npz", arrays, model.config)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "bv.npz",
+        "config.json",
+        "model.safetensors",
+    ]
+    # Every file was fsynced under its temporary name before the rename.
+    assert len(synced) == 3
+    assert all(name.startswith(".") and name.endswith(".tmp") for name in synced)
+
+
+def test_l2_normalize_maps_a_zero_row_to_zeros_with_finite_gradient_and_keeps_dtype() -> None:
+    from siglip_models.torch._layers import l2_normalize
+
+    x = torch.tensor([[3.0, 4.0], [0.0, 0.0]], requires_grad=True)
+    out = l2_normalize(x)
+    torch.testing.assert_close(out, torch.tensor([[0.6, 0.8], [0.0, 0.0]]))
+    out.sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        assert l2_normalize(torch.ones(2, 3, dtype=dtype)).dtype == dtype
+    for dtype in (torch.int64, torch.bool):
+        with pytest.raises(TypeError, match=r"l2_normalize: x must be a floating-point"):
+            l2_normalize(torch.ones(2, 3, dtype=dtype))
+
+
+def test_a_zero_embedding_gives_a_zero_normalised_row_and_bias_logits() -> None:
+    torch.manual_seed(0)
+    model = SiglipModel("tiny-test").eval()
+    with torch.no_grad():  # every text embedding is exactly zero
+        model.text_model.head.weight.zero_()
+        model.text_model.head.bias.zero_()
+        out = model(torch.rand(2, 3, 32, 32) * 2 - 1, torch.randint(0, 100, (3, 16)))
+    assert torch.equal(out.text_emb, torch.zeros(3, 32))
+    assert torch.equal(out.logits_per_image, torch.full((2, 3), -10.0))

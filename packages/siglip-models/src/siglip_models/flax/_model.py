@@ -11,6 +11,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from einops import rearrange
+from einops import repeat
 from flax import nnx
 from flax import struct
 
@@ -18,15 +20,16 @@ from siglip_models._config import SiglipConfig
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
 from siglip_models._config import get_config
-from siglip_models._layout import read_hf_config
+from siglip_models._layout import check_pixels
+from siglip_models._layout import check_token_ids
+from siglip_models._layout import hf_to_nnx_layout
+from siglip_models._layout import nnx_path_to_hf_key
+from siglip_models._layout import nnx_to_hf_layout
+from siglip_models._layout import read_hf_directory
 from siglip_models._layout import validate_parameter_shapes
-from siglip_models._layout import weight_files
-from siglip_models._layout import write_atomic
-from siglip_models._layout import write_hf_config
+from siglip_models._layout import write_hf_directory
 from siglip_models._npz import read_big_vision_npz
 from siglip_models._resample import resample_position_embedding
-
-__all__ = ["SiglipModel", "SiglipOutput"]
 
 _xavier = nnx.initializers.xavier_uniform()
 _zeros = nnx.initializers.zeros_init()
@@ -61,16 +64,21 @@ class _SelfAttention(nnx.Module):
         self.out_proj = _dense(width, width, rngs)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        batch, length, width = tokens.shape
+        """``[batch, length, width]`` -> ``[batch, length, width]``."""
         projections = (self.q_proj, self.k_proj, self.v_proj)
         kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
         bias = jnp.concatenate([p.bias[...] for p in projections])  # type: ignore[index]
-        qkv = (tokens @ kernel.astype(tokens.dtype) + bias.astype(tokens.dtype)).reshape(
-            batch, length, 3, self.num_heads, -1
+        qkv = tokens @ kernel.astype(tokens.dtype) + bias.astype(tokens.dtype)
+        query, key, value = rearrange(
+            qkv,
+            "batch length (qkv heads head_dim) -> qkv batch length heads head_dim",
+            qkv=3,
+            heads=self.num_heads,
         )
-        query, key, value = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [batch, length, heads, hd]
         attended = jax.nn.dot_product_attention(query, key, value)
-        return self.out_proj(attended.reshape(batch, length, width))
+        return self.out_proj(
+            rearrange(attended, "batch length heads head_dim -> batch length (heads head_dim)")
+        )
 
 
 class _EncoderLayer(nnx.Module):
@@ -130,9 +138,9 @@ class _VisionEmbeddings(nnx.Module):
 
     def __call__(self, pixels: jax.Array) -> jax.Array:
         kernel_dtype = self.patch_embedding.kernel[...].dtype
-        patches = self.patch_embedding(pixels.astype(kernel_dtype))  # [batch, gh, gw, width]
-        batch, rows, columns, width = patches.shape
-        tokens = patches.reshape(batch, rows * columns, width)  # row-major over the grid
+        patches = self.patch_embedding(pixels.astype(kernel_dtype))
+        # Row-major over the patch grid, as the position embedding is laid out.
+        tokens = rearrange(patches, "batch rows columns width -> batch (rows columns) width")
         return tokens + self.position_embedding.embedding[...].astype(tokens.dtype)
 
 
@@ -157,21 +165,31 @@ class _MultiheadAttentionPooling(nnx.Module):
         self.mlp = _MLP(width, config.mlp_dim, rngs)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        batch, length, width = tokens.shape
+        """``[batch, length, width]`` tokens -> ``[batch, width]`` pooled embedding."""
+        batch, _, width = tokens.shape
         weight = self.attention.in_proj_weight[...].astype(tokens.dtype)
         bias = self.attention.in_proj_bias[...].astype(tokens.dtype)
         probe = self.probe[...].astype(tokens.dtype)
         query = probe @ weight[:width].T + bias[:width]  # [1, 1, width]
-        key_value = tokens @ weight[width:].T + bias[width:]
-        query = jnp.broadcast_to(
-            query.reshape(1, 1, self.num_heads, -1),
-            (batch, 1, self.num_heads, width // self.num_heads),
+        key_value = tokens @ weight[width:].T + bias[width:]  # [batch, length, 2 * width]
+        query = repeat(
+            query,
+            "1 probe (heads head_dim) -> batch probe heads head_dim",
+            batch=batch,
+            heads=self.num_heads,
         )
-        key_value = key_value.reshape(batch, length, 2, self.num_heads, -1)
-        attended = jax.nn.dot_product_attention(query, key_value[:, :, 0], key_value[:, :, 1])
-        pooled = self.attention.out_proj(attended.reshape(batch, 1, width))
+        key, value = rearrange(
+            key_value,
+            "batch length (kv heads head_dim) -> kv batch length heads head_dim",
+            kv=2,
+            heads=self.num_heads,
+        )
+        attended = jax.nn.dot_product_attention(query, key, value)
+        pooled = self.attention.out_proj(
+            rearrange(attended, "batch probe heads head_dim -> batch probe (heads head_dim)")
+        )
         pooled = pooled + self.mlp(self.layernorm(pooled))
-        return pooled[:, 0]
+        return pooled[:, 0]  # the single probe
 
 
 class _VisionTower(nnx.Module):
@@ -257,42 +275,35 @@ class SiglipOutput:
     bias: jax.Array
 
 
-def _normalize(embedding: jax.Array) -> jax.Array:
-    embedding = embedding.astype(jnp.float32)
-    norm: jax.Array = jnp.linalg.norm(embedding, axis=-1, keepdims=True)
-    return embedding / norm
+def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Array:
+    """``x / max(||x||_2, eps)`` along ``axis``: a zero row gives a zero row, never NaN.
 
+    The package-wide policy (the same as ``siglip_loss``): computed in float32 (float64 for
+    float64 input) and returned in the dtype of ``x``; the gradient stays finite (the norm is
+    the square root of the clamped squared norm, so its derivative is never 0/0).
 
-# ---------------------------------------------------------------- HF layout <-> NNX state
-def _hf_key(path: tuple[Any, ...]) -> str:
-    """NNX parameter path -> Hugging Face key (same module names; leaf names differ)."""
-    if path == ("log_scale",):
-        return "logit_scale"
-    if path == ("bias",):
-        return "logit_bias"
-    *modules, leaf = (str(part) for part in path)
-    leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight"}.get(leaf, leaf)
-    return ".".join([*modules, leaf])
+    Args:
+        x: a floating-point array, e.g. embeddings ``[batch, embed]``.
+        axis: the axis to normalise over.
+        eps: the smallest norm divided by.
 
+    Returns:
+        An array of the shape and dtype of ``x``.
 
-def _from_hf(path: tuple[Any, ...], array: Any) -> Any:
-    """An HF (torch-layout) array -> the NNX layout of the parameter at ``path``."""
-    leaf = str(path[-1])
-    if path in (("log_scale",), ("bias",)):
-        return array.reshape(())
-    if leaf == "kernel":
-        return array.transpose(2, 3, 1, 0) if array.ndim == 4 else array.T
-    return array
+    Raises:
+        TypeError: if ``x`` is not floating point (integer or bool).
 
-
-def _to_hf(path: tuple[Any, ...], array: Any) -> Any:
-    """Inverse of :func:`_from_hf`."""
-    leaf = str(path[-1])
-    if path in (("log_scale",), ("bias",)):
-        return array.reshape(1)
-    if leaf == "kernel":
-        return array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
-    return array
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> l2_normalize(jnp.array([[3.0, 4.0], [0.0, 0.0]]))
+        Array([[0.6, 0.8],
+               [0. , 0. ]], dtype=float32)
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"l2_normalize: x must be a floating-point array, got {x.dtype}")
+    work = x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)
+    squared_norm = jnp.sum(work * work, axis=axis, keepdims=True)
+    return (work / jnp.sqrt(jnp.maximum(squared_norm, eps * eps))).astype(x.dtype)
 
 
 class SiglipModel(nnx.Module):
@@ -306,8 +317,9 @@ class SiglipModel(nnx.Module):
         config: a :class:`~siglip_models.SiglipConfig` or a registered name.
         rngs: random streams for the from-scratch init (default ``nnx.Rngs(0)``).
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
+        >>> from siglip_models.flax import SiglipModel
         >>> model = SiglipModel("tiny-test")
         >>> out = model(jnp.zeros((2, 32, 32, 3)), jnp.ones((3, 16), jnp.int32))
         >>> out.logits_per_image.shape
@@ -326,28 +338,24 @@ class SiglipModel(nnx.Module):
         self.config = config
         self.vision_model = _VisionTower(config.vision, rngs)
         self.text_model = _TextTower(config.text, rngs)
-        self.log_scale = nnx.Param(jnp.asarray(config.init_log_scale, jnp.float32))
-        self.bias = nnx.Param(jnp.asarray(config.init_bias, jnp.float32))
+        self.log_scale = nnx.Param(jnp.asarray(config.log_scale_init, jnp.float32))
+        self.bias = nnx.Param(jnp.asarray(config.bias_init, jnp.float32))
 
     # ------------------------------------------------------------- encoders
     def _check_pixels(self, pixels: jax.Array) -> None:
-        size = self.config.vision.image_size
-        if pixels.ndim != 4 or pixels.shape[3] != 3:
-            raise ValueError(
-                f"pixels must be [batch, height, width, 3] (NHWC), got shape {tuple(pixels.shape)}"
-            )
-        if pixels.shape[1] != size or pixels.shape[2] != size:
-            raise ValueError(
-                f"pixels must be {size}x{size} for this model, got "
-                f"{pixels.shape[1]}x{pixels.shape[2]}; resize the image, or call "
-                "resize_position_embedding() to run at another resolution"
-            )
+        check_pixels(tuple(pixels.shape), self.config.vision.image_size, channels_last=True)
 
     def encode_image_patches(self, pixels: jax.Array) -> jax.Array:
         """Final-LayerNorm patch tokens ``[batch, num_patches, width]`` (row-major, no class token).
 
         Args:
             pixels: ``[batch, image_size, image_size, 3]`` float in [-1, 1].
+
+        Returns:
+            ``[batch, num_patches, width]``, patches in row-major order.
+
+        Raises:
+            ValueError: for a shape other than ``[batch, image_size, image_size, 3]``.
         """
         self._check_pixels(pixels)
         return self.vision_model.patch_tokens(pixels)
@@ -380,19 +388,24 @@ class SiglipModel(nnx.Module):
         Raises:
             ValueError: if the ids are not integer or not padded to ``max_length``.
         """
-        length = self.config.text.max_length
-        if token_ids.ndim != 2 or token_ids.shape[1] != length:
-            raise ValueError(
-                f"token_ids must be [batch, {length}] (padded to the trained length "
-                f"{length}: the pooled token is the last position), got shape "
-                f"{tuple(token_ids.shape)}"
-            )
-        if not jnp.issubdtype(token_ids.dtype, jnp.integer):
-            raise ValueError(f"token_ids must be an integer array, got {token_ids.dtype}")
+        check_token_ids(
+            tuple(token_ids.shape),
+            token_ids.dtype,
+            is_integer=bool(jnp.issubdtype(token_ids.dtype, jnp.integer)),
+            max_length=self.config.text.max_length,
+        )
         return self.text_model(token_ids)
 
     def logits(self, image_emb: jax.Array, text_emb: jax.Array) -> jax.Array:
-        """``exp(log_scale) * image_emb @ text_emb.T + bias`` -> ``[batch_images, batch_texts]``."""
+        """``exp(log_scale) * image_emb @ text_emb.T + bias`` for normalised embeddings.
+
+        Args:
+            image_emb: ``[batch_images, embed]``.
+            text_emb: ``[batch_texts, embed]``.
+
+        Returns:
+            ``[batch_images, batch_texts]`` float32 logits_per_image.
+        """
         scale = jnp.exp(self.log_scale[...].astype(jnp.float32))
         return scale * image_emb @ text_emb.T + self.bias[...].astype(jnp.float32)
 
@@ -402,9 +415,12 @@ class SiglipModel(nnx.Module):
         Args:
             pixels: ``[batch_images, image_size, image_size, 3]`` in [-1, 1].
             token_ids: ``[batch_texts, max_length]``.
+
+        Returns:
+            :class:`SiglipOutput` with normalised float32 embeddings and logits.
         """
-        image_emb = _normalize(self.encode_image(pixels))
-        text_emb = _normalize(self.encode_text(token_ids))
+        image_emb = l2_normalize(self.encode_image(pixels).astype(jnp.float32))
+        text_emb = l2_normalize(self.encode_text(token_ids).astype(jnp.float32))
         logits_per_image = self.logits(image_emb, text_emb)
         return SiglipOutput(
             image_emb=image_emb,
@@ -417,7 +433,14 @@ class SiglipModel(nnx.Module):
 
     # ---------------------------------------------------------------- knobs
     def set_gradient_checkpointing(self, enabled: bool = True) -> SiglipModel:
-        """Recompute every encoder block in the backward pass (``nnx.remat``); returns self."""
+        """Recompute every encoder block in the backward pass (``nnx.remat``).
+
+        Args:
+            enabled: turn recomputation on (True) or off (False).
+
+        Returns:
+            ``self``.
+        """
         self.vision_model.encoder.gradient_checkpointing = enabled
         self.text_model.encoder.gradient_checkpointing = enabled
         return self
@@ -426,7 +449,13 @@ class SiglipModel(nnx.Module):
         """Cast every parameter but the patch/position embeddings and scale/bias to ``dtype``.
 
         As big_vision, patch extraction and position embeddings stay float32; the outputs of
-        ``__call__`` are float32. Returns self.
+        ``__call__`` are float32.
+
+        Args:
+            dtype: the dtype of the encoders and heads, e.g. ``jnp.bfloat16``.
+
+        Returns:
+            ``self``.
         """
         keep = {("log_scale",), ("bias",)}
         for path, variable in nnx.to_flat_state(nnx.state(self, nnx.Param)):
@@ -441,7 +470,17 @@ class SiglipModel(nnx.Module):
         """Resample the learned position grid for another resolution, in place.
 
         ``bilinear`` = big_vision's load-time ``scipy.ndimage.zoom(order=1)``; ``bicubic`` = HF
-        ``interpolate_pos_encoding``. Updates ``config.vision.image_size``; returns self.
+        ``interpolate_pos_encoding``.
+
+        Args:
+            image_size: the new input side in pixels.
+            method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            ``self``, with ``config.vision.image_size`` updated.
+
+        Raises:
+            ValueError: if the new size has fewer pixels than one patch.
         """
         new_config = self.config.replace(vision={"image_size": image_size})
         grid = new_config.vision.grid_size
@@ -455,12 +494,24 @@ class SiglipModel(nnx.Module):
 
     # ------------------------------------------------------------- weights
     def hf_state_dict(self) -> dict[str, jax.Array]:
-        """Every parameter under its Hugging Face key, in torch layout."""
+        """Every parameter under its Hugging Face key, in torch layout.
+
+        Returns:
+            HF key -> array (dense kernels transposed to ``(out, in)``, conv kernel OIHW,
+            ``logit_scale`` / ``logit_bias`` of shape ``(1,)``).
+        """
         state = nnx.to_flat_state(nnx.state(self, nnx.Param))
-        return {_hf_key(path): _to_hf(path, variable.get_value()) for path, variable in state}
+        return {
+            nnx_path_to_hf_key(path): nnx_to_hf_layout(path, variable.get_value())
+            for path, variable in state
+        }
 
     def load_hf_state_dict(self, arrays: Mapping[str, Any], *, source: str = "dict") -> None:
         """Replace every parameter from Hugging Face-layout arrays (all or nothing).
+
+        Args:
+            arrays: HF key -> array (numpy, JAX or anything ``jnp.asarray`` takes).
+            source: where the weights came from, quoted in errors.
 
         Raises:
             CheckpointError: for a missing or unexpected key or a shape that does not fit.
@@ -470,7 +521,9 @@ class SiglipModel(nnx.Module):
         )
         flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
         values = [
-            _from_hf(path, jnp.asarray(arrays[_hf_key(path)])).astype(variable.get_value().dtype)
+            hf_to_nnx_layout(path, jnp.asarray(arrays[nnx_path_to_hf_key(path)])).astype(
+                variable.get_value().dtype
+            )
             for path, variable in flat
         ]
         for (_, variable), value in zip(flat, values):
@@ -490,9 +543,26 @@ class SiglipModel(nnx.Module):
 
         Also accepts a big_vision ``.npz`` file (see :meth:`from_big_vision`).
 
+        Args:
+            path: the directory (or a ``.npz`` file).
+            dtype: parameter dtype after loading.
+            image_size: run at this resolution (position grid resampled with ``resize_method``).
+            resize_method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            The model.
+
         Raises:
             FileNotFoundError: no config.json / model.safetensors.
             CheckpointError: keys or shapes that do not fit the config.
+
+        Examples:
+            >>> import tempfile
+            >>> from siglip_models.flax import SiglipModel
+            >>> directory = tempfile.mkdtemp()
+            >>> SiglipModel("tiny-test").save_pretrained(directory)
+            >>> SiglipModel.from_pretrained(directory).config.text.max_length
+            16
         """
         if Path(path).suffix == ".npz":
             return cls.from_big_vision(
@@ -500,10 +570,7 @@ class SiglipModel(nnx.Module):
             )
         from safetensors.flax import load_file
 
-        config = read_hf_config(path)
-        arrays: dict[str, Any] = {}
-        for file in weight_files(path):
-            arrays.update(load_file(str(file)))
+        config, arrays = read_hf_directory(path, load_file)
         return cls._from_arrays(config, arrays, str(path), dtype, image_size, resize_method)
 
     @classmethod
@@ -516,7 +583,19 @@ class SiglipModel(nnx.Module):
         image_size: int | None = None,
         resize_method: Literal["bilinear", "bicubic"] = "bilinear",
     ) -> SiglipModel:
-        """Load a big_vision two-tower ``.npz`` (config inferred from shapes when None).
+        """Load a big_vision two-tower ``.npz`` checkpoint.
+
+        Args:
+            path: the ``.npz`` (with or without a ``params/`` prefix, stacked ``encoderblock/``
+                or per-layer ``encoderblock_i/``, bfloat16 stored as 2-byte void).
+            config: the config (or registered name) the weights must match; inferred from the
+                shapes when None.
+            dtype: parameter dtype after loading.
+            image_size: run at this resolution (position grid resampled with ``resize_method``).
+            resize_method: ``"bilinear"`` (big_vision) or ``"bicubic"`` (HF).
+
+        Returns:
+            The model.
 
         Raises:
             CheckpointError: if the weights do not fit ``config``.
@@ -545,7 +624,7 @@ class SiglipModel(nnx.Module):
         flat = nnx.to_flat_state(state)
         for path, variable in flat:
             if isinstance(variable, nnx.Param):
-                value = _from_hf(path, jnp.asarray(arrays[_hf_key(path)]))
+                value = hf_to_nnx_layout(path, jnp.asarray(arrays[nnx_path_to_hf_key(path)]))
                 variable.set_value(value.astype(dtype))
         model: SiglipModel = nnx.merge(graphdef, nnx.from_flat_state(flat))
         if image_size is not None and image_size != config.vision.image_size:
@@ -553,13 +632,22 @@ class SiglipModel(nnx.Module):
         return model
 
     def save_pretrained(self, path: str | os.PathLike[str]) -> None:
-        """Write ``config.json`` + ``model.safetensors`` (torch layout, HF key names)."""
+        """Write ``config.json`` + ``model.safetensors`` (torch layout, HF key names).
+
+        The same files as :meth:`siglip_models.torch.SiglipModel.save_pretrained`, written
+        atomically and durably the same way.
+
+        Args:
+            path: the directory (created if missing).
+
+        Raises:
+            OSError: if a file cannot be written (the message names it; nothing partial is left).
+        """
         from safetensors.flax import save_file
 
-        directory = Path(path)
         arrays = {k: jnp.asarray(v) for k, v in self.hf_state_dict().items()}
-        write_atomic(
-            directory / "model.safetensors",
+        write_hf_directory(
+            path,
+            self.config,
             lambda temporary: save_file(arrays, temporary, metadata={"format": "pt"}),
         )
-        write_hf_config(directory, self.config)
