@@ -66,7 +66,8 @@ def test_k_captions_per_image_gives_a_fixed_batch_drawn_without_repeats_when_pos
     by_key: dict[str, list[str]] = {}
     for key, caption in zip(batch["group_key"], batch["captions"], strict=True):
         by_key.setdefault(key, []).append(caption)
-    assert len(set(by_key["cat"])) == 3 and set(by_key["cat"]) <= set(CAPTIONS["cat"])
+    assert len(set(by_key["cat"])) == 3
+    assert set(by_key["cat"]) <= set(CAPTIONS["cat"])
     assert set(by_key["dog"]) == set(CAPTIONS["dog"])  # both, then one repeat
     assert by_key["car"] == ["a red car"] * 3
 
