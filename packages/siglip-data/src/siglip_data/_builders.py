@@ -35,6 +35,9 @@ from siglip_data._shards import ShardWriter
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST_FILE = Path("/usr/share/unicode/emoji/emoji-test.txt")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# unicode-cldr-core: CLDR's emoji names and keywords per locale (annotations/<locale>.xml, and
+# annotationsDerived/ for skin-tone, flag and other sequences).
+CLDR_DIR = Path("/usr/share/unicode/cldr/common")
 FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -43,6 +46,7 @@ FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
 DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "emoji": ("fonts-noto-color-emoji", "unicode-data"),
     "fashion-mnist": ("dataset-fashion-mnist",),
+    "emoji-multilingual": ("fonts-noto-color-emoji", "unicode-data", "unicode-cldr-core"),
 }
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
@@ -111,6 +115,8 @@ def _install_command(packages: tuple[str, ...]) -> str:
 def _debian_files(dataset: str) -> tuple[Path, ...]:
     if dataset == "emoji":
         return (EMOJI_FONT, EMOJI_TEST_FILE)
+    if dataset == "emoji-multilingual":
+        return (EMOJI_FONT, EMOJI_TEST_FILE, CLDR_DIR / "annotations" / "en.xml")
     return tuple(FASHION_MNIST_DIR / name for pair in FASHION_MNIST_FILES.values() for name in pair)
 
 
@@ -121,8 +127,9 @@ def check_debian_packages(*datasets: str) -> None:
     install command: the error's message ends with it, and ``error.command`` is the command alone.
 
     Args:
-        *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``) and / or
-            ``"fashion-mnist"`` (``dataset-fashion-mnist``); none: all of them.
+        *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``),
+            ``"fashion-mnist"`` (``dataset-fashion-mnist``) and / or ``"emoji-multilingual"``
+            (the emoji packages and ``unicode-cldr-core``); none: all of them.
 
     Raises:
         MissingDebianPackageError: some file is missing; ``packages`` and ``command`` cover
@@ -154,6 +161,9 @@ def check_debian_packages(*datasets: str) -> None:
             incomplete.append(name)
             packages += DEBIAN_PACKAGES[name]
             missing += absent
+    # Datasets share packages (the emoji font): name each package and file once.
+    packages = list(dict.fromkeys(packages))
+    missing = list(dict.fromkeys(missing))
     if missing:
         command = _install_command(tuple(packages))
         what = f"the {' and '.join(incomplete)} dataset" + ("s" if len(incomplete) > 1 else "")

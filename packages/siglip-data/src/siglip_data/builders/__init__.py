@@ -2,9 +2,12 @@
 
 ``build_emoji`` (Noto Color Emoji + Unicode names; ``fonts-noto-color-emoji``, ``unicode-data``)
 and ``build_fashion_mnist`` (``dataset-fashion-mnist``) write train / held-out shards and a
-``dataset.json`` (read back with ``load_dataset_info``). ``check_debian_packages`` says whether the
-packages are installed; ``MissingDebianPackageError``'s message ends with the command to run. The
-library never installs anything itself. Command line: ``python -m siglip_data build ...``.
+``dataset.json`` (read back with ``load_dataset_info``). ``build_emoji_multilingual`` (the emoji
+with their CLDR names in many languages; ``unicode-cldr-core`` too) writes the same split in the
+Crossmodal-3600 layout (``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``.
+``check_debian_packages`` says whether the packages are installed; ``MissingDebianPackageError``'s
+message ends with the command to run. The library never installs anything itself. Command line:
+``python -m siglip_data build ...``.
 """
 
 from siglip_data._builders import DatasetInfo
@@ -14,12 +17,18 @@ from siglip_data._builders import build_emoji
 from siglip_data._builders import build_fashion_mnist
 from siglip_data._builders import check_debian_packages
 from siglip_data._builders import load_dataset_info
+from siglip_data._emoji_multilingual import XM3600_LANGUAGES
+from siglip_data._emoji_multilingual import MultilingualDatasetInfo
+from siglip_data._emoji_multilingual import build_emoji_multilingual
 
 __all__ = [
+    "XM3600_LANGUAGES",
     "DatasetInfo",
     "MissingDebianPackageError",
+    "MultilingualDatasetInfo",
     "SplitInfo",
     "build_emoji",
+    "build_emoji_multilingual",
     "build_fashion_mnist",
     "check_debian_packages",
     "load_dataset_info",
