@@ -310,6 +310,7 @@ def _webdataset_batches(config: TrainConfig, context: DistributedContext, tokeni
         seed=config.seed,
         drop_last=True,
         topology=siglip_data.Topology(rank=context.rank, world_size=context.world_size),
+        captions_per_image=data.captions_per_image or None,
     )
     return ConfiguredBatches(
         ImageTextLoader(dataset), missing_shards=missing, max_bad_shards=data.max_bad_shards
