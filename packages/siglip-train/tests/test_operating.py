@@ -282,6 +282,10 @@ def test_tensorboard_after_a_resume_holds_each_step_once(data: Path, tmp_path: P
     run = tmp_path / "run"
     tensorboard = "logging.tensorboard=true"
     assert forked_train(data, run, tensorboard, faults="step.end@6").returncode == -9
+    # TensorBoard reads event files in name order: the time in whole seconds, then the pid. A
+    # real restart imports torch for seconds; the forked attempt and this resume may share a
+    # second, and this process's lower pid would then sort its file first.
+    time.sleep(1.1)
     assert train(data, run, tensorboard, flags=("--resume", "auto")) == 0
     accumulator = event_accumulator.EventAccumulator(str(run / "tensorboard"))
     accumulator.Reload()
