@@ -62,8 +62,10 @@ def test_target_size_never_exceeds_the_budget_and_keeps_the_aspect_within_one_pa
     new_height, new_width = naflex_target_size(
         height, width, patch_size=patch, max_num_patches=budget
     )
-    assert new_height % patch == 0 and new_width % patch == 0
-    assert new_height >= patch and new_width >= patch
+    assert new_height % patch == 0
+    assert new_width % patch == 0
+    assert new_height >= patch
+    assert new_width >= patch
     assert (new_height // patch) * (new_width // patch) <= budget
 
     # Some one scale s gives both sides by rounding up to a patch: side * s in (side' - p,
@@ -84,7 +86,8 @@ def test_target_size_is_monotone_in_the_budget(
     small, large = sorted(budgets)
     small_size = naflex_target_size(height, width, patch_size=patch, max_num_patches=small)
     large_size = naflex_target_size(height, width, patch_size=patch, max_num_patches=large)
-    assert small_size[0] <= large_size[0] and small_size[1] <= large_size[1]
+    assert small_size[0] <= large_size[0]
+    assert small_size[1] <= large_size[1]
 
 
 @functools.cache
@@ -182,7 +185,8 @@ def test_collate_stacks_one_length_and_refuses_ragged_batches() -> None:
     images = [np.zeros((16, 48, 3), np.uint8), np.zeros((40, 8, 3), np.uint8)]
     records = [naflex_preprocess(image, patch_size=8, max_num_patches=6) for image in images]
     batch = collate_naflex(records)
-    assert batch.patches.shape == (2, 6, 192) and len(batch) == 2
+    assert batch.patches.shape == (2, 6, 192)
+    assert len(batch) == 2
     assert batch.spatial_shapes.dtype == np.int32
     assert batch.spatial_shapes.tolist() == [[1, 3], [5, 1]]  # 2 x 4 would exceed 6
     assert batch.patch_mask.sum(axis=1).tolist() == [3, 5]
