@@ -5,6 +5,7 @@
   held-out by a hash of the base name so skin-tone / gender variants never straddle the split.
 - Fashion-MNIST (``dataset-fashion-mnist``): 60,000 train + 10,000 test 28x28 grayscale images,
   captioned from templates over the class names.
+- Rendered words (``wamerican``, ``fonts-dejavu-core``): see ``_rendered_words.py``.
 
 Each build writes ``<out>/<split>/shard-*.tar`` plus ``<out>/dataset.json`` (a
 :class:`DatasetInfo`: split patterns and sizes, class names, caption templates).
@@ -43,7 +44,19 @@ FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
 DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "emoji": ("fonts-noto-color-emoji", "unicode-data"),
     "fashion-mnist": ("dataset-fashion-mnist",),
+    "rendered-words": ("wamerican", "fonts-dejavu-core"),
 }
+# The files of the rendered-words dataset (siglip_data._rendered_words reads them).
+WORD_LIST = Path("/usr/share/dict/american-english")
+DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
+DEJAVU_CORE_FONTS: tuple[str, ...] = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+)
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -111,6 +124,8 @@ def _install_command(packages: tuple[str, ...]) -> str:
 def _debian_files(dataset: str) -> tuple[Path, ...]:
     if dataset == "emoji":
         return (EMOJI_FONT, EMOJI_TEST_FILE)
+    if dataset == "rendered-words":
+        return (WORD_LIST, *(DEJAVU_DIR / name for name in DEJAVU_CORE_FONTS))
     return tuple(FASHION_MNIST_DIR / name for pair in FASHION_MNIST_FILES.values() for name in pair)
 
 
@@ -121,8 +136,9 @@ def check_debian_packages(*datasets: str) -> None:
     install command: the error's message ends with it, and ``error.command`` is the command alone.
 
     Args:
-        *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``) and / or
-            ``"fashion-mnist"`` (``dataset-fashion-mnist``); none: all of them.
+        *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``),
+            ``"fashion-mnist"`` (``dataset-fashion-mnist``) and / or ``"rendered-words"``
+            (``wamerican``, ``fonts-dejavu-core``); none: all of them.
 
     Raises:
         MissingDebianPackageError: some file is missing; ``packages`` and ``command`` cover
@@ -342,7 +358,7 @@ def build_emoji(
             yield f"emoji{index:05d}", image, entry.name, metadata
 
     splits = {
-        split: _write_split(Path(output_dir) / split, samples(split), samples_per_shard)
+        split: write_split(Path(output_dir) / split, samples(split), samples_per_shard)
         for split in ("train", "heldout")
     }
     info = DatasetInfo(
@@ -358,7 +374,7 @@ def build_emoji(
     return info
 
 
-def _write_split(
+def write_split(
     directory: Path,
     samples: Iterator[tuple[str, Image.Image, str, dict[str, Any]]],
     samples_per_shard: int,
@@ -451,7 +467,7 @@ def build_fashion_mnist(
             yield f"{split}{index:05d}", image, fashion_mnist_caption(label, index), metadata
 
     splits = {
-        split: _write_split(Path(output_dir) / split, samples(split), samples_per_shard)
+        split: write_split(Path(output_dir) / split, samples(split), samples_per_shard)
         for split in ("train", "test")
     }
     info = DatasetInfo(

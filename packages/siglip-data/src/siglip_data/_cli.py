@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from siglip_data._builders import MissingDebianPackageError
 from siglip_data._builders import build_emoji
 from siglip_data._builders import build_fashion_mnist
+from siglip_data._rendered_words import build_rendered_words
 from siglip_data._shards import read_shard
 from siglip_data._shards import resolve_shards
 from siglip_data._tokenizer import PRESETS
@@ -24,10 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build shards from an offline Debian dataset")
-    build.add_argument("dataset", choices=["emoji", "fashion-mnist"])
+    build.add_argument("dataset", choices=["emoji", "fashion-mnist", "rendered-words"])
     build.add_argument("output_dir", help="directory for <split>/shard-*.tar and dataset.json")
     build.add_argument("--limit", type=int, default=None, help="samples (per split) to write")
-    build.add_argument("--image-size", type=int, default=None, help="stored image side")
+    build.add_argument(
+        "--image-size", type=int, default=None, help="stored image side (rendered-words: height)"
+    )
     build.add_argument("--samples-per-shard", type=int, default=None)
 
     train = commands.add_parser("train-tokenizer", help="train a SentencePiece model on captions")
@@ -59,7 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             options["image_size"] = args.image_size
         if args.samples_per_shard is not None:
             options["samples_per_shard"] = args.samples_per_shard
-        builder = build_emoji if args.dataset == "emoji" else build_fashion_mnist
+        builders = {
+            "emoji": build_emoji,
+            "fashion-mnist": build_fashion_mnist,
+            "rendered-words": build_rendered_words,
+        }
+        builder = builders[args.dataset]
         try:
             info = builder(args.output_dir, limit=args.limit, **options)
         except MissingDebianPackageError as error:

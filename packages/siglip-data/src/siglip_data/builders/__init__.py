@@ -1,7 +1,8 @@
 """Real image-caption datasets built offline from Debian packages (no downloads).
 
 ``build_emoji`` (Noto Color Emoji + Unicode names; ``fonts-noto-color-emoji``, ``unicode-data``)
-and ``build_fashion_mnist`` (``dataset-fashion-mnist``) write train / held-out shards and a
+``build_fashion_mnist`` (``dataset-fashion-mnist``) and ``build_rendered_words`` (words and
+phrases in DejaVu fonts at their natural aspect ratio; ``wamerican``, ``fonts-dejavu-core``) write train / held-out shards and a
 ``dataset.json`` (read back with ``load_dataset_info``). ``check_debian_packages`` says whether the
 packages are installed; ``MissingDebianPackageError``'s message ends with the command to run. The
 library never installs anything itself. Command line: ``python -m siglip_data build ...``.
@@ -14,6 +15,7 @@ from siglip_data._builders import build_emoji
 from siglip_data._builders import build_fashion_mnist
 from siglip_data._builders import check_debian_packages
 from siglip_data._builders import load_dataset_info
+from siglip_data._rendered_words import build_rendered_words
 
 __all__ = [
     "DatasetInfo",
@@ -21,6 +23,7 @@ __all__ = [
     "SplitInfo",
     "build_emoji",
     "build_fashion_mnist",
+    "build_rendered_words",
     "check_debian_packages",
     "load_dataset_info",
 ]
