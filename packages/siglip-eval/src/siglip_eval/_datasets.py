@@ -99,8 +99,12 @@ class RetrievalDataset:
     size: int | None = None
 
 
-def load_image(path: str | os.PathLike[str], preprocess: Preprocess, *, dataset: str) -> np.ndarray:
-    """Decode the image file at ``path`` and preprocess it, naming the file and dataset on failure."""
+def load_image(path: str | os.PathLike[str], preprocess: Preprocess, *, dataset: str) -> Any:
+    """Decode the image file at ``path`` and preprocess it, naming the file and dataset on failure.
+
+    Returns ``[height, width, 3]`` float32 pixels, or the NaFlex record a NaFlex ``preprocess``
+    made.
+    """
     try:
         with Image.open(path) as image:
             image.load()

@@ -446,7 +446,7 @@ def _register_released() -> None:
         _released("So400m", 16, 256, text="So400m", vocab_size=250000, pad_id=1),
     )
     # SigLIP 2 (fixed resolution): Gemma 256k vocabulary, pad 0, EOS 1.
-    siglip2 = {"vocab_size": 256000, "pad_id": 0}
+    siglip2: dict[str, Any] = {"vocab_size": 256000, "pad_id": 0}
     register_config("siglip2-base-patch32-256", _released("B", 32, 256, text="B", **siglip2))
     for resolution in (224, 256, 384, 512):
         register_config(

@@ -158,12 +158,13 @@ def tower_parameter_names(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names, parameters = zip(*model.named_parameters(), strict=True)
     found = []
-    for encode, inputs in (
-        (lambda images: encode_images(model, images), first_images(pixels)),
-        (model.encode_text, token_ids[:1]),
+    image_inputs, text_inputs = first_images(pixels), token_ids[:1]
+    for encode in (
+        lambda: encode_images(model, image_inputs),
+        lambda: model.encode_text(text_inputs),
     ):
         with torch.enable_grad():
-            output = encode(inputs)
+            output = encode()
             grads = torch.autograd.grad(
                 output.float().sum(), parameters, allow_unused=True, materialize_grads=False
             )

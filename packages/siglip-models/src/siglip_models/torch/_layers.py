@@ -237,7 +237,7 @@ class VisionTower(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = config
-        self.embeddings: nn.Module = (
+        self.embeddings: VisionEmbeddings | NaflexVisionEmbeddings = (
             NaflexVisionEmbeddings(config) if config.naflex else VisionEmbeddings(config)
         )
         self.encoder = Encoder(

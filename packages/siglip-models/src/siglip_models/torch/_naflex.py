@@ -37,7 +37,8 @@ def resized_position_embedding(
         xp=torch,
         dtype=torch.float32,
     )
-    return weights @ table.float()
+    resized: torch.Tensor = weights @ table.float()
+    return resized
 
 
 class NaflexVisionEmbeddings(nn.Module):
