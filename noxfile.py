@@ -46,6 +46,9 @@ nox.options.default_venv_backend = "venv"
 nox.options.error_on_missing_interpreters = True
 # Plain `nox` runs what CI runs.
 nox.options.tags = ["tests"]
+# Two sessions at a time: on CI's 2 cores one session's pip installs (disk, network) overlap the
+# other's tests; every test session allows it (allow_parallel=True), output is printed per session.
+nox.options.parallel = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,12 +222,15 @@ def local_requirements(package: Package, extras: tuple[str, ...]) -> list[str]:
             sibling = _package_named(requirement.name)
             if sibling is not None:
                 stack.append((sibling, set(requirement.extras)))
-    paths = []
-    for name, name_extras in wanted.items():
+    # Siblings go in as plain paths: pip applies the extras their dependents ask for (pip 23.2,
+    # the venvs' pip, fails to resolve a path given with one set of extras and required with
+    # another).
+    paths = [f"{package.path}[{','.join(sorted(extras))}]" if extras else str(package.path)]
+    for name in wanted:
         sibling = _package_named(name)
         assert sibling is not None
-        selected = sorted(name_extras & set(sibling.extras))
-        paths.append(f"{sibling.path}[{','.join(selected)}]" if selected else str(sibling.path))
+        if sibling is not package:
+            paths.append(str(sibling.path))
     return paths
 
 
@@ -236,7 +242,7 @@ def everything() -> list[str]:
 def _make_test_session(key: str, package: Package) -> None:
     variant_names = list(package.variants)
 
-    @nox.session(name=key, python=PYTHON, tags=["tests"])
+    @nox.session(name=key, python=PYTHON, tags=["tests"], allow_parallel=True)
     @nox.parametrize("variant", variant_names, ids=variant_names)
     def tests(session: nox.Session, variant: str) -> None:
         spec = package.variants[variant]
@@ -262,7 +268,7 @@ for _key, _package in PACKAGES.items():
     _make_test_session(_key, _package)
 
 
-@nox.session(python=PYTHON, tags=["tests", "lint"])
+@nox.session(python=PYTHON, tags=["tests", "lint"], allow_parallel=True)
 def lint(session: nox.Session) -> None:
     """ruff check + ruff format --check over the whole tree."""
     session.install("--no-compile", "ruff==0.17.6")
@@ -331,7 +337,13 @@ def _bin(python: str, tool: str) -> str:
     return str(Path(python).parent / tool)
 
 
-@nox.session(python=False, tags=["tests"])
+@nox.session(name="everything-venv", python=False, tags=["tests"], allow_parallel=True)
+def everything_venv(session: nox.Session) -> None:
+    """Build (or refresh) .nox/everything once, before the sessions that share it start."""
+    everything_python(session)
+
+
+@nox.session(python=False, tags=["tests"], requires=["everything-venv"], allow_parallel=True)
 def typecheck(session: nox.Session) -> None:
     """mypy (strict) over every package's src/ with every extra installed."""
     python = everything_python(session)
@@ -339,7 +351,7 @@ def typecheck(session: nox.Session) -> None:
     session.run(_bin(python, "mypy"), *sources, external=True)
 
 
-@nox.session(python=False, tags=["tests"])
+@nox.session(python=False, tags=["tests"], requires=["everything-venv"], allow_parallel=True)
 def integration(session: nox.Session) -> None:
     """Cross-package tests (tests/integration) with every package and extra installed."""
     python = everything_python(session)
@@ -349,7 +361,7 @@ def integration(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=False, tags=["tests"])
+@nox.session(python=False, tags=["tests"], requires=["everything-venv"], allow_parallel=True)
 def docs(session: nox.Session) -> None:
     """Run every python block of docs/*.md and the READMEs (Sybil), then build the site, strict.
 
@@ -369,7 +381,7 @@ def docs(session: nox.Session) -> None:
     )  # fmt: skip
 
 
-@nox.session(python=PYTHON, tags=["tests"])
+@nox.session(python=PYTHON, tags=["tests"], allow_parallel=True)
 def wheels(session: nox.Session) -> None:
     """Build each package's wheel, install each ALONE into its own clean venv, import it there.
 
@@ -377,14 +389,15 @@ def wheels(session: nox.Session) -> None:
     the checkout, and the import runs from outside the repository.
     """
     session.install("--no-compile", "build")
-    dist = Path(session.create_tmp()) / "dist"
+    tmp = Path(session.create_tmp()).resolve()  # absolute: the import check runs elsewhere
+    dist = tmp / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     for package in PACKAGES.values():
         session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(package.path))
-    outside = Path(session.create_tmp()) / "outside"
+    outside = tmp / "outside"
     outside.mkdir(exist_ok=True)
     for package in PACKAGES.values():
-        venv = Path(session.create_tmp()) / f"alone-{package.import_name}"
+        venv = tmp / f"alone-{package.import_name}"
         session.run(sys.executable, "-m", "venv", "--clear", str(venv), external=True)
         python = str(venv / "bin" / "python")
         wheel = next(dist.glob(f"{package.import_name}-*.whl"))

@@ -172,7 +172,7 @@ def test_demo_without_its_debian_packages_exits_2_with_the_apt_line(
             "with:\n    sudo apt-get install -y fonts-noto-color-emoji unicode-data"
         )
 
-    monkeypatch.setattr(siglip_data, "build_emoji", not_installed)
+    monkeypatch.setattr(siglip_data.builders, "build_emoji", not_installed)
     args = ["demo", "--out", str(tmp_path / "demo"), "--data-root", str(tmp_path / "data")]
     assert main(args) == 2
     error = capsys.readouterr().err

@@ -30,8 +30,6 @@ from siglip_models._naflex import fixed_only_message
 from siglip_models._naflex import naflex_only_message
 from siglip_models._npz import read_big_vision_npz
 from siglip_models._resample import resample_position_embedding
-from siglip_models.torch._cpu_inference import pack_for_cpu_inference
-from siglip_models.torch._cpu_inference import unpack
 from siglip_models.torch._layers import TextTower
 from siglip_models.torch._layers import VisionTower
 from siglip_models.torch._layers import l2_normalize
@@ -368,6 +366,10 @@ class SiglipModel(nn.Module):
             RuntimeError: if this PyTorch build has no oneDNN, or parameters are not float32 on
                 CPU.
         """
+        # Imported here: the model does not depend on the optional oneDNN path unless asked.
+        from siglip_models.torch._cpu_inference import pack_for_cpu_inference
+        from siglip_models.torch._cpu_inference import unpack
+
         if enabled:
             pack_for_cpu_inference(self)
         else:
