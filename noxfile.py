@@ -476,6 +476,13 @@ TASKS: dict[str, Task] = {
         script="packages/siglip-train/scripts/batch_scan.py",
         debian=DEMO_DEBIAN,
     ),
+    # Fixed square resize vs NaFlex on rendered words, same steps and image tokens ->
+    # docs/results.md (`nox -s naflex-demo -- --out DIR [--steps N --train-limit N]`).
+    "naflex-demo": Task(
+        packages=(("train", ("demo", "eval")),),
+        script="packages/siglip-train/scripts/naflex_demo.py",
+        debian=("wamerican", "fonts-dejavu-core"),
+    ),
 }
 
 
