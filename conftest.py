@@ -23,6 +23,28 @@ try:
 except ImportError:  # not the docs session: nothing to collect
     Sybil = None
 
+try:
+    from hypothesis import HealthCheck
+    from hypothesis import settings
+except ImportError:  # no page or test here uses hypothesis
+    pass
+else:
+    # The rule of every package's tests/conftest.py, for the property tests in docs/ pages: the same
+    # 20 examples on every CI run and no deadline (a page's first torch or JAX call warms up).
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        max_examples=20,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "dev", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 def _enter_temporary_directory(namespace: dict[str, Any]) -> None:
     namespace["__previous_cwd__"] = os.getcwd()

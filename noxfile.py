@@ -386,7 +386,9 @@ def wheels(session: nox.Session) -> None:
     """Build each package's wheel, install each ALONE into its own clean venv, import it there.
 
     A package's siblings come from the wheels just built (``--find-links``), never from PyPI or
-    the checkout, and the import runs from outside the repository.
+    the checkout, and the import runs from outside the repository. Only the top-level package is
+    imported: the venv holds the core install without extras, so the framework submodules
+    (``.torch``, ``.jax``, ``.flax``) cannot import there; the test sessions import them.
     """
     session.install("--no-compile", "build")
     tmp = Path(session.create_tmp()).resolve()  # absolute: the import check runs elsewhere
@@ -475,6 +477,13 @@ TASKS: dict[str, Task] = {
         packages=(("train", ("demo", "eval")),),
         script="packages/siglip-train/scripts/batch_scan.py",
         debian=DEMO_DEBIAN,
+    ),
+    # SigLIP 2's 90% English / 10% multilingual mixture in miniature on the CLDR emoji (English
+    # only, 90/10, uniform, then ASCII vs Unicode lowercasing) -> docs/results.md.
+    "demo-multilingual": Task(
+        packages=(("train", ("demo", "eval")),),
+        script="packages/siglip-train/scripts/demo_multilingual.py",
+        debian=("fonts-noto-color-emoji", "unicode-data", "unicode-cldr-core"),
     ),
     # Fixed square resize vs NaFlex on rendered words, same steps and image tokens ->
     # docs/results.md (`nox -s naflex-demo -- --out DIR [--steps N --train-limit N]`).

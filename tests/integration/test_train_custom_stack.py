@@ -15,14 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(1)
-
-siglip_data = pytest.importorskip("siglip_data")
-siglip_data_torch = pytest.importorskip("siglip_data.torch")
-siglip_eval = pytest.importorskip("siglip_eval")
-siglip_loss_torch = pytest.importorskip("siglip_loss.torch")
-siglip_models_torch = pytest.importorskip("siglip_models.torch")
-siglip_train = pytest.importorskip("siglip_train")
+import siglip_data
+import siglip_data.torch as siglip_data_torch
+import siglip_eval
+import siglip_loss.torch as siglip_loss_torch
+import siglip_models.torch as siglip_models_torch
+import siglip_train
 
 COLORS = {
     "red": (220, 30, 30),

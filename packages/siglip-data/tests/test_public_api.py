@@ -22,16 +22,16 @@ PUBLIC_MODULES = {
 }
 
 
-def _isort_key(name: str) -> tuple[int, str]:
-    # ruff's RUF022 order: CONSTANTS, then Classes, then everything else, each alphabetical.
-    return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
-
-
 def public_module(name: str) -> ModuleType:
     backend = PUBLIC_MODULES[name]
     if backend is not None and importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed in this environment")
     return importlib.import_module(name)  # installed but broken: fails, never skips
+
+
+def _isort_key(name: str) -> tuple[int, str]:
+    # ruff's RUF022 order: CONSTANTS, then Classes, then everything else, each alphabetical.
+    return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
 
 
 def test_version_is_a_string() -> None:

@@ -3,6 +3,10 @@
 Hypothesis profiles, chosen by ``HYPOTHESIS_PROFILE`` (default ``ci``, the same rule in every
 package): ``ci`` is derandomized (the same 20 examples on every run) with no deadline; ``dev`` is
 random with 200 examples. Tests set no example counts of their own above the profile's.
+
+Tests that build an offline dataset from Debian packages call the ``debian_data`` fixture
+(``debian_data("emoji-multilingual")``): it skips, naming the install command, when the packages
+are missing, unless ``SIGLIP_REQUIRE_DATA=1`` (CI installs them), where it fails.
 """
 
 from __future__ import annotations
@@ -67,6 +71,24 @@ def solid_images(colors: list[str], size: int = 8, noise: float = 0.0, seed: int
     rng = np.random.default_rng(seed)
     pixels = np.stack([np.broadcast_to(np.asarray(COLORS[c]), (size, size, 3)) for c in colors])
     return (pixels + noise * rng.normal(size=pixels.shape)).astype(np.float32)
+
+
+def require_debian_data(*datasets: str) -> None:
+    """Skip (or fail under ``SIGLIP_REQUIRE_DATA=1``) when a Debian dataset is not installed."""
+    import siglip_data
+
+    try:
+        siglip_data.builders.check_debian_packages(*datasets)
+    except siglip_data.builders.MissingDebianPackageError as error:
+        if os.environ.get("SIGLIP_REQUIRE_DATA") == "1":
+            raise
+        pytest.skip(f"needs the Debian packages: {error.command}")
+
+
+@pytest.fixture(scope="session")
+def debian_data() -> object:
+    """``debian_data("emoji-multilingual")``: skip or fail as the module docstring says."""
+    return require_debian_data
 
 
 @pytest.fixture

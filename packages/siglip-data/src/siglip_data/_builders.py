@@ -36,6 +36,9 @@ from siglip_data._shards import ShardWriter
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 EMOJI_TEST_FILE = Path("/usr/share/unicode/emoji/emoji-test.txt")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# unicode-cldr-core: CLDR's emoji names and keywords per locale (annotations/<locale>.xml, and
+# annotationsDerived/ for skin-tone, flag and other sequences).
+CLDR_DIR = Path("/usr/share/unicode/cldr/common")
 FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -44,6 +47,7 @@ FASHION_MNIST_FILES: dict[str, tuple[str, str]] = {
 DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "emoji": ("fonts-noto-color-emoji", "unicode-data"),
     "fashion-mnist": ("dataset-fashion-mnist",),
+    "emoji-multilingual": ("fonts-noto-color-emoji", "unicode-data", "unicode-cldr-core"),
     "rendered-words": ("wamerican", "fonts-dejavu-core"),
 }
 # The files of the rendered-words dataset (siglip_data._rendered_words reads them).
@@ -124,6 +128,8 @@ def _install_command(packages: tuple[str, ...]) -> str:
 def _debian_files(dataset: str) -> tuple[Path, ...]:
     if dataset == "emoji":
         return (EMOJI_FONT, EMOJI_TEST_FILE)
+    if dataset == "emoji-multilingual":
+        return (EMOJI_FONT, EMOJI_TEST_FILE, CLDR_DIR / "annotations" / "en.xml")
     if dataset == "rendered-words":
         return (WORD_LIST, *(DEJAVU_DIR / name for name in DEJAVU_CORE_FONTS))
     return tuple(FASHION_MNIST_DIR / name for pair in FASHION_MNIST_FILES.values() for name in pair)
@@ -137,8 +143,9 @@ def check_debian_packages(*datasets: str) -> None:
 
     Args:
         *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``),
-            ``"fashion-mnist"`` (``dataset-fashion-mnist``) and / or ``"rendered-words"``
-            (``wamerican``, ``fonts-dejavu-core``); none: all of them.
+            ``"fashion-mnist"`` (``dataset-fashion-mnist``), ``"emoji-multilingual"`` (the emoji
+            packages and ``unicode-cldr-core``) and / or ``"rendered-words"`` (``wamerican``,
+            ``fonts-dejavu-core``); none: all of them.
 
     Raises:
         MissingDebianPackageError: some file is missing; ``packages`` and ``command`` cover
@@ -170,6 +177,9 @@ def check_debian_packages(*datasets: str) -> None:
             incomplete.append(name)
             packages += DEBIAN_PACKAGES[name]
             missing += absent
+    # Datasets share packages (the emoji font): name each package and file once.
+    packages = list(dict.fromkeys(packages))
+    missing = list(dict.fromkeys(missing))
     if missing:
         command = _install_command(tuple(packages))
         what = f"the {' and '.join(incomplete)} dataset" + ("s" if len(incomplete) > 1 else "")

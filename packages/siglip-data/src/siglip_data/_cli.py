@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from siglip_data._builders import MissingDebianPackageError
 from siglip_data._builders import build_emoji
 from siglip_data._builders import build_fashion_mnist
+from siglip_data._emoji_multilingual import build_multilingual_command
 from siglip_data._rendered_words import build_rendered_words
 from siglip_data._shards import read_shard
 from siglip_data._shards import resolve_shards
@@ -25,9 +26,14 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     build = commands.add_parser("build", help="build shards from an offline Debian dataset")
-    build.add_argument("dataset", choices=["emoji", "fashion-mnist", "rendered-words"])
+    build.add_argument(
+        "dataset", choices=["emoji", "emoji-multilingual", "fashion-mnist", "rendered-words"]
+    )
     build.add_argument("output_dir", help="directory for <split>/shard-*.tar and dataset.json")
     build.add_argument("--limit", type=int, default=None, help="samples (per split) to write")
+    build.add_argument(
+        "--languages", help="emoji-multilingual: comma-separated CLDR codes (default: XM3600's)"
+    )
     build.add_argument(
         "--image-size", type=int, default=None, help="stored image side (rendered-words: height)"
     )
@@ -62,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             options["image_size"] = args.image_size
         if args.samples_per_shard is not None:
             options["samples_per_shard"] = args.samples_per_shard
+        if args.dataset == "emoji-multilingual":
+            return build_multilingual_command(args, options)
         builders = {
             "emoji": build_emoji,
             "fashion-mnist": build_fashion_mnist,

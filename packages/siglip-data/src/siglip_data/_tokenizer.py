@@ -4,17 +4,29 @@ SigLIP's text tower has no attention mask and pools the LAST position (index L-1
 ids must be right-padded to exactly the trained length L with the family's pad id, with a "sticky"
 EOS (always kept, even after truncation). Getting any of this wrong silently degrades zero-shot
 accuracy (big_vision #186, mteb #1424). This module makes those conventions the only behaviour.
+
+Lowercasing has two definitions in the references, and they differ outside ASCII:
+
+- ``"ascii"``: only ``A``-``Z`` become ``a``-``z``. big_vision's ``lower`` op is
+  ``tf.strings.lower(text)`` whose default ``encoding=''`` means ASCII; its v1 ``tokenize`` op
+  lowercases the same way. ``É``, ``Ж`` and ``Σ`` stay upper case.
+- ``"unicode"``: every character's full Unicode lowercase mapping, one character at a time, as
+  transformers' ``normalizers.Lowercase()`` (used by ``Siglip2Tokenizer``). Python's
+  ``str.lower()`` agrees except that it writes a word-final capital sigma as ``ς``; this maps
+  every ``Σ`` to ``σ``, as transformers does.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import re
 import string
 import warnings
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +40,62 @@ from siglip_data._atomic import atomic_write_bytes
 
 _PUNCTUATION_TABLE = str.maketrans("", "", string.punctuation)
 _WHITESPACE = re.compile(r"\s+")
+_ASCII_LOWER_TABLE = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+Lowercase = Literal["ascii", "unicode"]
+LOWERCASE_MODES: tuple[str, ...] = ("ascii", "unicode")
+
+
+def lowercase_text(text: str, mode: Lowercase | None) -> str:
+    """Lowercase ``text`` the way ``mode`` says: ``"ascii"``, ``"unicode"`` or None (unchanged).
+
+    ``"ascii"`` maps only ``A``-``Z`` (big_vision's ``tf.strings.lower``); ``"unicode"`` maps every
+    character to its full Unicode lowercase, one character at a time (transformers'
+    ``normalizers.Lowercase``, so ``Σ`` always becomes ``σ``, also at the end of a word).
+
+    Args:
+        text: the caption.
+        mode: ``"ascii"``, ``"unicode"`` or None.
+
+    Returns:
+        The lowercased text.
+
+    Examples:
+        >>> lowercase_text("Ein FOTO: Ωραίο ΣΠΙΤΙ, Собака", "ascii")
+        'ein foto: Ωραίο ΣΠΙΤΙ, Собака'
+        >>> lowercase_text("Ein FOTO: Ωραίο ΣΠΙΤΙ, Собака", "unicode")
+        'ein foto: ωραίο σπιτι, собака'
+        >>> lowercase_text("ΟΔΟΣ", "unicode"), "ΟΔΟΣ".lower()  # no final-sigma rule
+        ('οδοσ', 'οδος')
+    """
+    if mode is None:
+        return text
+    if mode == "ascii":
+        return text.translate(_ASCII_LOWER_TABLE)
+    if mode == "unicode":
+        return "".join(character.lower() for character in text)
+    raise ValueError(f"lowercase must be 'ascii', 'unicode' or None, got {mode!r}")
+
+
+def resolve_lowercase(value: object, preset_mode: Lowercase | None) -> Lowercase | None:
+    """The lowercasing mode an argument asks for: ``"preset"`` -> the preset's, bools as aliases.
+
+    ``True`` means ``"unicode"`` and ``False`` means None (the meaning of the earlier boolean
+    argument).
+    """
+    if isinstance(value, str) and value == "preset":
+        return preset_mode
+    if value is True:
+        return "unicode"
+    if value is False or value is None:
+        return None
+    if value == "ascii":
+        return "ascii"
+    if value == "unicode":
+        return "unicode"
+    raise ValueError(
+        f"lowercase must be 'ascii', 'unicode', None or 'preset' (the preset's mode), got {value!r}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +106,8 @@ class TokenizerPreset:
         name: preset name, e.g. ``"siglip"``.
         pad_id: id written after the EOS up to the fixed length.
         eos_id: id appended after the text (kept on truncation: "sticky" EOS).
-        lowercase: lowercase the text before tokenizing.
+        lowercase: how the text is lowercased before tokenizing: ``"ascii"``, ``"unicode"`` or
+            None (see :func:`lowercase_text`).
         pieces: the (id, piece) pairs a SentencePiece model of this family has; checked on load and
             used by ``train_sentencepiece`` to lay out the special ids.
     """
@@ -46,17 +115,20 @@ class TokenizerPreset:
     name: str
     pad_id: int
     eos_id: int
-    lowercase: bool
+    lowercase: Lowercase | None
     pieces: tuple[tuple[int, str], ...]
 
 
+# Lowercasing: "unicode" for every preset, as transformers' tokenizers do (SiglipTokenizer:
+# str.lower; Siglip2Tokenizer: normalizers.Lowercase). big_vision's pipelines lowercase ASCII
+# only; which of the two SigLIP 2's training used is not published. docs/multilingual.md.
 PRESETS: dict[str, TokenizerPreset] = {
     # T5 / c4_en SentencePiece layout (<pad>=0, </s>=1, <unk>=2); big_vision pads with the EOS id.
     "siglip": TokenizerPreset(
         name="siglip",
         pad_id=1,
         eos_id=1,
-        lowercase=True,
+        lowercase="unicode",
         pieces=((0, "<pad>"), (1, "</s>"), (2, "<unk>")),
     ),
     # mC4 250k vocabulary: same special layout and padding as the English models.
@@ -64,7 +136,7 @@ PRESETS: dict[str, TokenizerPreset] = {
         name="siglip-i18n",
         pad_id=1,
         eos_id=1,
-        lowercase=True,
+        lowercase="unicode",
         pieces=((0, "<pad>"), (1, "</s>"), (2, "<unk>")),
     ),
     # Gemma layout (<pad>=0, <eos>=1, <bos>=2, <unk>=3); SigLIP 2 adds no BOS and pads with 0.
@@ -72,13 +144,13 @@ PRESETS: dict[str, TokenizerPreset] = {
         name="siglip2",
         pad_id=0,
         eos_id=1,
-        lowercase=True,
+        lowercase="unicode",
         pieces=((0, "<pad>"), (1, "<eos>"), (2, "<bos>"), (3, "<unk>")),
     ),
 }
 
 
-def canonicalize_text(text: str, *, lowercase: bool = True) -> str:
+def canonicalize_text(text: str, *, lowercase: bool | Lowercase | None = True) -> str:
     """Canonicalize a caption the way HF ``SiglipTokenizer`` and big_vision zero-shot prompts do.
 
     Lowercases (optionally), removes ASCII punctuation (``string.punctuation``), collapses runs of
@@ -86,7 +158,8 @@ def canonicalize_text(text: str, *, lowercase: bool = True) -> str:
 
     Args:
         text: the caption.
-        lowercase: lowercase first.
+        lowercase: ``"ascii"``, ``"unicode"`` (or True) or None (or False): see
+            :func:`lowercase_text`.
 
     Returns:
         The canonical text.
@@ -95,8 +168,7 @@ def canonicalize_text(text: str, *, lowercase: bool = True) -> str:
         >>> canonicalize_text("A photo of a  Dog!")
         'a photo of a dog'
     """
-    if lowercase:
-        text = text.lower()
+    text = lowercase_text(text, resolve_lowercase(lowercase, None))
     text = text.translate(_PUNCTUATION_TABLE)
     return _WHITESPACE.sub(" ", text).strip()
 
@@ -197,14 +269,18 @@ class SentencePieceTokenizer:
         canonicalize: also strip punctuation and collapse whitespace like HF ``SiglipTokenizer``
             (big_vision's zero-shot prompt canonicalization). Default False (the big_vision
             training/demo pipeline only lowercases).
-        lowercase: override the preset's lowercasing (all SigLIP families lowercase).
+        lowercase: ``"preset"`` (default: the preset's mode, ``"unicode"`` for every preset),
+            ``"ascii"`` (only ``A``-``Z``, big_vision's ``tf.strings.lower``), ``"unicode"`` (every
+            character, transformers' ``Siglip2Tokenizer``) or None (keep the case); see
+            :func:`lowercase_text`. ``True`` / ``False`` mean ``"unicode"`` / None.
         num_threads: threads SentencePiece uses to encode a batch (1: the calling thread, which
             suits dataloader workers; -1: every core).
 
     Raises:
         FileNotFoundError: ``model_file`` does not exist.
-        ValueError: unknown preset, ``length < 2``, or a model whose special ids contradict the
-            preset (e.g. a Gemma model loaded with ``preset="siglip"``).
+        ValueError: unknown preset, ``length < 2``, an unknown ``lowercase``, or a model whose
+            special pieces contradict the preset (e.g. a Gemma model loaded with
+            ``preset="siglip"``).
 
     Examples:
         >>> import os
@@ -236,7 +312,7 @@ class SentencePieceTokenizer:
         preset: str = "siglip",
         length: int = 64,
         canonicalize: bool = False,
-        lowercase: bool | None = None,
+        lowercase: Lowercase | Literal["preset"] | bool | None = "preset",
         num_threads: int = 1,
     ) -> None:
         if preset not in PRESETS:
@@ -252,7 +328,7 @@ class SentencePieceTokenizer:
         self.model_file = path
         self._length = length
         self.canonicalize = canonicalize
-        self.lowercase = self.preset.lowercase if lowercase is None else lowercase
+        self.lowercase: Lowercase | None = resolve_lowercase(lowercase, self.preset.lowercase)
         self.num_threads = num_threads
         self._processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
         self._check_model_matches_preset()
@@ -299,6 +375,18 @@ class SentencePieceTokenizer:
                 f"{self._processor.id_to_piece(self.preset.eos_id)!r}, not an EOS control token as "
                 f"preset {self.preset.name!r} expects"
             )
+        # The whole special layout, pad included: a Gemma-style model must hold <pad>, <eos>,
+        # <bos>, <unk> at 0-3, or padding with id 0 writes some other piece.
+        layout = ", ".join(f"{piece}={token_id}" for token_id, piece in self.preset.pieces)
+        for token_id, piece in self.preset.pieces:
+            actual = self._processor.id_to_piece(token_id) if token_id < size else None
+            if actual != piece:
+                raise ValueError(
+                    f"model_file {str(self.model_file)!r}: id {token_id} is {actual!r}, but preset "
+                    f"{self.preset.name!r} expects {piece!r} there (its special layout is "
+                    f"{layout}; train a model with train_sentencepiece(..., preset="
+                    f"{self.preset.name!r}))"
+                )
 
     @property
     def length(self) -> int:
@@ -326,7 +414,7 @@ class SentencePieceTokenizer:
             raise TypeError(f"each text must be a str, got {type(text).__name__}: {text!r}")
         if self.canonicalize:
             return canonicalize_text(text, lowercase=self.lowercase)
-        return text.lower() if self.lowercase else text
+        return lowercase_text(text, self.lowercase)
 
     def encode_pieces(self, texts: Sequence[str]) -> list[list[int]]:
         """Normalized texts -> unpadded SentencePiece ids (no BOS, no EOS, no truncation)."""
@@ -381,12 +469,80 @@ class SentencePieceTokenizer:
     def __repr__(self) -> str:
         return (
             f"SentencePieceTokenizer({str(self.model_file)!r}, preset={self.preset.name!r}, "
-            f"length={self._length}, canonicalize={self.canonicalize})"
+            f"length={self._length}, canonicalize={self.canonicalize}, "
+            f"lowercase={self.lowercase!r})"
         )
 
 
+def language_sample_counts(
+    sizes: Mapping[str, int], *, temperature: float, total: int
+) -> dict[str, int]:
+    """How many captions of each language a temperature-sampled corpus of ``total`` holds.
+
+    ``q_l = n_l^(1/T) / sum_j n_j^(1/T)`` (mT5 / XLM-R; ``T = 1`` keeps the natural shares,
+    ``T = inf`` makes them uniform); ``count_l = round(q_l * total)`` by largest remainder, so the
+    counts sum to ``total``.
+
+    Args:
+        sizes: language -> number of captions available (each > 0).
+        temperature: T > 0 (``math.inf`` for uniform).
+        total: size of the sampled corpus.
+
+    Returns:
+        language -> number of captions to draw (in the order of ``sizes``).
+
+    Raises:
+        ValueError: no languages, a language without captions, or ``temperature <= 0``.
+
+    Examples:
+        >>> language_sample_counts({"en": 900, "de": 100}, temperature=1.0, total=1000)
+        {'en': 900, 'de': 100}
+        >>> language_sample_counts({"en": 900, "de": 100}, temperature=2.0, total=1000)
+        {'en': 750, 'de': 250}
+        >>> import math
+        >>> language_sample_counts({"en": 900, "de": 100}, temperature=math.inf, total=1000)
+        {'en': 500, 'de': 500}
+    """
+    if not sizes:
+        raise ValueError("captions: expected at least one language, got an empty mapping")
+    empty = [language for language, size in sizes.items() if size <= 0]
+    if empty:
+        raise ValueError(f"captions: language {empty[0]!r} has no captions")
+    if not temperature > 0:  # also rejects NaN
+        raise ValueError(f"language_temperature must be > 0 (math.inf: uniform), got {temperature}")
+    exponent = 0.0 if math.isinf(temperature) else 1.0 / temperature
+    weights = np.array([float(size) ** exponent for size in sizes.values()])
+    exact = weights / weights.sum() * total
+    counts = np.floor(exact).astype(np.int64)
+    # Largest remainder; ties go to the earlier language (a stable sort).
+    order = np.argsort(-(exact - counts), kind="stable")
+    counts[order[: total - int(counts.sum())]] += 1
+    return {language: int(count) for language, count in zip(sizes, counts)}
+
+
+def _sample_by_language(
+    captions: Mapping[str, Sequence[str]], *, temperature: float, total: int, seed: int
+) -> list[str]:
+    """Draw the temperature-sampled corpus: each language's captions without replacement, then
+    repeated whole (a small language is upsampled by repetition, a large one subsampled)."""
+    counts = language_sample_counts(
+        {language: len(texts) for language, texts in captions.items()},
+        temperature=temperature,
+        total=total,
+    )
+    rng = np.random.default_rng(seed)
+    sampled: list[str] = []
+    for language, count in counts.items():
+        texts = captions[language]
+        repeats, rest = divmod(count, len(texts))
+        picks = [rng.permutation(len(texts)) for _ in range(repeats)]
+        picks.append(rng.permutation(len(texts))[:rest])
+        sampled += [texts[int(index)] for index in np.concatenate(picks)]
+    return sampled
+
+
 def train_sentencepiece(
-    captions: Iterable[str] | str | os.PathLike[str],
+    captions: Iterable[str] | str | os.PathLike[str] | Mapping[str, Iterable[str]],
     output_file: str | os.PathLike[str],
     *,
     vocab_size: int = 8000,
@@ -394,21 +550,32 @@ def train_sentencepiece(
     model_type: Literal["unigram", "bpe"] | None = None,
     character_coverage: float = 0.9995,
     canonicalize: bool = False,
+    lowercase: Lowercase | Literal["preset"] | bool | None = "preset",
+    language_temperature: float = 1.0,
     max_sentences: int = 2_000_000,
     seed: int = 0,
 ) -> Path:
     """Train a SentencePiece model on captions with the special-id layout of a SigLIP family.
 
     The captions are normalized exactly as :class:`SentencePieceTokenizer` will normalize them
-    (lowercase per preset, optional canonicalization), so no vocabulary is spent on upper case.
-    The special pieces get the preset's ids (``siglip``: ``<pad>``=0, ``</s>``=1, ``<unk>``=2;
-    ``siglip2``: ``<pad>``=0, ``<eos>``=1, ``<bos>``=2, ``<unk>``=3), so the resulting file loads
-    with the same preset. ``siglip2`` models also follow Gemma's normalizer (BPE, no dummy prefix,
-    no whitespace folding, byte fallback: ``vocab_size`` must exceed 260). The model is written
-    atomically.
+    (lowercase per preset or ``lowercase``, optional canonicalization), so no vocabulary is spent
+    on upper case. The special pieces get the preset's ids (``siglip``: ``<pad>``=0, ``</s>``=1,
+    ``<unk>``=2; ``siglip2``: ``<pad>``=0, ``<eos>``=1, ``<bos>``=2, ``<unk>``=3), so the resulting
+    file loads with the same preset. ``siglip2`` models also follow Gemma's normalizer (BPE, no
+    dummy prefix, no whitespace folding, byte fallback: ``vocab_size`` must exceed 260). The model
+    is written atomically.
+
+    Multilingual captions come as a mapping language -> captions. The training corpus then holds
+    ``min(max_sentences, all captions)`` captions drawn with a temperature over languages:
+    language l gets the share ``n_l^(1/T) / sum_j n_j^(1/T)`` of it (``n_l``: its captions, T:
+    ``language_temperature``), as mT5 and XLM-R balance theirs. T = 1 keeps the natural shares, a
+    larger T gives small languages more of the vocabulary, ``math.inf`` gives every language the
+    same share. A language's captions are drawn without replacement and repeated when its share
+    exceeds them.
 
     Args:
-        captions: an iterable of captions, or the path of a UTF-8 text file with one per line.
+        captions: an iterable of captions, the path of a UTF-8 text file with one per line, or a
+            mapping language -> captions.
         output_file: where to write the ``.model`` file.
         vocab_size: number of pieces, special pieces included.
         preset: the family whose conventions to follow: ``"siglip"``, ``"siglip-i18n"`` or
@@ -417,14 +584,19 @@ def train_sentencepiece(
             ``"unigram"`` otherwise (as the T5 / mC4 vocabularies).
         character_coverage: fraction of characters covered by the vocabulary.
         canonicalize: strip punctuation before training (pair with ``canonicalize=True`` later).
+        lowercase: ``"preset"`` (the preset's mode), ``"ascii"``, ``"unicode"`` or None (train on
+            cased text); pair it with the same ``lowercase`` on the tokenizer.
+        language_temperature: T > 0 of the sampling over languages (mapping input only).
         max_sentences: at most this many captions are sampled for training.
-        seed: SentencePiece's sampling seed (training is deterministic given it).
+        seed: seed of SentencePiece's sampling and of the language sampling (training is
+            deterministic given it).
 
     Returns:
         The path of the written model.
 
     Raises:
-        ValueError: unknown preset, no captions, or a vocabulary too large for the corpus.
+        ValueError: unknown preset or ``lowercase``, no captions, a language without captions,
+            ``language_temperature <= 0``, or a vocabulary too large for the corpus.
 
     Examples:
         >>> import os
@@ -437,24 +609,54 @@ def train_sentencepiece(
         ... )
         >>> path.name, SentencePieceTokenizer(path, length=4).vocab_size
         ('tiny.model', 12)
+        >>> multilingual = {
+        ...     "en": ["a dog", "a cat", "two dogs"] * 300,
+        ...     "de": ["ein Hund", "eine Katze"] * 10,
+        ... }
+        >>> path = train_sentencepiece(
+        ...     multilingual,
+        ...     os.path.join(directory.name, "multilingual.model"),
+        ...     vocab_size=300,
+        ...     preset="siglip2",
+        ...     language_temperature=3.0,
+        ... )
+        >>> tokenizer = SentencePieceTokenizer(path, preset="siglip2", length=8)
+        >>> tokenizer.decode(tokenizer(["Eine KATZE"]))
+        ['eine katze']
         >>> directory.cleanup()
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     family = PRESETS[preset]
+    mode = resolve_lowercase(lowercase, family.lowercase)
+    if language_temperature != 1.0 and not isinstance(captions, Mapping):
+        raise ValueError(
+            "language_temperature needs captions as a mapping language -> captions, got "
+            f"{type(captions).__name__}"
+        )
+    raw_captions: Iterable[str]
     if isinstance(captions, (str, os.PathLike)):
         caption_path = Path(captions)
         if not caption_path.is_file():
             raise FileNotFoundError(f"captions file {str(caption_path)!r} does not exist")
         with caption_path.open(encoding="utf-8") as handle:
-            raw_captions: Iterable[str] = [line.rstrip("\n") for line in handle]
+            raw_captions = [line.rstrip("\n") for line in handle]
+    elif isinstance(captions, Mapping):
+        by_language = {
+            str(language): [text for text in texts if text.strip()]
+            for language, texts in captions.items()
+        }
+        total = min(max_sentences, sum(len(texts) for texts in by_language.values()))
+        raw_captions = _sample_by_language(
+            by_language, temperature=language_temperature, total=total, seed=seed
+        )
     else:
         raw_captions = captions
 
     def normalize(text: str) -> str:
         if canonicalize:
-            return canonicalize_text(text, lowercase=family.lowercase)
-        return text.lower() if family.lowercase else text
+            return canonicalize_text(text, lowercase=mode)
+        return lowercase_text(text, mode)
 
     sentences = [normalize(text) for text in raw_captions if text.strip()]
     if not sentences:

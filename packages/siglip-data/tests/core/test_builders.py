@@ -170,10 +170,19 @@ def test_check_debian_packages_names_one_command_for_every_missing_dataset(
     with pytest.raises(siglip_data.builders.MissingDebianPackageError) as caught:
         siglip_data.builders.check_debian_packages()  # every dataset
     error = caught.value
-    command = "apt install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
+    # Each package once, although emoji and emoji-multilingual both need the emoji font.
+    command = (
+        "apt install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist unicode-cldr-core"
+    )
     assert error.command == command
     assert str(error).endswith(command)
-    assert error.packages == ("fonts-noto-color-emoji", "unicode-data", "dataset-fashion-mnist")
+    assert error.packages == (
+        "fonts-noto-color-emoji",
+        "unicode-data",
+        "dataset-fashion-mnist",
+        "unicode-cldr-core",
+    )
+    assert error.missing_files.count(str(tmp_path / "absent.txt")) == 1
     assert str(tmp_path / "absent.txt") in error.missing_files
     copy = pickle.loads(pickle.dumps(error))  # crosses process boundaries intact
     assert (str(copy), copy.command) == (str(error), error.command)
@@ -201,7 +210,7 @@ def test_console_script_is_installed_with_the_package() -> None:
     completed = subprocess.run(
         [str(executable), "build", "--help"], capture_output=True, text=True, check=True
     )
-    assert "{emoji,fashion-mnist,rendered-words}" in completed.stdout
+    assert "{emoji,emoji-multilingual,fashion-mnist,rendered-words}" in completed.stdout
 
 
 def test_python_dash_m_runs_the_command() -> None:

@@ -4,13 +4,15 @@ Importing this package needs numpy, pillow, tqdm and siglip-data's numpy core. T
 adapters live in ``siglip_eval.torch`` and ``siglip_eval.flax`` and import their framework only
 when imported. The command line is ``siglip-eval`` (or ``python -m siglip_eval``).
 
-- Metrics on arrays: ``zeroshot_metrics``, ``retrieval_metrics`` (CLIP_benchmark's numbers).
-- Protocols: ``evaluate_zeroshot``, ``evaluate_retrieval``, ``evaluate_linear_probe`` over an
+- Metrics on arrays: ``zeroshot_metrics``, ``retrieval_metrics`` (CLIP_benchmark's numbers),
+  ``multilingual_retrieval_metrics`` (per-language Recall@K, XM3600's two protocols).
+- Protocols: ``evaluate_zeroshot``, ``evaluate_retrieval``, ``evaluate_linear_probe``,
+  ``evaluate_multilingual`` over an
   ``Encoder`` (two numpy callables) and a dataset reader; ``zeroshot_from_embeddings``,
   ``retrieval_from_embeddings`` and ``linear_probe`` from saved embeddings.
 - Readers, in ``siglip_eval.datasets``: ``image_folder``, ``karpathy_json``, ``retrieval_jsonl``,
   ``classification_shards``, ``retrieval_shards``, ``built_dataset``, ``classification_arrays``,
-  ``retrieval_arrays``; every image goes through ``siglip_data.preprocess_image``.
+  ``retrieval_arrays``, ``xm3600``; every image goes through ``siglip_data.preprocess_image``.
 """
 
 from siglip_eval import datasets as datasets  # public submodule
@@ -21,6 +23,9 @@ from siglip_eval._linear_probe import evaluate_linear_probe
 from siglip_eval._linear_probe import linear_probe
 from siglip_eval._metrics import retrieval_metrics
 from siglip_eval._metrics import zeroshot_metrics
+from siglip_eval._multilingual import MultilingualResult
+from siglip_eval._multilingual import evaluate_multilingual
+from siglip_eval._multilingual import multilingual_retrieval_metrics
 from siglip_eval._retrieval import RetrievalResult
 from siglip_eval._retrieval import evaluate_retrieval
 from siglip_eval._retrieval import retrieval_from_embeddings
@@ -38,15 +43,18 @@ __all__ = [
     "EmbeddingCache",
     "Encoder",
     "LinearProbeResult",
+    "MultilingualResult",
     "RetrievalResult",
     "ZeroShotResult",
     "__version__",
     "class_embeddings",
     "evaluate_linear_probe",
+    "evaluate_multilingual",
     "evaluate_retrieval",
     "evaluate_zeroshot",
     "fill_templates",
     "linear_probe",
+    "multilingual_retrieval_metrics",
     "retrieval_from_embeddings",
     "retrieval_metrics",
     "zeroshot_from_embeddings",

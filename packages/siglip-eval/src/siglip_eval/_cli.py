@@ -9,6 +9,9 @@ Datasets are named ``KIND:PATH``:
 - ``karpathy:JSON`` COCO / Flickr30k Karpathy split (``--image-root``, ``--split``);
 - ``jsonl:FILE`` one ``{"image", "captions"}`` object per line (retrieval).
 
+``siglip-eval multilingual --root DIR`` reads a Crossmodal-3600-layout folder instead
+(``siglip_eval._multilingual_report``).
+
 A SigLIP 2 NaFlex checkpoint (``model_type`` ``siglip2``) is evaluated at each image's native
 aspect ratio: images go through ``siglip_data.naflex.naflex_preprocess`` with
 ``--max-num-patches`` (default 256, transformers' default; the releases were trained at 128 to
@@ -34,6 +37,7 @@ from siglip_eval._datasets import karpathy_json
 from siglip_eval._datasets import retrieval_jsonl
 from siglip_eval._encoders import EmbeddingCache
 from siglip_eval._encoders import Encoder
+from siglip_eval._multilingual_report import add_multilingual_command
 from siglip_eval._templates import TEMPLATE_SETS
 from siglip_eval._templates import get_templates
 
@@ -224,6 +228,7 @@ def load_encoder(args: argparse.Namespace) -> tuple[Encoder, int]:
         args.tokenizer,
         preset=args.tokenizer_preset,
         length=args.text_length or config.text.max_length,
+        lowercase=None if args.lowercase == "none" else args.lowercase,
     )
     if args.backend == "torch":
         import torch
@@ -417,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--tokenizer-preset", default="siglip", choices=("siglip", "siglip-i18n", "siglip2")
         )
         source.add_argument("--text-length", type=int, help="token length (default: the model's)")
+        source.add_argument(
+            "--lowercase",
+            default="preset",
+            choices=("preset", "ascii", "unicode", "none"),
+            help="ascii: A-Z only (big_vision); unicode: every character (transformers)",
+        )
         source.add_argument("--device", default="cpu")
         source.add_argument(
             "--dtype", default="float32", choices=("float32", "bfloat16", "float16")
@@ -478,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--dataset", help="test split (classification spec)")
     probe.add_argument("--seed", type=int, default=0)
     probe.set_defaults(run=run_linear_probe)
+    add_multilingual_command(commands, common)
     return parser
 
 
@@ -487,7 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.embeddings is None and args.model is None:
         parser.error("either --model (with --tokenizer and --dataset) or --embeddings is required")
-    if args.embeddings is None and args.command != "linear-probe" and args.dataset is None:
+    needs_dataset = args.command not in ("linear-probe", "multilingual")
+    if args.embeddings is None and needs_dataset and args.dataset is None:
         parser.error("--dataset is required with --model")
     try:
         return int(args.run(args))
