@@ -39,7 +39,8 @@ def position_resize_weights(sizes: Any, *, length: int, grid_size: int, xp: Any,
 
     Returns:
         ``[batch, length, grid_size * grid_size]``; row ``n`` of image ``b`` holds the weights of
-        token ``n`` over the grid cells in row-major order (padding tokens: cell (0, 0)).
+        token ``n`` over the grid cells in row-major order; padding tokens get the weights of the
+        image's first token (cell (0, 0) of its resized grid, as transformers).
 
     Examples:
         >>> import numpy as np
@@ -47,8 +48,8 @@ def position_resize_weights(sizes: Any, *, length: int, grid_size: int, xp: Any,
         >>> weights = position_resize_weights(
         ...     np.array([[1.0, 2.0]], np.float32), length=3, grid_size=2, xp=np, dtype=np.float32
         ... )
-        >>> weights[0].tolist()  # one row: both grid rows averaged; the pad token gets cell (0, 0)
-        [[0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5], [1.0, 0.0, 0.0, 0.0]]
+        >>> weights[0].tolist()  # one row: both grid rows averaged; the pad token repeats token 0
+        [[0.5, 0.0, 0.5, 0.0], [0.0, 0.5, 0.0, 0.5], [0.5, 0.0, 0.5, 0.0]]
     """
     positions = xp.arange(length, dtype=dtype)  # [length]
     rows, cols = sizes[:, 0:1], sizes[:, 1:2]  # [batch, 1] each
