@@ -151,9 +151,10 @@ PACKAGES: dict[str, Package] = {
         directory="packages/siglip-models",
         variants={
             # One venv for both frameworks: the Flax model is checked against transformers and
-            # our torch model, so the flax tests need torch anyway.
+            # our torch model, so the flax tests need torch anyway. onnx: the exported towers are
+            # checked with onnxruntime against eager.
             "all": Variant(
-                extras=("torch", "flax", "testing"),
+                extras=("torch", "flax", "onnx", "testing"),
                 tests=("tests",),
                 doctests=("siglip_models",),
             ),
@@ -170,9 +171,18 @@ PACKAGES: dict[str, Package] = {
                 doctest_skip=("siglip_eval.torch", "siglip_eval.flax", "siglip_eval._linear_probe"),
             ),
             # full: every extra and the CLIP_benchmark parity tests (clip-benchmark's metric
-            # modules need only torch, tqdm and scikit-learn).
+            # modules need only torch, tqdm and scikit-learn); onnx and parquet for `embed`.
             "full": Variant(
-                extras=("torch", "flax", "parity", "linear-probe", "report", "testing"),
+                extras=(
+                    "torch",
+                    "flax",
+                    "onnx",
+                    "parquet",
+                    "parity",
+                    "linear-probe",
+                    "report",
+                    "testing",
+                ),
                 tests=("tests/full", "tests/parity", "tests/flax", "tests/test_public_api.py"),
                 doctests=("siglip_eval",),
                 no_deps=("clip-benchmark==1.6.2",),
@@ -455,10 +465,13 @@ TASKS: dict[str, Task] = {
         requirements=("matplotlib",),
         no_deps_requirements=("open_clip_torch==3.3.0",),
     ),
-    # B/16-224 towers: ours (torch eager, torch prepacked, Flax jit) vs transformers, CPU fp32.
+    # B/16-224 towers: ours (torch eager, prepacked, compiled, onnxruntime, Flax jit) vs
+    # transformers, CPU fp32; end to end on JPEGs: `siglip-eval embed` vs a transformers loop.
     "bench-models": Task(
-        packages=(("models", ("torch", "flax", "testing")),),
+        # eval pulls models with the same extras (one local path each: pip refuses a path twice).
+        packages=(("eval", ("torch", "flax", "onnx", "parquet")),),
         script="packages/siglip-models/benchmarks/bench_models.py",
+        requirements=("transformers",),
     ),
     # Decode + resize + tokenize from shards: siglip-data (compiled and Pillow resize) vs
     # transformers' processors.

@@ -1,8 +1,10 @@
-"""Throughput of our SigLIP towers (PyTorch eager, Flax jit) against transformers, CPU fp32.
+"""Throughput of our SigLIP towers against transformers, CPU fp32: eager, prepacked, compiled,
+onnxruntime, Flax jit; and an end-to-end embed of JPEGs (decode + preprocess + tower).
 
-    nox -s bench-models                    # B/16-224 image and text towers + a tiny training step,
-                                           # then NaFlex B/16 at 256 and 1024 patches
+    nox -s bench-models                    # everything (B/16-224, 1000 JPEGs end to end), then
+                                           # NaFlex B/16 at 256 and 1024 patches
     nox -s bench-models -- --repeats 3     # fewer timed repeats
+    nox -s bench-models -- --e2e-images 200 --skip-flax --skip-train
     nox -s bench-models -- --only-naflex   # the NaFlex rows alone
 
 NaFlex rows: ``siglip2-base-patch16-naflex`` image tower on a batch of mixed aspect ratios padded
@@ -10,14 +12,17 @@ to 256 and to 1024 patches, ours (torch eager, torch prepacked, Flax jit) agains
 ``Siglip2Model`` (SDPA), plus the share of our torch forward spent resizing the position grid.
 
 Every model gets the same weights (a random transformers SiglipModel saved to a temp dir and
-loaded by all three) and the same number of threads. Ratios measured in the same run are what
-count: on a shared machine absolute numbers move with the load.
+loaded by all) and the same number of threads. Ratios measured in the same run are what count: on
+a shared machine absolute numbers move with the load. The end-to-end rows run each side in its own
+process, timed from start to exit (imports and model loading included): ``siglip-eval embed`` on a
+folder against a loop of transformers' ``SiglipImageProcessorPil`` + ``get_image_features``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -237,6 +242,51 @@ def _sigmoid_loss_torch(torch: Any, logits: Any) -> Any:
     return -torch.nn.functional.logsigmoid(labels * logits).sum() / logits.shape[0]
 
 
+def _write_jpegs(directory: Any, count: int, seed: int = 0) -> None:
+    """``count`` photo-like JPEGs of 320-640 px (smooth noise, quality 90)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        width, height = (int(side) for side in rng.integers(320, 641, 2))
+        coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC)
+        image.save(os.path.join(directory, f"photo{index:05d}.jpg"), quality=90)
+
+
+def _transformers_embed_loop(images: str, model: str, batch: int, threads: int) -> int:
+    """The reference end to end: transformers' processor and model over a folder of JPEGs."""
+    import torch
+    import transformers
+    from PIL import Image
+
+    torch.set_num_threads(threads)
+    reference = transformers.SiglipModel.from_pretrained(model, attn_implementation="sdpa").eval()
+    size = reference.config.vision_config.image_size
+    processor = transformers.SiglipImageProcessorPil(size={"height": size, "width": size})
+    paths = sorted(os.path.join(images, name) for name in os.listdir(images))
+    rows = []
+    with torch.inference_mode():
+        for start in range(0, len(paths), batch):
+            opened = [Image.open(path).convert("RGB") for path in paths[start : start + batch]]
+            pixels = processor(opened, return_tensors="pt")["pixel_values"]
+            output = reference.get_image_features(pixel_values=pixels)
+            rows.append(getattr(output, "pooler_output", output))
+    embeddings = torch.cat(rows)
+    assert embeddings.shape[0] == len(paths)
+    torch.save(embeddings, os.path.join(images + "-transformers.pt"))
+    return 0
+
+
+def _timed_process(command: list[str]) -> float:
+    import subprocess
+
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -255,8 +305,18 @@ def main() -> int:
     parser.add_argument("--naflex-batch", type=int, default=4, help="images per NaFlex batch")
     parser.add_argument("--naflex-repeats", type=int, default=5)
     parser.add_argument("--only-naflex", action="store_true", help="time the NaFlex rows only")
+    parser.add_argument("--e2e-images", type=int, default=1000, help="0 skips the end to end")
+    parser.add_argument("--e2e-batch", type=int, default=32)
+    parser.add_argument("--e2e-repeats", type=int, default=3)
+    parser.add_argument("--skip-flax", action="store_true")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument(
+        "--e2e-transformers-worker", nargs=2, metavar=("IMAGES", "MODEL"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     _configure_threads(args.threads)
+    if args.e2e_transformers_worker:
+        return _transformers_embed_loop(*args.e2e_transformers_worker, args.e2e_batch, args.threads)
     if args.only_naflex:
         import torch
 
@@ -265,29 +325,39 @@ def main() -> int:
         _print_naflex_table(naflex_rows(args))
         return 0
 
-    import jax
-    import jax.numpy as jnp
     import numpy as np
     import torch
-    from flax import nnx
 
     from siglip_models import get_config
-    from siglip_models.flax import SiglipModel as FlaxSiglipModel
+    from siglip_models.onnx import OnnxTower
     from siglip_models.torch import SiglipModel as TorchSiglipModel
+    from siglip_models.torch import compile_towers
+    from siglip_models.torch import export_onnx
 
     torch.set_num_threads(args.threads)
     config = get_config(args.model)
+    load = os.getloadavg()
     print(
         f"# bench-models: {args.model}, fp32 CPU, {args.threads} threads, torch {torch.__version__}, "
-        f"jax {jax.__version__}, {os.cpu_count()} CPUs visible",
+        f"{os.cpu_count()} CPUs visible, load average at start {load[0]:.1f} / {load[1]:.1f} / "
+        f"{load[2]:.1f}",
         flush=True,
     )
+    workdir = tempfile.mkdtemp(prefix="bench-models-")
+    directory = os.path.join(workdir, "model")
     reference = _random_transformers_model(args.model)
-    with tempfile.TemporaryDirectory() as directory:
-        reference.save_pretrained(directory)
-        ours = TorchSiglipModel.from_pretrained(directory)
-        ours_packed = TorchSiglipModel.from_pretrained(directory).optimize_for_cpu_inference()
-        ours_flax = FlaxSiglipModel.from_pretrained(directory)
+    reference.save_pretrained(directory)
+    ours = TorchSiglipModel.from_pretrained(directory)
+    ours_packed = TorchSiglipModel.from_pretrained(directory).optimize_for_cpu_inference()
+    ours_compiled = compile_towers(TorchSiglipModel.from_pretrained(directory))
+    setup: dict[str, float] = {}
+    onnx_dir = os.path.join(workdir, "onnx")
+    onnx_towers = {}
+    for tower in ("image", "text"):
+        start = time.perf_counter()
+        path = export_onnx(ours, os.path.join(onnx_dir, f"{tower}-float32.onnx"), tower=tower)
+        setup[f"export {tower}"] = time.perf_counter() - start
+        onnx_towers[tower] = OnnxTower(path, threads=args.threads)
 
     rng = np.random.default_rng(0)
     size = config.vision.image_size
@@ -296,22 +366,58 @@ def main() -> int:
         0, config.text.vocab_size, (args.text_batch, config.text.max_length)
     ).astype(np.int32)
     pixels_nchw = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+    pixels_numpy = pixels_nchw.numpy()
     ids_torch = torch.from_numpy(token_ids).long()
+    ids_numpy = ids_torch.numpy()
 
-    graphdef, state = nnx.split(ours_flax)
-    flax_image = jax.jit(lambda s, x: nnx.merge(graphdef, s).encode_image(x))
-    flax_text = jax.jit(lambda s, t: nnx.merge(graphdef, s).encode_text(t))
-    pixels_jax, ids_jax = jnp.asarray(pixels), jnp.asarray(token_ids)
-
-    # Same weights, same inputs: the outputs agree before anything is timed.
+    # Same weights, same inputs: the outputs agree before anything is timed (compiling here).
     with torch.inference_mode():
-        expected_image = reference.vision_model(pixel_values=pixels_nchw[:1]).pooler_output
-        got_image = ours.encode_image(pixels_nchw[:1])
-        got_packed = ours_packed.encode_image(pixels_nchw[:1])
-    assert torch.allclose(got_image, expected_image, atol=1e-4), "torch tower disagrees"
-    assert torch.allclose(got_packed, expected_image, atol=1e-4), "prepacked tower disagrees"
-    got_flax = np.asarray(ours_flax.encode_image(pixels_jax[:1]))
-    assert np.allclose(got_flax, expected_image.numpy(), atol=1e-3), "flax tower disagrees"
+        expected_image = reference.vision_model(pixel_values=pixels_nchw).pooler_output
+        expected_text = reference.text_model(input_ids=ids_torch).pooler_output
+        checks = {
+            "ours eager": (ours.encode_image(pixels_nchw), ours.encode_text(ids_torch)),
+            "ours prepacked": (
+                ours_packed.encode_image(pixels_nchw),
+                ours_packed.encode_text(ids_torch),
+            ),
+        }
+    for tower, run in (("image", ours_compiled.encode_image), ("text", ours_compiled.encode_text)):
+        start = time.perf_counter()
+        run(pixels_nchw if tower == "image" else ids_torch)
+        setup[f"compile {tower}"] = time.perf_counter() - start
+    checks["ours compiled"] = (
+        ours_compiled.encode_image(pixels_nchw),
+        ours_compiled.encode_text(ids_torch),
+    )
+    checks["ours onnxruntime"] = (
+        torch.from_numpy(onnx_towers["image"](pixels_numpy)),
+        torch.from_numpy(onnx_towers["text"](ids_numpy)),
+    )
+    for name, (image, text) in checks.items():
+        image_error = float((image - expected_image).abs().max())
+        text_error = float((text - expected_text).abs().max())
+        print(
+            f"  {name:18s} max |diff| vs transformers: image {image_error:.1e}, text "
+            f"{text_error:.1e}",
+            flush=True,
+        )
+        assert image_error < 1e-4, name
+        assert text_error < 1e-4, name
+    # Another batch size must not recompile (one graph for every batch >= 2).
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    start = time.perf_counter()
+    ours_compiled.encode_image(pixels_nchw[: max(2, args.image_batch // 2 + 1)])
+    ours_compiled.encode_text(ids_torch[: max(2, args.text_batch // 2 + 1)])
+    other_batch = time.perf_counter() - start
+    print(
+        f"  compiled, another batch size: {counters['stats']['unique_graphs'] - graphs} new "
+        f"graphs, {other_batch:.1f} s",
+        flush=True,
+    )
+    for name, seconds in setup.items():
+        print(f"  {name}: {seconds:.0f} s", flush=True)
 
     rows: list[tuple[str, str, float]] = []
 
@@ -330,40 +436,170 @@ def main() -> int:
             rows.append((tower, name, per_second))
             print(f"  {tower:5s} {name:22s} {per_second:8.2f} /s", flush=True)
 
-    # torch first, JAX after: XLA's worker threads spin for a while after each call and would
-    # steal the cores from torch runs interleaved with them.
     with torch.inference_mode():
         measure(
             "image",
             {
-                "transformers (torch)": lambda: reference.vision_model(pixel_values=pixels_nchw),
-                "ours torch": lambda: ours.encode_image(pixels_nchw),
-                "ours torch prepacked": lambda: ours_packed.encode_image(pixels_nchw),
+                "transformers": lambda: reference.vision_model(pixel_values=pixels_nchw),
+                "ours eager": lambda: ours.encode_image(pixels_nchw),
+                "ours prepacked": lambda: ours_packed.encode_image(pixels_nchw),
+                "ours compiled": lambda: ours_compiled.encode_image(pixels_nchw),
+                "ours onnxruntime": lambda: onnx_towers["image"](pixels_numpy),
             },
             args.image_batch,
         )
         measure(
             "text",
             {
-                "transformers (torch)": lambda: reference.text_model(input_ids=ids_torch),
-                "ours torch": lambda: ours.encode_text(ids_torch),
-                "ours torch prepacked": lambda: ours_packed.encode_text(ids_torch),
+                "transformers": lambda: reference.text_model(input_ids=ids_torch),
+                "ours eager": lambda: ours.encode_text(ids_torch),
+                "ours prepacked": lambda: ours_packed.encode_text(ids_torch),
+                "ours compiled": lambda: ours_compiled.encode_text(ids_torch),
+                "ours onnxruntime": lambda: onnx_towers["text"](ids_numpy),
             },
             args.text_batch,
         )
     matmul = _matmul_gflops(torch, args.repeats)
+
+    e2e: dict[str, float] = {}
+    if args.e2e_images:
+        images = os.path.join(workdir, "jpegs")
+        os.makedirs(images)
+        _write_jpegs(images, args.e2e_images)
+        python = sys.executable
+        commands = {
+            "transformers processor + model": [
+                python, os.path.abspath(__file__), "--threads", str(args.threads),
+                "--e2e-batch", str(args.e2e_batch), "--e2e-transformers-worker", images, directory,
+            ],
+        }  # fmt: skip
+        for backend in ("eager", "onnx"):
+            commands[f"siglip-eval embed --backend {backend}"] = [
+                python, "-m", "siglip_eval", "embed", "--model", directory,
+                "--input", f"folder:{images}", "--backend", backend, "--onnx-dir", onnx_dir,
+                "--threads", str(args.threads), "--workers", "2",
+                "--batch-size", str(args.e2e_batch), "--no-progress",
+            ]  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for repeat in range(args.e2e_repeats):
+            for name, command in commands.items():
+                out = os.path.join(workdir, f"embed-{repeat}-{len(times[name])}-{name[-4:]}")
+                extra = ["--out", out] if "siglip-eval" in name else []
+                times[name].append(_timed_process(command + extra))
+                print(
+                    f"  e2e {name:34s} {args.e2e_images / times[name][-1]:8.2f} images/s",
+                    flush=True,
+                )
+        for name in commands:
+            e2e[name] = args.e2e_images / statistics.median(times[name])
+        ours_rows = np.load(os.path.join(workdir, "embed-0-0-ager", "embeddings.npy"))
+        theirs = torch.load(images + "-transformers.pt").numpy()
+        theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+        print(
+            f"  e2e: ours (eager) vs transformers embeddings, max |diff| "
+            f"{np.abs(ours_rows - theirs).max():.1e} (same pixels: Pillow bicubic, "
+            "x / 127.5 - 1)",
+            flush=True,
+        )
+
+    flax_rates: dict[str, float] = {}
+    if not args.skip_flax:
+        flax_rates = _flax_rows(args, directory, pixels, token_ids, measure, rows)
+    if not args.skip_train:
+        _train_rows(args, measure, rng)
+
+    rate = {(tower, implementation): value for tower, implementation, value in rows}
+    gflop = _image_tower_gflop(config)
+    print()
+    print(
+        f"B/16 image tower: {gflop:.1f} GFLOP/image; fp32 matmul measured in this run "
+        f"{matmul:.0f} GFLOP/s ({args.threads} threads); load average now "
+        f"{os.getloadavg()[0]:.1f}."
+    )
+    print()
+    names = ["ours eager", "ours prepacked", "ours compiled", "ours onnxruntime"]
+    print(
+        "| tower | batch | transformers | "
+        + " | ".join(names)
+        + " | best / transformers |"
+        + (" ours flax (jit) |" if flax_rates else "")
+    )
+    print("|---|---|---|" + "---|" * len(names) + "---|" + ("---|" if flax_rates else ""))
+    units = {"image": "images/s", "text": "texts/s"}
+    batches = {"image": args.image_batch, "text": args.text_batch}
+    for tower in ("image", "text"):
+        hf = rate[(tower, "transformers")]
+        cells = [f"{rate[(tower, name)]:.2f} ({rate[(tower, name)] / hf:.2f}x)" for name in names]
+        best = max(names, key=lambda name: rate[(tower, name)])
+        flax_cell = f" {rate[(tower, 'ours flax (jit)')]:.2f} |" if flax_rates else ""
+        print(
+            f"| {tower} ({units[tower]}) | {batches[tower]} | {hf:.2f} | "
+            + " | ".join(cells)
+            + f" | **{rate[(tower, best)] / hf:.2f}x** ({best[5:]}) |"
+            + flax_cell
+        )
+    if e2e:
+        print()
+        print(
+            f"| end to end, {args.e2e_images} JPEGs 320-640 px (images/s) | rate | vs transformers |"
+        )
+        print("|---|---|---|")
+        hf = e2e["transformers processor + model"]
+        for name, value in e2e.items():
+            print(f"| {name} | {value:.2f} | {value / hf:.2f}x |")
+    print()
+    for implementation in ("transformers", *names):
+        images_per_second = rate[("image", implementation)]
+        print(
+            f"image tower {implementation}: {images_per_second * gflop:.0f} GFLOP/s = "
+            f"{images_per_second * gflop / matmul:.0%} of the matmul measured in this run"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+    if not args.skip_flax:  # the NaFlex rows have a Flax column
+        _print_naflex_table(naflex_rows(args))
+    return 0
+
+
+def _flax_rows(
+    args: Any, directory: str, pixels: Any, token_ids: Any, measure: Any, rows: Any
+) -> dict[str, float]:
+    """Flax under jit, after torch: XLA's worker threads spin after each call and would steal the
+    cores from torch runs interleaved with them."""
+    import jax
+    import jax.numpy as jnp
+
+    from siglip_models.flax import SiglipModel as FlaxSiglipModel
+    from siglip_models.flax import jit_towers
+
+    towers = jit_towers(FlaxSiglipModel.from_pretrained(directory))
+    pixels_jax, ids_jax = jnp.asarray(pixels), jnp.asarray(token_ids)
     measure(
         "image",
-        {"ours flax (jit)": lambda: flax_image(state, pixels_jax).block_until_ready()},
+        {"ours flax (jit)": lambda: towers.encode_image(pixels_jax).block_until_ready()},
         args.image_batch,
     )
     measure(
         "text",
-        {"ours flax (jit)": lambda: flax_text(state, ids_jax).block_until_ready()},
+        {"ours flax (jit)": lambda: jax.block_until_ready(towers.encode_text(ids_jax))},
         args.text_batch,
     )
+    return {tower: value for tower, name, value in rows if name == "ours flax (jit)"}
 
-    # One training step (forward + backward, sigmoid loss inline) of a small config.
+
+def _train_rows(args: Any, measure: Any, rng: Any) -> None:
+    """One training step (forward + backward, sigmoid loss inline) of a small config."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    import transformers
+    from flax import nnx
+
+    from siglip_models import config_to_hf_dict
+    from siglip_models import get_config
+    from siglip_models.flax import SiglipModel as FlaxSiglipModel
+    from siglip_models.torch import SiglipModel as TorchSiglipModel
+
     train_config = get_config(args.train_model)
     batch = args.train_batch
     train_size = train_config.vision.image_size
@@ -379,10 +615,6 @@ def main() -> int:
         torch_train.zero_grad(set_to_none=True)
         out = torch_train(train_nchw, train_ids_torch)
         _sigmoid_loss_torch(torch, out.logits_per_image).backward()
-
-    import transformers
-
-    from siglip_models import config_to_hf_dict
 
     hf_train = transformers.SiglipModel(
         transformers.SiglipConfig.from_dict(config_to_hf_dict(train_config))
@@ -403,7 +635,7 @@ def main() -> int:
 
     flax_grad = jax.jit(jax.grad(flax_loss))
     train_pixels_jax, train_ids_jax = jnp.asarray(train_pixels), jnp.asarray(train_ids)
-    measure("train", {"transformers (torch)": hf_step, "ours torch": torch_step}, 1)
+    measure("train", {"transformers": hf_step, "ours torch": torch_step}, 1)
     measure(
         "train",
         {
@@ -413,51 +645,6 @@ def main() -> int:
         },
         1,
     )
-
-    rate = {(tower, implementation): value for tower, implementation, value in rows}
-    gflop = _image_tower_gflop(config)
-    print()
-    print(
-        f"B/16 image tower: {gflop:.1f} GFLOP/image; fp32 matmul measured in this run "
-        f"{matmul:.0f} GFLOP/s ({args.threads} threads); machine shared with other jobs."
-    )
-    print()
-    print(
-        "| tower | batch | transformers | ours torch | ours torch prepacked | ours flax (jit) "
-        "| torch / transformers | prepacked / transformers | flax / best of our torch |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    units = {"image": "images/s", "text": "texts/s", "train": "steps/s"}
-    batches = {"image": args.image_batch, "text": args.text_batch, "train": batch}
-    for tower in ("image", "text", "train"):
-        hf = rate[(tower, "transformers (torch)")]
-        eager = rate[(tower, "ours torch")]
-        packed = rate.get((tower, "ours torch prepacked"))
-        flax_rate = rate[(tower, "ours flax (jit)")]
-        best = max(eager, packed or 0.0)
-        label = tower if tower != "train" else f"train step, {args.train_model}"
-        packed_rate = f"{packed:.2f}" if packed is not None else "n/a (grad)"
-        packed_ratio = f"{packed / hf:.2f}x" if packed is not None else "n/a"
-        print(
-            f"| {label} ({units[tower]}) | {batches[tower]} | {hf:.2f} | {eager:.2f} | "
-            f"{packed_rate} | {flax_rate:.2f} | {eager / hf:.2f}x | {packed_ratio} | "
-            f"{flax_rate / best:.2f}x |"
-        )
-    print()
-    for implementation in (
-        "transformers (torch)",
-        "ours torch",
-        "ours torch prepacked",
-        "ours flax (jit)",
-    ):
-        images = rate[("image", implementation)]
-        print(
-            f"image tower {implementation}: {images * gflop:.0f} GFLOP/s = "
-            f"{images * gflop / 300:.0%} of 300 GFLOP/s, {images * gflop / matmul:.0%} of the "
-            "matmul measured in this run"
-        )
-    _print_naflex_table(naflex_rows(args))
-    return 0
 
 
 if __name__ == "__main__":

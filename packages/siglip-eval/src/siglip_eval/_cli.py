@@ -1,5 +1,6 @@
 """``siglip-eval zeroshot|retrieval|linear-probe``: evaluate a checkpoint on disk (or saved
-embeddings) and write ``results.json``, ``summary.md`` and plots.
+embeddings) and write ``results.json``, ``summary.md`` and plots. ``siglip-eval embed`` writes the
+embeddings of a folder, shards or a text file (``_embed.py``).
 
 Datasets are named ``KIND:PATH``:
 
@@ -35,6 +36,8 @@ from siglip_eval._datasets import RetrievalDataset
 from siglip_eval._datasets import image_folder
 from siglip_eval._datasets import karpathy_json
 from siglip_eval._datasets import retrieval_jsonl
+from siglip_eval._embed import add_embed_parser
+from siglip_eval._embed import main_embed
 from siglip_eval._encoders import EmbeddingCache
 from siglip_eval._encoders import Encoder
 from siglip_eval._multilingual_report import add_multilingual_command
@@ -490,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--seed", type=int, default=0)
     probe.set_defaults(run=run_linear_probe)
     add_multilingual_command(commands, common)
+
+    add_embed_parser(commands)
     return parser
 
 
@@ -497,6 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``siglip-eval``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "embed":
+        return main_embed(args)
     if args.embeddings is None and args.model is None:
         parser.error("either --model (with --tokenizer and --dataset) or --embeddings is required")
     needs_dataset = args.command not in ("linear-probe", "multilingual")

@@ -513,6 +513,14 @@ class SiglipModel(nnx.Module):
         tokens = self.vision_model.naflex_tokens(patches, mask, shapes)
         return tokens * mask[..., None].astype(tokens.dtype)
 
+    def _check_token_ids(self, token_ids: jax.Array) -> None:
+        check_token_ids(
+            tuple(token_ids.shape),
+            token_ids.dtype,
+            is_integer=bool(jnp.issubdtype(token_ids.dtype, jnp.integer)),
+            max_length=self.config.text.max_length,
+        )
+
     def encode_image_patches(self, pixels: jax.Array) -> jax.Array:
         """Final-LayerNorm patch tokens ``[batch, num_patches, width]`` (row-major, no class token).
 
@@ -556,12 +564,7 @@ class SiglipModel(nnx.Module):
         Raises:
             ValueError: if the ids are not integer or not padded to ``max_length``.
         """
-        check_token_ids(
-            tuple(token_ids.shape),
-            token_ids.dtype,
-            is_integer=bool(jnp.issubdtype(token_ids.dtype, jnp.integer)),
-            max_length=self.config.text.max_length,
-        )
+        self._check_token_ids(token_ids)
         return self.text_model(token_ids)
 
     def logits(self, image_emb: jax.Array, text_emb: jax.Array) -> jax.Array:

@@ -226,6 +226,15 @@ class SiglipModel(nn.Module):
         tokens = self.vision_model.naflex_tokens(patches, mask, shapes)
         return tokens * mask[..., None].to(tokens.dtype)
 
+    def _check_token_ids(self, token_ids: torch.Tensor) -> None:
+        dtype = token_ids.dtype
+        check_token_ids(
+            tuple(token_ids.shape),
+            dtype,
+            is_integer=not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool),
+            max_length=self.config.text.max_length,
+        )
+
     def encode_image_patches(self, pixels: torch.Tensor) -> torch.Tensor:
         """Final-LayerNorm patch tokens, the dense features VLMs and segmentation probes use.
 
@@ -271,13 +280,7 @@ class SiglipModel(nn.Module):
         Raises:
             ValueError: if the ids are not integer or not padded to ``max_length``.
         """
-        dtype = token_ids.dtype
-        check_token_ids(
-            tuple(token_ids.shape),
-            dtype,
-            is_integer=not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool),
-            max_length=self.config.text.max_length,
-        )
+        self._check_token_ids(token_ids)
         pooled: torch.Tensor = self.text_model(token_ids)
         return pooled
 
