@@ -12,6 +12,10 @@ embeddings, the scale and the bias) is measured in a FRESH subprocess:
   summed over columns and averaged over rows.
 - ``open_clip`` (torch): open_clip's ``SigLipLoss`` when ``open_clip_torch`` is installed (only its
   ``loss.py`` is loaded, by path: ``pip install --no-deps open_clip_torch`` is enough).
+- ``fused_groups`` / ``fused_groups_inverse_count``: the fused loss with group ids (several
+  positives per row), ``positive_weighting="uniform"`` / ``"inverse_count"``. At N = M the ids
+  are random with about 5 per group on each side, so every tile holds positives; with
+  ``--text-batch M`` (rectangular, groups only) each image gets M / N captions, dealt at random.
 
 Time is the median of ``--repeats`` runs (torch: after one warm-up run up to N = 4096; JAX:
 after compilation). Peak extra memory is measured on the first of those runs: the process's resident-set
@@ -47,7 +51,17 @@ from typing import Any
 
 MIB = 2**20
 WARM_UP_UP_TO = 4096
-METHODS = ("limit", "fused", "chunked", "reference", "naive", "open_clip")
+METHODS = (
+    "limit",
+    "fused",
+    "fused_groups",
+    "fused_groups_inverse_count",
+    "chunked",
+    "reference",
+    "naive",
+    "open_clip",
+)
+GROUP_METHODS = {"fused_groups": "uniform", "fused_groups_inverse_count": "inverse_count"}
 DEFAULT_SIZES = (1024, 4096, 8192, 16384, 32768)
 # Bytes per logit that each method keeps alive at its peak (float32), for skipping what cannot fit.
 DENSE_BYTES_PER_PAIR = {
@@ -62,6 +76,8 @@ DENSE_BYTES_PER_PAIR = {
 METHOD_COLORS = {
     "limit": "black",
     "fused": "tab:green",
+    "fused_groups": "tab:olive",
+    "fused_groups_inverse_count": "tab:cyan",
     "chunked": "tab:blue",
     "reference": "tab:orange",
     "naive": "tab:red",
@@ -71,6 +87,15 @@ TARGETS = (
     # framework, dtype, N, method, time ratio to the limit, peak extra MiB
     ("torch", "float32", 16384, "fused", 1.2, 160 * 10**6 / MIB),
     ("jax", "float32", 16384, "fused", 1.3, 200 * 10**6 / MIB),
+)
+GROUP_TARGETS = (
+    # framework, dtype, N, method: time <= 1.1x fused without groups, and extra memory over it
+    # O(N + M): the ids, weights and sort orders are a few hundred KiB at N = 16384; 8 MiB allows
+    # for the resident-set measurement's noise.
+    ("torch", "float32", 16384, "fused_groups", 1.1, 8.0),
+    ("torch", "float32", 16384, "fused_groups_inverse_count", 1.1, 8.0),
+    ("jax", "float32", 16384, "fused_groups", 1.1, 8.0),
+    ("jax", "float32", 16384, "fused_groups_inverse_count", 1.1, 8.0),
 )
 
 
@@ -109,7 +134,21 @@ def load_open_clip_siglip_loss() -> Any | None:
     return getattr(module, "SigLipLoss", None)
 
 
-def _torch_step(method: str, batch: int, dim: int, dtype_name: str, block_size: int | None) -> Any:
+def group_ids(batch: int, text_batch: int) -> tuple[Any, Any]:
+    """int64 ids: random with ~5 per group at N = M; M / N captions per image when rectangular."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if text_batch == batch:
+        groups = max(1, batch // 5)
+        return rng.integers(0, groups, batch), rng.integers(0, groups, text_batch)
+    images = np.arange(batch)
+    return images, rng.permutation(np.resize(images, text_batch))
+
+
+def _torch_step(
+    method: str, batch: int, dim: int, dtype_name: str, block_size: int | None, text_batch: int
+) -> Any:
     import torch
     import torch.nn.functional as F
 
@@ -118,7 +157,7 @@ def _torch_step(method: str, batch: int, dim: int, dtype_name: str, block_size: 
     dtype = getattr(torch, dtype_name)
     generator = torch.Generator().manual_seed(0)
     image = F.normalize(torch.randn(batch, dim, generator=generator), dim=-1).to(dtype)
-    text = F.normalize(torch.randn(batch, dim, generator=generator), dim=-1).to(dtype)
+    text = F.normalize(torch.randn(text_batch, dim, generator=generator), dim=-1).to(dtype)
     image.requires_grad_()
     text.requires_grad_()
     scale = torch.tensor(10.0, requires_grad=True)
@@ -152,6 +191,22 @@ def _torch_step(method: str, batch: int, dim: int, dtype_name: str, block_size: 
             loss: torch.Tensor = open_clip_loss(image, text, scale, bias)
             return loss
 
+    elif method in GROUP_METHODS:
+        image_ids, text_ids = (torch.from_numpy(ids) for ids in group_ids(batch, text_batch))
+
+        def loss_fn() -> torch.Tensor:
+            return sigmoid_loss(
+                image,
+                text,
+                scale=scale,
+                bias=bias,
+                image_groups=image_ids,
+                text_groups=text_ids,
+                positive_weighting=GROUP_METHODS[method],  # type: ignore[arg-type]
+                implementation="fused",
+                block_size=block_size,
+            )
+
     else:
 
         def loss_fn() -> torch.Tensor:
@@ -171,7 +226,9 @@ def _torch_step(method: str, batch: int, dim: int, dtype_name: str, block_size: 
     return step
 
 
-def _jax_step(method: str, batch: int, dim: int, dtype_name: str, block_size: int | None) -> Any:
+def _jax_step(
+    method: str, batch: int, dim: int, dtype_name: str, block_size: int | None, text_batch: int
+) -> Any:
     import jax
     import jax.numpy as jnp
 
@@ -180,7 +237,7 @@ def _jax_step(method: str, batch: int, dim: int, dtype_name: str, block_size: in
 
     dtype = jnp.dtype(dtype_name)
     image = l2_normalize(jax.random.normal(jax.random.key(0), (batch, dim))).astype(dtype)
-    text = l2_normalize(jax.random.normal(jax.random.key(1), (batch, dim))).astype(dtype)
+    text = l2_normalize(jax.random.normal(jax.random.key(1), (text_batch, dim))).astype(dtype)
     scale, bias = jnp.float32(10.0), jnp.float32(-10.0)
 
     if method == "limit":
@@ -199,6 +256,22 @@ def _jax_step(method: str, batch: int, dim: int, dtype_name: str, block_size: in
             logits = scale * image.astype(jnp.float32) @ text.astype(jnp.float32).T + bias
             labels = 2 * jnp.eye(batch) - jnp.ones((batch, batch))
             return -jnp.mean(jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=-1))
+
+    elif method in GROUP_METHODS:
+        image_ids, text_ids = (jnp.asarray(ids) for ids in group_ids(batch, text_batch))
+
+        def loss_fn(image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array) -> Any:
+            return sigmoid_loss(
+                image,
+                text,
+                scale=scale,
+                bias=bias,
+                image_groups=image_ids,
+                text_groups=text_ids,
+                positive_weighting=GROUP_METHODS[method],  # type: ignore[arg-type]
+                implementation="fused",
+                block_size=block_size,
+            )
 
     else:
 
@@ -227,7 +300,12 @@ def run_worker(arguments: argparse.Namespace) -> None:
     """Measure one configuration and print one JSON line."""
     make_step = _torch_step if arguments.framework == "torch" else _jax_step
     step = make_step(
-        arguments.method, arguments.batch, arguments.dim, arguments.dtype, arguments.block_size
+        arguments.method,
+        arguments.batch,
+        arguments.dim,
+        arguments.dtype,
+        arguments.block_size,
+        arguments.text_batch or arguments.batch,
     )
     if arguments.framework == "torch" and arguments.batch <= WARM_UP_UP_TO:
         # First-call overheads matter only at small batch; JAX has compiled already.
@@ -264,9 +342,9 @@ def _available_bytes() -> int:
     return 0
 
 
-def _estimated_bytes(framework: str, method: str, batch: int, dim: int) -> float:
-    pairs = DENSE_BYTES_PER_PAIR.get((framework, method), 0.0) * batch * batch
-    return pairs + 8.0 * batch * dim * 4  # inputs, gradients, temporaries
+def _estimated_bytes(framework: str, method: str, batch: int, text_batch: int, dim: int) -> float:
+    pairs = DENSE_BYTES_PER_PAIR.get((framework, method), 0.0) * batch * text_batch
+    return pairs + 4.0 * (batch + text_batch) * dim * 4  # inputs, gradients, temporaries
 
 
 def _run_subprocess(arguments: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
@@ -286,6 +364,8 @@ def _run_subprocess(arguments: argparse.Namespace, config: dict[str, Any]) -> di
         config["dtype"],
         "--repeats",
         str(arguments.repeats),
+        "--text-batch",
+        str(config["text_batch"]),
     ]
     if arguments.block_size is not None:
         command += ["--block-size", str(arguments.block_size)]
@@ -306,11 +386,20 @@ def _configurations(arguments: argparse.Namespace) -> list[dict[str, Any]]:
             if dtype not in arguments.dtypes:
                 continue
             for batch in arguments.sizes:
+                text_batch = arguments.text_batch or batch
                 for method in arguments.methods:
                     if framework == "jax" and method == "open_clip":
                         continue
+                    if text_batch != batch and method not in ("limit", *GROUP_METHODS):
+                        continue  # without groups the batches must agree
                     configs.append(
-                        {"framework": framework, "dtype": dtype, "batch": batch, "method": method}
+                        {
+                            "framework": framework,
+                            "dtype": dtype,
+                            "batch": batch,
+                            "text_batch": text_batch,
+                            "method": method,
+                        }
                     )
     return configs
 
@@ -334,6 +423,11 @@ def _format_memory(record: dict[str, Any], limit: dict[str, Any] | None) -> str:
     return text
 
 
+def _sizes(record: dict[str, Any]) -> tuple[int, int]:
+    """(N, M) of a record; older records have no text batch (N = M)."""
+    return record["batch"], record.get("text_batch", record["batch"])
+
+
 def markdown_tables(records: list[dict[str, Any]], methods: list[str]) -> str:
     """One table per framework and dtype: time and peak extra memory, ratios to the limit."""
     lines: list[str] = []
@@ -345,14 +439,15 @@ def markdown_tables(records: list[dict[str, Any]], methods: list[str]) -> str:
         lines.append("")
         lines.append("| N | | " + " | ".join(present) + " |")
         lines.append("|---|---|" + "---|" * len(present))
-        for batch in sorted({r["batch"] for r in group}):
-            by_method = {r["method"]: r for r in group if r["batch"] == batch}
+        for batch, text_batch in sorted({_sizes(r) for r in group}):
+            by_method = {r["method"]: r for r in group if _sizes(r) == (batch, text_batch)}
             limit = by_method.get("limit")
             times = [_format_time(by_method[m], limit) if m in by_method else "" for m in present]
             memory = [
                 _format_memory(by_method[m], limit) if m in by_method else "" for m in present
             ]
-            lines.append(f"| {batch} | time | " + " | ".join(times) + " |")
+            size = str(batch) if text_batch == batch else f"{batch} x {text_batch}"
+            lines.append(f"| {size} | time | " + " | ".join(times) + " |")
             lines.append("| | peak extra memory | " + " | ".join(memory) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -360,7 +455,11 @@ def markdown_tables(records: list[dict[str, Any]], methods: list[str]) -> str:
 
 def target_report(records: list[dict[str, Any]]) -> str:
     """The speed and memory targets (TARGETS), each met or missed with the measured figure."""
-    index = {(r["framework"], r["dtype"], r["batch"], r["method"]): r for r in records}
+    index = {
+        (r["framework"], r["dtype"], r["batch"], r["method"]): r
+        for r in records
+        if _sizes(r)[0] == _sizes(r)[1]
+    }
     lines = ["Targets (dim 768):", ""]
     for framework, dtype, batch, method, ratio_target, memory_target in TARGETS:
         record = index.get((framework, dtype, batch, method))
@@ -375,6 +474,19 @@ def target_report(records: list[dict[str, Any]]) -> str:
             f"(target <= {ratio_target}x: {'met' if ratio <= ratio_target else 'MISSED'}), "
             f"peak extra memory {memory:.0f} MiB (target <= {memory_target:.0f} MiB: "
             f"{'met' if memory <= memory_target else 'MISSED'})"
+        )
+    for framework, dtype, batch, method, ratio_target, extra_target in GROUP_TARGETS:
+        record = index.get((framework, dtype, batch, method))
+        fused = index.get((framework, dtype, batch, "fused"))
+        if not record or not fused or "median_s" not in record or "median_s" not in fused:
+            continue
+        ratio = record["median_s"] / fused["median_s"]
+        extra = record.get("peak_extra_mib", float("nan")) - fused.get("peak_extra_mib", 0.0)
+        lines.append(
+            f"- {framework} {method} N=M={batch}: time {ratio:.2f}x fused without groups "
+            f"(target <= {ratio_target}x: {'met' if ratio <= ratio_target else 'MISSED'}), "
+            f"peak extra memory {extra:+.0f} MiB over it (target O(N + M), <= {extra_target:.0f}"
+            f" MiB: {'met' if extra <= extra_target else 'MISSED'})"
         )
     for framework in ("torch", "jax"):
         fused = index.get((framework, "float32", 1024, "fused"))
@@ -397,6 +509,7 @@ def plot(records: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(13, 5))
+    records = [r for r in records if _sizes(r)[0] == _sizes(r)[1]]  # N = M only
     series = sorted({(r["framework"], r["dtype"], r["method"]) for r in records})
     for framework, dtype, method in series:
         points = sorted(
@@ -465,7 +578,7 @@ def merge_reports(paths: list[str], out: Path) -> None:
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for report in reports:
         for record in report["records"]:
-            key = (record["framework"], record["dtype"], record["batch"], record["method"])
+            key = (record["framework"], record["dtype"], *_sizes(record), record["method"])
             latest.pop(key, None)
             latest[key] = record
     merged["records"] = list(latest.values())
@@ -483,7 +596,11 @@ def run_driver(arguments: argparse.Namespace) -> None:
     for config in _configurations(arguments):
         record = dict(config)
         needed = _estimated_bytes(
-            config["framework"], config["method"], config["batch"], arguments.dim
+            config["framework"],
+            config["method"],
+            config["batch"],
+            config["text_batch"],
+            arguments.dim,
         )
         available = _available_bytes()
         if needed > 0.7 * available:
@@ -526,6 +643,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--block-size", type=int, default=None)
+    parser.add_argument(
+        "--text-batch",
+        type=int,
+        default=None,
+        help="M texts per N images (rectangular, groups only; default M = N)",
+    )
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per subprocess")
     parser.add_argument("--out", default="bench-results/loss")
     parser.add_argument(

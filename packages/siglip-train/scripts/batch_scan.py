@@ -1,8 +1,12 @@
 """`nox -s batch-scan`: the demo model with the sigmoid vs the softmax loss at several batch sizes.
 
 Every run sees the same number of training examples (``--examples``), so smaller batches take
-more steps; everything else is the demo's recipe (``siglip_train.demo.demo_config``). Writes ``<out>/batch_scan.json``,
-``<out>/batch_scan.png`` and ``<out>/batch_scan.md`` (paste the table into docs/results.md).
+more steps; everything else is the demo's recipe (``siglip_train.demo.demo_config``). The losses
+(``--losses``) are ``sigmoid-diagonal`` (the standard SigLIP loss: each image's own caption is its
+only positive), ``sigmoid-caption`` (``loss.positives=caption``: identical captions in the batch
+are positives too) and ``softmax`` (CLIP); ``sigmoid`` is an alias of ``sigmoid-diagonal``.
+Writes ``<out>/batch_scan.json``, ``<out>/batch_scan.png`` and ``<out>/batch_scan.md`` (paste the
+table into docs/results.md).
 
     nox -s batch-scan -- --examples 51200 --out runs/batch-scan
 """
@@ -20,6 +24,14 @@ from siglip_train._atomic import atomic_write_text
 from siglip_train.demo import demo_config
 from siglip_train.demo import run_demo
 
+# The loss variants: their config overrides.
+LOSSES = {
+    "sigmoid-diagonal": ("loss.name=sigmoid", "loss.positives=diagonal"),
+    "sigmoid-caption": ("loss.name=sigmoid", "loss.positives=caption"),
+    "softmax": ("loss.name=softmax",),
+}
+LOSS_ALIASES = {"sigmoid": "sigmoid-diagonal"}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -27,7 +39,7 @@ def main() -> None:
     parser.add_argument("--data-root", default="runs/data")
     parser.add_argument("--examples", type=int, default=51_200, help="training examples per run")
     parser.add_argument("--batch-sizes", default="16,32,64,128,256")
-    parser.add_argument("--losses", default="sigmoid,softmax")
+    parser.add_argument("--losses", default="sigmoid-diagonal,sigmoid-caption,softmax")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     out = Path(args.out)
@@ -35,6 +47,9 @@ def main() -> None:
     rows = json.loads(results_file.read_text()) if results_file.is_file() else []
     done = {(row["loss"], row["batch_size"]) for row in rows}
     for loss in args.losses.split(","):
+        loss = LOSS_ALIASES.get(loss, loss)
+        if loss not in LOSSES:
+            parser.error(f"--losses: expected names among {sorted(LOSSES)}, got {loss!r}")
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
             if (loss, batch_size) in done:
                 continue
@@ -42,7 +57,7 @@ def main() -> None:
             config = build_config(
                 base=demo_config(),
                 overrides=[
-                    f"loss.name={loss}",
+                    *LOSSES[loss],
                     f"data.batch_size={batch_size}",
                     f"steps={steps}",
                     f"optimizer.warmup_steps={max(1, steps // 10)}",

@@ -3,7 +3,8 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 distributed_worker.py OUT
 
 Every process draws the same global batches (seeded) and keeps its slice. For each loss
-(sigmoid, softmax) rank 0 writes the final parameters to ``OUT/<loss>/parameters.pt`` and the
+(sigmoid, softmax, and sigmoid with ``loss.positives=caption`` on batches whose 8 captions are
+drawn from 3, so repeated captions sit on both ranks) rank 0 writes the final parameters to ``OUT/<loss>/parameters.pt`` and the
 loss curve to ``OUT/<loss>/run/metrics.jsonl``. Adam's ``eps`` is 1e-3: attention key biases have
 an exactly zero true gradient, and with a tiny ``eps`` Adam would blow their float32 rounding
 noise (1e-9) up to full-size steps that differ between any two summation orders.
@@ -28,31 +29,38 @@ GLOBAL_BATCH = 8
 STEPS = 4
 
 
-def global_batches() -> list[dict[str, torch.Tensor]]:
+def global_batches(repeated_captions: bool = False) -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
-    return [
-        {
-            "pixels": torch.rand(GLOBAL_BATCH, 3, 32, 32, generator=generator) * 2 - 1,
-            "token_ids": torch.randint(0, 100, (GLOBAL_BATCH, 16), generator=generator),
-        }
-        for _ in range(STEPS)
-    ]
+    batches = []
+    for _ in range(STEPS):
+        token_ids = torch.randint(0, 100, (GLOBAL_BATCH, 16), generator=generator)
+        if repeated_captions:  # 3 distinct captions, each on both ranks' halves
+            token_ids = token_ids[torch.tensor([0, 1, 2, 0, 1, 2, 2, 0])]
+        batches.append(
+            {
+                "pixels": torch.rand(GLOBAL_BATCH, 3, 32, 32, generator=generator) * 2 - 1,
+                "token_ids": token_ids,
+            }
+        )
+    return batches
 
 
 def train(out: Path, loss: str) -> None:
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local = GLOBAL_BATCH // world_size
+    caption_positives = loss == "sigmoid-caption"
     batches = [
         {key: value[rank * local : (rank + 1) * local] for key, value in batch.items()}
-        for batch in global_batches()
+        for batch in global_batches(repeated_captions=caption_positives)
     ]
     config = apply_overrides(
         TrainConfig(),
         [
             f"output_dir={out / 'run'}",
             f"steps={STEPS}",
-            f"loss.name={loss}",
+            f"loss.name={loss.split('-')[0]}",
+            f"loss.positives={'caption' if caption_positives else 'diagonal'}",
             "device=cpu",
             "optimizer.lr=0.01",
             "optimizer.warmup_steps=1",
@@ -75,7 +83,7 @@ def train(out: Path, loss: str) -> None:
 
 
 def main(out: str) -> None:
-    for loss in ("sigmoid", "softmax"):
+    for loss in ("sigmoid", "softmax", "sigmoid-caption"):
         train(Path(out) / loss, loss)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

@@ -163,6 +163,19 @@ def test_tiny_cpu_preset_trains_on_the_shards_given(shard_run: tuple[Path, list[
     assert trained.config.text.vocab_size == 100  # tiny-test, not the demo's 1,000-piece model
 
 
+def test_train_with_several_captions_per_image_and_group_key_positives(
+    shard_run: tuple[Path, list[str]],
+) -> None:
+    # The shards have one caption per image: each of the 8 images of a step becomes 2 rows with
+    # its key as group_key, and the loss treats both rows of an image as positives.
+    run_dir, overrides = shard_run
+    extra = ["data.captions_per_image=2", "loss.positives=group_key", "steps=2"]
+    assert main(["train", *overrides, *[a for o in extra for a in ("--set", o)]]) == 0
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    assert records[0]["samples_per_second"] > 0
+
+
 def test_demo_without_its_debian_packages_exits_2_with_the_apt_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

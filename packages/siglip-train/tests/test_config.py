@@ -93,6 +93,15 @@ def test_overrides_set_exactly_the_named_fields(
         ("model.init_from=[a]", "'model.init_from' must be a string or null, got ['a']"),
         ("data.shards={a: 1}", "'data.shards' must be a list of strings, got {'a': 1}"),
         ("optimizer=3", "config section 'optimizer' must be a mapping, got 3"),
+        (
+            "loss.positives=all",
+            "'loss.positives' must be one of diagonal|caption|group_key, got 'all'",
+        ),
+        (
+            "loss.positive_weighting=mean",
+            "'loss.positive_weighting' must be one of uniform|inverse_count, got 'mean'",
+        ),
+        ("data.captions_per_image=-1", "'data.captions_per_image' must be >= 0, got -1"),
         ("steps", "override must look like 'section.field=value'"),
     ],
 )
@@ -186,3 +195,12 @@ def test_tiny_cpu_preset_names_no_data_and_a_registered_model() -> None:
     assert config.data.shards == []
     assert config.model.name in siglip_models.list_configs()
     assert config.optimizer.weight_decay == 0.1  # PyTorch units: big_vision wd 1e-4 at lr 1e-3
+
+
+def test_several_positives_are_refused_for_the_softmax_loss() -> None:
+    with pytest.raises(
+        ConfigError, match=r"'loss.positives' must be 'diagonal' with loss.name=softmax"
+    ):
+        apply_overrides(TrainConfig(), ["loss.name=softmax", "loss.positives=caption"])
+    config = apply_overrides(TrainConfig(), ["loss.positives=caption", "data.captions_per_image=5"])
+    assert (config.loss.positives, config.data.captions_per_image) == ("caption", 5)

@@ -1,4 +1,6 @@
-"""torchrun with 2 processes (gloo, CPU) at global batch B == one process at batch B.
+"""torchrun with 2 processes (gloo, CPU) at global batch B == one process at batch B, for the
+sigmoid loss, the softmax loss and the sigmoid loss with ``loss.positives=caption`` (repeated
+captions on both ranks: their hashed ids must agree across processes).
 
 Tolerance (float32): loss curves to 1e-5 relative, every parameter after 4 AdamW steps (lr 1e-2)
 to 2e-5 absolute. The distributed losses sum their blocks in another order than the
@@ -55,7 +57,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize("loss", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("loss", ["sigmoid", "softmax", "sigmoid-caption"])
 def test_two_processes_at_global_batch_b_equal_one_process_at_b(runs: Path, loss: str) -> None:
     single_losses, single = results(runs / "single" / loss)
     ddp_losses, ddp = results(runs / "ddp" / loss)

@@ -389,3 +389,64 @@ def test_custom_models_reach_the_trainer_through_the_protocol_only(
 
     with pytest.raises(TypeError, match=r"must be a torch\.nn\.Module, got NotAModule"):
         Trainer(NotAModule(), make_batches(1), make_config(tmp_path))  # type: ignore[arg-type]
+
+
+def test_caption_positives_give_the_group_loss_of_duplicated_captions(
+    make_batches, tmp_path: Path
+) -> None:
+    batch = dict(make_batches(1)[0])
+    batch["token_ids"] = batch["token_ids"][[0, 1, 0, 2, 1, 0, 3, 2]]  # repeated captions
+    model = make_model()
+    with torch.no_grad():
+        image = l2_normalize(model.encode_image(batch["pixels"]))
+        text = l2_normalize(model.encode_text(batch["token_ids"]))
+        # Independent of the trainer's hashing: equal rows get equal ids.
+        _, ids = np.unique(batch["token_ids"].numpy(), axis=0, return_inverse=True)
+        ids = torch.from_numpy(ids.reshape(-1))
+        options = {"scale": model.log_scale.exp(), "bias": model.bias}
+        diagonal = sigmoid_loss(image, text, **options).item()
+        grouped = {
+            weighting: sigmoid_loss(
+                image,
+                text,
+                image_groups=ids,
+                text_groups=ids,
+                positive_weighting=weighting,
+                **options,
+            ).item()
+            for weighting in ("uniform", "inverse_count")
+        }
+    assert abs(grouped["uniform"] - diagonal) > 1e-3  # the duplicates are no longer negatives
+    for weighting, expected in grouped.items():
+        run = tmp_path / weighting
+        config = make_config(
+            run, "steps=1", "loss.positives=caption", f"loss.positive_weighting={weighting}"
+        )
+        Trainer(make_model(), [batch], config).fit()
+        record = read_metrics(run / "run" / "metrics.jsonl")[0]
+        assert record["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_group_key_positives_use_the_batch_keys(make_batches, tmp_path: Path) -> None:
+    batch = dict(make_batches(1)[0])
+    keys = ["cat", "cat", "dog", "car", "dog", "cat", "bus", "car"]
+    model = make_model()
+    with torch.no_grad():
+        ids = torch.tensor([["cat", "dog", "car", "bus"].index(key) for key in keys])
+        expected = sigmoid_loss(
+            l2_normalize(model.encode_image(batch["pixels"])),
+            l2_normalize(model.encode_text(batch["token_ids"])),
+            scale=model.log_scale.exp(),
+            bias=model.bias,
+            image_groups=ids,
+            text_groups=ids,
+        ).item()
+    config = make_config(tmp_path, "steps=1", "loss.positives=group_key")
+    Trainer(make_model(), [dict(batch, group_key=keys)], config).fit()
+    record = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]
+    assert record["loss"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(KeyError, match=r"loss.positives='group_key' needs a 'group_key' entry"):
+        Trainer(make_model(), [batch], make_config(tmp_path / "missing", *_GROUP_KEY)).fit()
+
+
+_GROUP_KEY = ("steps=1", "loss.positives=group_key")

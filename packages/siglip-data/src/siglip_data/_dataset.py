@@ -25,6 +25,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from siglip_data._captions import CaptionsPerImage
+from siglip_data._captions import caption_rng
+from siglip_data._captions import check_captions_per_image
+from siglip_data._captions import choose_captions
+from siglip_data._captions import sample_captions
 from siglip_data._image import RESAMPLE_METHODS
 from siglip_data._image import Augmentation
 from siglip_data._image import Resample
@@ -250,6 +255,14 @@ class ImageTextDataset:
     ``[batch, length]`` and ``spatial_shapes`` int32 ``[batch, 2]`` in place of ``pixels``
     (see ``siglip_data.naflex.naflex_preprocess``); never ragged.
 
+    Several captions per image (``captions_per_image``): a sample's captions are its metadata's
+    ``"captions"`` list when present (else its one caption); each batch row is then one
+    (image, caption) pair, the image's pixels repeated, and the batch also has ``group_key`` (list
+    of str, the image's key on every row of its captions) for a multi-positive loss.
+    ``batch_size`` still counts images: ``"all"`` gives as many rows as the images have captions,
+    an int ``k`` exactly ``k * batch_size`` rows (``k`` captions drawn per image and epoch,
+    repeated only when an image has fewer).
+
     The dataset reads one stream of ``topology`` (see :class:`Topology`). Bad samples are skipped
     and counted in :attr:`skipped` by reason: ``unreadable_shard`` (the rest of a unit),
     ``missing_image``, ``corrupt_image``, ``missing_caption``, ``empty_caption``, ``bad_caption``,
@@ -274,6 +287,8 @@ class ImageTextDataset:
         naflex: NaFlex batches (:class:`~siglip_data.naflex.NaflexOptions`) instead of square
             pixels; needs ``decode.pixel_dtype="float32"`` and no augmentation
             (``decode.resample`` is not used: the order is ``naflex.order``).
+        captions_per_image: None (one row per sample, its caption), ``"all"`` or an int ``k``
+            (one row per drawn caption of each image; see above).
 
     Raises:
         ValueError: invalid arguments (named in the message), or a source without units.
@@ -316,6 +331,7 @@ class ImageTextDataset:
         topology: Topology = Topology(),
         quality: QualityPolicy = QualityPolicy(),
         naflex: NaflexOptions | None = None,
+        captions_per_image: CaptionsPerImage = None,
     ) -> None:
         if (image_size is None) == (naflex is None):
             raise ValueError(
@@ -332,6 +348,11 @@ class ImageTextDataset:
                 )
         else:
             _require_int("image_size", image_size, minimum=1)
+        self.captions_per_image = check_captions_per_image(captions_per_image)
+        if naflex is not None and self.captions_per_image is not None:
+            raise ValueError(
+                "naflex batches take one caption per image: captions_per_image must be None"
+            )
         _require_int("batch_size", batch_size, minimum=1)
         _require_int("shuffle_buffer", shuffle_buffer, minimum=1)
         for name, value, expected in (
@@ -451,6 +472,8 @@ class ImageTextDataset:
         }
         if self.naflex is not None:  # the lengths drawn depend on them
             fingerprint["naflex_sequence_lengths"] = list(self.naflex.sequence_lengths)
+        if self.captions_per_image is not None:
+            fingerprint["captions_per_image"] = self.captions_per_image
         return fingerprint
 
     def state_dict(self) -> dict[str, Any]:
@@ -530,6 +553,8 @@ class ImageTextDataset:
             return _Decoded(raw, None, "missing_caption")
         if not raw.caption.strip():
             return _Decoded(raw, None, "empty_caption")
+        if self.captions_per_image is not None and not sample_captions(raw.caption, raw.metadata):
+            return _Decoded(raw, None, "bad_caption", "metadata 'captions' is not a list of text")
         rng = None
         if self.decode.augmentation is not None:
             rng = np.random.default_rng([self.seed, epoch, self.stream, position, 2])
@@ -575,6 +600,8 @@ class ImageTextDataset:
         return pixels
 
     def _make_batch(self, samples: list[_Decoded]) -> Batch:
+        if self.captions_per_image is not None:
+            return self._make_multi_caption_batch(samples, self.captions_per_image)
         captions = [sample.raw.caption or "" for sample in samples]
         images: dict[str, Any]
         if self.naflex is not None:
@@ -593,6 +620,27 @@ class ImageTextDataset:
             "captions": captions,
             "keys": [sample.raw.key for sample in samples],
             "metadata": [sample.raw.metadata or {} for sample in samples],
+        }
+
+    def _make_multi_caption_batch(
+        self, samples: list[_Decoded], per_image: int | Literal["all"]
+    ) -> Batch:
+        """One row per (image, drawn caption); ``group_key`` is the image's key on each row."""
+        rows, captions = [], []
+        for index, sample in enumerate(samples):
+            texts = sample_captions(sample.raw.caption or "", sample.raw.metadata) or [""]
+            rng = caption_rng(self.seed, self._epoch, sample.raw.key)
+            chosen = choose_captions(texts, per_image, rng)
+            rows += [index] * len(chosen)
+            captions += chosen
+        images = self._stack_pixels(samples)
+        return {
+            "pixels": images[np.asarray(rows, dtype=np.int64)],
+            "token_ids": np.asarray(self.tokenizer(captions), dtype=np.int32),
+            "captions": captions,
+            "keys": [samples[row].raw.key for row in rows],
+            "metadata": [samples[row].raw.metadata or {} for row in rows],
+            "group_key": [samples[row].raw.key for row in rows],
         }
 
     def _any_unit_readable(self, excluded: list[str]) -> bool:

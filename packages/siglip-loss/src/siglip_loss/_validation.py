@@ -12,6 +12,11 @@ from typing import Any
 from typing import Literal
 
 FLOATING_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+INTEGER_DTYPE_NAMES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
+PositiveWeighting = Literal["uniform", "inverse_count"]
+POSITIVE_WEIGHTINGS: tuple[PositiveWeighting, ...] = ("uniform", "inverse_count")
+"""The values of ``sigmoid_loss(..., positive_weighting=)``, the same in every backend."""
 
 Implementation = Literal["auto", "reference", "chunked", "fused"]
 IMPLEMENTATIONS: tuple[Implementation, ...] = ("auto", "reference", "chunked", "fused")
@@ -33,18 +38,22 @@ def check_pair(
     *,
     array_types: tuple[type, ...] = (),
     array_kind: str = "an array",
+    rectangular: bool = False,
 ) -> tuple[int, int]:
-    """Check a pair of embedding matrices and return ``(batch, dim)``.
+    """Check a pair of embedding matrices and return ``(batch, dim)`` (``batch`` of the images).
 
     Args:
         image_emb: ``[batch, dim]`` image embeddings.
-        text_emb: ``[batch, dim]`` text embeddings.
+        text_emb: ``[batch, dim]`` text embeddings (``[text_batch, dim]`` when ``rectangular``).
         array_types: when given, the accepted array classes (e.g. ``(torch.Tensor,)``).
         array_kind: how error messages call the expected array (e.g. ``"a torch.Tensor"``).
+        rectangular: allow a text batch that differs from the image batch (the loss was given
+            group ids, which say where the positives are).
 
     Raises:
         TypeError: an argument is not an array (of ``array_types``) or not floating point.
-        ValueError: an argument is not ``[batch, dim]``, the two shapes differ, or batch is 0.
+        ValueError: an argument is not ``[batch, dim]``, the two batches differ (unless
+            ``rectangular``), the dims differ, or a batch is 0.
     """
     for name, array in (("image_emb", image_emb), ("text_emb", text_emb)):
         wrong_class = bool(array_types) and not isinstance(array, array_types)
@@ -61,9 +70,10 @@ def check_pair(
                 f"{name}: expected a floating dtype ({', '.join(FLOATING_DTYPE_NAMES)}), got {dtype_name(array)}"
             )
     image_shape, text_shape = tuple(image_emb.shape), tuple(text_emb.shape)
-    if image_shape[0] != text_shape[0]:
+    if image_shape[0] != text_shape[0] and not rectangular:
         raise ValueError(
-            f"text_emb: expected batch {image_shape[0]} to match image_emb {image_shape}, got shape {text_shape}"
+            f"text_emb: expected batch {image_shape[0]} to match image_emb {image_shape}, got shape {text_shape} "
+            "(a text batch of another size needs image_groups and text_groups to place the positives)"
         )
     if image_shape[1] != text_shape[1]:
         raise ValueError(
@@ -71,7 +81,90 @@ def check_pair(
         )
     if image_shape[0] == 0:
         raise ValueError(f"image_emb: expected batch >= 1, got shape {image_shape}")
+    if text_shape[0] == 0:
+        raise ValueError(f"text_emb: expected batch >= 1, got shape {text_shape}")
     return int(image_shape[0]), int(image_shape[1])
+
+
+def check_groups(
+    image_groups: Any,
+    text_groups: Any,
+    *,
+    image_batch: int,
+    text_batch: int,
+    array_types: tuple[type, ...] = (),
+    array_kind: str = "an array",
+) -> bool:
+    """Check the group ids of a multi-positive loss; True when they are given.
+
+    Both ``None``: the standard loss (positives on the diagonal). Otherwise both must be integer
+    arrays, ``image_groups: [image_batch]`` and ``text_groups: [text_batch]``.
+
+    Args:
+        image_groups: ``[image_batch]`` group id of each image row, or None.
+        text_groups: ``[text_batch]`` group id of each text row, or None.
+        image_batch: rows of ``image_emb``.
+        text_batch: rows of ``text_emb``.
+        array_types: when given, the accepted array classes (e.g. ``(torch.Tensor,)``).
+        array_kind: how error messages call the expected array.
+
+    Raises:
+        ValueError: only one of the two is given, or a group array is not rank 1 with one id per
+            embedding row.
+        TypeError: a group array is not an array (of ``array_types``) or not of an integer dtype.
+    """
+    if image_groups is None and text_groups is None:
+        return False
+    for name, groups, other_name in (
+        ("image_groups", image_groups, "text_groups"),
+        ("text_groups", text_groups, "image_groups"),
+    ):
+        if groups is None:
+            raise ValueError(
+                f"{name}: expected an integer array together with {other_name} (give both or "
+                f"neither), got None while {other_name} is given"
+            )
+    for name, groups, rows, embedding in (
+        ("image_groups", image_groups, image_batch, "image_emb"),
+        ("text_groups", text_groups, text_batch, "text_emb"),
+    ):
+        wrong_class = bool(array_types) and not isinstance(groups, array_types)
+        if wrong_class or not hasattr(groups, "shape") or not hasattr(groups, "dtype"):
+            raise TypeError(
+                f"{name}: expected {array_kind} of integer group ids of shape [{rows}], "
+                f"got {type(groups).__name__}"
+            )
+        if len(groups.shape) != 1:
+            raise ValueError(
+                f"{name}: expected rank 1 [{rows}] (one group id per {embedding} row), got rank "
+                f"{len(groups.shape)} with shape {tuple(groups.shape)}"
+            )
+        if dtype_name(groups) not in INTEGER_DTYPE_NAMES:
+            raise TypeError(
+                f"{name}: expected an integer dtype ({', '.join(INTEGER_DTYPE_NAMES)}), got "
+                f"{dtype_name(groups)}"
+            )
+        if int(groups.shape[0]) != rows:
+            raise ValueError(
+                f"{name}: expected shape [{rows}] (one group id per {embedding} row), got shape "
+                f"{tuple(groups.shape)}"
+            )
+    return True
+
+
+def check_positive_weighting(positive_weighting: Any) -> PositiveWeighting:
+    """Return ``positive_weighting`` once checked to be one of :data:`POSITIVE_WEIGHTINGS`.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if positive_weighting not in POSITIVE_WEIGHTINGS:
+        raise ValueError(
+            f"positive_weighting: expected one of {', '.join(map(repr, POSITIVE_WEIGHTINGS))}, "
+            f"got {positive_weighting!r}"
+        )
+    checked: PositiveWeighting = positive_weighting
+    return checked
 
 
 def check_scalar(name: str, value: Any, *, positive: bool = False) -> None:

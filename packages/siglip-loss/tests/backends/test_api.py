@@ -138,3 +138,73 @@ def test_module_rejects_non_finite_init_values(backend: Any) -> None:
         backend.sigmoid_loss_module(log_scale_init=float("inf"))
     with pytest.raises(ValueError, match=r"bias_init: expected a finite value, got nan"):
         backend.sigmoid_loss_module(bias_init=float("nan"))
+
+
+IDS = np.arange(4)
+# (text_emb, image_groups, text_groups): numpy arrays converted to the backend's arrays.
+BAD_GROUPS = [
+    (np.zeros((6, 3), np.float32), None, None, ValueError, r"text_emb: expected batch 4 .* got shape \(6, 3\) \(a text batch of another size needs image_groups and text_groups"),
+    (GOOD, IDS, None, ValueError, r"text_groups: expected an integer array together with image_groups \(give both or neither\), got None"),
+    (GOOD, None, IDS, ValueError, r"image_groups: expected an integer array together with text_groups"),
+    (GOOD, np.arange(5), IDS, ValueError, r"image_groups: expected shape \[4\] \(one group id per image_emb row\), got shape \(5,\)"),
+    (np.zeros((6, 3), np.float32), IDS, IDS, ValueError, r"text_groups: expected shape \[6\] \(one group id per text_emb row\), got shape \(4,\)"),
+    (GOOD, IDS.reshape(2, 2), IDS, ValueError, r"image_groups: expected rank 1 \[4\] .* got rank 2 with shape \(2, 2\)"),
+    (GOOD, IDS, IDS.astype(np.float32), TypeError, r"text_groups: expected an integer dtype .* got float32"),
+    (GOOD, IDS.astype(bool), IDS, TypeError, r"image_groups: expected an integer dtype .* got bool"),
+    (GOOD, IDS, [0, 1, 2, 3], TypeError, r"text_groups: expected (a torch.Tensor|an array) of integer group ids of shape \[4\], got list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize(
+    ("text_emb", "image_groups", "text_groups", "error", "message"), BAD_GROUPS
+)
+def test_bad_group_ids_raise_a_message_naming_the_argument(
+    backend: Any,
+    implementation: str,
+    text_emb: Any,
+    image_groups: Any,
+    text_groups: Any,
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        sigmoid_with(backend, implementation)(
+            backend.array(GOOD),
+            on_backend(backend, text_emb),
+            scale=10.0,
+            bias=-10.0,
+            image_groups=on_backend(backend, image_groups),
+            text_groups=on_backend(backend, text_groups),
+        )
+
+
+def test_unknown_positive_weighting_raises_naming_the_argument(backend: Any) -> None:
+    good, ids = backend.array(GOOD), backend.array(IDS.astype(np.int32))
+    with pytest.raises(
+        ValueError,
+        match=r"positive_weighting: expected one of 'uniform', 'inverse_count', got 'mean'",
+    ):
+        backend.module.sigmoid_loss(
+            good, good, scale=10.0, bias=-10.0, image_groups=ids, text_groups=ids, positive_weighting="mean"
+        )  # fmt: skip
+
+
+def test_module_passes_group_ids_to_the_loss(backend: Any) -> None:
+    rng = np.random.default_rng(0)
+    image = backend.array(rng.normal(size=(3, 4)), "float32")
+    text = backend.array(rng.normal(size=(5, 4)), "float32")
+    image_ids = backend.array(np.array([0, 1, 2], np.int32))
+    text_ids = backend.array(np.array([0, 0, 1, 2, 2], np.int32))
+    module = backend.sigmoid_loss_module(positive_weighting="inverse_count")
+    expected = backend.module.sigmoid_loss(
+        image,
+        text,
+        scale=10.0,
+        bias=-10.0,
+        image_groups=image_ids,
+        text_groups=text_ids,
+        positive_weighting="inverse_count",
+    )
+    got = backend.stop_gradient(module(image, text, image_groups=image_ids, text_groups=text_ids))
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from siglip_loss.numpy import sigmoid_loss_and_grads
+from siglip_loss.testing import ids_to_backend
 
 
 def block_sums_of(backend: Any) -> Any:
@@ -170,3 +171,54 @@ def test_block_sums_rejects_bad_block_size(backend: Any, block_size: Any, error:
             block_size=block_size,
             compute_grads=False,
         )
+
+
+@pytest.mark.parametrize("positive_weighting", ["uniform", "inverse_count"])
+@pytest.mark.parametrize(("n", "m", "block_size"), [(1, 7, 3), (9, 4, 2), (12, 30, 5)])
+def test_block_sums_with_groups_equal_images_times_the_grouped_oracle(
+    backend: Any, n: int, m: int, block_size: int, positive_weighting: str
+) -> None:
+    rng = np.random.default_rng(n * m)
+    image, text = rng.normal(size=(n, 4)), rng.normal(size=(m, 4))
+    image_ids, text_ids = rng.integers(0, 4, n), rng.integers(0, 5, m)
+    oracle = sigmoid_loss_and_grads(
+        image,
+        text,
+        scale=3.0,
+        bias=-2.0,
+        image_groups=image_ids,
+        text_groups=text_ids,
+        positive_weighting=positive_weighting,
+    )
+    module = importlib.import_module(f"siglip_loss.{backend.name}._positives")
+    groups = module.block_groups(
+        module.as_group_ids(ids_to_backend(image_ids, backend=backend.name), *device(backend)),
+        module.as_group_ids(ids_to_backend(text_ids, backend=backend.name), *device(backend)),
+        positive_weighting=positive_weighting,
+        dtype=backend.array(np.float32(0)).dtype,
+    )
+    sums = block_sums_of(backend)(
+        backend.array(image, "float32"),
+        backend.array(text, "float32"),
+        scale=3.0,
+        bias=-2.0,
+        positive_offset=None,
+        block_size=block_size,
+        compute_grads=True,
+        groups=groups,
+    )
+    expected = [oracle.loss, oracle.grad_image_emb, oracle.grad_text_emb]
+    expected += [oracle.grad_scale, oracle.grad_bias]
+    for value, want in zip(sums, expected, strict=True):
+        np.testing.assert_allclose(
+            backend.to_numpy(value), n * np.asarray(want), rtol=1e-4, atol=1e-5
+        )
+
+
+def device(backend: Any) -> tuple[Any, ...]:
+    """The extra arguments of ``as_group_ids``: a device in torch, none in JAX."""
+    if backend.name == "torch":
+        import torch
+
+        return (torch.device("cpu"),)
+    return ()

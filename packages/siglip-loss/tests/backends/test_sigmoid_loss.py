@@ -22,9 +22,12 @@ from siglip_loss._validation import IMPLEMENTATIONS
 from siglip_loss.numpy import l2_normalize
 from siglip_loss.numpy import sigmoid_loss_and_grads
 from siglip_loss.testing import EmbeddingPair
+from siglip_loss.testing import GroupedBatch
 from siglip_loss.testing import assert_matches_reference
 from siglip_loss.testing import biases
 from siglip_loss.testing import embedding_pairs
+from siglip_loss.testing import grouped_batches
+from siglip_loss.testing import ids_to_backend
 from siglip_loss.testing import scales
 
 ALL_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -214,3 +217,167 @@ def test_scale_and_bias_accept_python_numbers_and_0d_arrays_of_any_float_dtype(
             assert backend.dtype_name(got) == "float32"
             assert float(got) == pytest.approx(expected, rel=1e-6)
     assert float(loss_fn(image, text, scale=2, bias=-1)) == pytest.approx(expected, rel=1e-6)
+
+
+# ------------------------------------------------------------------ several positives per row
+WEIGHTINGS = ("uniform", "inverse_count")
+
+
+@pytest.mark.parametrize("positive_weighting", WEIGHTINGS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_grouped_loss_matches_oracle_value_and_all_four_gradients(
+    backend: Any, implementation: str, positive_weighting: str
+) -> None:
+    # Every group pattern (unique, all equal, repeated, several captions per image, rows and
+    # columns without a positive), rectangular N x M, every dtype.
+    with backend.x64():
+
+        @backend.examples(torch=15, jax=2)
+        @given(
+            batch=grouped_batches(dtypes=ALL_DTYPES, backend=backend.name),
+            scale=scales(),
+            bias=biases(),
+        )
+        def matches_oracle(batch: GroupedBatch, scale: float, bias: float) -> None:
+            image, text, image_groups, text_groups = batch
+            assert_matches_reference(
+                loss_with(backend, implementation),
+                image,
+                text,
+                scale=scale,
+                bias=bias,
+                image_groups=image_groups,
+                text_groups=text_groups,
+                positive_weighting=positive_weighting,
+            )
+
+        matches_oracle()
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "fused"])
+def test_tiled_grouped_loss_matches_oracle_for_any_block_size(
+    backend: Any, implementation: str
+) -> None:
+    @backend.examples(torch=10, jax=2)
+    @given(
+        batch=grouped_batches(
+            image_batch=(1, 40), text_batch=(1, 40), dim=(1, 8), backend=backend.name
+        ),
+        block_size=st.integers(1, 48),
+        positive_weighting=st.sampled_from(WEIGHTINGS),
+    )
+    def matches_oracle(batch: GroupedBatch, block_size: int, positive_weighting: str) -> None:
+        image, text, image_groups, text_groups = batch
+        assert_matches_reference(
+            loss_with(backend, implementation, block_size=block_size),
+            image,
+            text,
+            scale=10.0,
+            bias=-4.0,
+            image_groups=image_groups,
+            text_groups=text_groups,
+            positive_weighting=positive_weighting,
+        )
+
+    matches_oracle()
+
+
+@pytest.mark.parametrize("positive_weighting", WEIGHTINGS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_grouped_float64_inputs_equal_the_oracle_to_its_precision(
+    backend: Any, implementation: str, positive_weighting: str
+) -> None:
+    rng = np.random.default_rng(3)
+    image, text = rng.normal(size=(13, 5)) / 2, rng.normal(size=(29, 5)) / 2
+    image_groups, text_groups = np.arange(13), rng.integers(-1, 13, 29)  # -1: no image
+    oracle = sigmoid_loss_and_grads(
+        image,
+        text,
+        scale=3.0,
+        bias=-1.0,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=positive_weighting,
+    )
+    loss_fn = loss_with(
+        backend,
+        implementation,
+        block_size=4,  # ragged last tiles
+        image_groups=ids_to_backend(image_groups, backend=backend.name),
+        text_groups=ids_to_backend(text_groups, backend=backend.name),
+        positive_weighting=positive_weighting,
+    )
+    with backend.x64():
+        arguments = [backend.array(value, "float64") for value in (image, text, 3.0, -1.0)]
+        loss, grads = backend.value_and_grad(
+            lambda i, t, s, b: loss_fn(i, t, scale=s, bias=b), *arguments
+        )
+    assert backend.dtype_name(loss) == "float64"
+    assert float(loss) == pytest.approx(oracle.loss, rel=1e-13)
+    expected = (oracle.grad_image_emb, oracle.grad_text_emb, oracle.grad_scale, oracle.grad_bias)
+    for got, want in zip(grads, expected, strict=True):
+        assert backend.dtype_name(got) == "float64"
+        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("positive_weighting", WEIGHTINGS)
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_unique_groups_reduce_exactly_to_the_standard_loss(
+    backend: Any, implementation: str, positive_weighting: str
+) -> None:
+    rng = np.random.default_rng(4)
+    image = backend.array(l2_normalize(rng.normal(size=(19, 6))), "float32")
+    text = backend.array(l2_normalize(rng.normal(size=(19, 6))), "float32")
+    ids = ids_to_backend(np.arange(19) * 7 - 30, backend=backend.name)
+    arguments = (image, text, backend.array(np.float32(10.0)), backend.array(np.float32(-4.0)))
+
+    def loss(grouped: bool) -> Any:
+        options: dict[str, Any] = {"implementation": implementation}
+        if implementation != "reference":
+            options["block_size"] = 5
+        if grouped:
+            options |= {
+                "image_groups": ids,
+                "text_groups": ids,
+                "positive_weighting": positive_weighting,
+            }
+        return lambda i, t, s, b: backend.module.sigmoid_loss(i, t, scale=s, bias=b, **options)
+
+    standard_loss, standard_grads = backend.value_and_grad(loss(False), *arguments)
+    grouped_loss, grouped_grads = backend.value_and_grad(loss(True), *arguments)
+    assert float(grouped_loss) == pytest.approx(float(standard_loss), rel=1e-6)
+    for got, want in zip(grouped_grads, standard_grads, strict=True):
+        np.testing.assert_allclose(
+            backend.to_numpy(got), backend.to_numpy(want), rtol=1e-5, atol=1e-7
+        )
+
+
+def test_group_ids_of_any_integer_dtype_give_the_same_loss(backend: Any) -> None:
+    rng = np.random.default_rng(5)
+    image = backend.array(rng.normal(size=(6, 3)), "float32")
+    text = backend.array(rng.normal(size=(9, 3)), "float32")
+    image_ids, text_ids = np.array([0, 1, 2, 2, 3, 4]), np.array([0, 0, 1, 2, 5, 3, 3, 4, 1])
+    losses = []
+    for dtype in ("int8", "uint8", "int16", "int32", "int64"):
+        with backend.x64():  # JAX has int64 only with x64
+            losses.append(
+                float(
+                    backend.module.sigmoid_loss(
+                        image,
+                        text,
+                        scale=5.0,
+                        bias=-2.0,
+                        image_groups=backend.array(image_ids, dtype),
+                        text_groups=backend.array(text_ids, dtype),
+                    )
+                )
+            )
+    expected = sigmoid_loss_and_grads(
+        backend.to_numpy(image),
+        backend.to_numpy(text),
+        scale=5.0,
+        bias=-2.0,
+        image_groups=image_ids,
+        text_groups=text_ids,
+    ).loss
+    assert losses == pytest.approx([expected] * len(losses), rel=1e-6)

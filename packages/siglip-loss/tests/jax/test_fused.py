@@ -99,3 +99,26 @@ def test_chunked_supports_second_derivatives_like_the_reference() -> None:
         bias_curvature("reference", {}),
         rtol=1e-5,
     )
+
+
+def test_groups_add_no_matmul() -> None:
+    image, text = _pair(0, 12, 4, jnp.float32)
+    ids = jnp.asarray([0, 0, 1, 2, 2, 2, 3, 4, 5, 5, 6, 7], jnp.int32)
+
+    def loss(image: jax.Array, text: jax.Array, bias: jax.Array) -> jax.Array:
+        return sigmoid_loss(
+            image,
+            text,
+            scale=3.0,
+            bias=bias,
+            image_groups=ids,
+            text_groups=ids[::-1],
+            positive_weighting="inverse_count",
+            implementation="fused",
+            block_size=5,
+        )
+
+    bias = jnp.float32(-1.0)
+    # The same counts as without groups: the ids only change the tiles' elementwise pass.
+    assert _dot_count(loss, image, text, bias) == 4
+    assert _dot_count(jax.grad(loss, argnums=(0, 1, 2)), image, text, bias) == 4 * 3

@@ -267,3 +267,159 @@ def test_batch_sharded_over_two_mesh_axes_equals_single_device() -> None:
         image, text, jnp.float32(10.0), jnp.float32(-3.0)
     )
     assert_matches_oracle(value, grads, image, text, 10.0, -3.0)
+
+
+# ------------------------------------------------------------------ several positives per row
+def grouped_oracle(image, text, image_groups, text_groups, weighting, scale, bias):
+    return sigmoid_loss_and_grads(
+        image,
+        text,
+        scale=scale,
+        bias=bias,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=weighting,
+    )
+
+
+def assert_grouped_matches(value, grads, oracle, *, rtol=2e-5, atol=2e-6):
+    np.testing.assert_allclose(float(value), oracle.loss, rtol=rtol, atol=atol)
+    expected = (oracle.grad_image_emb, oracle.grad_text_emb, oracle.grad_scale, oracle.grad_bias)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("positive_weighting", ["uniform", "inverse_count"])
+@pytest.mark.parametrize("mesh_size", [1, 2, 4, 8])
+def test_captions_scattered_across_devices_give_the_single_device_grouped_loss(
+    mesh_size: int, positive_weighting: str
+) -> None:
+    # 3 images per device, 5 captions per image dealt to random devices: most positives of an
+    # image live on another device; M = 15 W texts, N = 3 W images.
+    rng = np.random.default_rng(mesh_size)
+    images, captions = 3 * mesh_size, 15 * mesh_size
+    image, text = normalized_rows(rng, images, 6), normalized_rows(rng, captions, 6)
+    image_groups = np.arange(images)
+    text_groups = rng.permutation(np.repeat(image_groups, 5))
+    value, grads = loss_and_grads_on_mesh(
+        mesh_of(mesh_size),
+        image,
+        text,
+        10.0,
+        -3.0,
+        block_size=2,
+        image_groups=jnp.asarray(image_groups),
+        text_groups=jnp.asarray(text_groups),
+        positive_weighting=positive_weighting,
+    )
+    oracle = grouped_oracle(image, text, image_groups, text_groups, positive_weighting, 10.0, -3.0)
+    assert_grouped_matches(value, grads, oracle)
+
+
+@settings(deadline=None, max_examples=4)  # each example compiles: keep CI short
+@given(
+    mesh_size=st.sampled_from([1, 2, 4, 8]),
+    images_per_device=st.integers(1, 3),
+    texts_per_device=st.integers(1, 4),
+    ids=st.integers(1, 6),
+    positive_weighting=st.sampled_from(["uniform", "inverse_count"]),
+    block_size=st.one_of(st.none(), st.integers(1, 3)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_grouped_sharded_equals_single_device_for_any_mesh_and_group_pattern(
+    mesh_size: int,
+    images_per_device: int,
+    texts_per_device: int,
+    ids: int,
+    positive_weighting: str,
+    block_size: int | None,
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    images, texts = images_per_device * mesh_size, texts_per_device * mesh_size
+    image, text = normalized_rows(rng, images, 5), normalized_rows(rng, texts, 5)
+    image_groups, text_groups = rng.integers(0, ids, images), rng.integers(0, ids + 1, texts)
+    value, grads = loss_and_grads_on_mesh(
+        mesh_of(mesh_size),
+        image,
+        text,
+        7.0,
+        -2.0,
+        block_size=block_size,
+        image_groups=jnp.asarray(image_groups),
+        text_groups=jnp.asarray(text_groups),
+        positive_weighting=positive_weighting,
+    )
+    oracle = grouped_oracle(image, text, image_groups, text_groups, positive_weighting, 7.0, -2.0)
+    assert_grouped_matches(value, grads, oracle, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("check_vma", [True, False])
+def test_grouped_loss_inside_a_user_shard_map_equals_the_oracle(check_vma: bool) -> None:
+    rng = np.random.default_rng(1)
+    image, text = normalized_rows(rng, 8, 4), normalized_rows(rng, 16, 4)
+    image_groups = np.arange(8, dtype=np.int32)
+    text_groups = np.repeat(image_groups, 2)[::-1].copy()
+    mesh = mesh_of(4, AxisType.Auto)
+    rows, replicated = PartitionSpec("batch"), PartitionSpec()
+
+    def per_device(image, text, scale, bias, image_ids, text_ids):
+        return sharded_sigmoid_loss(
+            image,
+            text,
+            scale=scale,
+            bias=bias,
+            axis_name="batch",
+            image_groups=image_ids,
+            text_groups=text_ids,
+            positive_weighting="inverse_count",
+        )
+
+    loss = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(rows, rows, replicated, replicated, rows, rows),
+        out_specs=replicated,
+        check_vma=check_vma,
+    )
+    value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3)))(
+        image, text, jnp.float32(5.0), jnp.float32(-2.0), image_groups, text_groups
+    )
+    oracle = grouped_oracle(image, text, image_groups, text_groups, "inverse_count", 5.0, -2.0)
+    assert_grouped_matches(value, grads, oracle)
+
+
+def test_grouped_float64_shards_equal_the_oracle_to_its_precision() -> None:
+    rng = np.random.default_rng(9)
+    image, text = rng.standard_normal((8, 3)), rng.standard_normal((12, 3))
+    image_groups, text_groups = np.arange(8), rng.integers(0, 9, 12)
+    with jax.enable_x64(True):
+        value, grads = loss_and_grads_on_mesh(
+            mesh_of(4),
+            image,
+            text,
+            10.0,
+            -3.0,
+            dtype=jnp.float64,
+            block_size=2,
+            image_groups=jnp.asarray(image_groups),
+            text_groups=jnp.asarray(text_groups),
+            positive_weighting="inverse_count",
+        )
+    oracle = grouped_oracle(image, text, image_groups, text_groups, "inverse_count", 10.0, -3.0)
+    assert_grouped_matches(value, grads, oracle, rtol=1e-12, atol=1e-14)
+
+
+def test_mesh_wrapper_rejects_a_text_batch_not_divisible_by_the_axis() -> None:
+    image, text = jnp.ones((4, 3), jnp.float32), jnp.ones((6, 3), jnp.float32)
+    with pytest.raises(ValueError, match=r"text_emb: expected a batch divisible by the 4 devices"):
+        sharded_sigmoid_loss_on_mesh(
+            image,
+            text,
+            scale=10.0,
+            bias=-10.0,
+            mesh=mesh_of(4),
+            axis_name="batch",
+            image_groups=jnp.arange(4),
+            text_groups=jnp.arange(6),
+        )

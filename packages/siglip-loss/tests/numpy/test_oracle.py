@@ -11,13 +11,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from siglip_loss.numpy import l2_normalize
+from siglip_loss.numpy import positive_pairs_and_weights
 from siglip_loss.numpy import sigmoid_loss
 from siglip_loss.numpy import sigmoid_loss_and_grads
 from siglip_loss.numpy import softmax_loss
 from siglip_loss.numpy import softmax_loss_and_grads
 from siglip_loss.testing import EmbeddingPair
+from siglip_loss.testing import GroupedBatch
 from siglip_loss.testing import biases
 from siglip_loss.testing import embedding_pairs
+from siglip_loss.testing import grouped_batches
 from siglip_loss.testing import scales
 
 float64_pairs = embedding_pairs(batch=(1, 64), dim=(1, 64), dtypes=("float64",))
@@ -246,3 +249,158 @@ def test_l2_normalize_rejects_integer_and_bool_input_naming_the_argument(
 ) -> None:
     with pytest.raises(TypeError, match=r"x: expected a floating dtype, got (int64|bool)"):
         l2_normalize(values)
+
+
+# ------------------------------------------------------------------ several positives per row
+float64_grouped = grouped_batches(dtypes=("float64",))
+
+
+@given(batch=float64_grouped, weighting=st.sampled_from(["uniform", "inverse_count"]))
+def test_grouped_oracle_equals_an_elementwise_loop_over_pairs(
+    batch: GroupedBatch, weighting: str
+) -> None:
+    # The definition term by term: z = +1 where the ids match, w from the row and column counts.
+    image, text, image_groups, text_groups = batch
+    scale, bias = 7.0, -3.0
+    total = 0.0
+    for i in range(len(image)):
+        for j in range(len(text)):
+            positive = image_groups[i] == text_groups[j]
+            weight = 1.0
+            if positive and weighting == "inverse_count":
+                row_count = int(np.sum(text_groups == image_groups[i]))
+                column_count = int(np.sum(image_groups == text_groups[j]))
+                weight = 0.5 * (1.0 / row_count + 1.0 / column_count)
+            label = 1.0 if positive else -1.0
+            total += weight * softplus(-label * (scale * float(image[i] @ text[j]) + bias))
+    got = sigmoid_loss(
+        image,
+        text,
+        scale=scale,
+        bias=bias,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=weighting,
+    )
+    assert got == pytest.approx(total / len(image), rel=1e-11)
+
+
+@given(
+    batch=grouped_batches(image_batch=(1, 4), text_batch=(1, 5), dim=(1, 3), dtypes=("float64",)),
+    weighting=st.sampled_from(["uniform", "inverse_count"]),
+    scale=scales(min_value=0.1, max_value=20.0),
+    bias=biases(min_value=-5.0, max_value=5.0),
+)
+def test_grouped_oracle_gradients_equal_central_finite_differences(
+    batch: GroupedBatch, weighting: str, scale: float, bias: float
+) -> None:
+    image, text, image_groups, text_groups = batch
+    groups = {
+        "image_groups": image_groups,
+        "text_groups": text_groups,
+        "positive_weighting": weighting,
+    }
+    step = 1e-6
+    result = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias, **groups)
+
+    def loss_at(image: np.ndarray, text: np.ndarray, scale: float, bias: float) -> float:
+        return sigmoid_loss(image, text, scale=scale, bias=bias, **groups)
+
+    def central_difference(loss_of_delta: Callable[[float], float]) -> float:
+        return (loss_of_delta(+step) - loss_of_delta(-step)) / (2 * step)
+
+    for which, array, analytic in (
+        ("image", image, result.grad_image_emb),
+        ("text", text, result.grad_text_emb),
+    ):
+        assert analytic.shape == array.shape
+        for index in np.ndindex(array.shape):
+
+            def shifted(delta: float, index: tuple[int, ...] = index, which: str = which) -> float:
+                moved_image, moved_text = image.copy(), text.copy()
+                (moved_image if which == "image" else moved_text)[index] += delta
+                return loss_at(moved_image, moved_text, scale, bias)
+
+            assert analytic[index] == pytest.approx(central_difference(shifted), rel=1e-5, abs=1e-7)
+    numeric_scale = central_difference(lambda delta: loss_at(image, text, scale + delta, bias))
+    numeric_bias = central_difference(lambda delta: loss_at(image, text, scale, bias + delta))
+    assert result.grad_scale == pytest.approx(numeric_scale, rel=1e-5, abs=1e-7)
+    assert result.grad_bias == pytest.approx(numeric_bias, rel=1e-5, abs=1e-7)
+
+
+@given(
+    pair=float64_pairs,
+    weighting=st.sampled_from(["uniform", "inverse_count"]),
+    data=st.data(),
+)
+def test_unique_ids_give_exactly_the_standard_loss_in_any_order(
+    pair: EmbeddingPair, weighting: str, data: st.DataObject
+) -> None:
+    # Distinct ids matched by a permutation: the positives are a permuted diagonal, k = 1
+    # everywhere, so both weightings reduce to the single-positive loss of the aligned pairs.
+    image, text = pair
+    order = np.array(data.draw(st.permutations(range(len(image))), label="order"))
+    ids = np.arange(len(image)) + 100
+    standard = sigmoid_loss_and_grads(image, text, scale=10.0, bias=-4.0)
+    grouped = sigmoid_loss_and_grads(
+        image,
+        text[order],
+        scale=10.0,
+        bias=-4.0,
+        image_groups=ids,
+        text_groups=ids[order],
+        positive_weighting=weighting,
+    )
+    assert grouped.loss == pytest.approx(standard.loss, rel=1e-12, abs=1e-12)
+    np.testing.assert_allclose(grouped.grad_image_emb, standard.grad_image_emb, atol=1e-12)
+    np.testing.assert_allclose(grouped.grad_text_emb, standard.grad_text_emb[order], atol=1e-12)
+    assert grouped.grad_scale == pytest.approx(standard.grad_scale, rel=1e-10, abs=1e-12)
+    assert grouped.grad_bias == pytest.approx(standard.grad_bias, rel=1e-10, abs=1e-12)
+
+
+@given(
+    images=st.integers(1, 12),
+    captions=st.integers(1, 6),
+    bias=biases(),
+    weighting=st.sampled_from(["uniform", "inverse_count"]),
+)
+def test_zero_similarity_with_k_captions_per_image_matches_closed_form(
+    images: int, captions: int, bias: float, weighting: str
+) -> None:
+    # N images with k captions each (M = k N): every row has k positives and M - k negatives at
+    # logit b. uniform: L0 = k sp(-b) + (M - k) sp(b), dL/db = M s(b) - k; inverse_count weighs
+    # each positive (1/k + 1) / 2 (every column has one positive).
+    image_ids = np.arange(images)
+    text_ids = np.repeat(image_ids, captions)
+    result = sigmoid_loss_and_grads(
+        np.zeros((images, 3)),
+        np.zeros((images * captions, 3)),
+        scale=10.0,
+        bias=bias,
+        image_groups=image_ids,
+        text_groups=text_ids,
+        positive_weighting=weighting,
+    )
+    weight = 1.0 if weighting == "uniform" else 0.5 * (1.0 / captions + 1.0)
+    negatives = images * captions - captions
+    expected = captions * weight * softplus(-bias) + negatives * softplus(bias)
+    assert result.loss == pytest.approx(expected, rel=1e-12)
+    expected_grad = captions * weight * (sigmoid(bias) - 1.0) + negatives * sigmoid(bias)
+    assert result.grad_bias == pytest.approx(expected_grad, rel=1e-10, abs=1e-12)
+
+
+def test_inverse_count_weighs_a_positive_by_the_mean_of_its_inverse_row_and_column_counts() -> None:
+    # Image 0 has 3 captions, image 1 one, image 2 two; each caption belongs to one image
+    # (k'_j = 1), so a positive of row i weighs (1/k_i + 1) / 2; negatives weigh 1.
+    weights = {}
+    for weighting in ("uniform", "inverse_count"):
+        _, weight = positive_pairs_and_weights(
+            np.array([0, 1, 2]), np.array([0, 0, 0, 1, 2, 2]), positive_weighting=weighting
+        )
+        weights[weighting] = weight
+    np.testing.assert_array_equal(weights["uniform"], np.ones((3, 6)))
+    expected = np.ones((3, 6))
+    expected[0, :3] = 0.5 * (1 / 3 + 1)
+    expected[1, 3] = 1.0
+    expected[2, 4:] = 0.5 * (1 / 2 + 1)
+    np.testing.assert_allclose(weights["inverse_count"], expected, rtol=1e-15)

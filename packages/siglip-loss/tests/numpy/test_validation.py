@@ -61,3 +61,68 @@ def test_python_lists_are_accepted_as_arrays() -> None:
     assert sigmoid_loss(rows, rows, scale=10.0, bias=-10.0) == pytest.approx(
         sigmoid_loss(np.eye(2), np.eye(2), scale=10.0, bias=-10.0)
     )
+
+
+IDS = np.arange(4)
+
+
+@pytest.mark.parametrize(
+    ("image_emb", "text_emb", "image_groups", "text_groups", "error", "message"),
+    [
+        (GOOD, np.zeros((6, 3)), None, None, ValueError, r"text_emb: expected batch 4 .* got shape \(6, 3\) \(a text batch of another size needs image_groups and text_groups"),
+        (GOOD, GOOD, IDS, None, ValueError, r"text_groups: expected an integer array together with image_groups \(give both or neither\), got None"),
+        (GOOD, GOOD, None, IDS, ValueError, r"image_groups: expected an integer array together with text_groups"),
+        (GOOD, GOOD, np.arange(5), IDS, ValueError, r"image_groups: expected shape \[4\] \(one group id per image_emb row\), got shape \(5,\)"),
+        (GOOD, np.zeros((6, 3)), IDS, IDS, ValueError, r"text_groups: expected shape \[6\] \(one group id per text_emb row\), got shape \(4,\)"),
+        (GOOD, GOOD, IDS.reshape(4, 1), IDS, ValueError, r"image_groups: expected rank 1 \[4\] .* got rank 2 with shape \(4, 1\)"),
+        (GOOD, GOOD, IDS, IDS.astype(np.float32), TypeError, r"text_groups: expected an integer dtype .* got float32"),
+        (GOOD, GOOD, IDS.astype(bool), IDS, TypeError, r"image_groups: expected an integer dtype .* got bool"),
+        (GOOD, GOOD, IDS, "0123", TypeError, r"text_groups: expected an array of integer group ids of shape \[4\], got str"),
+        (GOOD, np.zeros((0, 3)), IDS, np.zeros(0, np.int64), ValueError, r"text_emb: expected batch >= 1"),
+    ],
+)  # fmt: skip
+def test_bad_group_ids_raise_a_message_naming_the_argument(
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    image_groups: object,
+    text_groups: object,
+    error: type[Exception],
+    message: str,
+) -> None:
+    with pytest.raises(error, match=message):
+        sigmoid_loss(
+            image_emb,
+            text_emb,
+            scale=10.0,
+            bias=-10.0,
+            image_groups=image_groups,
+            text_groups=text_groups,
+        )
+
+
+def test_unknown_positive_weighting_raises_naming_the_argument() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"positive_weighting: expected one of 'uniform', 'inverse_count', got 'mean'",
+    ):
+        sigmoid_loss(
+            GOOD,
+            GOOD,
+            scale=10.0,
+            bias=-10.0,
+            image_groups=IDS,
+            text_groups=IDS,
+            positive_weighting="mean",
+        )  # type: ignore[arg-type]
+
+
+def test_group_ids_may_be_lists_and_any_integer_dtype() -> None:
+    expected = sigmoid_loss(GOOD, GOOD, scale=10.0, bias=-10.0)
+    for image_groups, text_groups in (
+        ([0, 1, 2, 3], [0, 1, 2, 3]),
+        (IDS.astype(np.uint8), IDS.astype(np.int16)),
+    ):
+        got = sigmoid_loss(
+            GOOD, GOOD, scale=10.0, bias=-10.0, image_groups=image_groups, text_groups=text_groups
+        )
+        assert got == pytest.approx(expected, rel=1e-15)

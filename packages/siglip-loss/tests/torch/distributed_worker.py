@@ -82,6 +82,13 @@ def _loss_and_grads(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any
     text = torch.tensor(job["text_shards"][rank], dtype=dtype, requires_grad=True)
     scale = torch.tensor(job["scale"], dtype=scalar_dtype, requires_grad=True)
     bias = torch.tensor(job["bias"], dtype=scalar_dtype, requires_grad=True)
+    groups: dict[str, Any] = {}
+    if job.get("image_groups") is not None:
+        groups = {
+            "image_groups": torch.tensor(job["image_groups"][rank]),
+            "text_groups": torch.tensor(job["text_groups"][rank]),
+            "positive_weighting": job.get("positive_weighting", "uniform"),
+        }
     if job.get("loss", "sigmoid") == "softmax":
 
         def loss_of(image: torch.Tensor, text: torch.Tensor, **options: Any) -> torch.Tensor:
@@ -96,6 +103,7 @@ def _loss_and_grads(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any
                 bias=bias,
                 group=group,
                 strategy=job["strategy"],
+                **groups,
                 **options,
             )
 
@@ -149,6 +157,14 @@ def _memory(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
         # Created under the tracker: the own embeddings count too.
         image = torch.randn(batch, dim, generator=generator).requires_grad_(True)
         text = torch.randn(batch, dim, generator=generator).requires_grad_(True)
+        groups: dict[str, Any] = {}
+        if job.get("groups"):  # 4 captions per id, the ids of a rank's images on other ranks
+            ids = torch.arange(batch) + rank * batch
+            groups = {
+                "image_groups": ids,
+                "text_groups": (ids + batch) % (batch * job["world_size"]) // 4 * 4,
+                "positive_weighting": "inverse_count",
+            }
         loss = distributed_sigmoid_loss(
             image,
             text,
@@ -157,6 +173,7 @@ def _memory(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
             group=group,
             strategy=job["strategy"],
             block_size=job["block_size"],
+            **groups,
         )
         loss.backward()
         del loss
@@ -166,16 +183,24 @@ def _memory(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
 def _mismatched_inputs(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
     """Every rank calls the loss with inputs that disagree across ranks; return its error."""
     batch, dim, dtype = 3, 4, torch.float32
+    options: dict[str, Any] = {}
     if job["differs"] == "dim":
         dim = 4 + rank
     elif job["differs"] == "dtype":
         dtype = torch.float64 if rank == 1 else torch.float32
+    elif job["differs"] == "groups":  # only rank 0 passes group ids
+        if rank == 0:
+            options = {"image_groups": torch.arange(3), "text_groups": torch.arange(3)}
+    elif job["differs"] == "positive_weighting":
+        weighting = "inverse_count" if rank == 2 else "uniform"
+        ids = torch.arange(3)
+        options = {"image_groups": ids, "text_groups": ids, "positive_weighting": weighting}
     else:  # the batch
         batch = 3 + rank
     image = torch.randn(batch, dim, dtype=dtype)
     loss = distributed_softmax_loss if job.get("loss") == "softmax" else distributed_sigmoid_loss
     try:
-        loss(image, image, scale=10.0, bias=-10.0, group=group)
+        loss(image, image, scale=10.0, bias=-10.0, group=group, **options)
     except ValueError as error:
         return {"error": str(error)}
     return {"error": None}

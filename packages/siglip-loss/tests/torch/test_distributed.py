@@ -124,12 +124,25 @@ def assert_matches_single_device(
     loss: str = "sigmoid",
     rtol: float = 2e-5,
     atol: float = 2e-6,
+    image_groups: list[np.ndarray] | None = None,
+    text_groups: list[np.ndarray] | None = None,
+    positive_weighting: str = "uniform",
 ) -> None:
     """Mean loss and DDP-averaged gradients equal the float64 oracle on the concatenated batch."""
     world_size = len(replies)
     image, text = np.concatenate(image_shards), np.concatenate(text_shards)
     if loss == "softmax":
         oracle: Any = softmax_loss_and_grads(image, text, scale=scale)
+    elif image_groups is not None and text_groups is not None:
+        oracle = sigmoid_loss_and_grads(
+            image,
+            text,
+            scale=scale,
+            bias=bias,
+            image_groups=np.concatenate(image_groups),
+            text_groups=np.concatenate(text_groups),
+            positive_weighting=positive_weighting,
+        )
     else:
         oracle = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias)
     mean_loss = np.mean([reply["loss"] for reply in replies])
@@ -250,6 +263,157 @@ def test_distributed_equals_single_device_for_any_shards_scale_and_bias(
     )
 
 
+def rows(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    values = rng.standard_normal((count, dim))
+    return (values / np.linalg.norm(values, axis=1, keepdims=True)).astype(np.float32)
+
+
+def scattered_captions(
+    rng: np.random.Generator, images_per_rank: list[int], captions_per_image: int, dim: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Images (ids 0..N-1) on their ranks; their captions dealt to random ranks, so that most
+    positives of an image live on another rank. Returns image/text shards and their ids."""
+    world = len(images_per_rank)
+    image_ids = np.arange(sum(images_per_rank))
+    caption_ids = np.repeat(image_ids, captions_per_image)
+    owner = rng.integers(0, world, caption_ids.size)
+    owner[:world] = np.arange(world)  # every rank gets at least one caption
+    image_groups = np.split(image_ids, np.cumsum(images_per_rank)[:-1])
+    text_groups = [caption_ids[owner == rank] for rank in range(world)]
+    image_shards = [rows(rng, len(ids), dim) for ids in image_groups]
+    text_shards = [rows(rng, len(ids), dim) for ids in text_groups]
+    return image_shards, text_shards, image_groups, text_groups
+
+
+@pytest.mark.parametrize("positive_weighting", ["uniform", "inverse_count"])
+@pytest.mark.parametrize("strategy", ["ring", "all_gather"])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_captions_scattered_across_ranks_give_the_single_device_grouped_loss_and_gradients(
+    pool: WorkerPool, world_size: int, strategy: str, positive_weighting: str
+) -> None:
+    rng = np.random.default_rng(10 + world_size)
+    image_shards, text_shards, image_groups, text_groups = scattered_captions(
+        rng, [3] * world_size, 5, 6
+    )
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": strategy,
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "image_groups": image_groups,
+        "text_groups": text_groups,
+        "positive_weighting": positive_weighting,
+        "scale": 10.0,
+        "bias": -3.0,
+        "block_size": 4,
+    }
+    assert_matches_single_device(
+        pool.run(world_size, job),
+        image_shards,
+        text_shards,
+        10.0,
+        -3.0,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=positive_weighting,
+    )
+
+
+@settings(deadline=None, max_examples=10)
+@given(
+    image_batches=st.lists(st.integers(1, 5), min_size=1, max_size=POOL_SIZE),
+    text_extra=st.lists(st.integers(-2, 4), min_size=POOL_SIZE, max_size=POOL_SIZE),
+    ids=st.integers(1, 8),
+    dim=st.integers(1, 6),
+    scale=st.floats(0.5, 50.0),
+    bias=st.floats(-15.0, 5.0),
+    strategy=st.sampled_from(["ring", "all_gather"]),
+    positive_weighting=st.sampled_from(["uniform", "inverse_count"]),
+    block_size=st.one_of(st.none(), st.integers(1, 4)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_grouped_distributed_equals_single_device_for_any_shards_and_group_pattern(
+    pool: WorkerPool,
+    image_batches: list[int],
+    text_extra: list[int],
+    ids: int,
+    dim: int,
+    scale: float,
+    bias: float,
+    strategy: str,
+    positive_weighting: str,
+    block_size: int | None,
+    seed: int,
+) -> None:
+    # Uneven and rectangular shards (each rank's text batch differs from its image batch), ids
+    # drawn from a small range: repeats within and across ranks, rows without a positive.
+    rng = np.random.default_rng(seed)
+    text_batches = [max(1, n + extra) for n, extra in zip(image_batches, text_extra, strict=False)]
+    image_shards = [rows(rng, n, dim) for n in image_batches]
+    text_shards = [rows(rng, m, dim) for m in text_batches]
+    image_groups = [rng.integers(0, ids, n) for n in image_batches]
+    text_groups = [rng.integers(0, ids + 1, m) for m in text_batches]
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": strategy,
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "image_groups": image_groups,
+        "text_groups": text_groups,
+        "positive_weighting": positive_weighting,
+        "scale": scale,
+        "bias": bias,
+        "block_size": block_size,
+    }
+    assert_matches_single_device(
+        pool.run(len(image_batches), job),
+        image_shards,
+        text_shards,
+        scale,
+        bias,
+        rtol=1e-4,
+        atol=1e-5,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=positive_weighting,
+    )
+
+
+@pytest.mark.parametrize("strategy", ["ring", "all_gather"])
+def test_grouped_float64_shards_equal_the_oracle_to_its_precision(
+    pool: WorkerPool, strategy: str
+) -> None:
+    rng = np.random.default_rng(8)
+    image_shards, text_shards, image_groups, text_groups = scattered_captions(rng, [2, 4, 3], 3, 5)
+    image_shards = [shard.astype(np.float64) for shard in image_shards]
+    text_shards = [shard.astype(np.float64) for shard in text_shards]
+    job = {
+        "kind": "loss_and_grads",
+        "strategy": strategy,
+        "dtype": "float64",
+        "image_shards": image_shards,
+        "text_shards": text_shards,
+        "image_groups": image_groups,
+        "text_groups": text_groups,
+        "positive_weighting": "inverse_count",
+        "scale": 10.0,
+        "bias": -3.0,
+        "block_size": 3,
+    }
+    assert_matches_single_device(
+        pool.run(3, job),
+        image_shards,
+        text_shards,
+        10.0,
+        -3.0,
+        rtol=1e-12,
+        atol=1e-14,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting="inverse_count",
+    )
+
+
 @pytest.mark.parametrize("strategy", ["ring", "all_gather"])
 def test_ring_memory_does_not_grow_with_world_size(pool: WorkerPool, strategy: str) -> None:
     job = {"kind": "memory", "strategy": strategy, "batch": 64, "dim": 32, "block_size": 16}
@@ -269,6 +433,19 @@ def test_ring_memory_does_not_grow_with_world_size(pool: WorkerPool, strategy: s
     else:
         # The gathered tower and its float32 gradient grow by two blocks per extra rank.
         assert peak[4] - peak[2] >= 4 * block, peak
+
+
+def test_group_ids_add_only_kilobytes_to_the_rings_memory(pool: WorkerPool) -> None:
+    job = {"kind": "memory", "strategy": "ring", "batch": 64, "dim": 32, "block_size": 16}
+    plain = {w: max(r["peak_bytes"] for r in pool.run(w, job)) for w in (3, 4)}
+    grouped = {w: max(r["peak_bytes"] for r in pool.run(w, dict(job, groups=True))) for w in (3, 4)}
+    # Every rank's ids (int64) and pair weights, the sort orders of its column blocks, one
+    # tile's positive index: O(N + M) integers, a few KiB (one [n, D] float32 block is 8 KiB).
+    for world in (3, 4):
+        assert plain[world] <= grouped[world] <= plain[world] + 4 * world * 64 * 8 + 4096, (
+            plain,
+            grouped,
+        )
 
 
 @pytest.mark.parametrize("strategy", ["ring", "all_gather"])
@@ -307,6 +484,8 @@ def test_ranks_without_autograd_do_not_block_the_ranks_that_train(
         ("softmax", "dim", "image_emb: expected the same embedding dim on every rank, got dims [4, 5, 6]"),
         ("softmax", "dtype", "image_emb: expected the same dtype on every rank, got ['float32', 'float64', 'float32']"),
         ("softmax", "batch", "image_emb: expected the same batch on every rank, got batches [3, 4, 5]"),
+        ("sigmoid", "groups", "image_groups: expected group ids on every rank or on none, got them on ranks [0] of 3"),
+        ("sigmoid", "positive_weighting", "positive_weighting: expected the same value on every rank, got ['uniform', 'uniform', 'inverse_count']"),
     ],
 )  # fmt: skip
 def test_inputs_that_differ_between_ranks_raise_on_every_rank(

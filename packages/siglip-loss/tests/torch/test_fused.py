@@ -196,3 +196,47 @@ def test_torch_compile_graph_breaks_around_the_fused_loss_and_matches_eager() ->
     assert compiled_image.grad is not None
     assert image.grad is not None
     torch.testing.assert_close(compiled_image.grad, image.grad)
+
+
+class _StorageSizes(TorchDispatchMode):
+    """Records the storage (data pointer -> bytes) of every tensor an operator returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storages: dict[int, int] = {}
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        result = func(*args, **(kwargs or {}))
+        for value in result if isinstance(result, tuple | list) else (result,):
+            if isinstance(value, torch.Tensor):
+                storage = value.untyped_storage()
+                self.storages[storage.data_ptr()] = storage.nbytes()
+        return result
+
+
+def _grouped_run(grouped: bool, weighting: str) -> tuple[int, list[int]]:
+    """Matmuls and tile-sized storages of one fused forward + backward at N = M = 96, tile 32."""
+    generator = torch.Generator().manual_seed(5)
+    image = torch.randn(96, 4, generator=generator).requires_grad_()
+    text = torch.randn(96, 4, generator=generator).requires_grad_()
+    options: dict[str, Any] = {}
+    if grouped:  # several captions per image, ids scattered over all tiles
+        ids = torch.randint(0, 24, (96,), generator=generator)
+        options = {"image_groups": ids, "text_groups": ids.roll(7), "positive_weighting": weighting}
+    with _MatmulCounter() as counter, _StorageSizes() as sizes:
+        loss = sigmoid_loss(
+            image, text, scale=5.0, bias=-2.0, implementation="fused", block_size=32, **options
+        )
+        loss.backward()
+    tile_bytes = 32 * 32 * 4
+    return counter.count, sorted(size for size in sizes.storages.values() if size >= tile_bytes)
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "inverse_count"])
+def test_groups_add_no_matmul_and_no_tile_or_batch_squared_buffer(weighting: str) -> None:
+    # The positives of a tile are listed from sorted ids: O(N + M) ids and weights and one
+    # tile's positive index, never an N x M or block x block mask next to the one tile buffer.
+    plain_matmuls, plain_large = _grouped_run(False, weighting)
+    grouped_matmuls, grouped_large = _grouped_run(True, weighting)
+    assert grouped_matmuls == plain_matmuls == 3 * 3 * 3
+    assert grouped_large == plain_large == [32 * 32 * 4], (plain_large, grouped_large)

@@ -96,10 +96,19 @@ class LossConfig:
         name: ``"sigmoid"`` (SigLIP) or ``"softmax"`` (CLIP's InfoNCE, for comparisons).
         distributed_strategy: how ranks exchange negatives for the sigmoid loss
             (``siglip_loss.torch.distributed_sigmoid_loss``'s ``strategy``).
+        positives: which pairs of the (global) batch the sigmoid loss treats as positives:
+            ``"diagonal"`` (each image's own caption only, the standard loss), ``"caption"``
+            (also every pair whose captions are identical token for token: no false negatives
+            from repeated captions) or ``"group_key"`` (pairs whose batch ``group_key`` is equal,
+            e.g. an image and all its captions with ``data.captions_per_image``).
+        positive_weighting: ``"uniform"`` or ``"inverse_count"``, the weight of each positive
+            pair when ``positives`` is not ``"diagonal"`` (see docs/loss.md).
     """
 
     name: Literal["sigmoid", "softmax"] = "sigmoid"
     distributed_strategy: Literal["ring", "all_gather"] = "ring"
+    positives: Literal["diagonal", "caption", "group_key"] = "diagonal"
+    positive_weighting: Literal["uniform", "inverse_count"] = "uniform"
 
 
 @dataclasses.dataclass
@@ -110,9 +119,14 @@ class DataConfig:
         shards: WebDataset shard paths or globs (``key.jpg|png|webp`` + ``key.txt`` per sample).
         tokenizer: a SentencePiece ``.model`` file.
         tokenizer_preset: ``siglip_data.SentencePieceTokenizer`` preset (``"siglip"``, ...).
-        batch_size: the GLOBAL batch size, summed over all processes.
+        batch_size: the GLOBAL batch size, summed over all processes (images, when
+            ``captions_per_image`` is set).
         image_size: square image side in pixels.
         text_length: tokens per caption.
+        captions_per_image: 0: one (image, caption) row per sample; k >= 1: k captions of each
+            image (its metadata ``"captions"`` list) as k rows sharing the image's key as
+            ``group_key`` (``siglip_data.ImageTextDataset(captions_per_image=k)``), so a step
+            has ``k * batch_size`` rows; use with ``loss.positives=group_key``.
     """
 
     shards: list[str] = dataclasses.field(default_factory=list)
@@ -121,6 +135,7 @@ class DataConfig:
     batch_size: int = 128
     image_size: int = 32
     text_length: int = 16
+    captions_per_image: int = 0
 
 
 @dataclasses.dataclass
@@ -269,6 +284,7 @@ def validate_config(config: TrainConfig) -> None:
         ("data.batch_size", config.data.batch_size, config.data.batch_size >= 1, ">= 1"),
         ("data.image_size", config.data.image_size, config.data.image_size >= 1, ">= 1"),
         ("data.text_length", config.data.text_length, config.data.text_length >= 1, ">= 1"),
+        ("data.captions_per_image", config.data.captions_per_image, config.data.captions_per_image >= 0, ">= 0"),
         ("checkpoint.every_steps", config.checkpoint.every_steps, config.checkpoint.every_steps >= 0, ">= 0"),
         ("checkpoint.keep_last", config.checkpoint.keep_last, config.checkpoint.keep_last >= 0, ">= 0"),
         ("logging.every_steps", config.logging.every_steps, config.logging.every_steps >= 1, ">= 1"),
@@ -277,6 +293,11 @@ def validate_config(config: TrainConfig) -> None:
     for name, value, ok, expected in checks:
         if not ok:
             raise ConfigError(f"config field {name!r} must be {expected}, got {value!r}")
+    if config.loss.name == "softmax" and config.loss.positives != "diagonal":
+        raise ConfigError(
+            f"config field 'loss.positives' must be 'diagonal' with loss.name=softmax (several "
+            f"positives per row exist for the sigmoid loss only), got {config.loss.positives!r}"
+        )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

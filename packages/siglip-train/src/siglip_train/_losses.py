@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -27,6 +28,8 @@ def default_loss(config: LossConfig, world_size: int) -> ContrastiveLoss:
     """The loss ``config`` names, in its multi-process form when ``world_size > 1``.
 
     Every form takes ``(image_emb, text_emb, *, scale, bias)``; the softmax ignores ``bias``.
+    The sigmoid forms also take ``image_groups``/``text_groups`` (the trainer passes them when
+    ``config.positives`` is not ``"diagonal"``) and apply ``config.positive_weighting``.
     """
     from siglip_loss import torch as loss_torch
 
@@ -44,6 +47,7 @@ def default_loss(config: LossConfig, world_size: int) -> ContrastiveLoss:
         return softmax
     if world_size > 1:
         strategy = config.distributed_strategy
+        weighting = config.positive_weighting
 
         def distributed_sigmoid(
             image_emb: torch.Tensor,
@@ -51,12 +55,25 @@ def default_loss(config: LossConfig, world_size: int) -> ContrastiveLoss:
             *,
             scale: torch.Tensor,
             bias: torch.Tensor,
+            image_groups: torch.Tensor | None = None,
+            text_groups: torch.Tensor | None = None,
         ) -> torch.Tensor:
             loss: torch.Tensor = loss_torch.distributed_sigmoid_loss(
-                image_emb, text_emb, scale=scale, bias=bias, strategy=strategy
+                image_emb,
+                text_emb,
+                scale=scale,
+                bias=bias,
+                image_groups=image_groups,
+                text_groups=text_groups,
+                positive_weighting=weighting,
+                strategy=strategy,
             )
             return loss
 
         return distributed_sigmoid
+    if config.positive_weighting != "uniform":
+        return functools.partial(  # type: ignore[return-value]
+            loss_torch.sigmoid_loss, positive_weighting=config.positive_weighting
+        )
     sigmoid: ContrastiveLoss = loss_torch.sigmoid_loss
     return sigmoid

@@ -42,7 +42,10 @@ class ContrastiveLoss(Protocol):
     ``image_emb``/``text_emb`` are this process's L2-normalised ``[batch, embed]`` float32 rows.
     In a multi-process run the loss must itself exchange negatives across ranks and return a
     per-rank value whose mean over ranks is the global loss (as
-    ``siglip_loss.torch.distributed_sigmoid_loss`` does); DDP then averages gradients.
+    ``siglip_loss.torch.distributed_sigmoid_loss`` does); DDP then averages gradients. With
+    ``loss.positives`` other than ``"diagonal"`` the trainer also passes ``image_groups`` and
+    ``text_groups`` (``[batch]`` int64 ids, the siglip-loss keywords), so the loss must accept
+    them.
     """
 
     def __call__(

@@ -78,6 +78,7 @@ def _webdataset_batches(config: TrainConfig, context: DistributedContext) -> Any
         seed=config.seed,
         drop_last=True,
         topology=siglip_data.Topology(rank=context.rank, world_size=context.world_size),
+        captions_per_image=data.captions_per_image or None,
     )
     return ImageTextLoader(dataset)
 

@@ -43,6 +43,7 @@ from siglip_train._optim import build_optimizer
 from siglip_train._optim import build_parameter_groups
 from siglip_train._optim import build_scheduler
 from siglip_train._optim import warmup_cosine_multiplier
+from siglip_train._positives import positive_groups
 from siglip_train._protocol import BatchSource
 from siglip_train._protocol import ContrastiveLoss
 from siglip_train._protocol import TwoTowerModel
@@ -360,7 +361,12 @@ class Trainer:
             image_emb, text_emb, log_scale, bias = self._step_module(pixels, token_ids)
         image_emb = _l2_normalize(image_emb.float())
         text_emb = _l2_normalize(text_emb.float())
-        loss = self.loss_fn(image_emb, text_emb, scale=log_scale.float().exp(), bias=bias.float())
+        # loss.positives: the rows' group ids (an image and its caption share their row's id).
+        groups = positive_groups(batch, self.config.loss.positives, self.device)
+        positives = {} if groups is None else {"image_groups": groups, "text_groups": groups}
+        loss = self.loss_fn(
+            image_emb, text_emb, scale=log_scale.float().exp(), bias=bias.float(), **positives
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainable = [p for p in self.model.parameters() if p.requires_grad]

@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from siglip_loss._validation import check_groups
 from siglip_loss._validation import check_pair
+from siglip_loss._validation import check_positive_weighting
 from siglip_loss._validation import check_scalar
 
 Scalar = float | jax.Array
@@ -46,21 +48,39 @@ def scale_and_bias_in_compute_dtype(
 
 
 def check_inputs(
-    image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar, bias: Scalar | None
+    image_emb: jax.Array,
+    text_emb: jax.Array,
+    *,
+    scale: Scalar,
+    bias: Scalar | None,
+    image_groups: Any = None,
+    text_groups: Any = None,
+    positive_weighting: str = "uniform",
 ) -> tuple[int, int]:
-    """Validate the arguments of a JAX loss and return ``(batch, dim)``.
+    """Validate the arguments of a JAX loss and return ``(batch, dim)`` (the image batch).
 
     Every public JAX loss calls this first (and only its public entry point does), so all raise
-    the same messages. Shapes are static under ``jax.jit``; values of traced ``scale``/``bias``
-    cannot be checked there. ``bias=None`` skips the bias check (for ``softmax_loss``).
+    the same messages. Shapes and dtypes are static under ``jax.jit``; values of traced
+    ``scale``/``bias`` cannot be checked there. ``bias=None`` skips the bias check (for
+    ``softmax_loss``). With group ids, the text batch may differ from the image batch.
 
     Raises:
-        TypeError: an embedding is not a floating array, or a scalar is not a number or a 0-d
-            floating array.
-        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, a concrete
-            ``scale`` is not finite and positive, or a concrete ``bias`` is not finite.
+        TypeError: an embedding is not a floating array, a group array is not an integer array,
+            or a scalar is not a number or a 0-d floating array.
+        ValueError: a shape is not ``[batch, dim]``, the batches differ without groups, the dims
+            differ, a batch is 0, only one group array is given, a group array is not one id per
+            row, ``positive_weighting`` is unknown, a concrete ``scale`` is not finite and
+            positive, or a concrete ``bias`` is not finite.
     """
-    shape = check_pair(image_emb, text_emb)
+    grouped = image_groups is not None or text_groups is not None
+    shape = check_pair(image_emb, text_emb, rectangular=grouped)
+    check_groups(
+        image_groups,
+        text_groups,
+        image_batch=int(image_emb.shape[0]),
+        text_batch=int(text_emb.shape[0]),
+    )
+    check_positive_weighting(positive_weighting)
     check_scalar("scale", scale, positive=True)
     if bias is not None:
         check_scalar("bias", bias)

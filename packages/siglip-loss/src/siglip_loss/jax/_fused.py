@@ -21,6 +21,7 @@ from siglip_loss import _validation as validation
 from siglip_loss.jax._common import Scalar
 from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
 from siglip_loss.jax._compat import varying_like
+from siglip_loss.jax._positives import BlockGroups
 from siglip_loss.jax._reference import sigmoid_loss_reference
 
 DEFAULT_BLOCK_SIZE = 1024
@@ -59,15 +60,18 @@ def sigmoid_block_sums(
     positive_offset: int | jax.Array | None,
     block_size: int | None,
     compute_grads: bool,
+    groups: BlockGroups | None = None,
 ) -> BlockSums:
     r"""Sum of sigmoid-loss terms over one ``[n, m]`` block, optionally with its gradients.
 
     .. math::
         u_{ij} = t \langle x_i, y_j \rangle + b, \qquad
-        S = \sum_{i<n,\, j<m} \operatorname{softplus}(-z_{ij} u_{ij}),
+        S = \sum_{i<n,\, j<m} w_{ij} \operatorname{softplus}(-z_{ij} u_{ij}),
         \qquad z_{ij} = +1 \text{ iff } j = i + \text{positive\_offset}, \text{ else } -1
 
-    With :math:`G = \sigma(u) - [z = 1]`: :math:`\partial S/\partial X = t\,G Y`,
+    (``w = 1``), or with ``groups``: :math:`z_{ij} = +1` iff the group ids of image ``i`` and
+    text ``j`` are equal, and :math:`w_{ij}` the pair weight of a positive (1 for a negative).
+    With :math:`G = w \odot (\sigma(u) - [z = 1])`: :math:`\partial S/\partial X = t\,G Y`,
     :math:`\partial S/\partial Y = t\,G^\top X`,
     :math:`\partial S/\partial t = \sum_i \langle x_i, (G Y)_i \rangle`,
     :math:`\partial S/\partial b = \sum G`.
@@ -87,6 +91,8 @@ def sigmoid_block_sums(
             (a Python int or a traced integer scalar); ``None`` makes every pair a negative.
         block_size: tile edge (static), ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
         compute_grads: also compute the four gradients (static).
+        groups: the block's group ids and pair weights (``_positives.block_groups``); they place
+            the positives instead of ``positive_offset``.
 
     Returns:
         :class:`BlockSums`, every field float32 (float64 when an input is float64 and x64 is on).
@@ -131,6 +137,7 @@ def sigmoid_block_sums(
         need_image=compute_grads,
         need_text=compute_grads,
         need_scalars=compute_grads,
+        groups=groups,
     )
 
 
@@ -171,12 +178,18 @@ def block_sums(
     need_image: bool,
     need_text: bool,
     need_scalars: bool,
+    groups: BlockGroups | None = None,
 ) -> BlockSums:
     """The tile loop behind :func:`sigmoid_block_sums`, computing only the gradients asked for.
 
     ``scale`` and ``bias`` are 0-d arrays of the compute dtype (float32, or float64 for float64
-    inputs). A gradient not asked for is ``None`` and costs nothing.
+    inputs). A gradient not asked for is ``None`` and costs nothing. With ``groups``
+    (``positive_offset`` is then ignored) each tile compares its rows' and columns' ids; the
+    comparison and the pair weights are part of the tile's elementwise pass, so nothing larger
+    than a tile exists beyond the ``O(n + m)`` ids and weights.
     """
+    if groups is not None:
+        positive_offset = None
     n, dim = image_block.shape
     m = text_block.shape[0]
     dtype = scale.dtype
@@ -192,13 +205,24 @@ def block_sums(
         # Loop carries start with the inputs' varying mesh axes, or fori_loop rejects them
         # inside shard_map (the sharded ring calls this per device).
         return varying_like(
-            jnp.zeros(shape, dtype), image_block, text_block, scale, bias, positive_offset
+            jnp.zeros(shape, dtype),
+            image_block,
+            text_block,
+            scale,
+            bias,
+            positive_offset,
+            *jax.tree_util.tree_leaves(groups),
         )
 
     unused = zeros(())
 
     def tile_step(
-        carry: _Carry, scaled_rows: jax.Array, row_start: Any, col_start: Any, cols: int
+        carry: _Carry,
+        scaled_rows: jax.Array,
+        row_start: Any,
+        col_start: Any,
+        cols: int,
+        row_groups: tuple[jax.Array, jax.Array | None] | None,
     ) -> _Carry:
         rows = scaled_rows.shape[0]
         text_cols = lax.dynamic_slice_in_dim(text_block, col_start, cols).astype(dtype)
@@ -212,28 +236,44 @@ def block_sums(
             )
             + bias
         )  # [rows, cols]
-        signed_logits = -logits if positive_offset is None else logits
+        is_positive = None
+        pair_weight = None
         if positive_offset is not None:
             row_index = lax.broadcasted_iota(jnp.int32, (rows, cols), 0) + row_start
             col_index = lax.broadcasted_iota(jnp.int32, (rows, cols), 1) + col_start
             is_positive = col_index == row_index + positive_offset
-            signed_logits = jnp.where(is_positive, logits, -logits)  # z u
+        elif groups is not None and row_groups is not None:
+            row_ids, row_weights = row_groups
+            col_ids = lax.dynamic_slice_in_dim(groups.text_groups, col_start, cols)
+            is_positive = row_ids[:, None] == col_ids[None, :]
+            if row_weights is not None and groups.text_weights is not None:
+                col_weights = lax.dynamic_slice_in_dim(groups.text_weights, col_start, cols)
+                pair_weight = jnp.where(
+                    is_positive, row_weights[:, None] + col_weights[None, :], 1.0
+                )
+        signed_logits = -logits if is_positive is None else jnp.where(is_positive, logits, -logits)
         if not need_grads:
             # The loss alone; the chunked loss differentiates this path with autodiff.
             terms = _softplus(-signed_logits)
+            if pair_weight is not None:
+                terms = terms * pair_weight
             return carry._replace(loss_sum=carry.loss_sum + jnp.sum(terms))
         # softplus(-z u) and sigmoid(u) - [z = 1] share exp(-|u|): one exp per logit, and no
         # softplus(u) - u or sigmoid(u) - 1 cancellation on the positives.
         exp_neg_abs = jnp.exp(-jnp.abs(logits))
         terms = jnp.maximum(-signed_logits, 0.0) + jnp.log1p(exp_neg_abs)
+        if pair_weight is not None:
+            terms = terms * pair_weight
         carry = carry._replace(loss_sum=carry.loss_sum + jnp.sum(terms))
         # sigmoid(u) - [z = 1] = -z sigmoid(-z u).
         sigmoid_of_negated = jnp.where(signed_logits <= 0, 1.0, exp_neg_abs) / (1.0 + exp_neg_abs)
         grad_logits = (
             sigmoid_of_negated
-            if positive_offset is None
+            if is_positive is None
             else jnp.where(is_positive, -sigmoid_of_negated, sigmoid_of_negated)
         )
+        if pair_weight is not None:
+            grad_logits = grad_logits * pair_weight
         carry = carry._replace(sigmoid_sum=carry.sigmoid_sum + jnp.sum(grad_logits))
         if need_image_times_g:
             image_times_g = carry.image_times_g + jnp.dot(
@@ -263,17 +303,29 @@ def block_sums(
         scaled_rows = image_rows * scale
         rows_g = zeros((rows, dim)) if need_image_times_g else unused
         carry = _Carry(loss_sum, sigmoid_sum, rows_g, grad_text)
+        row_groups = None
+        if groups is not None:
+            row_groups = (
+                lax.dynamic_slice_in_dim(groups.image_groups, row_start, rows),
+                None
+                if groups.image_weights is None
+                else lax.dynamic_slice_in_dim(groups.image_weights, row_start, rows),
+            )
         if full_col_blocks == 1:
-            carry = tile_step(carry, scaled_rows, row_start, 0, col_tile)
+            carry = tile_step(carry, scaled_rows, row_start, 0, col_tile, row_groups)
         else:
             carry = lax.fori_loop(
                 0,
                 full_col_blocks,
-                lambda index, c: tile_step(c, scaled_rows, row_start, index * col_tile, col_tile),
+                lambda index, c: tile_step(
+                    c, scaled_rows, row_start, index * col_tile, col_tile, row_groups
+                ),
                 carry,
             )
         if last_cols:
-            carry = tile_step(carry, scaled_rows, row_start, full_col_blocks * col_tile, last_cols)
+            carry = tile_step(
+                carry, scaled_rows, row_start, full_col_blocks * col_tile, last_cols, row_groups
+            )
         if need_image_times_g and need_scalars:
             # dS/dt = sum G * X Y^T = <X, G Y>, one row block at a time: the [n, D] gradient
             # then has a single reader (its final scaling), so XLA can update it in place.
@@ -319,19 +371,20 @@ def block_sums(
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
 def _fused_loss(
     image_emb: jax.Array,
     text_emb: jax.Array,
     scale: jax.Array,
     bias: jax.Array,
+    groups: BlockGroups | None,
     tile: int,
     dense_primal: bool,
 ) -> jax.Array:
     # The primal, used when nothing is differentiated: the loss alone, no gradient work; dense
     # when asked (implementation="auto" at small batch), tiled otherwise.
     if dense_primal:
-        return sigmoid_loss_reference(image_emb, text_emb, scale=scale, bias=bias)
+        return sigmoid_loss_reference(image_emb, text_emb, scale=scale, bias=bias, groups=groups)
     sums = block_sums(
         image_emb,
         text_emb,
@@ -342,16 +395,25 @@ def _fused_loss(
         need_image=False,
         need_text=False,
         need_scalars=False,
+        groups=groups,
     )
     return sums.loss_sum / image_emb.shape[0]
 
 
 def _fused_loss_fwd(
-    image_emb: Any, text_emb: Any, scale: Any, bias: Any, tile: int, dense_primal: bool
+    image_emb: Any,
+    text_emb: Any,
+    scale: Any,
+    bias: Any,
+    groups: Any,
+    tile: int,
+    dense_primal: bool,
 ) -> tuple[jax.Array, tuple[Any, ...]]:
     # With symbolic zeros each primal says whether it is differentiated: compute only those grads.
     image, text = image_emb.value, text_emb.value
     need_scalars = scale.perturbed or bias.perturbed
+    # The ids and weights are never differentiated: only their values are used.
+    group_values = jax.tree_util.tree_map(lambda primal: primal.value, groups)
     sums = block_sums(
         image,
         text,
@@ -362,6 +424,7 @@ def _fused_loss_fwd(
         need_image=image_emb.perturbed,
         need_text=text_emb.perturbed,
         need_scalars=need_scalars,
+        groups=group_values,
     )
     # Residuals: the gradients of the sum (compute dtype) and empty markers carrying the primal dtypes
     # (the first one also carries the batch in its shape).
@@ -383,7 +446,7 @@ def _fused_loss_bwd(
 ) -> tuple[jax.Array | None, ...]:
     gradients, dtypes = residuals
     if isinstance(cotangent, SymbolicZero):
-        return (None, None, None, None)
+        return (None, None, None, None, None)
     batch = dtypes[0].shape[0]
     results: list[jax.Array | None] = []
     for gradient, marker in zip(gradients, dtypes, strict=True):
@@ -392,7 +455,7 @@ def _fused_loss_bwd(
             continue
         factor = cotangent.astype(gradient.dtype) / batch
         results.append((gradient * factor).astype(marker.dtype))
-    return tuple(results)
+    return (*results, None)  # None: the group ids and weights get no gradient
 
 
 _fused_loss.defvjp(_fused_loss_fwd, _fused_loss_bwd, symbolic_zeros=True)
@@ -406,6 +469,7 @@ def sigmoid_loss_fused(
     bias: Scalar,
     block_size: int | None = None,
     dense_primal: bool = False,
+    groups: BlockGroups | None = None,
 ) -> jax.Array:
     """Fused sigmoid loss: ``custom_vjp`` whose forward computes the loss and gradients in one pass.
 
@@ -422,6 +486,7 @@ def sigmoid_loss_fused(
         block_size: tile edge (static), ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
         dense_primal: compute the undifferentiated loss with the dense reference instead of tiles
             (faster at small batch; the gradient path is fused either way).
+        groups: group ids and pair weights (``_positives.block_groups``), or None (the diagonal).
 
     Returns:
         0-d float32 array (float64 for float64 inputs).
@@ -431,5 +496,7 @@ def sigmoid_loss_fused(
     scale_array, bias_array = scale_and_bias_in_compute_dtype(
         image_emb, text_emb, scale=scale, bias=bias
     )
-    loss: jax.Array = _fused_loss(image_emb, text_emb, scale_array, bias_array, tile, dense_primal)
+    loss: jax.Array = _fused_loss(
+        image_emb, text_emb, scale_array, bias_array, groups, tile, dense_primal
+    )
     return loss

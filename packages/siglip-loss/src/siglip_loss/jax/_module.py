@@ -83,12 +83,21 @@ class SigmoidLoss(nnx.Module):
         """The multiplier ``t = exp(log_scale)`` (0-d, differentiable)."""
         return jnp.exp(self.log_scale[...])
 
-    def __call__(self, image_emb: jax.Array, text_emb: jax.Array) -> jax.Array:
-        """The loss of a batch of matching pairs.
+    def __call__(
+        self,
+        image_emb: jax.Array,
+        text_emb: jax.Array,
+        image_groups: jax.Array | None = None,
+        text_groups: jax.Array | None = None,
+    ) -> jax.Array:
+        """The loss of a batch of matching pairs, or of images and texts with group ids.
 
         Args:
             image_emb: ``[batch, dim]`` image embeddings, used as given (normalise them first).
-            text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``.
+            text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``
+                (``[text_batch, dim]`` with groups).
+            image_groups: ``[batch]`` integer group ids (see :func:`sigmoid_loss`), or None.
+            text_groups: ``[text_batch]`` integer group ids, or None.
 
         Returns:
             0-d float32 array (float64 for float64 inputs with x64 enabled).
@@ -98,5 +107,7 @@ class SigmoidLoss(nnx.Module):
             text_emb,
             scale=self.scale,
             bias=self.bias[...],
+            image_groups=image_groups,
+            text_groups=text_groups,
             **dict(self.loss_options),
         )

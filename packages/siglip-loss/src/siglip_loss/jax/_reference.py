@@ -11,6 +11,7 @@ from siglip_loss.jax._common import check_inputs
 from siglip_loss.jax._common import compute_dtype
 from siglip_loss.jax._common import scalar_in_dtype
 from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
+from siglip_loss.jax._positives import BlockGroups
 
 
 def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Array:
@@ -41,9 +42,14 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Arra
 
 
 def sigmoid_loss_reference(
-    image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar, bias: Scalar
+    image_emb: jax.Array,
+    text_emb: jax.Array,
+    *,
+    scale: Scalar,
+    bias: Scalar,
+    groups: BlockGroups | None = None,
 ) -> jax.Array:
-    """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``.
+    """Dense sigmoid loss: builds the whole ``[batch, text_batch]`` logits matrix. See ``sigmoid_loss``.
 
     Inputs are assumed validated (``sigmoid_loss`` checks them once for every implementation).
     """
@@ -54,10 +60,17 @@ def sigmoid_loss_reference(
     image = jnp.asarray(image_emb, dtype=dtype)
     text = jnp.asarray(text_emb, dtype=dtype)
     batch = image.shape[0]
-    cosine = image @ text.T  # [batch, batch]
+    cosine = image @ text.T  # [batch, text_batch]
     logits = scale_array * cosine + bias_array
-    labels = 2.0 * jnp.eye(batch, dtype=dtype) - 1.0
-    return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / batch
+    if groups is None:
+        labels = 2.0 * jnp.eye(batch, dtype=dtype) - 1.0
+        return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / batch
+    positive = groups.image_groups[:, None] == groups.text_groups[None, :]
+    terms = -jax.nn.log_sigmoid(jnp.where(positive, logits, -logits))
+    if groups.image_weights is not None and groups.text_weights is not None:
+        pair_weight = groups.image_weights[:, None] + groups.text_weights[None, :]
+        terms = terms * jnp.where(positive, pair_weight, 1.0)
+    return jnp.sum(terms) / batch
 
 
 def softmax_loss(image_emb: jax.Array, text_emb: jax.Array, *, scale: Scalar) -> jax.Array:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,12 +22,47 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
+from siglip_loss._validation import PositiveWeighting
 from siglip_loss.jax._common import Scalar
 from siglip_loss.jax._common import check_inputs
 from siglip_loss.jax._common import scale_and_bias_in_compute_dtype
 from siglip_loss.jax._compat import shard_map
 from siglip_loss.jax._compat import varying_axes
 from siglip_loss.jax._fused import sigmoid_block_sums
+from siglip_loss.jax._positives import BlockGroups
+from siglip_loss.jax._positives import as_group_ids
+from siglip_loss.jax._positives import half_inverse_counts
+
+
+class _Ids(NamedTuple):
+    """This device's group ids (and ``inverse_count`` weights), or nothing without groups."""
+
+    image: jax.Array  # [n]
+    text: jax.Array  # [m]
+    image_weights: jax.Array | None  # [n]
+    text_weights: jax.Array | None  # [m]
+
+
+def _device_ids(
+    image_groups: jax.Array,
+    text_groups: jax.Array,
+    *,
+    axis_name: Any,
+    positive_weighting: str,
+    dtype: Any,
+) -> _Ids:
+    """This device's ids, and its rows' weights counted over the whole axis (an all-gather of
+    the ids: ``n + m`` integers per device)."""
+    if positive_weighting == "uniform":
+        return _Ids(image_groups, text_groups, None, None)
+    every_image = lax.all_gather(image_groups, axis_name, tiled=True)
+    every_text = lax.all_gather(text_groups, axis_name, tiled=True)
+    return _Ids(
+        image_groups,
+        text_groups,
+        half_inverse_counts(image_groups, every_text, dtype),
+        half_inverse_counts(text_groups, every_image, dtype),
+    )
 
 
 def _ring_sums(
@@ -38,6 +74,7 @@ def _ring_sums(
     axis_name: Any,
     block_size: int | None,
     compute_grads: bool,
+    ids: _Ids | None = None,
 ) -> tuple[jax.Array, jax.Array | None, jax.Array | None, jax.Array | None, jax.Array | None]:
     """This device's loss sum and (optionally) gradient sums, walking the text shards to the right.
 
@@ -45,7 +82,9 @@ def _ring_sums(
     before the current one is used (no data dependence, so XLA overlaps the transfer with the
     block), and the partial gradient of the current shard (the contributions of devices
     ``r - s .. r - 1``) arrives while the block is computed. After the last step every finished
-    gradient is one hop before its owner; a last ``ppermute`` delivers it.
+    gradient is one hop before its owner; a last ``ppermute`` delivers it. With group ids, each
+    text shard's ids (and weights) travel with it, so a positive is found on whichever device
+    its caption is.
 
     Returns:
         ``(loss_sum, grad_image, grad_text, grad_scale, grad_bias)``: sums (not divided by the
@@ -56,7 +95,14 @@ def _ring_sums(
     world = lax.axis_size(axis_name)
     to_the_right = [(source, (source + 1) % world) for source in range(world)]
 
-    def block(text_block: jax.Array, positive_offset: int | None) -> Any:
+    # What travels: the text shard, with its ids and weights when there are groups.
+    Shard = tuple[jax.Array, jax.Array | None, jax.Array | None]
+
+    def block(shard: Shard, positive_offset: int | None) -> Any:
+        text_block, text_ids, text_weights = shard
+        groups = None
+        if ids is not None and text_ids is not None:
+            groups = BlockGroups(ids.image, text_ids, ids.image_weights, text_weights)
         return sigmoid_block_sums(
             image,
             text_block,
@@ -65,32 +111,35 @@ def _ring_sums(
             positive_offset=positive_offset,
             block_size=block_size,
             compute_grads=compute_grads,
+            groups=groups,
         )
 
-    def send_right(value: jax.Array) -> jax.Array:
-        moved: jax.Array = lax.ppermute(value, axis_name, perm=to_the_right)
-        return moved
+    def send_right(value: Any) -> Any:
+        return jax.tree_util.tree_map(
+            lambda leaf: lax.ppermute(leaf, axis_name, perm=to_the_right), value
+        )
 
-    own = block(text, 0)
+    own_shard: Shard = (text, None, None) if ids is None else (text, ids.text, ids.text_weights)
+    own = block(own_shard, 0)
     if world == 1:
         return own.loss_sum, own.grad_image, own.grad_text, own.grad_scale, own.grad_bias
 
     if not compute_grads:
 
-        def loss_step(_: Any, carry: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        def loss_step(_: Any, carry: tuple[Shard, jax.Array]) -> tuple[Shard, jax.Array]:
             text_current, loss_sum = carry
             text_next = send_right(text_current)
             return text_next, loss_sum + block(text_current, None).loss_sum
 
         # Steps 1 .. W-2 inside the loop; step W-1 needs no onward send.
         text_current, loss_sum = lax.fori_loop(
-            1, world - 1, loss_step, (send_right(text), own.loss_sum)
+            1, world - 1, loss_step, (send_right(own_shard), own.loss_sum)
         )
         return loss_sum + block(text_current, None).loss_sum, None, None, None, None
 
-    Carry = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
+    Carry = tuple[Shard, jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
 
-    def accumulate(carry: Carry, text_current: jax.Array, incoming: jax.Array) -> Carry:
+    def accumulate(carry: Carry, text_current: Shard, incoming: jax.Array) -> Carry:
         _, _, loss_sum, grad_image, grad_scale, grad_bias = carry
         sums = block(text_current, None)
         return (
@@ -110,7 +159,7 @@ def _ring_sums(
         return (text_next, *updated[1:])
 
     initial: Carry = (
-        send_right(text),
+        send_right(own_shard),
         own.grad_text,
         own.loss_sum,
         own.grad_image,
@@ -125,20 +174,40 @@ def _ring_sums(
 
 @functools.cache
 def _sharded_loss_function(
-    axis_name: Any, block_size: int | None, dtypes: tuple[Any, ...], unchecked: bool
+    axis_name: Any,
+    block_size: int | None,
+    dtypes: tuple[Any, ...],
+    unchecked: bool,
+    positive_weighting: str | None = None,
 ) -> Callable[..., jax.Array]:
     """The custom-vjp loss for one axis, tile size, set of input dtypes and vma mode (cached).
 
     ``dtypes`` are those of ``(image, text, scale, bias)``; ``scale`` and ``bias`` come already
-    cast to the compute dtype, so ``dtypes[2]`` is the dtype of every sum.
+    cast to the compute dtype, so ``dtypes[2]`` is the dtype of every sum. With a
+    ``positive_weighting`` the function takes the two group-id arrays after ``bias`` (they get no
+    gradient); None: no groups, the diagonal positives.
     """
     compute = dtypes[2]
 
     def global_count(image: jax.Array) -> jax.Array:
         return jnp.asarray(image.shape[0] * lax.axis_size(axis_name), compute)
 
+    def ids_of(groups: tuple[jax.Array, ...]) -> _Ids | None:
+        if positive_weighting is None:
+            return None
+        image_groups, text_groups = groups
+        return _device_ids(
+            image_groups,
+            text_groups,
+            axis_name=axis_name,
+            positive_weighting=positive_weighting,
+            dtype=compute,
+        )
+
     @jax.custom_vjp
-    def loss(image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    def loss(
+        image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array, *groups: jax.Array
+    ) -> jax.Array:
         loss_sum = _ring_sums(
             image,
             text,
@@ -147,13 +216,14 @@ def _sharded_loss_function(
             axis_name=axis_name,
             block_size=block_size,
             compute_grads=False,
+            ids=ids_of(groups),
         )[0]
         total: jax.Array = lax.psum(loss_sum, axis_name)
         return total / global_count(image)
 
     def forward(
-        image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array
-    ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+        image: jax.Array, text: jax.Array, scale: jax.Array, bias: jax.Array, *groups: jax.Array
+    ) -> tuple[jax.Array, tuple[Any, ...]]:
         loss_sum, grad_image, grad_text, grad_scale, grad_bias = _ring_sums(
             image,
             text,
@@ -162,6 +232,7 @@ def _sharded_loss_function(
             axis_name=axis_name,
             block_size=block_size,
             compute_grads=True,
+            ids=ids_of(groups),
         )
         assert grad_image is not None
         assert grad_text is not None
@@ -174,16 +245,18 @@ def _sharded_loss_function(
         # replicated gradient; without it, shard_map sums the devices' cotangents itself.
         shared = local if unchecked else total
         residuals = (grad_image / count, grad_text / count, shared[1], shared[2])
-        return total[0], residuals
+        return total[0], (residuals, len(groups))
 
-    def backward(residuals: tuple[jax.Array, ...], cotangent: jax.Array) -> tuple[jax.Array, ...]:
+    def backward(saved: tuple[Any, ...], cotangent: jax.Array) -> tuple[jax.Array | None, ...]:
+        residuals, group_arrays = saved
         if unchecked:
             # shard_map(check_vma=False) splits the cotangent of a replicated output over the
             # devices; sum it back, as the transpose of psum does there.
             cotangent = lax.psum(cotangent, axis_name)
-        return tuple(
+        gradients = tuple(
             (gradient * cotangent).astype(dtype) for gradient, dtype in zip(residuals, dtypes)
         )
+        return (*gradients, *(None,) * group_arrays)  # the group ids get no gradient
 
     loss.defvjp(forward, backward)
     return loss
@@ -196,6 +269,9 @@ def sharded_sigmoid_loss(
     scale: Scalar,
     bias: Scalar,
     axis_name: Any,
+    image_groups: jax.Array | None = None,
+    text_groups: jax.Array | None = None,
+    positive_weighting: PositiveWeighting = "uniform",
     block_size: int | None = None,
 ) -> jax.Array:
     r"""The SigLIP sigmoid loss of a batch sharded over a mesh axis; call it inside ``shard_map``.
@@ -219,13 +295,25 @@ def sharded_sigmoid_loss(
     so the memory per device does not grow with ``W``. Sums and stored gradients are float32
     (float64 for float64 inputs with ``jax_enable_x64``), as in :func:`sigmoid_loss`.
 
+    Several positives per row: with ``image_groups`` and ``text_groups`` (sharded like the
+    embeddings), pair ``(i, j)`` of the global batch is a positive iff their ids are equal,
+    wherever the two rows live: each text shard's ids travel around the ring with it. The text
+    shards may then have another size ``m`` than the image shards (``M = m W`` texts), ``N``
+    still counts the images, and ``positive_weighting="inverse_count"`` counts ``k_i``/``k'_j``
+    over the whole axis (one all-gather of the ids). The loss equals :func:`sigmoid_loss` with
+    the same groups on the gathered batch.
+
     Args:
         image_emb: ``[n, dim]`` this device's image embeddings (normalise them first).
-        text_emb: ``[n, dim]`` this device's text embeddings; row ``i`` pairs with image row ``i``.
+        text_emb: ``[n, dim]`` this device's text embeddings; row ``i`` pairs with image row ``i``
+            (``[m, dim]`` with groups).
         scale: the positive multiplier ``t = exp(log_scale)``; float or 0-d array (replicated).
         bias: the logit bias ``b``; float or 0-d array (replicated).
         axis_name: the ``shard_map`` mesh axis that the batch is sharded over, or a tuple of
             axes (the batch sharded over their product, e.g. ``("data", "fsdp")``).
+        image_groups: ``[n]`` integer group ids of this device's images, or None (diagonal).
+        text_groups: ``[m]`` integer group ids of this device's texts, or None.
+        positive_weighting: ``"uniform"`` or ``"inverse_count"`` (see :func:`sigmoid_loss`).
         block_size: tile edge of the fused block computation (None: the fused default).
 
     Returns:
@@ -265,7 +353,15 @@ def sharded_sigmoid_loss(
         >>> bool(jnp.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0), rtol=1e-5))
         True
     """
-    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
+    check_inputs(
+        image_emb,
+        text_emb,
+        scale=scale,
+        bias=bias,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=positive_weighting,
+    )
     scale_array, bias_array = scale_and_bias_in_compute_dtype(
         image_emb, text_emb, scale=scale, bias=bias
     )
@@ -275,7 +371,13 @@ def sharded_sigmoid_loss(
     # check_vma=False nothing is tracked and cotangents follow the unchecked rules.
     axis_names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
     unchecked = not set(axis_names) <= varying_axes(jax.typeof(image_emb))
-    return _sharded_loss_function(axis_name, block_size, dtypes, unchecked)(*inputs)
+    weighting = None
+    groups: tuple[jax.Array, ...] = ()
+    if image_groups is not None and text_groups is not None:
+        weighting = positive_weighting
+        groups = (as_group_ids(image_groups), as_group_ids(text_groups))
+    function = _sharded_loss_function(axis_name, block_size, dtypes, unchecked, weighting)
+    return function(*inputs, *groups)
 
 
 def _placed(value: Any, sharding: NamedSharding) -> Any:
@@ -300,6 +402,9 @@ def sharded_sigmoid_loss_on_mesh(
     bias: Scalar,
     mesh: Mesh,
     axis_name: str,
+    image_groups: jax.Array | None = None,
+    text_groups: jax.Array | None = None,
+    positive_weighting: PositiveWeighting = "uniform",
     block_size: int | None = None,
 ) -> jax.Array:
     r"""The sigmoid loss of a global batch whose rows are sharded over ``mesh`` axis ``axis_name``.
@@ -319,6 +424,10 @@ def sharded_sigmoid_loss_on_mesh(
         bias: the logit bias ``b``; float or 0-d array.
         mesh: the device mesh.
         axis_name: the mesh axis to shard the batch over.
+        image_groups: ``[batch]`` integer group ids of the images (sharded like them), or None.
+        text_groups: ``[text_batch]`` integer group ids of the texts; with groups the text batch
+            may differ from the image batch (both divisible by the axis size).
+        positive_weighting: ``"uniform"`` or ``"inverse_count"`` (see :func:`sigmoid_loss`).
         block_size: tile edge of the fused block computation (None: the fused default).
 
     Returns:
@@ -343,42 +452,60 @@ def sharded_sigmoid_loss_on_mesh(
         >>> bool(jnp.allclose(loss, sigmoid_loss(image, text, scale=10.0, bias=-10.0), rtol=1e-5))
         True
     """
-    batch, _ = check_inputs(image_emb, text_emb, scale=scale, bias=bias)
+    batch, _ = check_inputs(
+        image_emb,
+        text_emb,
+        scale=scale,
+        bias=bias,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=positive_weighting,
+    )
     if axis_name not in mesh.axis_names:
         raise ValueError(
             f"axis_name: expected one of the mesh axes {tuple(mesh.axis_names)}, got {axis_name!r}"
         )
     devices = mesh.shape[axis_name]
-    if batch % devices:
-        raise ValueError(
-            f"image_emb: expected a batch divisible by the {devices} devices of mesh axis "
-            f"{axis_name!r}, got batch {batch}"
-        )
+    for name, rows_count in (("image_emb", batch), ("text_emb", int(text_emb.shape[0]))):
+        if rows_count % devices:
+            raise ValueError(
+                f"{name}: expected a batch divisible by the {devices} devices of mesh axis "
+                f"{axis_name!r}, got batch {rows_count}"
+            )
     rows = PartitionSpec(axis_name)
     replicated = PartitionSpec()
-    image_emb, text_emb = (
-        _placed(value, NamedSharding(mesh, rows)) for value in (image_emb, text_emb)
-    )
+    arrays = [image_emb, text_emb]
+    if image_groups is not None and text_groups is not None:
+        arrays += [as_group_ids(image_groups), as_group_ids(text_groups)]
+    arrays = [_placed(value, NamedSharding(mesh, rows)) for value in arrays]
 
     def loss_of_shards(
-        image_shard: jax.Array, text_shard: jax.Array, scale: jax.Array, bias: jax.Array
+        image_shard: jax.Array,
+        text_shard: jax.Array,
+        scale: jax.Array,
+        bias: jax.Array,
+        *group_shards: jax.Array,
     ) -> jax.Array:
+        image_ids, text_ids = group_shards if group_shards else (None, None)
         return sharded_sigmoid_loss(
             image_shard,
             text_shard,
             scale=scale,
             bias=bias,
             axis_name=axis_name,
+            image_groups=image_ids,
+            text_groups=text_ids,
+            positive_weighting=positive_weighting,
             block_size=block_size,
         )
 
     loss_on_shards = shard_map(
         loss_of_shards,
         mesh=mesh,
-        in_specs=(rows, rows, replicated, replicated),
+        in_specs=(rows, rows, replicated, replicated, *(rows,) * (len(arrays) - 2)),
         out_specs=replicated,
     )
     scale_array, bias_array = scale_and_bias_in_compute_dtype(
         image_emb, text_emb, scale=scale, bias=bias
     )
-    return loss_on_shards(image_emb, text_emb, scale_array, bias_array)
+    return loss_on_shards(arrays[0], arrays[1], scale_array, bias_array, *arrays[2:])

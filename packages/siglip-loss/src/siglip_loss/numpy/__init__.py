@@ -3,6 +3,7 @@
 from siglip_loss.numpy._reference import SigmoidLossAndGrads
 from siglip_loss.numpy._reference import SoftmaxLossAndGrads
 from siglip_loss.numpy._reference import l2_normalize
+from siglip_loss.numpy._reference import positive_pairs_and_weights
 from siglip_loss.numpy._reference import sigmoid_loss
 from siglip_loss.numpy._reference import sigmoid_loss_and_grads
 from siglip_loss.numpy._reference import softmax_loss
@@ -12,6 +13,7 @@ __all__ = [
     "SigmoidLossAndGrads",
     "SoftmaxLossAndGrads",
     "l2_normalize",
+    "positive_pairs_and_weights",
     "sigmoid_loss",
     "sigmoid_loss_and_grads",
     "softmax_loss",

@@ -8,7 +8,10 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from siglip_loss._validation import PositiveWeighting
+from siglip_loss._validation import check_groups
 from siglip_loss._validation import check_pair
+from siglip_loss._validation import check_positive_weighting
 from siglip_loss._validation import check_scalar
 
 Float64Array = npt.NDArray[np.float64]
@@ -19,7 +22,7 @@ class SigmoidLossAndGrads(NamedTuple):
 
     loss: float
     grad_image_emb: Float64Array  # [batch, dim]
-    grad_text_emb: Float64Array  # [batch, dim]
+    grad_text_emb: Float64Array  # [text_batch, dim] (= [batch, dim] without groups)
     grad_scale: float
     grad_bias: float
 
@@ -82,40 +85,115 @@ def l2_normalize(x: Any, *, axis: int = -1, eps: float = 1e-8) -> npt.NDArray[An
     return normalized
 
 
-def _check_and_cast(image_emb: Any, text_emb: Any) -> tuple[Float64Array, Float64Array]:
+def _check_and_cast(
+    image_emb: Any, text_emb: Any, *, rectangular: bool = False
+) -> tuple[Float64Array, Float64Array]:
     image = image_emb if hasattr(image_emb, "dtype") else np.asarray(image_emb)
     text = text_emb if hasattr(text_emb, "dtype") else np.asarray(text_emb)
-    check_pair(image, text)
+    check_pair(image, text, rectangular=rectangular)
     return _as_float64(image), _as_float64(text)
 
 
+def _as_groups(groups: Any) -> Any:
+    # Lists become arrays (as the embeddings do); anything else is checked as given.
+    return np.asarray(groups) if isinstance(groups, list | tuple) else groups
+
+
+def positive_pairs_and_weights(
+    image_groups: Any,
+    text_groups: Any,
+    *,
+    positive_weighting: PositiveWeighting = "uniform",
+) -> tuple[npt.NDArray[np.bool_], Float64Array]:
+    r"""Which pairs are positives, and the weight of every pair, from group ids (dense, float64).
+
+    Pair ``(i, j)`` is a positive iff ``image_groups[i] == text_groups[j]``. Every negative
+    weighs 1; a positive weighs 1 (``"uniform"``) or
+    :math:`\tfrac{1}{2}(1/k_i + 1/k'_j)` (``"inverse_count"``), with :math:`k_i` the positives
+    of row ``i`` and :math:`k'_j` those of column ``j``.
+
+    Args:
+        image_groups: ``[batch]`` integer group id of each image row.
+        text_groups: ``[text_batch]`` integer group id of each text row.
+        positive_weighting: ``"uniform"`` or ``"inverse_count"``.
+
+    Returns:
+        ``(positive, weight)``: ``[batch, text_batch]`` bool and float64 matrices.
+
+    Examples:
+        >>> import numpy as np
+        >>> from siglip_loss.numpy import positive_pairs_and_weights
+        >>> positive, weight = positive_pairs_and_weights(
+        ...     np.array([0, 1]), np.array([0, 0, 1]), positive_weighting="inverse_count"
+        ... )
+        >>> positive.astype(int)
+        array([[1, 1, 0],
+               [0, 0, 1]])
+        >>> weight  # row 0 has 2 positives, each column 1: (1/2 + 1) / 2
+        array([[0.75, 0.75, 1.  ],
+               [1.  , 1.  , 1.  ]])
+    """
+    weighting = check_positive_weighting(positive_weighting)
+    image_ids = np.asarray(image_groups)
+    text_ids = np.asarray(text_groups)
+    positive = image_ids[:, None] == text_ids[None, :]
+    weight = np.ones(positive.shape, dtype=np.float64)
+    if weighting == "inverse_count":
+        row_count = positive.sum(axis=1, keepdims=True)  # k_i
+        column_count = positive.sum(axis=0, keepdims=True)  # k'_j
+        with np.errstate(divide="ignore"):  # a count of 0 only occurs off the positives
+            pair_weight = 0.5 * (1.0 / row_count + 1.0 / column_count)
+        weight = np.where(positive, pair_weight, 1.0)
+    return positive, weight
+
+
 def sigmoid_loss_and_grads(
-    image_emb: Any, text_emb: Any, *, scale: float, bias: float
+    image_emb: Any,
+    text_emb: Any,
+    *,
+    scale: float,
+    bias: float,
+    image_groups: Any = None,
+    text_groups: Any = None,
+    positive_weighting: PositiveWeighting = "uniform",
 ) -> SigmoidLossAndGrads:
     r"""The SigLIP sigmoid loss and its analytic gradients, in float64.
 
     .. math::
         u_{ij} = t \langle x_i, y_j \rangle + b, \quad
-        L = \frac{1}{N} \sum_{i,j} \operatorname{softplus}(-z_{ij} u_{ij}),
-        \quad z_{ii} = 1,\; z_{ij} = -1 \ (i \ne j)
+        L = \frac{1}{N} \sum_{i,j} w_{ij} \operatorname{softplus}(-z_{ij} u_{ij}),
+        \quad z_{ij} = +1 \text{ for a positive pair, else } -1
 
-    With :math:`G = (\sigma(u) - I) / N`: :math:`\partial L/\partial X = t\,G Y`,
+    Without groups the positives are the diagonal (``z_ii = 1``) and every ``w_ij = 1``. With
+    ``image_groups`` and ``text_groups``, pair ``(i, j)`` is a positive iff their group ids are
+    equal, the text batch M may differ from the image batch N, and a row or column may have no
+    positive; ``w_ij = 1`` except for ``positive_weighting="inverse_count"``, where a positive
+    weighs :math:`\tfrac{1}{2}(1/k_i + 1/k'_j)` (``k_i`` positives in row ``i``, ``k'_j`` in
+    column ``j``). The sum is divided by N, the number of images, in every case.
+
+    With :math:`G = w \odot (\sigma(u) - [z = 1]) / N`: :math:`\partial L/\partial X = t\,G Y`,
     :math:`\partial L/\partial Y = t\,G^\top X`, :math:`\partial L/\partial t = \sum G \odot X Y^\top`,
     :math:`\partial L/\partial b = \sum G`.
 
     Args:
         image_emb: ``[batch, dim]`` image embeddings, used as given (normalise them first).
-        text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``.
+        text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``
+            (``[text_batch, dim]`` with groups).
         scale: the positive multiplier ``t = exp(log_scale)``.
         bias: the additive logit bias ``b``.
+        image_groups: ``[batch]`` integer group id of each image, or None (the diagonal).
+        text_groups: ``[text_batch]`` integer group id of each text, or None.
+        positive_weighting: ``"uniform"`` or ``"inverse_count"``.
 
     Returns:
         :class:`SigmoidLossAndGrads` with the loss and gradients for all four inputs.
 
     Raises:
-        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, ``scale`` is
-            not finite and positive, or ``bias`` is not finite.
-        TypeError: an input is not floating point.
+        ValueError: a shape is not ``[batch, dim]``, the batches differ without groups, a batch
+            is 0, only one group array is given, a group array is not ``[batch]`` /
+            ``[text_batch]``, ``scale`` is not finite and positive, ``bias`` is not finite, or
+            ``positive_weighting`` is unknown.
+        TypeError: an input is not floating point, or a group array is not integer.
 
     Reference: Zhai et al., "Sigmoid Loss for Language Image Pre-Training", arXiv:2303.15343.
 
@@ -125,17 +203,45 @@ def sigmoid_loss_and_grads(
         >>> result = sigmoid_loss_and_grads(np.eye(2), np.eye(2), scale=10.0, bias=-10.0)
         >>> round(result.loss, 6)  # softplus(0) + softplus(-10), per row
         0.693193
+        >>> # Two images with two captions each: 2 x 4 logits, 2 positives per row.
+        >>> grouped = sigmoid_loss_and_grads(
+        ...     np.eye(2),
+        ...     np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]),
+        ...     scale=10.0,
+        ...     bias=-10.0,
+        ...     image_groups=np.array([0, 1]),
+        ...     text_groups=np.array([0, 0, 1, 1]),
+        ... )
+        >>> round(grouped.loss, 6), grouped.grad_text_emb.shape
+        (1.386385, (4, 2))
     """
-    image, text = _check_and_cast(image_emb, text_emb)
+    image_groups, text_groups = _as_groups(image_groups), _as_groups(text_groups)
+    grouped = image_groups is not None or text_groups is not None
+    image, text = _check_and_cast(image_emb, text_emb, rectangular=grouped)
+    check_groups(
+        image_groups,
+        text_groups,
+        image_batch=image.shape[0],
+        text_batch=text.shape[0],
+    )
+    weighting = check_positive_weighting(positive_weighting)
     check_scalar("scale", scale, positive=True)
     check_scalar("bias", bias)
     batch = image.shape[0]
     t, b = float(scale), float(bias)
-    cosine = image @ text.T  # [batch, batch]
+    if grouped:
+        positive, weight = positive_pairs_and_weights(
+            image_groups, text_groups, positive_weighting=weighting
+        )
+        is_positive: Float64Array = positive.astype(np.float64)
+    else:
+        is_positive = np.eye(batch)
+        weight = np.ones((batch, batch))
+    cosine = image @ text.T  # [batch, text_batch]
     logits = t * cosine + b
-    labels = 2.0 * np.eye(batch) - 1.0
-    loss = float(np.sum(_softplus(-labels * logits)) / batch)
-    grad_logits = (_sigmoid(logits) - np.eye(batch)) / batch
+    labels = 2.0 * is_positive - 1.0
+    loss = float(np.sum(weight * _softplus(-labels * logits)) / batch)
+    grad_logits = weight * (_sigmoid(logits) - is_positive) / batch
     return SigmoidLossAndGrads(
         loss=loss,
         grad_image_emb=t * grad_logits @ text,
@@ -145,16 +251,31 @@ def sigmoid_loss_and_grads(
     )
 
 
-def sigmoid_loss(image_emb: Any, text_emb: Any, *, scale: float, bias: float) -> float:
-    r"""The SigLIP sigmoid loss in float64: :math:`-\frac{1}{N}\sum_{i,j}\log\sigma(z_{ij}(t\langle x_i,y_j\rangle+b))`.
+def sigmoid_loss(
+    image_emb: Any,
+    text_emb: Any,
+    *,
+    scale: float,
+    bias: float,
+    image_groups: Any = None,
+    text_groups: Any = None,
+    positive_weighting: PositiveWeighting = "uniform",
+) -> float:
+    r"""The SigLIP sigmoid loss in float64: :math:`\frac{1}{N}\sum_{i,j} w_{ij}\operatorname{softplus}(-z_{ij}(t\langle x_i,y_j\rangle+b))`.
 
-    Divided by the batch size N (the number of positives), not by N².
+    Divided by the number of images N (the number of positives without groups), not by N².
+    Without groups the positives are the diagonal; with ``image_groups``/``text_groups`` pair
+    ``(i, j)`` is a positive iff their ids are equal (see :func:`sigmoid_loss_and_grads`).
 
     Args:
         image_emb: ``[batch, dim]`` image embeddings, used as given.
-        text_emb: ``[batch, dim]`` text embeddings; row ``i`` pairs with image row ``i``.
+        text_emb: ``[batch, dim]`` text embeddings; row ``i`` pairs with image row ``i``
+            (``[text_batch, dim]`` with groups).
         scale: the positive multiplier ``t = exp(log_scale)``.
         bias: the additive logit bias ``b``.
+        image_groups: ``[batch]`` integer group id of each image, or None.
+        text_groups: ``[text_batch]`` integer group id of each text, or None.
+        positive_weighting: ``"uniform"`` or ``"inverse_count"``.
 
     Returns:
         The loss as a Python float.
@@ -166,7 +287,15 @@ def sigmoid_loss(image_emb: Any, text_emb: Any, *, scale: float, bias: float) ->
         >>> round(sigmoid_loss(np.zeros((4, 3)), np.zeros((4, 3)), scale=10.0, bias=-10.0), 4)
         10.0002
     """
-    return sigmoid_loss_and_grads(image_emb, text_emb, scale=scale, bias=bias).loss
+    return sigmoid_loss_and_grads(
+        image_emb,
+        text_emb,
+        scale=scale,
+        bias=bias,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=positive_weighting,
+    ).loss
 
 
 def softmax_loss_and_grads(image_emb: Any, text_emb: Any, *, scale: float) -> SoftmaxLossAndGrads:

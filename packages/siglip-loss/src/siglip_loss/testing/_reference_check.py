@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from siglip_loss._validation import check_positive_weighting
+from siglip_loss.numpy import positive_pairs_and_weights
 from siglip_loss.numpy import sigmoid_loss_and_grads
 
 # Unit roundoff (half the machine epsilon) of each floating dtype.
@@ -94,6 +96,7 @@ def _run_torch(
     scale: float,
     bias: float,
     check_grads: bool,
+    options: dict[str, Any],
 ) -> tuple[_Computed, float, float]:
     import torch
 
@@ -103,7 +106,7 @@ def _run_torch(
     text = text_emb.detach().clone().requires_grad_(check_grads)
     scale_t = torch.tensor(scale, dtype=param_dtype, device=image.device, requires_grad=check_grads)
     bias_t = torch.tensor(bias, dtype=param_dtype, device=image.device, requires_grad=check_grads)
-    loss = loss_fn(image, text, scale=scale_t, bias=bias_t)
+    loss = loss_fn(image, text, scale=scale_t, bias=bias_t, **options)
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
         raise AssertionError(f"loss_fn: expected a 0-d torch.Tensor, got {_describe(loss)}")
     grads = None
@@ -138,6 +141,7 @@ def _run_jax(
     bias: float,
     check_grads: bool,
     jit: bool,
+    options: dict[str, Any],
 ) -> tuple[_Computed, float, float]:
     import jax
     import jax.numpy as jnp
@@ -148,7 +152,7 @@ def _run_jax(
     bias_a = jnp.asarray(bias, dtype=param_dtype)
 
     def call(image: Any, text: Any, scale_value: Any, bias_value: Any) -> Any:
-        loss = loss_fn(image, text, scale=scale_value, bias=bias_value)
+        loss = loss_fn(image, text, scale=scale_value, bias=bias_value, **options)
         if not isinstance(loss, jax.Array) or loss.ndim != 0:
             raise AssertionError(f"loss_fn: expected a 0-d jax.Array, got {_describe(loss)}")
         return loss
@@ -171,6 +175,30 @@ def _run_jax(
     )
 
 
+def _group_ids(
+    image_groups: Any, text_groups: Any, image_emb: Any, text_emb: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The group ids as int64 numpy arrays for the oracle, checked like the losses check them."""
+    from siglip_loss._validation import check_groups
+
+    converted = []
+    for groups in (image_groups, text_groups):
+        if groups is not None and type(groups).__module__.startswith("torch"):
+            groups = groups.detach().cpu().numpy()
+        if isinstance(groups, list | tuple):
+            groups = np.asarray(groups)
+        if groups is not None and not isinstance(groups, np.ndarray) and hasattr(groups, "shape"):
+            groups = np.asarray(groups)  # a JAX array
+        converted.append(groups)
+    check_groups(
+        converted[0],
+        converted[1],
+        image_batch=int(image_emb.shape[0]),
+        text_batch=int(text_emb.shape[0]),
+    )
+    return converted[0].astype(np.int64), converted[1].astype(np.int64)
+
+
 def _describe(value: Any) -> str:
     shape = getattr(value, "shape", None)
     return f"{type(value).__name__} with shape {tuple(shape)}" if shape is not None else repr(value)
@@ -186,27 +214,44 @@ def _tolerances(
     accumulation_epsilon: float,
     smallest_normal: float,
     factor: float,
+    groups: dict[str, Any],
 ) -> dict[str, Any]:
     """First-order rounding-error bounds for the loss and its four gradients (see module doc)."""
     batch, dim = image.shape
-    reference = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias)
-    magnitude = scale * (np.abs(image) @ np.abs(text).T) + abs(bias)  # [batch, batch]
+    reference = sigmoid_loss_and_grads(image, text, scale=scale, bias=bias, **groups)
+    magnitude = scale * (np.abs(image) @ np.abs(text).T) + abs(bias)  # [batch, text_batch]
     logit_error = epsilon * (2.0 + math.sqrt(dim)) * magnitude
     logits = scale * (image @ text.T) + bias
     sigmoid = np.exp(-np.logaddexp(0.0, -logits))
-    eye = np.eye(batch)
-    grad_logits = np.abs(sigmoid - eye) / batch  # |dL/du_ij| = |G_ij|
+    if groups:
+        positive_pairs, weight = positive_pairs_and_weights(
+            groups["image_groups"],
+            groups["text_groups"],
+            positive_weighting=groups["positive_weighting"],
+        )
+        positive = positive_pairs.astype(np.float64)
+    else:
+        positive, weight = np.eye(batch), np.ones((batch, batch))
+    grad_logits = weight * np.abs(sigmoid - positive) / batch  # |dL/du_ij| = |G_ij|
     grad_logits_error = (
-        sigmoid * (1.0 - sigmoid) * logit_error + 2.0 * epsilon * (sigmoid + eye) + smallest_normal
-    ) / batch
-    # Sums over the N^2 pairs in any order: a random walk of N^2 roundings grows like N; tile by
-    # tile sequential accumulation (small terms into a large sum) rounds with a bias, hence 8 N.
-    # Sums over one axis (the gradient matmuls) grow like sqrt(N).
-    pair_sum_rounding = accumulation_epsilon * (4.0 + 8.0 * batch)
-    row_sum_rounding = accumulation_epsilon * (2.0 + 2.0 * math.sqrt(batch))
+        weight
+        * (
+            sigmoid * (1.0 - sigmoid) * logit_error
+            + 2.0 * epsilon * (sigmoid + positive)
+            + smallest_normal
+        )
+        / batch
+    )
+    # Sums over the N M pairs in any order: a random walk of N M roundings grows like sqrt(N M);
+    # tile by tile sequential accumulation (small terms into a large sum) rounds with a bias,
+    # hence 8 sqrt(N M) (8 N for a square batch). Sums over one axis (the gradient matmuls) grow
+    # like the square root of its length.
+    pairs = batch * text.shape[0]
+    pair_sum_rounding = accumulation_epsilon * (4.0 + 8.0 * math.sqrt(pairs))
+    row_sum_rounding = accumulation_epsilon * (2.0 + 2.0 * math.sqrt(max(batch, text.shape[0])))
     gathered = grad_logits_error + row_sum_rounding * grad_logits
-    # softplus(-u) = softplus(u) - u on the diagonal (open_clip's form) loses eps |u_ii| there.
-    diagonal_cancellation = float(np.sum(np.abs(np.diag(logits)))) / batch
+    # softplus(-u) = softplus(u) - u on the positives (open_clip's form) loses eps |u| there.
+    diagonal_cancellation = float(np.sum(weight * positive * np.abs(logits))) / batch
     cosine_magnitude = np.abs(image) @ np.abs(text).T
     return {
         "reference": reference,
@@ -265,6 +310,9 @@ def assert_matches_reference(
     *,
     scale: Any,
     bias: Any,
+    image_groups: Any = None,
+    text_groups: Any = None,
+    positive_weighting: str = "uniform",
     check_grads: bool | None = None,
     jit: bool = True,
     epsilon: float | None = None,
@@ -277,7 +325,12 @@ def assert_matches_reference(
     (possibly low-precision) inputs:
 
     .. math::
-        L = \frac{1}{N} \sum_{i,j} \operatorname{softplus}(-z_{ij} (t \langle x_i, y_j \rangle + b))
+        L = \frac{1}{N} \sum_{i,j} w_{ij} \operatorname{softplus}(-z_{ij} (t \langle x_i, y_j \rangle + b))
+
+    With ``image_groups`` and ``text_groups`` (the multi-positive loss: pair ``(i, j)`` is a
+    positive iff the ids are equal; ``text_emb`` may have another number of rows) it calls
+    ``loss_fn(image_emb, text_emb, scale=..., bias=..., image_groups=..., text_groups=...,
+    positive_weighting=...)`` with the ids exactly as given, and the oracle uses the same ids.
 
     For torch tensors and JAX arrays it also compares all four gradients (``image_emb``,
     ``text_emb``, ``scale``, ``bias``), obtained with ``torch.autograd`` or ``jax.grad``;
@@ -296,6 +349,9 @@ def assert_matches_reference(
         text_emb: ``[batch, dim]``, same backend.
         scale: the positive multiplier ``t`` (Python float or 0-d array).
         bias: the logit bias ``b`` (Python float or 0-d array).
+        image_groups: ``[batch]`` integer group ids (any array type), or None: the diagonal.
+        text_groups: ``[text_batch]`` integer group ids, or None.
+        positive_weighting: ``"uniform"`` or ``"inverse_count"``, passed on with the groups.
         check_grads: compare the four gradients; default True for torch/JAX, False for numpy.
         jit: JAX only: run ``loss_fn`` (and its gradients) under ``jax.jit``, one compilation per
             shape instead of one per operation; pass False for a loss that cannot be traced.
@@ -307,9 +363,12 @@ def assert_matches_reference(
     Raises:
         AssertionError: the value or a gradient differs from the oracle by more than its
             tolerance, is not finite, has the wrong shape, or is missing (not differentiable).
-        TypeError: an unknown array type, arrays of two backends, or a non-floating dtype.
+        TypeError: an unknown array type, arrays of two backends, a non-floating dtype, or
+            non-integer group ids.
         ValueError: a non-2-d embedding, a non-scalar or non-finite ``scale``/``bias``,
-            ``tolerance_factor <= 0``, or ``check_grads=True`` with numpy arrays.
+            ``tolerance_factor <= 0``, ``check_grads=True`` with numpy arrays, only one group
+            array, group arrays that do not have one id per row, or an unknown
+            ``positive_weighting``.
 
     Examples:
         >>> import numpy as np
@@ -334,6 +393,26 @@ def assert_matches_reference(
             )
         if len(array.shape) != 2:
             raise ValueError(f"{name}: expected shape [batch, dim], got {tuple(array.shape)}")
+    options: dict[str, Any] = {}
+    oracle_groups: dict[str, Any] = {}
+    if image_groups is not None or text_groups is not None:
+        weighting = check_positive_weighting(positive_weighting)
+        image_ids, text_ids = _group_ids(image_groups, text_groups, image_emb, text_emb)
+        options = {
+            "image_groups": image_groups,
+            "text_groups": text_groups,
+            "positive_weighting": weighting,
+        }
+        oracle_groups = {
+            "image_groups": image_ids,
+            "text_groups": text_ids,
+            "positive_weighting": weighting,
+        }
+    elif image_emb.shape[0] != text_emb.shape[0]:
+        raise ValueError(
+            f"text_emb: expected batch {image_emb.shape[0]} to match image_emb without group ids, "
+            f"got shape {tuple(text_emb.shape)}"
+        )
     if not tolerance_factor > 0:
         raise ValueError(f"tolerance_factor: expected > 0, got {tolerance_factor}")
     if check_grads is None:
@@ -344,14 +423,14 @@ def assert_matches_reference(
 
     if backend == "torch":
         computed, scale_value, bias_value = _run_torch(
-            loss_fn, image_emb, text_emb, scale_value, bias_value, check_grads
+            loss_fn, image_emb, text_emb, scale_value, bias_value, check_grads, options
         )
     elif backend == "jax":
         computed, scale_value, bias_value = _run_jax(
-            loss_fn, image_emb, text_emb, scale_value, bias_value, check_grads, jit
+            loss_fn, image_emb, text_emb, scale_value, bias_value, check_grads, jit, options
         )
     else:
-        value = loss_fn(image_emb, text_emb, scale=scale_value, bias=bias_value)
+        value = loss_fn(image_emb, text_emb, scale=scale_value, bias=bias_value, **options)
         if np.ndim(value) != 0:
             raise AssertionError(f"loss_fn: expected a scalar, got {_describe(value)}")
         computed = _Computed(float(value), None)
@@ -370,12 +449,19 @@ def assert_matches_reference(
         accumulation_epsilon=UNIT_ROUNDOFF["float64" if least_precise == "float64" else "float32"],
         smallest_normal=SMALLEST_NORMAL[least_precise],
         factor=tolerance_factor,
+        groups=oracle_groups,
     )
     reference = bounds["reference"]
     context = (
         f"{backend} {least_precise}, batch {image.shape[0]}, dim {image.shape[1]}, "
         f"scale {scale_value!r}, bias {bias_value!r}"
     )
+    if oracle_groups:
+        context += (
+            f", {text.shape[0]} texts, image_groups {oracle_groups['image_groups'].tolist()}, "
+            f"text_groups {oracle_groups['text_groups'].tolist()}, "
+            f"positive_weighting {oracle_groups['positive_weighting']!r}"
+        )
     _check_close("loss", computed.loss, reference.loss, bounds["loss"], context)
     if computed.grads is None:
         return

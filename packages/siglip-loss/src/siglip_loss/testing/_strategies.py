@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 BACKENDS = ("numpy", "torch", "jax")
 LAYOUTS = ("independent", "aligned", "duplicated", "zero_rows")
+GROUP_PATTERNS = ("unique", "all_equal", "repeated", "captions_per_image", "without_positives")
+"""The group patterns :func:`group_patterns` draws from (see there)."""
 
 
 class EmbeddingPair(NamedTuple):
@@ -26,6 +28,22 @@ class EmbeddingPair(NamedTuple):
 
     image_emb: Any  # [batch, dim], array of the chosen backend and dtype
     text_emb: Any  # [batch, dim]
+
+
+class GroupPattern(NamedTuple):
+    """Group ids of a multi-positive batch: pair ``(i, j)`` is a positive iff the ids are equal."""
+
+    image_groups: Any  # [batch] integer array of the chosen backend
+    text_groups: Any  # [text_batch]
+
+
+class GroupedBatch(NamedTuple):
+    """Images, texts (possibly a different number) and their group ids."""
+
+    image_emb: Any  # [batch, dim]
+    text_emb: Any  # [text_batch, dim]
+    image_groups: Any  # [batch] integers
+    text_groups: Any  # [text_batch] integers
 
 
 def _check_range(name: str, bounds: tuple[int, int], *, lowest: int) -> tuple[int, int]:
@@ -39,6 +57,23 @@ def _check_range(name: str, bounds: tuple[int, int], *, lowest: int) -> tuple[in
     if low < lowest or high < low:
         raise ValueError(f"{name}: expected {lowest} <= min <= max, got {bounds!r}")
     return low, high
+
+
+def _as_range(name: str, value: int | tuple[int, int], *, lowest: int) -> tuple[int, int]:
+    if isinstance(value, tuple):
+        return _check_range(name, value, lowest=lowest)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int or a (min, max) tuple of ints, got {value!r}")
+    return _check_range(name, (value, value), lowest=lowest)
+
+
+def _check_patterns(patterns: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(patterns, str) or not patterns:
+        raise TypeError(f"patterns: expected a non-empty sequence of names, got {patterns!r}")
+    for pattern in patterns:
+        if pattern not in GROUP_PATTERNS:
+            raise ValueError(f"patterns: expected names among {GROUP_PATTERNS}, got {pattern!r}")
+    return tuple(patterns)
 
 
 def _check_dtypes(dtypes: Sequence[str], backend: str) -> tuple[str, ...]:
@@ -92,6 +127,216 @@ def to_backend(array: np.ndarray, *, backend: str, dtype: str) -> Any:
 
         return jnp.asarray(np.asarray(array, dtype=np.float64), dtype=getattr(jnp, dtype))
     raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+
+
+def ids_to_backend(ids: np.ndarray, *, backend: str) -> Any:
+    """Integer group ids as an array of ``backend``: numpy and torch int64, JAX's default int.
+
+    Args:
+        ids: numpy integer array of any shape.
+        backend: ``"numpy"``, ``"torch"`` or ``"jax"``.
+
+    Returns:
+        A ``numpy.ndarray``, ``torch.Tensor`` (CPU) or ``jax.Array``.
+
+    Raises:
+        ValueError: an unknown backend.
+
+    Examples:
+        >>> import numpy as np
+        >>> from siglip_loss.testing import ids_to_backend
+        >>> ids_to_backend(np.array([3, 3, 7]), backend="numpy")
+        array([3, 3, 7])
+    """
+    values = np.asarray(ids, dtype=np.int64)
+    if backend == "numpy":
+        return values
+    if backend == "torch":
+        import torch
+
+        return torch.from_numpy(values)
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        return jnp.asarray(values.astype(jax.dtypes.canonicalize_dtype(np.int64)))
+    raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+
+
+def _draw_ids(
+    draw: st.DrawFn, pattern: str, image_batch: int, text_batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group ids of one pattern, drawn element by element (hypothesis shrinks the structure)."""
+
+    def ids(count: int, low: int, high: int, label: str) -> np.ndarray:
+        values = draw(st.lists(st.integers(low, high), min_size=count, max_size=count), label=label)
+        return np.array(values, dtype=np.int64)
+
+    if pattern == "unique":
+        # Distinct ids on each side from one pool: a permuted diagonal when the batches agree,
+        # a partial matching otherwise.
+        pool = max(image_batch, text_batch)
+        image_order = draw(st.permutations(range(pool)), label="image_ids")[:image_batch]
+        text_order = draw(st.permutations(range(pool)), label="text_ids")[:text_batch]
+        return np.array(image_order, dtype=np.int64), np.array(text_order, dtype=np.int64)
+    if pattern == "all_equal":
+        return np.zeros(image_batch, np.int64), np.zeros(text_batch, np.int64)
+    if pattern == "repeated":
+        count = draw(st.integers(1, max(1, max(image_batch, text_batch) // 2)), label="groups")
+        return (
+            ids(image_batch, 0, count - 1, "image_ids"),
+            ids(text_batch, 0, count - 1, "text_ids"),
+        )
+    if pattern == "captions_per_image":
+        # Every image its own id; every caption belongs to one image (some have none).
+        return np.arange(image_batch, dtype=np.int64), ids(
+            text_batch, 0, image_batch - 1, "text_ids"
+        )
+    # without_positives: image row 0 and text column 0 match nothing; the rest repeat.
+    count = draw(st.integers(1, max(1, max(image_batch, text_batch) // 2)), label="groups")
+    image_ids = ids(image_batch, 0, count - 1, "image_ids")
+    text_ids = ids(text_batch, 0, count - 1, "text_ids")
+    image_ids[0], text_ids[0] = -1, -2
+    return image_ids, text_ids
+
+
+def group_patterns(
+    *,
+    image_batch: int | tuple[int, int],
+    text_batch: int | tuple[int, int] | None = None,
+    patterns: Sequence[str] = GROUP_PATTERNS,
+    backend: str = "numpy",
+) -> st.SearchStrategy[GroupPattern]:
+    """Group ids for property-testing a multi-positive sigmoid loss (several captions per image).
+
+    Draws a pattern and the ids that realise it:
+
+    - ``unique``: distinct ids on each side, so every row and column has at most one positive
+      (with equal batches, a permuted diagonal: the standard loss in another order);
+    - ``all_equal``: one group, every pair a positive;
+    - ``repeated``: ids from a small range on both sides (repeated captions, duplicate images),
+      rows and columns with several positives or none;
+    - ``captions_per_image``: each image its own id, each text the id of a random image (COCO's
+      several captions per image; some images get no caption);
+    - ``without_positives``: like ``repeated``, but image row 0 and text column 0 surely match
+      nothing.
+
+    Args:
+        image_batch: the number of image ids, or an inclusive ``(min, max)`` range (``min >= 1``).
+        text_batch: the number of text ids or a range; None draws the image batch (square).
+        patterns: the pattern names to draw from (default: all five above).
+        backend: ``"numpy"``, ``"torch"`` or ``"jax"``: the array type of the ids (int64; JAX's
+            default integer).
+
+    Returns:
+        A strategy of :class:`GroupPattern` ``(image_groups, text_groups)``.
+
+    Raises:
+        TypeError: a batch is not an int or a ``(min, max)`` tuple of ints, or ``patterns`` is
+            not a sequence of names (raised when called).
+        ValueError: a batch below 1 or a range out of order, an unknown pattern or backend.
+
+    Examples:
+        >>> from hypothesis import given
+        >>> from siglip_loss.testing import group_patterns
+        >>> @given(group_patterns(image_batch=4, text_batch=(4, 20)))
+        ... def test_one_id_per_row(groups):
+        ...     assert len(groups.image_groups) == 4
+        ...     assert 4 <= len(groups.text_groups) <= 20
+        >>> test_one_id_per_row()
+    """
+    image_range = _as_range("image_batch", image_batch, lowest=1)
+    text_range = None if text_batch is None else _as_range("text_batch", text_batch, lowest=1)
+    names = _check_patterns(patterns)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+
+    @st.composite
+    def draw_pattern(draw: st.DrawFn) -> GroupPattern:
+        rows = draw(st.integers(*image_range), label="image_batch")
+        columns = rows if text_range is None else draw(st.integers(*text_range), label="text_batch")
+        pattern = draw(st.sampled_from(names), label="pattern")
+        image_ids, text_ids = _draw_ids(draw, pattern, rows, columns)
+        return GroupPattern(
+            ids_to_backend(image_ids, backend=backend), ids_to_backend(text_ids, backend=backend)
+        )
+
+    return draw_pattern()
+
+
+def grouped_batches(
+    *,
+    image_batch: int | tuple[int, int] = (1, 32),
+    text_batch: int | tuple[int, int] | None = (1, 48),
+    dim: int | tuple[int, int] = (1, 32),
+    dtypes: Sequence[str] = ("float32",),
+    backend: str = "numpy",
+    normalized: bool = True,
+    patterns: Sequence[str] = GROUP_PATTERNS,
+) -> st.SearchStrategy[GroupedBatch]:
+    """Images, texts and group ids for property-testing a multi-positive sigmoid loss.
+
+    The ids come from :func:`group_patterns`; the embeddings are Gaussian rows, either
+    independent or ``aligned`` (each text close to an image of its group: confident positives).
+
+    Args:
+        image_batch: images, an int or an inclusive ``(min, max)`` range.
+        text_batch: texts, an int or a range; None: as many as images.
+        dim: embedding dimension, an int or a range.
+        dtypes: dtype names of the embeddings (``float16``, ``bfloat16``, ``float32``,
+            ``float64``).
+        backend: ``"numpy"``, ``"torch"`` or ``"jax"``.
+        normalized: L2-normalise the rows.
+        patterns: the group patterns to draw from (see :func:`group_patterns`; default all).
+
+    Returns:
+        A strategy of :class:`GroupedBatch` ``(image_emb, text_emb, image_groups, text_groups)``.
+
+    Raises:
+        TypeError: a size is not an int or ``(min, max)`` tuple, or ``dtypes``/``patterns`` is
+            not a sequence of names (raised when called).
+        ValueError: a range out of order or below 1, an unknown dtype, pattern or backend,
+            bfloat16 with numpy, or float64 with JAX without ``jax_enable_x64``.
+
+    Examples:
+        >>> from hypothesis import given
+        >>> from siglip_loss.testing import grouped_batches
+        >>> @given(grouped_batches(image_batch=3, text_batch=(1, 9), dim=4))
+        ... def test_shapes(batch):
+        ...     assert batch.image_emb.shape == (3, 4)
+        ...     assert batch.text_emb.shape[0] == len(batch.text_groups)
+        >>> test_shapes()
+    """
+    dim_range = _as_range("dim", dim, lowest=1)
+    dtype_names = _check_dtypes(dtypes, backend)
+    ids = group_patterns(
+        image_batch=image_batch, text_batch=text_batch, patterns=patterns, backend="numpy"
+    )
+
+    @st.composite
+    def draw_batch(draw: st.DrawFn) -> GroupedBatch:
+        image_ids, text_ids = draw(ids, label="groups")
+        dimension = draw(st.integers(*dim_range), label="dim")
+        dtype = draw(st.sampled_from(dtype_names), label="dtype")
+        aligned = draw(st.booleans(), label="aligned")
+        generator = np.random.default_rng(draw(st.integers(0, 2**32 - 1), label="seed"))
+        image = generator.standard_normal((len(image_ids), dimension))
+        text = generator.standard_normal((len(text_ids), dimension))
+        if aligned:
+            for column, group in enumerate(text_ids):
+                matches = np.flatnonzero(image_ids == group)
+                if matches.size:
+                    text[column] = image[generator.choice(matches)] + 0.1 * text[column]
+        if normalized:
+            image, text = _normalize_rows(image), _normalize_rows(text)
+        return GroupedBatch(
+            to_backend(image, backend=backend, dtype=dtype),
+            to_backend(text, backend=backend, dtype=dtype),
+            ids_to_backend(image_ids, backend=backend),
+            ids_to_backend(text_ids, backend=backend),
+        )
+
+    return draw_batch()
 
 
 def _normalize_rows(array: np.ndarray) -> np.ndarray:

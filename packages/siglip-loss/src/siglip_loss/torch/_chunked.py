@@ -20,6 +20,7 @@ from siglip_loss.torch._common import Scalar
 from siglip_loss.torch._common import scale_and_bias_keeping_graph
 from siglip_loss.torch._common import softplus_threshold
 from siglip_loss.torch._fused import check_block_size
+from siglip_loss.torch._positives import BlockGroups
 
 
 def _row_block_loss_sum(
@@ -29,20 +30,39 @@ def _row_block_loss_sum(
     bias: torch.Tensor,
     row_start: int,
     tile: int,
+    groups: BlockGroups | None,
 ) -> torch.Tensor:
-    """Sum of ``softplus(-z u)`` over rows ``[row_start, row_start + rows)`` and all columns."""
+    """Sum of ``w softplus(-z u)`` over rows ``[row_start, row_start + rows)`` and all columns."""
     dtype = scale.dtype
     rows = image_rows.to(dtype)
     total = torch.zeros((), dtype=dtype, device=rows.device)
+    row_stop = row_start + rows.shape[0]
     for col_start in range(0, text_emb.shape[0], tile):
         text_cols = text_emb[col_start : col_start + tile].to(dtype)
         logits = scale * (rows @ text_cols.T) + bias  # [rows, cols]
-        # The positive of row i is column i, a diagonal of this tile: negated there, the one
-        # softplus gives softplus(-z u) for every pair without a softplus(u) - u cancellation.
-        diagonal_offset = row_start - col_start
-        if -logits.shape[0] < diagonal_offset < logits.shape[1]:
-            torch.diagonal(logits, offset=diagonal_offset).neg_()
-        total = total + F.softplus(logits, threshold=softplus_threshold(dtype)).sum()
+        if groups is None:
+            # The positive of row i is column i, a diagonal of this tile: negated there, the one
+            # softplus gives softplus(-z u) for every pair without a softplus(u) - u cancellation.
+            diagonal_offset = row_start - col_start
+            if -logits.shape[0] < diagonal_offset < logits.shape[1]:
+                torch.diagonal(logits, offset=diagonal_offset).neg_()
+            total = total + F.softplus(logits, threshold=softplus_threshold(dtype)).sum()
+            continue
+        col_stop = col_start + logits.shape[1]
+        positive = (
+            groups.image_groups[row_start:row_stop, None]
+            == groups.text_groups[None, col_start:col_stop]
+        )
+        terms = F.softplus(
+            torch.where(positive, -logits, logits), threshold=softplus_threshold(dtype)
+        )
+        if groups.image_weights is not None and groups.text_weights is not None:
+            pair_weight = (
+                groups.image_weights[row_start:row_stop, None]
+                + groups.text_weights[None, col_start:col_stop]
+            )
+            terms = terms * torch.where(positive, pair_weight, torch.ones_like(pair_weight))
+        total = total + terms.sum()
     return total
 
 
@@ -53,6 +73,7 @@ def sigmoid_loss_chunked(
     scale: Scalar,
     bias: Scalar,
     block_size: int | None = None,
+    groups: BlockGroups | None = None,
 ) -> torch.Tensor:
     """Chunked sigmoid loss: ``block_size`` tiles, autograd through them, row blocks recomputed.
 
@@ -66,6 +87,7 @@ def sigmoid_loss_chunked(
         scale: the multiplier ``t`` (float or 0-d tensor).
         bias: the logit bias ``b`` (float or 0-d tensor).
         block_size: tile edge, ``None`` for the fused loss's default.
+        groups: group ids and pair weights (``_positives.block_groups``), or None (the diagonal).
 
     Returns:
         0-d float32 tensor (float64 for float64 inputs).
@@ -91,11 +113,12 @@ def sigmoid_loss_chunked(
                 bias_tensor,
                 row_start,
                 tile,
+                groups,
                 use_reentrant=False,
             )
         else:
             block_sum = _row_block_loss_sum(
-                image_rows, text_emb, scale_tensor, bias_tensor, row_start, tile
+                image_rows, text_emb, scale_tensor, bias_tensor, row_start, tile, groups
             )
         total = total + block_sum
     return total / batch

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import torch
 
+from siglip_loss._validation import check_groups
 from siglip_loss._validation import check_pair
+from siglip_loss._validation import check_positive_weighting
 from siglip_loss._validation import check_scalar
 
 Scalar = float | torch.Tensor
@@ -92,22 +94,46 @@ def detached_scale_and_bias(
 
 
 def check_inputs(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar | None
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    scale: Scalar,
+    bias: Scalar | None,
+    image_groups: torch.Tensor | None = None,
+    text_groups: torch.Tensor | None = None,
+    positive_weighting: str = "uniform",
 ) -> tuple[int, int]:
-    """Validate the arguments of a torch loss and return ``(batch, dim)``.
+    """Validate the arguments of a torch loss and return ``(batch, dim)`` (the image batch).
 
     Every public torch loss calls this first (and only its public entry point does), so all raise
-    the same messages. ``bias=None`` skips the bias check (for the softmax losses).
+    the same messages. ``bias=None`` skips the bias check (for the softmax losses). With group
+    ids, the text batch may differ from the image batch.
 
     Raises:
-        TypeError: an embedding is not a floating ``torch.Tensor``, or a scalar is not a number
-            or a 0-d floating tensor.
-        ValueError: a shape is not ``[batch, dim]``, the shapes differ, batch is 0, ``scale`` is
-            not finite and positive, or ``bias`` is not finite.
+        TypeError: an embedding is not a floating ``torch.Tensor``, a group array is not an
+            integer ``torch.Tensor``, or a scalar is not a number or a 0-d floating tensor.
+        ValueError: a shape is not ``[batch, dim]``, the batches differ without groups, the dims
+            differ, a batch is 0, only one group array is given, a group array is not one id per
+            row, ``positive_weighting`` is unknown, ``scale`` is not finite and positive, or
+            ``bias`` is not finite.
     """
+    grouped = image_groups is not None or text_groups is not None
     shape = check_pair(
-        image_emb, text_emb, array_types=(torch.Tensor,), array_kind="a torch.Tensor"
+        image_emb,
+        text_emb,
+        array_types=(torch.Tensor,),
+        array_kind="a torch.Tensor",
+        rectangular=grouped,
     )
+    check_groups(
+        image_groups,
+        text_groups,
+        image_batch=int(image_emb.shape[0]),
+        text_batch=int(text_emb.shape[0]),
+        array_types=(torch.Tensor,),
+        array_kind="a torch.Tensor",
+    )
+    check_positive_weighting(positive_weighting)
     check_scalar("scale", scale, positive=True)
     if bias is not None:
         check_scalar("bias", bias)

@@ -18,12 +18,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 from typing import Literal
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from siglip_loss._validation import FLOATING_DTYPE_NAMES
+from siglip_loss._validation import POSITIVE_WEIGHTINGS
+from siglip_loss._validation import PositiveWeighting
 from siglip_loss._validation import dtype_name
 from siglip_loss.torch._common import Scalar
 from siglip_loss.torch._common import check_inputs
@@ -32,6 +35,9 @@ from siglip_loss.torch._common import scalar_keeping_graph
 from siglip_loss.torch._common import scale_and_bias_keeping_graph
 from siglip_loss.torch._fused import check_block_size
 from siglip_loss.torch._fused import sigmoid_block_sums
+from siglip_loss.torch._positives import BlockGroups
+from siglip_loss.torch._positives import as_group_ids
+from siglip_loss.torch._positives import half_inverse_counts
 
 Strategy = Literal["ring", "all_gather"]
 STRATEGIES: tuple[str, ...] = ("ring", "all_gather")
@@ -44,20 +50,43 @@ class _Plan:
     group: dist.ProcessGroup
     rank: int  # rank inside the group
     world_size: int
-    batch_sizes: tuple[int, ...]  # local batch of every rank of the group, in group-rank order
+    batch_sizes: tuple[
+        int, ...
+    ]  # local image batch of every rank of the group, in group-rank order
+    text_batch_sizes: tuple[
+        int, ...
+    ]  # local text batch of every rank (= batch_sizes without groups)
     strategy: str
     block_size: int | None
     compute_grads: bool  # True when any rank needs gradients: the exchange pattern must agree
     dtype: torch.dtype  # of every sum and gradient buffer, the same on every rank
+    # With group ids: this rank's image ids and weights, and every rank's text ids and weights.
+    image_groups: torch.Tensor | None = None
+    image_weights: torch.Tensor | None = None
+    text_groups: tuple[torch.Tensor, ...] = ()
+    text_weights: tuple[torch.Tensor | None, ...] = ()
 
     @property
     def normaliser(self) -> float:
         # W / N: the mean over ranks of the per-rank losses is then the global (1/N) loss, also
-        # for uneven local batches; for even batches it is 1 / n_local.
+        # for uneven local batches; for even batches it is 1 / n_local. N counts the images.
         return self.world_size / sum(self.batch_sizes)
 
     def global_rank(self, group_rank: int) -> int:
         return dist.get_global_rank(self.group, group_rank % self.world_size)
+
+    def groups_of(self, owner: int) -> BlockGroups | None:
+        """The group ids and weights of this rank's images against the texts of ``owner``."""
+        if self.image_groups is None:
+            return None
+        return BlockGroups(
+            self.image_groups, self.text_groups[owner], self.image_weights, self.text_weights[owner]
+        )
+
+    def positive_offset(self, owner: int) -> int | None:
+        # Without groups the positives are the diagonal of the own block; with groups they are
+        # wherever the ids match, in any rank's block.
+        return 0 if owner == self.rank and self.image_groups is None else None
 
 
 class _Sums:
@@ -96,7 +125,7 @@ def _ring(
     from ranks ``r - s .. r - 1``), which it completes with its own. After ``W`` steps each
     gradient sits one hop before its owner; a last hop delivers it.
     """
-    world, rank, sizes = plan.world_size, plan.rank, plan.batch_sizes
+    world, rank, sizes = plan.world_size, plan.rank, plan.text_batch_sizes
     right, left = plan.global_rank(rank + 1), plan.global_rank(rank - 1)
     dim = image.shape[1]
     sums = _Sums(image, plan)
@@ -127,9 +156,10 @@ def _ring(
             current_text,
             scale=scale,
             bias=bias,
-            positive_offset=0 if step == 0 else None,
+            positive_offset=plan.positive_offset(current_owner),
             block_size=plan.block_size,
             compute_grads=plan.compute_grads,
+            groups=plan.groups_of(current_owner),
         )
         sums.add(block)
         for request in requests:
@@ -174,7 +204,7 @@ def _all_gather(
     ``[N, D]`` text tower and its ``[N, D]`` gradient. Uneven batches are padded to the
     largest one for the collectives (gloo needs equal sizes) and sliced back before any compute.
     """
-    world, rank, sizes = plan.world_size, plan.rank, plan.batch_sizes
+    world, rank, sizes = plan.world_size, plan.rank, plan.text_batch_sizes
     dim = image.shape[1]
     largest = max(sizes)
     sums = _Sums(image, plan)
@@ -190,9 +220,10 @@ def _all_gather(
         text,
         scale=scale,
         bias=bias,
-        positive_offset=0,
+        positive_offset=plan.positive_offset(rank),
         block_size=plan.block_size,
         compute_grads=plan.compute_grads,
+        groups=plan.groups_of(rank),
     )
     sums.add(own_block)
     assert request is not None
@@ -206,9 +237,10 @@ def _all_gather(
                 gathered[owner][: sizes[owner]],
                 scale=scale,
                 bias=bias,
-                positive_offset=None,
+                positive_offset=plan.positive_offset(owner),
                 block_size=plan.block_size,
                 compute_grads=plan.compute_grads,
+                groups=plan.groups_of(owner),
             )
             sums.add(block)
         if plan.compute_grads:
@@ -270,8 +302,10 @@ class _Ranks:
     group: dist.ProcessGroup
     rank: int  # rank inside the group
     world_size: int
-    batch_sizes: tuple[int, ...]  # in group-rank order
+    batch_sizes: tuple[int, ...]  # image rows, in group-rank order
     any_needs_grad: bool
+    text_batch_sizes: tuple[int, ...] = ()  # text rows, in group-rank order
+    grouped: bool = False  # every rank passed group ids
 
 
 def _process_group(group: dist.ProcessGroup | None, caller: str, single_device: str) -> Any:
@@ -291,21 +325,30 @@ def _process_group(group: dist.ProcessGroup | None, caller: str, single_device: 
 
 
 def _gather_ranks(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, group: Any, needs_grad: bool
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    group: Any,
+    needs_grad: bool,
+    *,
+    grouped: bool = False,
+    positive_weighting: PositiveWeighting = "uniform",
 ) -> _Ranks:
-    """All-gather (batch, dim, dtypes, needs_grad) of every rank and check that they agree.
+    """All-gather (batches, dim, dtypes, needs_grad, groups) of every rank; check they agree.
 
     Every rank raises the same error, so a mismatch never leaves a rank waiting in a collective.
 
     Raises:
-        ValueError: the embedding dim, or the dtype of ``image_emb`` or ``text_emb``, differs
-            between ranks.
+        ValueError: the embedding dim, the dtype of ``image_emb`` or ``text_emb``, whether group
+            ids are given, or ``positive_weighting`` differs between ranks.
     """
     world_size = dist.get_world_size(group)
     batch, dim = image_emb.shape
     codes = [FLOATING_DTYPE_NAMES.index(dtype_name(x)) for x in (image_emb, text_emb)]
+    weighting = POSITIVE_WEIGHTINGS.index(positive_weighting)
     local = torch.tensor(
-        [batch, dim, *codes, int(needs_grad)], dtype=torch.int64, device=image_emb.device
+        [batch, dim, *codes, int(needs_grad), text_emb.shape[0], int(grouped), weighting],
+        dtype=torch.int64,
+        device=image_emb.device,
     )
     everyone = [torch.empty_like(local) for _ in range(world_size)]
     dist.all_gather(everyone, local, group=group)
@@ -322,12 +365,50 @@ def _gather_ranks(
             raise ValueError(
                 f"{name}: expected the same dtype on every rank, got {names} (in group-rank order)"
             )
+    with_groups = [rank for rank, row in enumerate(table) if row[6]]
+    if with_groups and len(with_groups) < world_size:
+        raise ValueError(
+            f"image_groups: expected group ids on every rank or on none, got them on ranks "
+            f"{with_groups} of {world_size} (in group-rank order)"
+        )
+    weightings = [POSITIVE_WEIGHTINGS[row[7]] for row in table]
+    if len(set(weightings)) > 1:
+        raise ValueError(
+            f"positive_weighting: expected the same value on every rank, got {weightings} "
+            "(in group-rank order)"
+        )
     return _Ranks(
         group=group,
         rank=dist.get_rank(group),
         world_size=world_size,
         batch_sizes=tuple(row[0] for row in table),
         any_needs_grad=any(row[4] for row in table),
+        text_batch_sizes=tuple(row[5] for row in table),
+        grouped=bool(with_groups),
+    )
+
+
+class _GatheredGroups(NamedTuple):
+    image: tuple[torch.Tensor, ...]  # every rank's image ids, in group-rank order
+    text: tuple[torch.Tensor, ...]  # every rank's text ids
+
+
+def _gather_groups(
+    image_groups: torch.Tensor, text_groups: torch.Tensor, ranks: _Ranks
+) -> _GatheredGroups:
+    """Every rank's group ids (one all-gather of ``max n + max m`` int64 per rank: kilobytes)."""
+    largest_images, largest_texts = max(ranks.batch_sizes), max(ranks.text_batch_sizes)
+    local = image_groups.new_zeros(largest_images + largest_texts)
+    local[: image_groups.shape[0]] = image_groups
+    local[largest_images : largest_images + text_groups.shape[0]] = text_groups
+    everyone = [torch.empty_like(local) for _ in range(ranks.world_size)]
+    dist.all_gather(everyone, local, group=ranks.group)
+    return _GatheredGroups(
+        image=tuple(row[:n] for row, n in zip(everyone, ranks.batch_sizes, strict=True)),
+        text=tuple(
+            row[largest_images : largest_images + m]
+            for row, m in zip(everyone, ranks.text_batch_sizes, strict=True)
+        ),
     )
 
 
@@ -337,6 +418,9 @@ def distributed_sigmoid_loss(
     *,
     scale: Scalar,
     bias: Scalar,
+    image_groups: torch.Tensor | None = None,
+    text_groups: torch.Tensor | None = None,
+    positive_weighting: PositiveWeighting = "uniform",
     group: dist.ProcessGroup | None = None,
     strategy: Strategy = "ring",
     block_size: int | None = None,
@@ -365,6 +449,14 @@ def distributed_sigmoid_loss(
     dividing by the number of accumulation steps; weighting the loss differently per rank is not
     supported.
 
+    Several positives per row: with ``image_groups`` and ``text_groups`` on every rank, pair
+    ``(i, j)`` of the global batch is a positive iff their ids are equal, wherever the two rows
+    live (the ids of every rank are all-gathered once per call: ``n + m`` integers per rank, so a
+    caption on another rank is a positive there too); local text batches may then differ from the
+    image batches, :math:`N` counts the images, and ``positive_weighting="inverse_count"`` counts
+    ``k_i``/``k'_j`` over the global batch. The identities above hold unchanged: the mean over
+    ranks is :func:`sigmoid_loss` with the same groups on the concatenated batch.
+
     Memory: ``"ring"`` keeps per rank only its own embeddings, two text blocks and five
     ``[n, dim]`` gradient buffers, independent of ``W``; backward stores two ``[n, dim]``
     gradients. ``"all_gather"`` needs one collective instead of ``W - 1`` hops but holds the
@@ -373,9 +465,13 @@ def distributed_sigmoid_loss(
 
     Args:
         image_emb: ``[batch, dim]`` this rank's image embeddings (normalise them first).
-        text_emb: ``[batch, dim]`` this rank's text embeddings; row ``i`` pairs with image row ``i``.
+        text_emb: ``[batch, dim]`` this rank's text embeddings; row ``i`` pairs with image row ``i``
+            (``[text_batch, dim]`` with groups).
         scale: the positive multiplier ``t = exp(log_scale)``, not its log; float or 0-d tensor.
         bias: the logit bias ``b``; float or 0-d tensor.
+        image_groups: ``[batch]`` integer group ids of this rank's images, or None (diagonal).
+        text_groups: ``[text_batch]`` integer group ids of this rank's texts, or None.
+        positive_weighting: ``"uniform"`` or ``"inverse_count"`` (see :func:`sigmoid_loss`).
         group: the process group (default: the world). Every rank of it must call this function.
         strategy: ``"ring"`` (point-to-point, overlaps the next block's transfer with the current
             block's compute) or ``"all_gather"``.
@@ -386,9 +482,11 @@ def distributed_sigmoid_loss(
 
     Raises:
         RuntimeError: ``torch.distributed`` is not initialised.
-        ValueError: bad shapes or ``scale``, an unknown ``strategy``, dims or dtypes that differ
-            between ranks, or a ``group`` this process is not part of.
-        TypeError: an input is not a floating tensor, or ``block_size`` is not an int.
+        ValueError: bad shapes, groups or ``scale``, an unknown ``strategy`` or
+            ``positive_weighting``, dims, dtypes, the presence of groups or the weighting that
+            differ between ranks, or a ``group`` this process is not part of.
+        TypeError: an embedding is not a floating tensor, a group tensor is not an integer
+            tensor, or ``block_size`` is not an int.
 
     Reference: Zhai et al., arXiv:2303.15343, section 3.3 (the ring).
 
@@ -410,7 +508,15 @@ def distributed_sigmoid_loss(
         True
         >>> dist.destroy_process_group()
     """
-    check_inputs(image_emb, text_emb, scale=scale, bias=bias)
+    check_inputs(
+        image_emb,
+        text_emb,
+        scale=scale,
+        bias=bias,
+        image_groups=image_groups,
+        text_groups=text_groups,
+        positive_weighting=positive_weighting,
+    )
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
     check_block_size(block_size)
@@ -421,19 +527,65 @@ def distributed_sigmoid_loss(
     dtype = scale_tensor.dtype
     inputs = (image_emb, text_emb, scale_tensor, bias_tensor)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    ranks = _gather_ranks(image_emb, text_emb, process_group, needs_grad)
+    grouped = image_groups is not None and text_groups is not None
+    ranks = _gather_ranks(
+        image_emb,
+        text_emb,
+        process_group,
+        needs_grad,
+        grouped=grouped,
+        positive_weighting=positive_weighting,
+    )
     plan = _Plan(
         group=process_group,
         rank=ranks.rank,
         world_size=ranks.world_size,
         batch_sizes=ranks.batch_sizes,
+        text_batch_sizes=ranks.text_batch_sizes,
         strategy=strategy,
         block_size=block_size,
         compute_grads=ranks.any_needs_grad,
         dtype=dtype,
     )
+    if image_groups is not None and text_groups is not None:
+        plan = _with_groups(
+            plan, ranks, image_groups, text_groups, positive_weighting, image_emb.device
+        )
     loss: torch.Tensor = _DistributedSigmoidLoss.apply(*inputs, plan)
     return loss
+
+
+def _with_groups(
+    plan: _Plan,
+    ranks: _Ranks,
+    image_groups: torch.Tensor,
+    text_groups: torch.Tensor,
+    positive_weighting: PositiveWeighting,
+    device: torch.device,
+) -> _Plan:
+    """``plan`` with every rank's ids and, for ``"inverse_count"``, the global pair weights.
+
+    The ids go to ``device`` (the embeddings' device: NCCL exchanges device tensors only).
+    """
+    gathered = _gather_groups(
+        as_group_ids(image_groups, device), as_group_ids(text_groups, device), ranks
+    )
+    own_images = gathered.image[plan.rank]
+    image_weights = None
+    text_weights: tuple[torch.Tensor | None, ...] = (None,) * plan.world_size
+    if positive_weighting == "inverse_count":
+        every_image, every_text = torch.cat(gathered.image), torch.cat(gathered.text)
+        image_weights = half_inverse_counts(own_images, every_text, plan.dtype)
+        text_weights = tuple(
+            half_inverse_counts(texts, every_image, plan.dtype) for texts in gathered.text
+        )
+    return dataclasses.replace(
+        plan,
+        image_groups=own_images,
+        image_weights=image_weights,
+        text_groups=gathered.text,
+        text_weights=text_weights,
+    )
 
 
 class _AllGatherRows(torch.autograd.Function):

@@ -18,6 +18,10 @@ from siglip_loss.torch._common import Scalar
 from siglip_loss.torch._common import detached_scale_and_bias
 from siglip_loss.torch._common import scale_and_bias_keeping_graph
 from siglip_loss.torch._common import softplus_threshold
+from siglip_loss.torch._positives import BlockGroups
+from siglip_loss.torch._positives import SortedColumns
+from siglip_loss.torch._positives import positive_pairs
+from siglip_loss.torch._positives import sort_columns
 
 DEFAULT_BLOCK_SIZE = 2048
 """Tile edge: large enough that the tile matmuls run near BLAS peak on a CPU (D = 768), small
@@ -64,15 +68,18 @@ def sigmoid_block_sums(
     positive_offset: int | None,
     block_size: int | None,
     compute_grads: bool,
+    groups: BlockGroups | None = None,
 ) -> BlockSums:
     r"""Sum of sigmoid-loss terms over one ``[n, m]`` block, optionally with its gradients.
 
     .. math::
         u_{ij} = t \langle x_i, y_j \rangle + b, \qquad
-        S = \sum_{i<n,\, j<m} \operatorname{softplus}(-z_{ij} u_{ij}),
+        S = \sum_{i<n,\, j<m} w_{ij} \operatorname{softplus}(-z_{ij} u_{ij}),
         \qquad z_{ij} = +1 \text{ iff } j = i + \text{positive\_offset}, \text{ else } -1
 
-    With :math:`G = \sigma(u) - [z = 1]`: :math:`\partial S/\partial X = t\,G Y`,
+    (``w = 1``), or with ``groups``: :math:`z_{ij} = +1` iff the group ids of image ``i`` and
+    text ``j`` are equal, and :math:`w_{ij}` the pair weight of a positive (1 for a negative).
+    With :math:`G = w \odot (\sigma(u) - [z = 1])`: :math:`\partial S/\partial X = t\,G Y`,
     :math:`\partial S/\partial Y = t\,G^\top X`,
     :math:`\partial S/\partial t = \sum_i \langle x_i, (G Y)_i \rangle`,
     :math:`\partial S/\partial b = \sum G`.
@@ -91,6 +98,8 @@ def sigmoid_block_sums(
             ``None`` makes every pair a negative (a remote block in a ring).
         block_size: tile edge, ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
         compute_grads: also compute the four gradients (about 3x the work of the loss alone).
+        groups: the block's group ids and pair weights (``_positives.block_groups``); they place
+            the positives instead of ``positive_offset``.
 
     Returns:
         :class:`BlockSums`, every field float32 (float64 if an input is float64) on the device of
@@ -142,6 +151,7 @@ def sigmoid_block_sums(
             need_image=compute_grads,
             need_text=compute_grads,
             need_scalars=compute_grads,
+            groups=groups,
         )
 
 
@@ -156,12 +166,18 @@ def block_sums(
     need_image: bool,
     need_text: bool,
     need_scalars: bool,
+    groups: BlockGroups | None = None,
 ) -> BlockSums:
     """The tile loop behind :func:`sigmoid_block_sums`, computing only the gradients asked for.
 
     ``scale`` and ``bias`` are 0-d tensors of the compute dtype; runs without autograd. A gradient
     not asked for is ``None`` and costs nothing: each embedding gradient is one matmul per tile, the
     scalar gradients come almost free from whichever embedding gradient is computed.
+
+    With ``groups`` (``positive_offset`` is then ignored) the positives of each tile are listed
+    from the column block's sorted ids (``_positives.positive_pairs``) and only those entries are
+    touched: the extra memory is the ``O(n + m)`` ids, weights and sort orders plus the index of
+    one tile's positives, never an ``[n, m]`` or ``[block, block]`` mask.
     """
     device = image_block.device
     n, dim = image_block.shape
@@ -183,6 +199,14 @@ def block_sums(
     tile_buffer = torch.empty(min(tile, n) * min(tile, m), dtype=dtype, device=device)
     linear_above = softplus_threshold(dtype)
     negated_bias = -bias
+    sorted_columns = []
+    if groups is not None:
+        positive_offset = None
+        # Each column block's ids sorted once, for all its tiles: O(m) memory.
+        sorted_columns = [
+            sort_columns(groups.text_groups, start, min(start + tile, m))
+            for start in range(0, m, tile)
+        ]
     for row_start in range(0, n, tile):
         row_stop = min(row_start + tile, n)
         # -t X_rows, once per row block: one addmm then gives the negated logits -u directly.
@@ -203,6 +227,22 @@ def block_sums(
                 if -rows < diagonal_offset < cols:
                     diagonal = torch.diagonal(values, offset=diagonal_offset)
                     diagonal.neg_()
+            positives = None
+            if groups is not None:
+                positives = _tile_positives(
+                    groups, sorted_columns[col_start // tile], row_start, row_stop, col_start, cols
+                )
+            if positives is not None:
+                # Only the positives' entries are touched: negated, they become z u there too.
+                flat = values.view(-1)
+                negated_logits = flat.index_select(0, positives.flat_index)  # -u of each positive
+                flat.index_copy_(0, positives.flat_index, -negated_logits)
+                if positives.weight is not None:
+                    # w softplus(-u) instead of softplus(-u): add (w - 1) softplus(-u).
+                    loss_sum += torch.dot(
+                        positives.weight - 1.0,
+                        torch.nn.functional.softplus(negated_logits, threshold=linear_above),
+                    )
             # In place, one pass: softplus with beta = -1 gives -softplus(-z u), minus each term.
             torch.ops.aten.softplus.out(values, -1.0, linear_above, out=values)
             loss_sum -= values.sum()
@@ -213,6 +253,14 @@ def block_sums(
             values.expm1_()
             if diagonal is not None:
                 diagonal.neg_()
+            if positives is not None:
+                flat = values.view(-1)
+                positive_g = flat.index_select(0, positives.flat_index)  # +G / w there
+                if positives.weight is None:
+                    positive_g.neg_()
+                else:
+                    positive_g.mul_(-positives.weight)
+                flat.index_copy_(0, positives.flat_index, positive_g)
             negated_g = values  # -G everywhere now
             negated_sigmoid_sum += negated_g.sum()
             if need_image_times_g:
@@ -245,6 +293,32 @@ def block_sums(
         grad_scale,
         grad_bias,
     )
+
+
+class _TilePositives(NamedTuple):
+    flat_index: torch.Tensor  # flat indices into the row-major [rows, cols] tile
+    weight: torch.Tensor | None  # [positives] pair weights (inverse_count), None when uniform
+
+
+def _tile_positives(
+    groups: BlockGroups,
+    columns: SortedColumns,
+    row_start: int,
+    row_stop: int,
+    col_start: int,
+    cols: int,
+) -> _TilePositives | None:
+    """The positives of one tile as flat indices, with their weights; None when it has none."""
+    pairs = positive_pairs(groups.image_groups[row_start:row_stop], columns)
+    if pairs is None:
+        return None
+    row_of, column_of = pairs
+    weight = None
+    if groups.image_weights is not None and groups.text_weights is not None:
+        weight = (
+            groups.image_weights[row_start + row_of] + groups.text_weights[col_start + column_of]
+        )
+    return _TilePositives(row_of * cols + column_of, weight)
 
 
 def _blockwise_dot(embeddings: torch.Tensor, accumulator: torch.Tensor, tile: int) -> torch.Tensor:
@@ -288,6 +362,7 @@ class _FusedSigmoidLoss(torch.autograd.Function):
         bias: torch.Tensor,
         tile: int,
         needs: tuple[bool, bool, bool, bool],
+        groups: BlockGroups | None,
     ) -> torch.Tensor:
         need_image, need_text, need_scale, need_bias = needs
         sums = block_sums(
@@ -299,6 +374,7 @@ class _FusedSigmoidLoss(torch.autograd.Function):
             need_image=need_image,
             need_text=need_text,
             need_scalars=need_scale or need_bias,
+            groups=groups,
         )
         batch = image_emb.shape[0]
         ctx.batch = batch
@@ -333,7 +409,7 @@ class _FusedSigmoidLoss(torch.autograd.Function):
             if create_graph:
                 gradient = _DoubleBackwardError.apply(gradient, anchor)
             results.append(gradient)
-        return (*results, None, None)
+        return (*results, None, None, None)
 
 
 @torch.compiler.disable
@@ -344,6 +420,7 @@ def sigmoid_loss_fused(
     scale: Scalar,
     bias: Scalar,
     block_size: int | None = None,
+    groups: BlockGroups | None = None,
 ) -> torch.Tensor:
     """Fused sigmoid loss: one tiled pass for the loss and, when needed, its four gradients.
 
@@ -357,6 +434,7 @@ def sigmoid_loss_fused(
         scale: the multiplier ``t`` (float or 0-d tensor, possibly requiring grad).
         bias: the logit bias ``b`` (float or 0-d tensor, possibly requiring grad).
         block_size: tile edge, ``None`` for :data:`DEFAULT_BLOCK_SIZE`.
+        groups: group ids and pair weights (``_positives.block_groups``), or None (the diagonal).
 
     Returns:
         0-d float32 tensor (float64 for float64 inputs).
@@ -382,9 +460,10 @@ def sigmoid_loss_fused(
                 need_image=False,
                 need_text=False,
                 need_scalars=False,
+                groups=groups,
             )
         return sums.loss_sum / image_emb.shape[0]
     loss: torch.Tensor = _FusedSigmoidLoss.apply(
-        image_emb, text_emb, scale_tensor, bias_tensor, tile, needs
+        image_emb, text_emb, scale_tensor, bias_tensor, tile, needs, groups
     )
     return loss

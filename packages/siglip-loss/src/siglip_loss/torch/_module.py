@@ -82,18 +82,33 @@ class SigmoidLoss(nn.Module):
             self.log_scale.fill_(self.log_scale_init)
             self.bias.fill_(self.bias_init)
 
-    def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
-        """The loss of a batch of matching pairs.
+    def forward(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        image_groups: torch.Tensor | None = None,
+        text_groups: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The loss of a batch of matching pairs, or of images and texts with group ids.
 
         Args:
             image_emb: ``[batch, dim]`` image embeddings, used as given (normalise them first).
-            text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``.
+            text_emb: ``[batch, dim]`` text embeddings; row ``i`` is the caption of image ``i``
+                (``[text_batch, dim]`` with groups).
+            image_groups: ``[batch]`` integer group ids (see :func:`sigmoid_loss`), or None.
+            text_groups: ``[text_batch]`` integer group ids, or None.
 
         Returns:
             0-d float32 tensor (float64 for float64 inputs).
         """
         return sigmoid_loss(
-            image_emb, text_emb, scale=self.scale, bias=self.bias, **self.loss_options
+            image_emb,
+            text_emb,
+            scale=self.scale,
+            bias=self.bias,
+            image_groups=image_groups,
+            text_groups=text_groups,
+            **self.loss_options,
         )
 
     def extra_repr(self) -> str:

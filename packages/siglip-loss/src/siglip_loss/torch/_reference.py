@@ -10,6 +10,7 @@ from siglip_loss.torch._common import check_inputs
 from siglip_loss.torch._common import compute_dtype
 from siglip_loss.torch._common import scalar_keeping_graph
 from siglip_loss.torch._common import scale_and_bias_keeping_graph
+from siglip_loss.torch._positives import BlockGroups
 
 
 def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -39,9 +40,14 @@ def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.
 
 
 def sigmoid_loss_reference(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar, bias: Scalar
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    scale: Scalar,
+    bias: Scalar,
+    groups: BlockGroups | None = None,
 ) -> torch.Tensor:
-    """Dense sigmoid loss: builds the whole ``[batch, batch]`` logits matrix. See ``sigmoid_loss``.
+    """Dense sigmoid loss: builds the whole ``[batch, text_batch]`` logits matrix. See ``sigmoid_loss``.
 
     Inputs are assumed validated (``sigmoid_loss`` checks them once for every implementation).
     """
@@ -51,9 +57,16 @@ def sigmoid_loss_reference(
     dtype = scale_tensor.dtype
     image, text = image_emb.to(dtype), text_emb.to(dtype)
     batch = image.shape[0]
-    logits = scale_tensor * (image @ text.T) + bias_tensor  # [batch, batch]
-    labels = 2.0 * torch.eye(batch, dtype=dtype, device=image.device) - 1.0
-    return -F.logsigmoid(labels * logits).sum() / batch
+    logits = scale_tensor * (image @ text.T) + bias_tensor  # [batch, text_batch]
+    if groups is None:
+        labels = 2.0 * torch.eye(batch, dtype=dtype, device=image.device) - 1.0
+        return -F.logsigmoid(labels * logits).sum() / batch
+    positive = groups.image_groups[:, None] == groups.text_groups[None, :]
+    terms = -F.logsigmoid(torch.where(positive, logits, -logits))
+    if groups.image_weights is not None and groups.text_weights is not None:
+        pair_weight = groups.image_weights[:, None] + groups.text_weights[None, :]
+        terms = terms * torch.where(positive, pair_weight, torch.ones_like(pair_weight))
+    return terms.sum() / batch
 
 
 def softmax_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, *, scale: Scalar) -> torch.Tensor:

@@ -337,7 +337,8 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         "",
         f"Model: {report['model_parameters'] / 1e6:.2f} M parameters "
         f"({report['model']}), {report['steps']} steps at global batch {report['batch_size']} "
-        f"({report['loss']} loss), images {report['image_size']} px, text length "
+        f"({report['loss']} loss, positives: {report['positives']}), images "
+        f"{report['image_size']} px, text length "
         f"{report['text_length']}.",
         f"Training took **{report['train_seconds']:.0f} s** ({report['samples_per_second']:.0f} "
         f"samples/s); data preparation {report['data_seconds']:.0f} s, evaluation "
@@ -492,6 +493,8 @@ def run_demo(
         "image_size": config.data.image_size,
         "text_length": config.data.text_length,
         "loss": config.loss.name,
+        "positives": config.loss.positives,
+        "positive_weighting": config.loss.positive_weighting,
         "model": DEMO_MODEL,
         "model_parameters": sum(p.numel() for p in model.parameters()),
         "final_scale": float(model.log_scale.detach().exp()),
