@@ -519,6 +519,13 @@ TASKS: dict[str, Task] = {
         script="packages/siglip-train/scripts/demo_multilingual.py",
         debian=("fonts-noto-color-emoji", "unicode-data", "unicode-cldr-core"),
     ),
+    # Fixed square resize vs NaFlex on rendered words, same steps and image tokens ->
+    # docs/results.md (`nox -s naflex-demo -- --out DIR [--steps N --train-limit N]`).
+    "naflex-demo": Task(
+        packages=(("train", ("demo", "eval")),),
+        script="packages/siglip-train/scripts/naflex_demo.py",
+        debian=("wamerican", "fonts-dejavu-core"),
+    ),
 }
 
 

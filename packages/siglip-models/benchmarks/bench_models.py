@@ -1,9 +1,15 @@
 """Throughput of our SigLIP towers against transformers, CPU fp32: eager, prepacked, compiled,
 onnxruntime, Flax jit; and an end-to-end embed of JPEGs (decode + preprocess + tower).
 
-    nox -s bench-models                    # everything (B/16-224, 1000 JPEGs end to end)
+    nox -s bench-models                    # everything (B/16-224, 1000 JPEGs end to end), then
+                                           # NaFlex B/16 at 256 and 1024 patches
     nox -s bench-models -- --repeats 3     # fewer timed repeats
     nox -s bench-models -- --e2e-images 200 --skip-flax --skip-train
+    nox -s bench-models -- --only-naflex   # the NaFlex rows alone
+
+NaFlex rows: ``siglip2-base-patch16-naflex`` image tower on a batch of mixed aspect ratios padded
+to 256 and to 1024 patches, ours (torch eager, torch prepacked, Flax jit) against transformers'
+``Siglip2Model`` (SDPA), plus the share of our torch forward spent resizing the position grid.
 
 Every model gets the same weights (a random transformers SiglipModel saved to a temp dir and
 loaded by all) and the same number of threads. Ratios measured in the same run are what count: on
@@ -89,6 +95,148 @@ def _random_transformers_model(name: str) -> Any:
     return model.eval()
 
 
+def _random_siglip2_model(name: str) -> Any:
+    """A transformers ``Siglip2Model`` (NaFlex) with random weights, built on the meta device."""
+    import torch
+    import transformers
+
+    from siglip_models import config_to_hf_dict
+    from siglip_models import get_config
+
+    hf_config = transformers.Siglip2Config.from_dict(config_to_hf_dict(get_config(name)))
+    hf_config._attn_implementation = "sdpa"
+    with torch.device("meta"):
+        model = transformers.Siglip2Model(hf_config)
+    model.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            fan_in = parameter[0].numel() if parameter.ndim > 1 else 1
+            parameter.normal_(0.0, min(fan_in**-0.5, 0.1), generator=generator)
+        for buffer_name, buffer in model.named_buffers():
+            if buffer_name.endswith("position_ids"):
+                buffer.copy_(torch.arange(buffer.shape[-1]).expand_as(buffer))
+    return model.eval()
+
+
+# Mixed aspect ratios (rows, cols) per sequence length: square, 4:7, 1:4 (a wide page or a
+# screenshot strip) and 5:3; every one within the length, as naflex_preprocess makes them.
+NAFLEX_SHAPES = {
+    256: [(16, 16), (12, 21), (8, 32), (20, 12)],
+    1024: [(32, 32), (24, 42), (16, 64), (40, 25)],
+}
+
+
+def _naflex_row(
+    length: int,
+    args: argparse.Namespace,
+    models: tuple[Any, Any, Any],
+    flax_run: tuple[Any, Any],
+    rng: Any,
+) -> str:
+    """Time one sequence length; returns its markdown row."""
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    from siglip_models.torch._naflex import resized_position_embedding
+
+    reference, ours, packed = models
+    flax_image, state = flax_run
+    table = ours.vision_model.embeddings.position_embedding.weight
+    shapes = NAFLEX_SHAPES[length][: args.naflex_batch]
+    batch = len(shapes)
+    spatial = torch.tensor(shapes, dtype=torch.int64)
+    mask = torch.arange(length)[None, :] < spatial.prod(dim=1)[:, None]
+    patches = torch.from_numpy(rng.uniform(-1, 1, (batch, length, 768)).astype(np.float32))
+    inputs = (patches, mask, spatial)
+    jax_inputs = (jnp.asarray(patches.numpy()), jnp.asarray(mask.numpy()), jnp.asarray(shapes))
+    with torch.inference_mode():
+        expected = reference.vision_model(
+            pixel_values=patches, pixel_attention_mask=mask.int(), spatial_shapes=spatial
+        ).pooler_output
+        assert torch.allclose(ours.encode_image_naflex(*inputs), expected, atol=1e-4)
+        assert torch.allclose(packed.encode_image_naflex(*inputs), expected, atol=1e-4)
+    got = np.asarray(flax_image(state, *jax_inputs))
+    assert np.allclose(got, expected.numpy(), atol=1e-3), "flax NaFlex tower disagrees"
+    runs: dict[str, Callable[[], Any]] = {
+        "transformers Siglip2 (torch)": lambda: reference.vision_model(
+            pixel_values=patches, pixel_attention_mask=mask.int(), spatial_shapes=spatial
+        ),
+        "ours torch": lambda: ours.encode_image_naflex(*inputs),
+        "ours torch prepacked": lambda: packed.encode_image_naflex(*inputs),
+        "position resize": lambda: resized_position_embedding(table, spatial, length),
+    }
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    with torch.inference_mode():
+        for run in runs.values():
+            run()
+        for _ in range(args.naflex_repeats):  # interleaved: load drifts hit all alike
+            for key, run in runs.items():
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    flax_seconds = _median_seconds(
+        lambda: flax_image(state, *jax_inputs).block_until_ready(),
+        repeats=args.naflex_repeats,
+    )
+    rate = {key: batch / statistics.median(values) for key, values in times.items()}
+    rate["ours flax (jit)"] = batch / flax_seconds
+    share = statistics.median(times["position resize"]) / statistics.median(times["ours torch"])
+    hf, eager, prepacked = (
+        rate["transformers Siglip2 (torch)"],
+        rate["ours torch"],
+        rate["ours torch prepacked"],
+    )
+    flax_rate = rate["ours flax (jit)"]
+    for key in (*runs, "ours flax (jit)"):
+        if key != "position resize":
+            print(f"  naflex {length:5d} {key:30s} {rate[key]:8.3f} images/s", flush=True)
+    return (
+        f"| NaFlex B/16, {length} patches (images/s) | {batch} | {hf:.3f} | {eager:.3f} | "
+        f"{prepacked:.3f} | {flax_rate:.3f} | {eager / hf:.2f}x | {prepacked / hf:.2f}x | "
+        f"{flax_rate / max(eager, prepacked):.2f}x | {share:.2%} |"
+    )
+
+
+def naflex_rows(args: argparse.Namespace) -> list[str]:
+    """Time the NaFlex B/16 image tower; returns the markdown table rows."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from siglip_models.flax import SiglipModel as FlaxSiglipModel
+    from siglip_models.torch import SiglipModel as TorchSiglipModel
+
+    name = "siglip2-base-patch16-naflex"
+    reference = _random_siglip2_model(name)
+    with tempfile.TemporaryDirectory() as directory:
+        reference.save_pretrained(directory)
+        ours = TorchSiglipModel.from_pretrained(directory)
+        packed = TorchSiglipModel.from_pretrained(directory).optimize_for_cpu_inference()
+        ours_flax = FlaxSiglipModel.from_pretrained(directory)
+    graphdef, state = nnx.split(ours_flax)
+    flax_image = jax.jit(lambda s, p, m, h: nnx.merge(graphdef, s).encode_image_naflex(p, m, h))
+    rng = np.random.default_rng(0)
+    models = (reference, ours, packed)
+    return [
+        _naflex_row(length, args, models, (flax_image, state), rng)
+        for length in args.naflex_lengths
+    ]
+
+
+def _print_naflex_table(lines: list[str]) -> None:
+    print()
+    print(
+        "| NaFlex image tower | batch | transformers Siglip2 | ours torch | ours torch prepacked "
+        "| ours flax (jit) | torch / transformers | prepacked / transformers "
+        "| flax / best of our torch | position resize / our torch forward |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for line in lines:
+        print(line)
+
+
 def _sigmoid_loss_torch(torch: Any, logits: Any) -> Any:
     labels = 2 * torch.eye(logits.shape[0]) - 1
     return -torch.nn.functional.logsigmoid(labels * logits).sum() / logits.shape[0]
@@ -148,6 +296,15 @@ def main() -> int:
     parser.add_argument("--model", default="siglip-base-patch16-224")
     parser.add_argument("--train-model", default="tiny-test")
     parser.add_argument("--train-batch", type=int, default=16)
+    parser.add_argument(
+        "--naflex-lengths",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[256, 1024],
+        help="NaFlex sequence lengths to time (256 and/or 1024)",
+    )
+    parser.add_argument("--naflex-batch", type=int, default=4, help="images per NaFlex batch")
+    parser.add_argument("--naflex-repeats", type=int, default=5)
+    parser.add_argument("--only-naflex", action="store_true", help="time the NaFlex rows only")
     parser.add_argument("--e2e-images", type=int, default=1000, help="0 skips the end to end")
     parser.add_argument("--e2e-batch", type=int, default=32)
     parser.add_argument("--e2e-repeats", type=int, default=3)
@@ -160,6 +317,13 @@ def main() -> int:
     _configure_threads(args.threads)
     if args.e2e_transformers_worker:
         return _transformers_embed_loop(*args.e2e_transformers_worker, args.e2e_batch, args.threads)
+    if args.only_naflex:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        print(f"# bench-models NaFlex: fp32 CPU, {args.threads} threads", flush=True)
+        _print_naflex_table(naflex_rows(args))
+        return 0
 
     import numpy as np
     import torch
@@ -391,6 +555,8 @@ def main() -> int:
             f"{images_per_second * gflop / matmul:.0%} of the matmul measured in this run"
         )
     shutil.rmtree(workdir, ignore_errors=True)
+    if not args.skip_flax:  # the NaFlex rows have a Flax column
+        _print_naflex_table(naflex_rows(args))
     return 0
 
 

@@ -29,7 +29,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _random_transformers_model(name: str, seed: int) -> object:
-    """A transformers ``SiglipModel`` for our registered config ``name``, with random weights.
+    """A transformers ``SiglipModel`` (``Siglip2Model`` for a NaFlex config) for our registered
+    config ``name``, with random weights.
 
     Built on the meta device and filled directly (transformers' own init of a B/16 takes long on
     two cores). Biases, LayerNorms, probe and logit scale/bias get non-default values too: a port
@@ -41,9 +42,14 @@ def _random_transformers_model(name: str, seed: int) -> object:
     from siglip_models import config_to_hf_dict
     from siglip_models import get_config
 
-    hf_config = transformers.SiglipConfig.from_dict(config_to_hf_dict(get_config(name)))
+    config = get_config(name)
+    # NaFlex configs are transformers' Siglip2Model (model_type "siglip2").
+    naflex = config.vision.naflex
+    config_class = transformers.Siglip2Config if naflex else transformers.SiglipConfig
+    model_class = transformers.Siglip2Model if naflex else transformers.SiglipModel
+    hf_config = config_class.from_dict(config_to_hf_dict(config))
     with torch.device("meta"):
-        model = transformers.SiglipModel(hf_config)
+        model = model_class(hf_config)
     model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -13,6 +13,8 @@ The core is numpy-only (``import siglip_data`` imports neither torch, jax nor nu
   workers) and ``QualityPolicy``: seeded shuffle, exact ``state_dict()`` /
   ``load_state_dict()``, bad samples skipped and counted (``skipped``).
 - Shards: ``ShardWriter`` / ``write_shards`` (atomic), ``read_shard``, ``resolve_shards``.
+- SigLIP 2 NaFlex (native aspect ratio, patch sequences), in ``siglip_data.naflex``:
+  ``naflex_preprocess``, ``collate_naflex``, ``NaflexOptions`` (``ImageTextDataset(naflex=...)``).
 - Offline datasets from Debian packages: ``build_emoji``, ``build_fashion_mnist``,
   ``check_debian_packages`` (``python -m siglip_data build ...``).
 
@@ -21,6 +23,7 @@ Adapters: ``siglip_data.torch`` (``ImageTextLoader``: NCHW tensors, multi-worker
 """
 
 from siglip_data import builders as builders  # public submodule
+from siglip_data import naflex as naflex  # public submodule
 from siglip_data._dataset import DataQualityError
 from siglip_data._dataset import DecodeOptions
 from siglip_data._dataset import ImageTextDataset

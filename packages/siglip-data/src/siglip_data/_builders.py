@@ -5,6 +5,7 @@
   held-out by a hash of the base name so skin-tone / gender variants never straddle the split.
 - Fashion-MNIST (``dataset-fashion-mnist``): 60,000 train + 10,000 test 28x28 grayscale images,
   captioned from templates over the class names.
+- Rendered words (``wamerican``, ``fonts-dejavu-core``): see ``_rendered_words.py``.
 
 Each build writes ``<out>/<split>/shard-*.tar`` plus ``<out>/dataset.json`` (a
 :class:`DatasetInfo`: split patterns and sizes, class names, caption templates).
@@ -47,7 +48,19 @@ DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "emoji": ("fonts-noto-color-emoji", "unicode-data"),
     "fashion-mnist": ("dataset-fashion-mnist",),
     "emoji-multilingual": ("fonts-noto-color-emoji", "unicode-data", "unicode-cldr-core"),
+    "rendered-words": ("wamerican", "fonts-dejavu-core"),
 }
+# The files of the rendered-words dataset (siglip_data._rendered_words reads them).
+WORD_LIST = Path("/usr/share/dict/american-english")
+DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
+DEJAVU_CORE_FONTS: tuple[str, ...] = (
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+)
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -117,6 +130,8 @@ def _debian_files(dataset: str) -> tuple[Path, ...]:
         return (EMOJI_FONT, EMOJI_TEST_FILE)
     if dataset == "emoji-multilingual":
         return (EMOJI_FONT, EMOJI_TEST_FILE, CLDR_DIR / "annotations" / "en.xml")
+    if dataset == "rendered-words":
+        return (WORD_LIST, *(DEJAVU_DIR / name for name in DEJAVU_CORE_FONTS))
     return tuple(FASHION_MNIST_DIR / name for pair in FASHION_MNIST_FILES.values() for name in pair)
 
 
@@ -128,8 +143,9 @@ def check_debian_packages(*datasets: str) -> None:
 
     Args:
         *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``),
-            ``"fashion-mnist"`` (``dataset-fashion-mnist``) and / or ``"emoji-multilingual"``
-            (the emoji packages and ``unicode-cldr-core``); none: all of them.
+            ``"fashion-mnist"`` (``dataset-fashion-mnist``), ``"emoji-multilingual"`` (the emoji
+            packages and ``unicode-cldr-core``) and / or ``"rendered-words"`` (``wamerican``,
+            ``fonts-dejavu-core``); none: all of them.
 
     Raises:
         MissingDebianPackageError: some file is missing; ``packages`` and ``command`` cover
@@ -352,7 +368,7 @@ def build_emoji(
             yield f"emoji{index:05d}", image, entry.name, metadata
 
     splits = {
-        split: _write_split(Path(output_dir) / split, samples(split), samples_per_shard)
+        split: write_split(Path(output_dir) / split, samples(split), samples_per_shard)
         for split in ("train", "heldout")
     }
     info = DatasetInfo(
@@ -368,7 +384,7 @@ def build_emoji(
     return info
 
 
-def _write_split(
+def write_split(
     directory: Path,
     samples: Iterator[tuple[str, Image.Image, str, dict[str, Any]]],
     samples_per_shard: int,
@@ -461,7 +477,7 @@ def build_fashion_mnist(
             yield f"{split}{index:05d}", image, fashion_mnist_caption(label, index), metadata
 
     splits = {
-        split: _write_split(Path(output_dir) / split, samples(split), samples_per_shard)
+        split: write_split(Path(output_dir) / split, samples(split), samples_per_shard)
         for split in ("train", "test")
     }
     info = DatasetInfo(

@@ -12,6 +12,7 @@ from siglip_data._builders import MissingDebianPackageError
 from siglip_data._builders import build_emoji
 from siglip_data._builders import build_fashion_mnist
 from siglip_data._emoji_multilingual import build_multilingual_command
+from siglip_data._rendered_words import build_rendered_words
 from siglip_data._shards import read_shard
 from siglip_data._shards import resolve_shards
 from siglip_data._tokenizer import PRESETS
@@ -27,17 +28,18 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build",
         help="build shards: from a folder of your captioned images (build folder IN OUT) or an "
-        "offline Debian dataset (build emoji|emoji-multilingual|fashion-mnist OUT)",
+        "offline Debian dataset (build emoji|emoji-multilingual|fashion-mnist|rendered-words OUT)",
     )
     build.add_argument(
-        "dataset", choices=["folder", "emoji", "emoji-multilingual", "fashion-mnist"]
+        "dataset",
+        choices=["folder", "emoji", "emoji-multilingual", "fashion-mnist", "rendered-words"],
     )
     build.add_argument(
         "paths",
         nargs="+",
         metavar="PATH",
         help="folder: IN OUT (images + captions.jsonl/.csv or a .txt per image -> OUT/shard-*.tar,"
-        " OUT/captions.txt); emoji, emoji-multilingual, fashion-mnist: OUT (<split>/shard-*.tar and dataset.json)",
+        " OUT/captions.txt); emoji, emoji-multilingual, fashion-mnist, rendered-words: OUT (<split>/shard-*.tar and dataset.json)",
     )
     build.add_argument(
         "--captions",
@@ -49,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--languages", help="emoji-multilingual: comma-separated CLDR codes (default: XM3600's)"
     )
-    build.add_argument("--image-size", type=int, default=None, help="stored image side")
+    build.add_argument(
+        "--image-size", type=int, default=None, help="stored image side (rendered-words: height)"
+    )
     build.add_argument("--samples-per-shard", type=int, default=None)
 
     train = commands.add_parser("train-tokenizer", help="train a SentencePiece model on captions")
@@ -119,8 +123,12 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             options["samples_per_shard"] = args.samples_per_shard
         if args.dataset == "emoji-multilingual":
             return build_multilingual_command(args, options)
-        builder = build_emoji if args.dataset == "emoji" else build_fashion_mnist
-        info = builder(args.output_dir, limit=args.limit, **options)
+        builders = {
+            "emoji": build_emoji,
+            "fashion-mnist": build_fashion_mnist,
+            "rendered-words": build_rendered_words,
+        }
+        info = builders[args.dataset](args.output_dir, limit=args.limit, **options)
         for name, split in info.splits.items():
             print(
                 f"{name}: {split.num_samples} samples in {len(split.shards)} shards {split.pattern}"

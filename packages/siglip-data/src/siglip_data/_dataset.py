@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -34,6 +35,10 @@ from siglip_data._image import Augmentation
 from siglip_data._image import Resample
 from siglip_data._image import normalize_uint8_pixels
 from siglip_data._image import preprocess_image
+from siglip_data._naflex import NaflexOptions
+from siglip_data._naflex import NaflexPatches
+from siglip_data._naflex import collate_naflex
+from siglip_data._naflex import naflex_preprocess
 from siglip_data._resample import RESIZE_BACKENDS
 from siglip_data._resample import ResizeBackend
 from siglip_data._resample import resolve_backend
@@ -201,7 +206,7 @@ class QualityPolicy:
 @dataclasses.dataclass
 class _Decoded:
     raw: RawSample
-    pixels: npt.NDArray | None
+    pixels: npt.NDArray | NaflexPatches | None
     reason: str | None
     detail: str = ""
 
@@ -243,6 +248,13 @@ class ImageTextDataset:
     ``token_ids`` int32 ``[batch, length]``, ``captions`` (list of str), ``keys`` (list of str),
     ``metadata`` (list of dict, ``{}`` when a sample has none).
 
+    With ``naflex`` (a :class:`~siglip_data.naflex.NaflexOptions`) images keep their aspect
+    ratio instead: each batch draws a sequence length ``length`` from
+    ``naflex.sequence_lengths`` (seeded by the stream position, so resuming is exact) and
+    carries ``patches`` float32 ``[batch, length, 3 * p * p]``, ``patch_mask`` bool
+    ``[batch, length]`` and ``spatial_shapes`` int32 ``[batch, 2]`` in place of ``pixels``
+    (see ``siglip_data.naflex.naflex_preprocess``); never ragged.
+
     Several captions per image (``captions_per_image``): a sample's captions are its metadata's
     ``"captions"`` list when present (else its one caption); each batch row is then one
     (image, caption) pair, the image's pixels repeated, and the batch also has ``group_key`` (list
@@ -262,7 +274,7 @@ class ImageTextDataset:
             with ``units`` and ``read_unit``).
         tokenizer: maps ``list[str]`` to int32 ``[batch, length]`` (e.g.
             :class:`~siglip_data.SentencePieceTokenizer`).
-        image_size: square model resolution.
+        image_size: square model resolution (exactly one of ``image_size`` and ``naflex``).
         batch_size: samples per batch (the last batch of an epoch may be smaller unless
             ``drop_last``).
         shuffle: permute units each epoch and shuffle samples through a buffer.
@@ -272,6 +284,9 @@ class ImageTextDataset:
         decode: how images become pixels (:class:`DecodeOptions`).
         topology: this dataset's rank and worker (:class:`Topology`).
         quality: when bad data stops the run (:class:`QualityPolicy`).
+        naflex: NaFlex batches (:class:`~siglip_data.naflex.NaflexOptions`) instead of square
+            pixels; needs ``decode.pixel_dtype="float32"`` and no augmentation
+            (``decode.resample`` is not used: the order is ``naflex.order``).
         captions_per_image: None (one row per sample, its caption), ``"all"`` or an int ``k``
             (one row per drawn caption of each image; see above).
 
@@ -306,7 +321,7 @@ class ImageTextDataset:
         source: Any,
         *,
         tokenizer: Tokenizer | Callable[[list[str]], npt.NDArray[np.int32]],
-        image_size: int,
+        image_size: int | None = None,
         batch_size: int,
         shuffle: bool = True,
         shuffle_buffer: int = 1000,
@@ -315,10 +330,29 @@ class ImageTextDataset:
         decode: DecodeOptions = DecodeOptions(),
         topology: Topology = Topology(),
         quality: QualityPolicy = QualityPolicy(),
+        naflex: NaflexOptions | None = None,
         captions_per_image: CaptionsPerImage = None,
     ) -> None:
-        _require_int("image_size", image_size, minimum=1)
+        if (image_size is None) == (naflex is None):
+            raise ValueError(
+                "pass exactly one of image_size (square pixels) and naflex (NaflexOptions: "
+                f"native aspect ratio), got image_size={image_size!r} and naflex={naflex!r}"
+            )
+        if naflex is not None:
+            if not isinstance(naflex, NaflexOptions):
+                raise TypeError(f"naflex must be a NaflexOptions, got {naflex!r}")
+            if decode.pixel_dtype != "float32" or decode.augmentation is not None:
+                raise ValueError(
+                    "naflex batches are float32 patches without augmentation: use "
+                    "DecodeOptions(pixel_dtype='float32', augmentation=None)"
+                )
+        else:
+            _require_int("image_size", image_size, minimum=1)
         self.captions_per_image = check_captions_per_image(captions_per_image)
+        if naflex is not None and self.captions_per_image is not None:
+            raise ValueError(
+                "naflex batches take one caption per image: captions_per_image must be None"
+            )
         _require_int("batch_size", batch_size, minimum=1)
         _require_int("shuffle_buffer", shuffle_buffer, minimum=1)
         for name, value, expected in (
@@ -332,7 +366,8 @@ class ImageTextDataset:
         resolve_backend(decode.resize_backend)
         self.source: Source = as_source(source)
         self.tokenizer = tokenizer
-        self.image_size = int(image_size)
+        self.image_size = None if image_size is None else int(image_size)
+        self.naflex = naflex
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.shuffle_buffer = shuffle_buffer
@@ -426,7 +461,7 @@ class ImageTextDataset:
 
     # -- state -------------------------------------------------------------------------------
     def _fingerprint(self) -> dict[str, Any]:
-        return {
+        fingerprint: dict[str, Any] = {
             "num_units": len(self._units),
             "seed": self.seed,
             "shuffle": self.shuffle,
@@ -434,11 +469,12 @@ class ImageTextDataset:
             "batch_size": self.batch_size,
             "stream": self.stream,
             "num_streams": self.num_streams,
-        } | (
-            {}
-            if self.captions_per_image is None
-            else {"captions_per_image": self.captions_per_image}
-        )
+        }
+        if self.naflex is not None:  # the lengths drawn depend on them
+            fingerprint["naflex_sequence_lengths"] = list(self.naflex.sequence_lengths)
+        if self.captions_per_image is not None:
+            fingerprint["captions_per_image"] = self.captions_per_image
+        return fingerprint
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly after the last yielded batch (JSON-able)."""
@@ -508,7 +544,7 @@ class ImageTextDataset:
         for slot in rng.permutation(len(buffer)):
             yield buffer[slot]
 
-    def _decode(self, raw: RawSample, epoch: int, position: int) -> _Decoded:
+    def _decode(self, raw: RawSample, epoch: int, position: int, length: int = 0) -> _Decoded:
         if raw.problem is not None:
             return _Decoded(raw, None, raw.problem)
         if raw.image is None:
@@ -523,6 +559,15 @@ class ImageTextDataset:
         if self.decode.augmentation is not None:
             rng = np.random.default_rng([self.seed, epoch, self.stream, position, 2])
         try:
+            if self.naflex is not None:
+                record = naflex_preprocess(
+                    raw.image,
+                    patch_size=self.naflex.patch_size,
+                    max_num_patches=length,
+                    order=self.naflex.order,
+                )
+                return _Decoded(raw, record, None)
+            assert self.image_size is not None
             pixels = preprocess_image(
                 raw.image,
                 size=self.image_size,
@@ -546,7 +591,7 @@ class ImageTextDataset:
         return self.decode.pixel_dtype
 
     def _stack_pixels(self, samples: list[_Decoded]) -> npt.NDArray:
-        images = [sample.pixels for sample in samples if sample.pixels is not None]
+        images = [sample.pixels for sample in samples if isinstance(sample.pixels, np.ndarray)]
         if self._decode_dtype == self.decode.pixel_dtype:
             return np.stack(images)
         pixels = np.empty((len(images), *images[0].shape), dtype=np.float32)
@@ -558,8 +603,19 @@ class ImageTextDataset:
         if self.captions_per_image is not None:
             return self._make_multi_caption_batch(samples, self.captions_per_image)
         captions = [sample.raw.caption or "" for sample in samples]
+        images: dict[str, Any]
+        if self.naflex is not None:
+            records = [sample.pixels for sample in samples]
+            naflex = collate_naflex([r for r in records if isinstance(r, NaflexPatches)])
+            images = {
+                "patches": naflex.patches,
+                "patch_mask": naflex.patch_mask,
+                "spatial_shapes": naflex.spatial_shapes,
+            }
+        else:
+            images = {"pixels": self._stack_pixels(samples)}
         return {
-            "pixels": self._stack_pixels(samples),
+            **images,
             "token_ids": np.asarray(self.tokenizer(captions), dtype=np.int32),
             "captions": captions,
             "keys": [sample.raw.key for sample in samples],
@@ -640,14 +696,18 @@ class ImageTextDataset:
         failures.mark_counted()
         pool = ThreadPoolExecutor(self.decode.num_threads) if self.decode.num_threads else None
         batch: list[_Decoded] = []
+        length = 0  # NaFlex: the sequence length of the batch being filled
         try:
             while True:
+                if not batch and self.naflex is not None:
+                    # Drawn from where the batch starts, so a resumed stream draws the same.
+                    length = self.naflex.sequence_length(self.seed, epoch, self.stream, position)
                 chunk = list(islice(stream, self.batch_size - len(batch)))
                 self._count_unit_failures(failures)
                 if not chunk:
                     break
                 positions = range(position, position + len(chunk))
-                decode = self._decode
+                decode = functools.partial(self._decode, length=length)
                 if pool is not None:
                     results = list(pool.map(decode, chunk, [epoch] * len(chunk), positions))
                 else:
@@ -707,8 +767,9 @@ class ImageTextDataset:
         yield from repeat_epochs(self)
 
     def __repr__(self) -> str:
+        images = f"naflex={self.naflex}" if self.naflex else f"image_size={self.image_size}"
         return (
-            f"ImageTextDataset({self.source!r}, image_size={self.image_size}, "
+            f"ImageTextDataset({self.source!r}, {images}, "
             f"batch_size={self.batch_size}, stream={self.stream}/{self.num_streams}, "
             f"epoch={self._epoch})"
         )

@@ -131,3 +131,52 @@ def test_big_vision_bilinear_matches_torch_interpolate_without_antialias() -> No
         )[0].permute(1, 2, 0)
         ours = resize_bilinear_tf(pixels, height, width)
         np.testing.assert_allclose(ours, expected.numpy(), atol=1e-2)  # float32 coordinate rounding
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_naflex_batches_are_tensors_with_per_batch_lengths_and_resume_exactly(
+    make_shards: Callable[..., list[str]], tokenizer: Any, num_workers: int
+) -> None:
+    from siglip_data.naflex import NaflexOptions
+
+    shards = make_shards(20, per_shard=4)
+    naflex = NaflexOptions(sequence_lengths=(4, 7, 12), patch_size=4)
+
+    def loader() -> ImageTextLoader:
+        dataset = siglip_data.ImageTextDataset(
+            shards, tokenizer=tokenizer, naflex=naflex, batch_size=3, shuffle_buffer=6, seed=4
+        )
+        return ImageTextLoader(dataset, num_workers=num_workers)
+
+    reference_loader = loader()
+    reference = list(reference_loader) + list(reference_loader)
+    assert {batch["patches"].shape[1] for batch in reference} == {4, 7, 12}
+    for batch in reference:
+        assert batch["patches"].dtype == torch.float32
+        assert batch["patch_mask"].dtype == torch.bool
+        assert batch["spatial_shapes"].dtype == torch.int32
+    interrupted = loader()
+    iterator = iter(interrupted)
+    got = [next(iterator) for _ in range(3)]
+    state = interrupted.state_dict()
+    del iterator
+    resumed = loader()
+    resumed.load_state_dict(state)
+    got.extend(resumed)
+    got.extend(resumed)
+    assert keys_of(got) == keys_of(reference)
+    for ours, theirs in zip(got, reference):
+        torch.testing.assert_close(ours["patches"], theirs["patches"], atol=0, rtol=0)
+        assert torch.equal(ours["spatial_shapes"], theirs["spatial_shapes"])
+
+
+def test_patchify_gives_the_numpy_result_on_torch_tensors() -> None:
+    from siglip_data.naflex import patchify
+    from siglip_data.naflex import unpatchify
+
+    image = np.random.default_rng(0).uniform(-1, 1, (12, 20, 3)).astype(np.float32)
+    patches = patchify(torch.from_numpy(image), 4)
+    assert isinstance(patches, torch.Tensor)
+    np.testing.assert_array_equal(patches.numpy(), patchify(image, 4))
+    np.testing.assert_array_equal(unpatchify(patches, (3, 5), 4).numpy(), image)

@@ -12,11 +12,17 @@ Datasets are named ``KIND:PATH``:
 
 ``siglip-eval multilingual --root DIR`` reads a Crossmodal-3600-layout folder instead
 (``siglip_eval._multilingual_report``).
+
+A SigLIP 2 NaFlex checkpoint (``model_type`` ``siglip2``) is evaluated at each image's native
+aspect ratio: images go through ``siglip_data.naflex.naflex_preprocess`` with
+``--max-num-patches`` (default 256, transformers' default; the releases were trained at 128 to
+1024) instead of the square resize.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from siglip_eval._datasets import ClassificationDataset
+from siglip_eval._datasets import Preprocess
 from siglip_eval._datasets import RetrievalDataset
 from siglip_eval._datasets import image_folder
 from siglip_eval._datasets import karpathy_json
@@ -62,6 +69,45 @@ def _class_names_file(path: str | None) -> list[str] | None:
     return names
 
 
+DEFAULT_MAX_NUM_PATCHES = 256  # transformers' Siglip2 processor default
+
+
+def naflex_preprocess_for(args: argparse.Namespace) -> Preprocess | None:
+    """The NaFlex preprocessing for ``--model`` when it is a NaFlex checkpoint, else None.
+
+    Raises:
+        UsageError: ``--max-num-patches`` without a model, or with a fixed-resolution one.
+    """
+    max_num_patches = getattr(args, "max_num_patches", None)
+    model = getattr(args, "model", None)
+    if model is None:
+        if max_num_patches is not None:
+            raise UsageError("--max-num-patches needs --model (a NaFlex checkpoint)")
+        return None
+    try:
+        from siglip_models import read_hf_config
+    except ImportError:
+        return None  # load_encoder says which extra to install
+    vision = read_hf_config(model).vision
+    if not vision.naflex:
+        if max_num_patches is not None:
+            raise UsageError(
+                f"--max-num-patches: {model!r} is a fixed-resolution model "
+                f"({vision.image_size}x{vision.image_size}); it applies to NaFlex checkpoints "
+                "(model_type 'siglip2') only"
+            )
+        return None
+    if max_num_patches is not None and max_num_patches < 1:
+        raise UsageError(f"--max-num-patches: expected a positive int, got {max_num_patches}")
+    from siglip_data.naflex import naflex_preprocess
+
+    return functools.partial(
+        naflex_preprocess,
+        patch_size=vision.patch_size,
+        max_num_patches=max_num_patches or DEFAULT_MAX_NUM_PATCHES,
+    )
+
+
 def classification_dataset(
     spec: str, args: argparse.Namespace, image_size: int
 ) -> tuple[ClassificationDataset, tuple[str, ...] | None]:
@@ -71,14 +117,23 @@ def classification_dataset(
 
     kind, path = _split_spec(spec)
     names = _class_names_file(args.class_names)
+    preprocess = naflex_preprocess_for(args)
     if kind == "image-folder":
         return image_folder(
-            path, image_size=image_size, class_names=names, resample=args.resample
+            path,
+            image_size=image_size,
+            class_names=names,
+            resample=args.resample,
+            preprocess=preprocess,
         ), None
     if kind == "built":
         directory, _, split = path.partition(":")
         dataset, templates = built_dataset(
-            directory, split=split or "test", image_size=image_size, resample=args.resample
+            directory,
+            split=split or "test",
+            image_size=image_size,
+            resample=args.resample,
+            preprocess=preprocess,
         )
         assert isinstance(dataset, ClassificationDataset)
         if names is not None:
@@ -96,6 +151,7 @@ def classification_dataset(
                 image_size=image_size,
                 label_key=args.label_key,
                 resample=args.resample,
+                preprocess=preprocess,
             ),
             None,
         )
@@ -110,6 +166,7 @@ def retrieval_dataset(spec: str, args: argparse.Namespace, image_size: int) -> R
     from siglip_eval._shards import retrieval_shards
 
     kind, path = _split_spec(spec)
+    preprocess = naflex_preprocess_for(args)
     if kind == "karpathy":
         if args.image_root is None:
             raise UsageError(
@@ -122,13 +179,20 @@ def retrieval_dataset(spec: str, args: argparse.Namespace, image_size: int) -> R
             split=args.split,
             captions_per_image=args.captions_per_image,
             resample=args.resample,
+            preprocess=preprocess,
         )
     if kind == "jsonl":
         return retrieval_jsonl(
-            path, image_size=image_size, image_root=args.image_root, resample=args.resample
+            path,
+            image_size=image_size,
+            image_root=args.image_root,
+            resample=args.resample,
+            preprocess=preprocess,
         )
     if kind == "shards":
-        return retrieval_shards(path, image_size=image_size, resample=args.resample)
+        return retrieval_shards(
+            path, image_size=image_size, resample=args.resample, preprocess=preprocess
+        )
     if kind == "built":
         directory, _, split = path.partition(":")
         dataset, _ = built_dataset(
@@ -137,6 +201,7 @@ def retrieval_dataset(spec: str, args: argparse.Namespace, image_size: int) -> R
             image_size=image_size,
             task="retrieval",
             resample=args.resample,
+            preprocess=preprocess,
         )
         assert isinstance(dataset, RetrievalDataset)
         return dataset
@@ -314,6 +379,9 @@ def _context(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
         if args.embeddings is None
         else {"embeddings": args.embeddings}
     )
+    if args.embeddings is None and naflex_preprocess_for(args) is not None:
+        context["max_num_patches"] = args.max_num_patches or DEFAULT_MAX_NUM_PATCHES
+        extra.pop("image_size", None)  # a NaFlex model has no input resolution
     context.update({k: v for k, v in extra.items() if v is not None})
     return context
 
@@ -475,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         source.add_argument(
             "--image-size", type=int, help="input resolution (default: the model's)"
+        )
+        source.add_argument(
+            "--max-num-patches",
+            type=int,
+            help="NaFlex checkpoints: the patch budget and sequence length of each image (default"
+            f" {DEFAULT_MAX_NUM_PATCHES}; the releases were trained at 128 to 1024)",
         )
         source.add_argument(
             "--resample",

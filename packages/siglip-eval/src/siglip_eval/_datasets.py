@@ -41,8 +41,9 @@ from siglip_eval._validation import stack_pixels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm")
 
-# PIL image -> [height, width, 3] float32 in [-1, 1].
-Preprocess = Callable[[Image.Image], np.ndarray]
+# PIL image -> [height, width, 3] float32 in [-1, 1], or a siglip_data.naflex.NaflexPatches
+# record (NaFlex models: e.g. functools.partial(naflex_preprocess, max_num_patches=256)).
+Preprocess = Callable[[Image.Image], Any]
 # siglip_data.preprocess_image kernels (siglip-data checks the name: DecodeOptions).
 Resample = Literal["bicubic", "bilinear", "pil_bilinear"]
 
@@ -52,13 +53,15 @@ class ImageBatch:
     """One batch of a dataset.
 
     Attributes:
-        pixels: ``[batch, height, width, 3]`` float32 in [-1, 1].
+        pixels: ``[batch, height, width, 3]`` float32 in [-1, 1], or a
+            ``siglip_data.naflex.NaflexBatch`` when the reader's ``preprocess`` gives NaFlex
+            records (an encoder over a NaFlex model takes it as it is).
         keys: ``[batch]`` item names (file paths, shard keys, row numbers) used in errors and caches.
         labels: ``[batch]`` int class indices (classification) or None.
         captions: per image, its list of captions (retrieval) or None.
     """
 
-    pixels: np.ndarray
+    pixels: Any
     keys: list[str]
     labels: np.ndarray | None = None
     captions: list[list[str]] | None = None
@@ -96,8 +99,12 @@ class RetrievalDataset:
     size: int | None = None
 
 
-def load_image(path: str | os.PathLike[str], preprocess: Preprocess, *, dataset: str) -> np.ndarray:
-    """Decode the image file at ``path`` and preprocess it, naming the file and dataset on failure."""
+def load_image(path: str | os.PathLike[str], preprocess: Preprocess, *, dataset: str) -> Any:
+    """Decode the image file at ``path`` and preprocess it, naming the file and dataset on failure.
+
+    Returns ``[height, width, 3]`` float32 pixels, or the NaFlex record a NaFlex ``preprocess``
+    made.
+    """
     try:
         with Image.open(path) as image:
             image.load()
@@ -113,7 +120,11 @@ def load_image(path: str | os.PathLike[str], preprocess: Preprocess, *, dataset:
     return _check_pixels(pixels, dataset=dataset, key=str(path))
 
 
-def _check_pixels(pixels: Any, *, dataset: str, key: str) -> np.ndarray:
+def _check_pixels(pixels: Any, *, dataset: str, key: str) -> Any:
+    from siglip_data.naflex import NaflexPatches
+
+    if isinstance(pixels, NaflexPatches):
+        return pixels
     array = np.asarray(pixels)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(

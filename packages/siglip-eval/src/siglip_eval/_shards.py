@@ -7,12 +7,14 @@ bad samples; an evaluator that did would silently change the denominator).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from siglip_data import preprocess_image
 from siglip_data import read_shard
@@ -20,8 +22,10 @@ from siglip_data import resolve_shards
 from siglip_data.builders import load_dataset_info
 from siglip_eval._datasets import ClassificationDataset
 from siglip_eval._datasets import ImageBatch
+from siglip_eval._datasets import Preprocess
 from siglip_eval._datasets import Resample
 from siglip_eval._datasets import RetrievalDataset
+from siglip_eval._datasets import _check_pixels
 from siglip_eval._datasets import check_image_options
 from siglip_eval._validation import check_captions
 from siglip_eval._validation import check_class_names
@@ -43,8 +47,19 @@ def _samples(shards: ShardSpec, *, dataset: str) -> Iterator[Any]:
             yield sample
 
 
-def _pixels(sample: Any, *, image_size: int, resample: Resample, dataset: str) -> np.ndarray:
+def _pixels(
+    sample: Any,
+    *,
+    image_size: int,
+    resample: Resample,
+    dataset: str,
+    preprocess: Preprocess | None = None,
+) -> Any:
     try:
+        if preprocess is not None:
+            with Image.open(io.BytesIO(sample.image)) as image:
+                image.load()
+                return _check_pixels(preprocess(image), dataset=dataset, key=sample.key)
         return np.asarray(
             preprocess_image(sample.image, size=int(image_size), resample=resample),
             dtype=np.float32,
@@ -65,6 +80,7 @@ def classification_shards(
     name: str | None = None,
     resample: Resample = "bicubic",
     size: int | None = None,
+    preprocess: Preprocess | None = None,
 ) -> ClassificationDataset:
     """Labelled images from siglip-data shards: the label is ``metadata[label_key]`` (an int).
 
@@ -78,6 +94,8 @@ def classification_shards(
         resample: ``siglip_data.preprocess_image`` kernel (``"bicubic"``, ``"bilinear"`` = big_vision,
             ``"pil_bilinear"``).
         size: number of samples if known (progress bar).
+        preprocess: replaces the default preprocessing: ``PIL.Image -> [height, width, 3]``
+            float32 in [-1, 1] or a NaFlex record (``image_size`` and ``resample`` then unused).
 
     Returns:
         A ``ClassificationDataset`` that reads the shards lazily, in stored order.
@@ -89,10 +107,11 @@ def classification_shards(
     """
     dataset = name or str(shards)
     names = check_class_names(class_names, dataset=dataset)
-    check_image_options(image_size, resample)
+    if preprocess is None:
+        check_image_options(image_size, resample)
 
     def batches(batch_size: int) -> Iterator[ImageBatch]:
-        pixels: list[np.ndarray] = []
+        pixels: list[Any] = []
         keys: list[str] = []
         labels: list[int] = []
         for sample in _samples(shards, dataset=dataset):
@@ -109,7 +128,13 @@ def classification_shards(
                     f" {label} is outside [0, {len(names)}) (class_names has {len(names)} entries)"
                 )
             pixels.append(
-                _pixels(sample, image_size=image_size, resample=resample, dataset=dataset)
+                _pixels(
+                    sample,
+                    image_size=image_size,
+                    resample=resample,
+                    dataset=dataset,
+                    preprocess=preprocess,
+                )
             )
             keys.append(sample.key)
             labels.append(label)
@@ -134,6 +159,7 @@ def retrieval_shards(
     resample: Resample = "bicubic",
     captions_key: str = "captions",
     size: int | None = None,
+    preprocess: Preprocess | None = None,
 ) -> RetrievalDataset:
     """Images with captions from siglip-data shards.
 
@@ -148,6 +174,7 @@ def retrieval_shards(
             ``"pil_bilinear"``).
         captions_key: metadata field holding a list of captions.
         size: number of samples if known (progress bar).
+        preprocess: replaces the default preprocessing (see ``classification_shards``).
 
     Returns:
         A ``RetrievalDataset`` that reads the shards lazily, in stored order.
@@ -157,10 +184,11 @@ def retrieval_shards(
             an image or caption (named by shard and key).
     """
     dataset = name or str(shards)
-    check_image_options(image_size, resample)
+    if preprocess is None:
+        check_image_options(image_size, resample)
 
     def batches(batch_size: int) -> Iterator[ImageBatch]:
-        pixels: list[np.ndarray] = []
+        pixels: list[Any] = []
         keys: list[str] = []
         captions: list[list[str]] = []
         for sample in _samples(shards, dataset=dataset):
@@ -175,7 +203,13 @@ def retrieval_shards(
                 check_captions(texts, dataset=dataset, key=f"{sample.key} ({sample.source})")
             )
             pixels.append(
-                _pixels(sample, image_size=image_size, resample=resample, dataset=dataset)
+                _pixels(
+                    sample,
+                    image_size=image_size,
+                    resample=resample,
+                    dataset=dataset,
+                    preprocess=preprocess,
+                )
             )
             keys.append(sample.key)
             if len(keys) == batch_size:
@@ -196,6 +230,7 @@ def built_dataset(
     image_size: int,
     task: str = "classification",
     resample: Resample = "bicubic",
+    preprocess: Preprocess | None = None,
 ) -> tuple[ClassificationDataset | RetrievalDataset, tuple[str, ...]]:
     """A dataset built by ``siglip-data build ...`` (its ``dataset.json``) and its prompt templates.
 
@@ -208,6 +243,8 @@ def built_dataset(
         image_size: model resolution; images go through ``siglip_data.preprocess_image``.
         task: ``"classification"`` or ``"retrieval"``.
         resample: ``siglip_data.preprocess_image`` kernel.
+        preprocess: replaces the default preprocessing (e.g. NaFlex, see
+            ``classification_shards``).
 
     Returns:
         ``(dataset, caption_templates)``; the templates use ``{}`` or ``{c}`` for the class name.
@@ -234,12 +271,20 @@ def built_dataset(
                 name=name,
                 resample=resample,
                 size=size,
+                preprocess=preprocess,
             ),
             tuple(info.caption_templates),
         )
     if task == "retrieval":
         return (
-            retrieval_shards(spec, image_size=image_size, name=name, resample=resample, size=size),
+            retrieval_shards(
+                spec,
+                image_size=image_size,
+                name=name,
+                resample=resample,
+                size=size,
+                preprocess=preprocess,
+            ),
             tuple(info.caption_templates),
         )
     raise ValueError(f"task: expected 'classification' or 'retrieval', got {task!r}")

@@ -185,8 +185,27 @@ def check_every_class_present(
         )
 
 
-def stack_pixels(pixels: list[np.ndarray], keys: list[str], *, dataset: str) -> np.ndarray:
-    """Stack ``[height, width, 3]`` images into a batch, naming the first image of another shape."""
+def stack_pixels(pixels: list[Any], keys: list[str], *, dataset: str) -> Any:
+    """Stack ``[height, width, 3]`` images into a batch, naming the first image of another shape.
+
+    NaFlex records (``siglip_data.naflex.NaflexPatches``, from a NaFlex ``preprocess``) are
+    collated into one ``NaflexBatch`` instead; a batch never mixes the two.
+    """
+    from siglip_data.naflex import NaflexPatches
+    from siglip_data.naflex import collate_naflex
+
+    naflex = [isinstance(item, NaflexPatches) for item in pixels]
+    if any(naflex):
+        if not all(naflex):
+            odd = naflex.index(False)
+            raise ValueError(
+                f"dataset {dataset!r}: expected NaFlex records for every image of a batch, got an"
+                f" array for item {keys[odd]!r}"
+            )
+        try:
+            return collate_naflex(pixels)
+        except ValueError as error:
+            raise ValueError(f"dataset {dataset!r}: {error}") from None
     shapes = {array.shape for array in pixels}
     if len(shapes) > 1:
         first = pixels[0].shape

@@ -109,3 +109,28 @@ def test_the_fake_cpu_devices_and_strict_promotion_are_on() -> None:
     assert len(jax.devices("cpu")) == 8
     with pytest.raises(Exception, match="promot"):
         jnp.ones(2, jnp.float32) + jnp.ones(2, jnp.int32)
+
+
+def test_naflex_batches_go_to_encode_image_naflex_compiled_once_per_length(tmp_path) -> None:
+    import torch
+
+    import siglip_models.flax
+    import siglip_models.torch
+    from siglip_data.naflex import collate_naflex
+    from siglip_data.naflex import naflex_preprocess
+    from siglip_eval.flax import flax_encoder
+
+    torch.manual_seed(0)
+    siglip_models.torch.SiglipModel("tiny-test-naflex").save_pretrained(tmp_path)
+    flax_model = siglip_models.flax.SiglipModel.from_pretrained(tmp_path)
+    torch_model = siglip_models.torch.SiglipModel.from_pretrained(tmp_path)
+    encoder = flax_encoder(flax_model, lambda texts: np.zeros((len(texts), 16), np.int32))
+    images = [np.full((12, 40, 3), 200, np.uint8), np.full((40, 4, 3), 30, np.uint8)]
+    batch = collate_naflex([naflex_preprocess(i, patch_size=4, max_num_patches=12) for i in images])
+    with torch.no_grad():
+        expected = torch_model.encode_image_naflex(
+            torch.from_numpy(batch.patches),
+            torch.from_numpy(batch.patch_mask),
+            torch.from_numpy(batch.spatial_shapes),
+        ).numpy()
+    np.testing.assert_allclose(encoder.encode_images(batch), expected, atol=1e-4)

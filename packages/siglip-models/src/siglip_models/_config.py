@@ -42,6 +42,11 @@ class VisionConfig:
         num_heads: attention heads (also used by the MAP head).
         mlp_dim: hidden width of every MLP (encoder blocks and MAP head).
         layer_norm_eps: epsilon of every LayerNorm (1e-6 in all released models).
+        naflex: a SigLIP 2 NaFlex tower: a linear patch embedding on flattened patches and a
+            learned ``grid_size x grid_size`` position grid resized to each image's patch grid
+            (native aspect ratio, variable sequence length). ``image_size`` is then
+            ``grid_size * patch_size`` (256 for the released 16x16 grid of 16-pixel patches);
+            inputs need not have that size (see ``encode_image_naflex``).
 
     Examples:
         >>> from siglip_models import VisionConfig
@@ -58,8 +63,11 @@ class VisionConfig:
     num_heads: int
     mlp_dim: int
     layer_norm_eps: float = 1e-6
+    naflex: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.naflex, bool):
+            raise ValueError(f"VisionConfig.naflex must be a bool, got {self.naflex!r}")
         _check_positive_ints(
             "VisionConfig",
             image_size=self.image_size,
@@ -92,7 +100,11 @@ class VisionConfig:
         return self.width // self.num_heads
 
     def num_parameters(self) -> int:
-        """Parameters of the tower, MAP head included (the count Hugging Face reports)."""
+        """Parameters of the tower, MAP head included (the count Hugging Face reports).
+
+        The patch conv (fixed resolution) and the NaFlex linear patch embedding hold the same
+        ``3 * patch_size**2 * width + width`` numbers.
+        """
         width = self.width
         patch = 3 * self.patch_size**2 * width + width
         position = self.num_patches * width
@@ -312,6 +324,7 @@ def _released(
     pad_id: int,
     max_length: int = 64,
     embed_dim: int | None = None,
+    naflex: bool = False,
 ) -> SiglipConfig:
     image_width, image_depth, image_mlp, image_heads = _VARIANTS[image]
     text_width, text_depth, text_mlp, text_heads = _VARIANTS[text]
@@ -323,6 +336,7 @@ def _released(
             depth=image_depth,
             num_heads=image_heads,
             mlp_dim=image_mlp,
+            naflex=naflex,
         ),
         text=TextConfig(
             vocab_size=vocab_size,
@@ -432,7 +446,7 @@ def _register_released() -> None:
         _released("So400m", 16, 256, text="So400m", vocab_size=250000, pad_id=1),
     )
     # SigLIP 2 (fixed resolution): Gemma 256k vocabulary, pad 0, EOS 1.
-    siglip2 = {"vocab_size": 256000, "pad_id": 0}
+    siglip2: dict[str, Any] = {"vocab_size": 256000, "pad_id": 0}
     register_config("siglip2-base-patch32-256", _released("B", 32, 256, text="B", **siglip2))
     for resolution in (224, 256, 384, 512):
         register_config(
@@ -459,6 +473,15 @@ def _register_released() -> None:
             f"siglip2-giant-opt-patch16-{resolution}",
             _released("g-opt", 16, resolution, text="So400m", embed_dim=1536, **siglip2),
         )
+    # SigLIP 2 NaFlex: a 16x16 position grid of 16-pixel patches (image_size 256 = 16 * 16).
+    register_config(
+        "siglip2-base-patch16-naflex",
+        _released("B", 16, 256, text="B", naflex=True, **siglip2),
+    )
+    register_config(
+        "siglip2-so400m-patch16-naflex",
+        _released("So400m", 16, 256, text="So400m", naflex=True, **siglip2),
+    )
     # Toy shapes for tests and demos: every code path of the real models, milliseconds per step.
     register_config(
         "tiny-test",
@@ -492,6 +515,32 @@ def _register_released() -> None:
                 num_heads=2,
                 mlp_dim=40,
                 embed_dim=48,
+                pad_id=0,
+            ),
+        ),
+    )
+
+    # NaFlex toy: a 4x4 position grid of 4-pixel patches (48 numbers a patch), SigLIP 2 text.
+    register_config(
+        "tiny-test-naflex",
+        SiglipConfig(
+            vision=VisionConfig(
+                image_size=16,
+                patch_size=4,
+                width=32,
+                depth=2,
+                num_heads=4,
+                mlp_dim=37,
+                naflex=True,
+            ),
+            text=TextConfig(
+                vocab_size=100,
+                max_length=16,
+                width=32,
+                depth=2,
+                num_heads=4,
+                mlp_dim=37,
+                embed_dim=32,
                 pad_id=0,
             ),
         ),

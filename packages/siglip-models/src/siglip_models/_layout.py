@@ -6,6 +6,7 @@ Framework-free: both the PyTorch and the Flax models read and write exactly thes
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -147,7 +148,9 @@ def hf_parameter_shapes(config: SiglipConfig) -> dict[str, tuple]:
     shapes["text_model.final_layer_norm.bias"] = (text.width,)
     shapes["text_model.head.weight"] = (text.embed_dim, text.width)
     shapes["text_model.head.bias"] = (text.embed_dim,)
-    shapes["vision_model.embeddings.patch_embedding.weight"] = (width, 3, patch, patch)
+    shapes["vision_model.embeddings.patch_embedding.weight"] = (
+        (width, 3 * patch * patch) if vision.naflex else (width, 3, patch, patch)
+    )
     shapes["vision_model.embeddings.patch_embedding.bias"] = (width,)
     shapes["vision_model.embeddings.position_embedding.weight"] = (vision.num_patches, width)
     shapes.update(_encoder_shapes("vision_model", width, vision.depth, vision.mlp_dim))
@@ -165,6 +168,9 @@ def hf_parameter_shapes(config: SiglipConfig) -> dict[str, tuple]:
     shapes["vision_model.head.mlp.fc2.weight"] = (width, vision.mlp_dim)
     shapes["vision_model.head.mlp.fc2.bias"] = (width,)
     return shapes
+
+
+_PATCH_KEY = "vision_model.embeddings.patch_embedding.weight"
 
 
 def _summarise(keys: list[str], limit: int = 8) -> str:
@@ -204,6 +210,16 @@ def validate_parameter_shapes(
         problems.append("shape mismatch (config/weights mismatch): " + "; ".join(mismatched[:8]))
         if len(mismatched) > 8:
             problems[-1] += f"; ... ({len(mismatched) - 8} more)"
+        patch_shape = present.get(_PATCH_KEY)
+        if patch_shape is not None and len(patch_shape) != len(expected[_PATCH_KEY]):
+            problems.append(
+                "a NaFlex checkpoint (2-D linear patch embedding, model_type 'siglip2') and a "
+                "fixed-resolution one (4-D patch conv, model_type 'siglip') do not load into "
+                "each other; use the config that matches the checkpoint"
+                if len(patch_shape) == 2
+                else "a fixed-resolution checkpoint (4-D patch conv) does not load into a NaFlex "
+                "config; use the config that matches the checkpoint"
+            )
     if problems:
         raise CheckpointError(
             f"weights from {source} do not fit the config: " + " | ".join(problems)
@@ -225,7 +241,11 @@ def config_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
         >>> hf = config_to_hf_dict(get_config("siglip-base-patch16-224"))
         >>> hf["model_type"], hf["vision_config"]["patch_size"], hf["text_config"]["pad_token_id"]
         ('siglip', 16, 1)
+        >>> config_to_hf_dict(get_config("siglip2-base-patch16-naflex"))["model_type"]
+        'siglip2'
     """
+    if config.vision.naflex:
+        return _naflex_to_hf_dict(config)
     vision, text = config.vision, config.text
     return {
         "architectures": ["SiglipModel"],
@@ -270,6 +290,51 @@ def config_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
     }
 
 
+def _naflex_to_hf_dict(config: SiglipConfig) -> dict[str, Any]:
+    """The ``config.json`` of a transformers ``Siglip2Model`` (SigLIP 2 NaFlex)."""
+    vision, text = config.vision, config.text
+    return {
+        "architectures": ["Siglip2Model"],
+        "model_type": "siglip2",
+        "initializer_factor": 1.0,
+        "text_config": {
+            "model_type": "siglip2_text_model",
+            "vocab_size": text.vocab_size,
+            "hidden_size": text.width,
+            "intermediate_size": text.mlp_dim,
+            "num_hidden_layers": text.depth,
+            "num_attention_heads": text.num_heads,
+            "max_position_embeddings": text.max_length,
+            "projection_size": text.embed_dim,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": text.layer_norm_eps,
+            "attention_dropout": 0.0,
+            "pad_token_id": text.pad_id,
+            "eos_token_id": 1,
+            "bos_token_id": None,
+        },
+        "vision_config": {
+            "model_type": "siglip2_vision_model",
+            "hidden_size": vision.width,
+            "intermediate_size": vision.mlp_dim,
+            "num_hidden_layers": vision.depth,
+            "num_attention_heads": vision.num_heads,
+            "num_channels": 3,
+            "num_patches": vision.num_patches,
+            "patch_size": vision.patch_size,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": vision.layer_norm_eps,
+            "attention_dropout": 0.0,
+            "vision_use_head": True,
+        },
+        "siglip_models": {
+            "log_scale_init": config.log_scale_init,
+            "bias_init": config.bias_init,
+            "lowercase": config.lowercase,
+        },
+    }
+
+
 # transformers' defaults: Hub config.json files store only the values that differ from them.
 _HF_VISION_DEFAULTS = {
     "hidden_size": 768,
@@ -277,6 +342,14 @@ _HF_VISION_DEFAULTS = {
     "num_hidden_layers": 12,
     "num_attention_heads": 12,
     "image_size": 224,
+    "patch_size": 16,
+}
+_HF_NAFLEX_VISION_DEFAULTS = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_patches": 256,
     "patch_size": 16,
 }
 _HF_TEXT_DEFAULTS = {
@@ -290,7 +363,11 @@ _HF_TEXT_DEFAULTS = {
 
 
 def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json") -> SiglipConfig:
-    """Read a transformers ``SiglipConfig`` dict (the ``config.json`` of an HF directory).
+    """Read a transformers ``SiglipConfig`` / ``Siglip2Config`` dict (an HF ``config.json``).
+
+    ``model_type`` ``"siglip"`` is a fixed-resolution model (SigLIP and SigLIP 2);
+    ``"siglip2"`` is a SigLIP 2 NaFlex model (``VisionConfig.naflex``; its square
+    ``num_patches`` position grid gives ``image_size = sqrt(num_patches) * patch_size``).
 
     Args:
         data: the parsed ``config.json``.
@@ -300,9 +377,9 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
         The :class:`~siglip_models.SiglipConfig`.
 
     Raises:
-        CheckpointError: for a NaFlex (``siglip2``) or otherwise unsupported model, an activation
-            other than tanh-GELU or a model without the MAP head. Fields a Hub ``config.json``
-            omits take transformers' defaults, as transformers does.
+        CheckpointError: for an unsupported model type, an activation other than tanh-GELU, a
+            model without the MAP head or a NaFlex grid that is not square. Fields a Hub
+            ``config.json`` omits take transformers' defaults, as transformers does.
 
     Examples:
         >>> from siglip_models import config_from_hf_dict, config_to_hf_dict, get_config
@@ -311,14 +388,14 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
         True
     """
     model_type = data.get("model_type")
-    if model_type == "siglip2":
+    if model_type not in ("siglip", "siglip2"):
         raise CheckpointError(
-            f"{source}: model_type 'siglip2' is a SigLIP 2 NaFlex checkpoint; only fixed-resolution "
-            "models (model_type 'siglip', SigLIP and SigLIP 2) are supported"
+            f"{source}: expected model_type 'siglip' (fixed resolution) or 'siglip2' (NaFlex), "
+            f"got {model_type!r}"
         )
-    if model_type != "siglip":
-        raise CheckpointError(f"{source}: expected model_type 'siglip', got {model_type!r}")
-    vision = {**_HF_VISION_DEFAULTS, **(data.get("vision_config") or {})}
+    naflex = model_type == "siglip2"
+    vision_defaults = _HF_NAFLEX_VISION_DEFAULTS if naflex else _HF_VISION_DEFAULTS
+    vision = {**vision_defaults, **(data.get("vision_config") or {})}
     text = {**_HF_TEXT_DEFAULTS, **(data.get("text_config") or {})}
     for name, section in (("vision_config", vision), ("text_config", text)):
         activation = section.get("hidden_act", "gelu_pytorch_tanh")
@@ -333,8 +410,17 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
         raise CheckpointError(
             f"{source}: vision_config.num_channels must be 3, got {vision['num_channels']}"
         )
-    image_size = vision["image_size"]
     patch_size = vision["patch_size"]
+    if naflex:
+        grid = math.isqrt(int(vision["num_patches"]))
+        if grid * grid != int(vision["num_patches"]):
+            raise CheckpointError(
+                f"{source}: vision_config.num_patches must be a square (the position grid), "
+                f"got {vision['num_patches']}"
+            )
+        side = patch_size[0] if isinstance(patch_size, (list, tuple)) else patch_size
+        vision["image_size"] = grid * int(side)
+    image_size = vision["image_size"]
     for name, value in (("image_size", image_size), ("patch_size", patch_size)):
         if isinstance(value, (list, tuple)) and len(set(value)) != 1:
             raise CheckpointError(f"{source}: vision_config.{name} must be square, got {value!r}")
@@ -354,6 +440,7 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
             num_heads=vision["num_attention_heads"],
             mlp_dim=vision["intermediate_size"],
             layer_norm_eps=float(vision.get("layer_norm_eps", 1e-6)),
+            naflex=naflex,
         ),
         text=TextConfig(
             vocab_size=text["vocab_size"],

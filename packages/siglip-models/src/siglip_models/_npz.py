@@ -1,4 +1,5 @@
-"""big_vision two-tower ``.npz`` checkpoints -> Hugging Face-layout numpy arrays (model-spec 5.3)."""
+"""big_vision two-tower ``.npz`` checkpoints (``vit`` and ``naflex_vit`` image towers) ->
+Hugging Face-layout numpy arrays (model-spec 5.3)."""
 
 from __future__ import annotations
 
@@ -77,12 +78,22 @@ def _need(flat: dict[str, np.ndarray], key: str, source: str) -> np.ndarray:
 
 def _infer_config(flat: dict[str, np.ndarray], source: str) -> SiglipConfig:
     patch_kernel = _need(flat, "img/embedding/kernel", source)
-    if patch_kernel.ndim != 4:
+    naflex = patch_kernel.ndim == 2  # naflex_vit: Dense on flattened (py, px, c) patches
+    if naflex:
+        patch = math.isqrt(patch_kernel.shape[0] // 3)
+        if 3 * patch * patch != patch_kernel.shape[0]:
+            raise CheckpointError(
+                f"{source}: img/embedding/kernel has shape {patch_kernel.shape}; a NaFlex kernel "
+                "must be [3 * patch**2, width]"
+            )
+        width = patch_kernel.shape[1]
+    elif patch_kernel.ndim == 4:
+        patch, width = patch_kernel.shape[0], patch_kernel.shape[3]
+    else:
         raise CheckpointError(
-            f"{source}: img/embedding/kernel has shape {patch_kernel.shape}; a 2-D kernel is a "
-            "NaFlex checkpoint, which is not supported"
+            f"{source}: img/embedding/kernel has shape {patch_kernel.shape}; expected a 4-D conv "
+            "kernel (fixed resolution) or a 2-D Dense kernel (NaFlex)"
         )
-    patch, width = patch_kernel.shape[0], patch_kernel.shape[3]
     num_patches = _need(flat, "img/pos_embedding", source).reshape(-1, width).shape[0]
     grid = math.isqrt(num_patches)
     if grid * grid != num_patches:
@@ -99,6 +110,7 @@ def _infer_config(flat: dict[str, np.ndarray], source: str) -> SiglipConfig:
         depth=_depth(flat, "img/Transformer"),
         num_heads=query.shape[1],
         mlp_dim=mlp.shape[1],
+        naflex=naflex,
     )
     token_table = _need(flat, "txt/Embed_0/embedding", source)
     vocab_size, text_width = token_table.shape
@@ -155,15 +167,19 @@ def _identity(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _conv_kernel(kernel: np.ndarray) -> np.ndarray:
+    """``(p, p, 3, D)`` HWIO -> torch ``(D, 3, p, p)``; a NaFlex ``(p*p*3, D)`` Dense -> ``(D, p*p*3)``."""
+    if kernel.ndim == 2:
+        return _dense(kernel)
+    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+
+
 def _mapping(config: SiglipConfig) -> dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     """HF key -> (big_vision key, transform) for every parameter except the packed MAP q/k/v."""
     table: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
         "logit_scale": ("t", _flatten),
         "logit_bias": ("b", _flatten),
-        "vision_model.embeddings.patch_embedding.weight": (
-            "img/embedding/kernel",
-            lambda k: np.ascontiguousarray(k.transpose(3, 2, 0, 1)),
-        ),
+        "vision_model.embeddings.patch_embedding.weight": ("img/embedding/kernel", _conv_kernel),
         "vision_model.embeddings.patch_embedding.bias": ("img/embedding/bias", _identity),
         "vision_model.embeddings.position_embedding.weight": ("img/pos_embedding", _rows),
         "vision_model.post_layernorm.weight": ("img/Transformer/encoder_norm/scale", _identity),
@@ -226,7 +242,9 @@ def read_big_vision_npz(
 ) -> tuple[SiglipConfig, dict[str, np.ndarray]]:
     """Read a big_vision two-tower checkpoint into Hugging Face key names and layouts.
 
-    Handles an optional ``params/`` (or ``opt/target/``) prefix, stacked (``encoderblock/`` with
+    Fixed-resolution (``models/vit.py``: conv patch kernel ``(p, p, 3, D)``, positions
+    ``(1, N, D)``) and SigLIP 2 NaFlex (``naflex_vit.py``: Dense patch kernel ``(p*p*3, D)``,
+    position grid ``(16, 16, D)``) checkpoints load alike. Handles an optional ``params/`` (or ``opt/target/``) prefix, stacked (``encoderblock/`` with
     a leading depth axis) and per-layer (``encoderblock_i/``) encoders, bfloat16 stored as
     2-byte void (widened to float32 exactly), the legacy ``txt/Encoder_0/pos_embedding`` and a
     missing text head (So400m/16-i18n: identity head, zero bias, as the HF conversion writes).
@@ -297,7 +315,10 @@ def _inverse(hf_key: str, array: np.ndarray, config: SiglipConfig) -> np.ndarray
     tower = config.vision if hf_key.startswith("vision_model.") else config.text
     heads = tower.num_heads
     if hf_key == "vision_model.embeddings.patch_embedding.weight":
-        return array.transpose(2, 3, 1, 0)
+        return array.T if config.vision.naflex else array.transpose(2, 3, 1, 0)
+    if hf_key == "vision_model.embeddings.position_embedding.weight" and config.vision.naflex:
+        grid = config.vision.grid_size  # naflex_vit stores the grid as (grid, grid, width)
+        return array.reshape(grid, grid, array.shape[-1])
     if hf_key.endswith("position_embedding.weight"):
         return array[None]
     if hf_key.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight")):

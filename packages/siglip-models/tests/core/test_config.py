@@ -51,6 +51,8 @@ def test_registry_holds_every_released_shape() -> None:
         "siglip2-so400m-patch16-512",
         "siglip2-giant-opt-patch16-256",
         "siglip2-giant-opt-patch16-384",
+        "siglip2-base-patch16-naflex",
+        "siglip2-so400m-patch16-naflex",
     }
     assert expected == set(RELEASED)
     assert {"tiny-test", "tiny-test-text-head"} <= set(list_configs())
@@ -64,8 +66,14 @@ def test_released_shapes_have_their_family_vocabulary_length_patch_and_head_dim(
     assert config.text.vocab_size == (256000 if siglip2 else 250000 if multilingual else 32000)
     assert config.text.pad_id == (0 if siglip2 else 1)
     assert config.text.max_length == (16 if name == "siglip-so400m-patch14-224" else 64)
-    resolution = next(int(part) for part in name.split("-") if part.isdigit())
+    # NaFlex: a 16x16 position grid of 16-pixel patches, image_size = 256 by convention.
+    resolution = (
+        256
+        if name.endswith("naflex")
+        else next(int(part) for part in name.split("-") if part.isdigit())
+    )
     assert config.vision.image_size == resolution
+    assert config.vision.naflex == name.endswith("naflex")
     patch = next(int(part[5:]) for part in name.split("-") if part.startswith("patch"))
     assert config.vision.patch_size == patch
     head_dims = {"base": 64, "large": 64, "so400m": 72, "giant": 96}
@@ -103,7 +111,9 @@ def test_parameter_formula_matches_published_counts(name: str, tower: str, milli
     assert config.num_parameters() / 1e6 == pytest.approx(millions, abs=0.05)
 
 
-@pytest.mark.parametrize("name", [*RELEASED, "tiny-test", "tiny-test-text-head"])
+@pytest.mark.parametrize(
+    "name", [*RELEASED, "tiny-test", "tiny-test-text-head", "tiny-test-naflex"]
+)
 def test_parameter_formula_equals_sum_of_layout_shapes(name: str) -> None:
     config = get_config(name)
     total = 0
@@ -115,7 +125,9 @@ def test_parameter_formula_equals_sum_of_layout_shapes(name: str) -> None:
     assert total == config.num_parameters()
 
 
-@pytest.mark.parametrize("name", [*RELEASED, "tiny-test", "tiny-test-text-head"])
+@pytest.mark.parametrize(
+    "name", [*RELEASED, "tiny-test", "tiny-test-text-head", "tiny-test-naflex"]
+)
 def test_hf_config_dict_round_trips_through_json(name: str) -> None:
     config = get_config(name)
     assert config_from_hf_dict(json.loads(json.dumps(config_to_hf_dict(config)))) == config
@@ -132,9 +144,25 @@ def test_hub_config_with_defaults_omitted_reads_as_base_224() -> None:
     assert config_from_hf_dict(hub) == get_config("siglip-base-patch16-224")
 
 
-def test_naflex_config_is_refused_with_a_clear_error() -> None:
-    with pytest.raises(CheckpointError, match="NaFlex"):
-        config_from_hf_dict({"model_type": "siglip2", "text_config": {}, "vision_config": {}})
+def test_hub_naflex_config_with_defaults_omitted_reads_as_base_naflex() -> None:
+    hub = {
+        "architectures": ["Siglip2Model"],
+        "model_type": "siglip2",
+        "text_config": {"vocab_size": 256000, "pad_token_id": 0},
+        "vision_config": {"model_type": "siglip2_vision_model"},
+    }
+    config = config_from_hf_dict(hub)
+    assert config == get_config("siglip2-base-patch16-naflex")
+    assert (config.vision.grid_size, config.vision.num_patches) == (16, 256)
+
+
+def test_unknown_model_types_and_non_square_naflex_grids_are_refused() -> None:
+    with pytest.raises(CheckpointError, match=r"'siglip' \(fixed resolution\) or 'siglip2'"):
+        config_from_hf_dict({"model_type": "clip", "text_config": {}, "vision_config": {}})
+    with pytest.raises(CheckpointError, match="num_patches must be a square"):
+        config_from_hf_dict(
+            {"model_type": "siglip2", "text_config": {}, "vision_config": {"num_patches": 200}}
+        )
 
 
 @pytest.mark.parametrize(

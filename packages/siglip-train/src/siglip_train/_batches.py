@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -12,18 +13,71 @@ from torch import nn
 from siglip_train._protocol import TwoTowerModel
 
 
-def batch_to_tensors(
-    batch: Mapping[str, Any], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+class NaflexImages(NamedTuple):
+    """The image side of a NaFlex batch (``siglip_data.naflex``), as tensors on the device.
+
+    Attributes:
+        patches: ``[B, L, 3 * p * p]`` float32 in [-1, 1].
+        patch_mask: ``[B, L]`` bool, True for the valid patches (a prefix).
+        spatial_shapes: ``[B, 2]`` int64 ``(rows, cols)``.
+    """
+
+    patches: torch.Tensor
+    patch_mask: torch.Tensor
+    spatial_shapes: torch.Tensor
+
+
+Images = torch.Tensor | NaflexImages
+"""Square pixels ``[B, 3, H, W]`` or a NaFlex batch."""
+
+
+def encode_images(model: Any, images: Images) -> torch.Tensor:
+    """``model.encode_image(pixels)``, or ``model.encode_image_naflex(...)`` for NaFlex images."""
+    if isinstance(images, NaflexImages):
+        naflex: torch.Tensor = model.encode_image_naflex(*images)
+        return naflex
+    pooled: torch.Tensor = model.encode_image(images)
+    return pooled
+
+
+def first_images(images: Images) -> Images:
+    """The first example of ``images`` (a batch of one)."""
+    if isinstance(images, NaflexImages):
+        return NaflexImages(*(tensor[:1] for tensor in images))
+    return images[:1]
+
+
+def _naflex_to_tensors(batch: Mapping[str, Any], device: torch.device) -> NaflexImages:
+    tensors = {
+        name: torch.from_numpy(np.asarray(value)) if not torch.is_tensor(value) else value
+        for name, value in ((n, batch[n]) for n in ("patches", "patch_mask", "spatial_shapes"))
+    }
+    patches = tensors["patches"]
+    if patches.ndim != 3 or tensors["patch_mask"].shape != patches.shape[:2]:
+        raise ValueError(
+            "a NaFlex batch needs patches [B, L, 3 * p * p] and patch_mask [B, L], got "
+            f"{tuple(patches.shape)} and {tuple(tensors['patch_mask'].shape)}"
+        )
+    return NaflexImages(
+        patches.to(device=device, dtype=torch.float32, non_blocking=True),
+        tensors["patch_mask"].to(device=device, dtype=torch.bool, non_blocking=True),
+        tensors["spatial_shapes"].to(device=device, dtype=torch.long, non_blocking=True),
+    )
+
+
+def batch_to_tensors(batch: Mapping[str, Any], device: torch.device) -> tuple[Images, torch.Tensor]:
     """``(pixels [B, 3, H, W] float32 in [-1, 1], token_ids [B, L] int64)`` on ``device``.
 
     Accepts torch or numpy arrays; NHWC arrays (last axis 3) become NCHW; uint8 pixels are mapped
     to [-1, 1] by ``siglip_data.normalize_uint8_pixels`` (the formula of siglip-data's float
-    preprocessing, so uint8 and float batches of one image are the same pixels).
+    preprocessing, so uint8 and float batches of one image are the same pixels). A NaFlex batch
+    (``patches``, ``patch_mask``, ``spatial_shapes``, as ``siglip_data.ImageTextDataset(naflex=
+    ...)`` yields; its sequence length may change from batch to batch) gives
+    :class:`NaflexImages` in place of the pixels.
 
     Args:
         batch: a mapping with ``pixels`` (``[B, 3, H, W]`` or ``[B, H, W, 3]``, float in [-1, 1]
-            or uint8) and ``token_ids`` (``[B, L]`` integers).
+            or uint8) or the three NaFlex arrays, and ``token_ids`` (``[B, L]`` integers).
         device: where the tensors go.
 
     Returns:
@@ -32,7 +86,7 @@ def batch_to_tensors(
     Raises:
         TypeError: a batch that is no mapping (a tuple from a ``TensorDataset``), or pixels of
             neither a float nor uint8 dtype.
-        KeyError: ``pixels`` or ``token_ids`` is missing.
+        KeyError: ``pixels`` (or ``patches``) or ``token_ids`` is missing.
         ValueError: shapes that are not ``[B, 3, H, W]`` / ``[B, H, W, 3]`` and ``[B, L]``,
             batch sizes that differ, or float pixels outside [-1, 1].
 
@@ -53,6 +107,18 @@ def batch_to_tensors(
             f"{what} (a DataLoader over a TensorDataset yields tuples: wrap it, e.g. "
             "({'pixels': p, 'token_ids': t} for p, t in loader))"
         )
+    if "patches" in batch and "pixels" not in batch:
+        if "token_ids" not in batch:
+            raise KeyError(f"batch must have 'token_ids'; it has {sorted(batch)}")
+        images = _naflex_to_tensors(batch, device)
+        ids = batch["token_ids"]
+        ids = torch.from_numpy(np.asarray(ids)) if not torch.is_tensor(ids) else ids
+        if ids.ndim != 2 or ids.shape[0] != images.patches.shape[0]:
+            raise ValueError(
+                f"batch['token_ids'] must be [B, L] with B = {images.patches.shape[0]} (patches), "
+                f"got {tuple(ids.shape)}"
+            )
+        return images, ids.to(device=device, dtype=torch.long, non_blocking=True)
     for key in ("pixels", "token_ids"):
         if key not in batch:
             raise KeyError(f"batch must have {key!r}; it has {sorted(map(str, batch))}")
@@ -96,7 +162,7 @@ def batch_to_tensors(
 
 
 def tower_parameter_names(
-    model: TwoTowerModel, pixels: torch.Tensor, token_ids: torch.Tensor
+    model: TwoTowerModel, pixels: Images, token_ids: torch.Tensor
 ) -> tuple[set[str], set[str]]:
     """Which parameters each tower uses, found by differentiating each tower on one example.
 
@@ -105,7 +171,7 @@ def tower_parameter_names(
 
     Args:
         model: the two-tower model (an ``nn.Module``).
-        pixels: ``[batch, 3, H, W]``; only the first row is used.
+        pixels: ``[batch, 3, H, W]`` (or :class:`NaflexImages`); only the first row is used.
         token_ids: ``[batch, L]``; only the first row is used.
 
     Returns:
@@ -118,12 +184,13 @@ def tower_parameter_names(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     names, parameters = zip(*model.named_parameters(), strict=True)
     found = []
-    for encode, inputs in (
-        (model.encode_image, pixels[:1]),
-        (model.encode_text, token_ids[:1]),
+    image_inputs, text_inputs = first_images(pixels), token_ids[:1]
+    for encode in (
+        lambda: encode_images(model, image_inputs),
+        lambda: model.encode_text(text_inputs),
     ):
         with torch.enable_grad():
-            output = encode(inputs)
+            output = encode()
             grads = torch.autograd.grad(
                 output.float().sum(), parameters, allow_unused=True, materialize_grads=False
             )

@@ -21,7 +21,9 @@ class TwoTowerModel(Protocol):
     - ``log_scale``: 0-d learnable ``nn.Parameter``; the loss uses ``scale = exp(log_scale)``.
     - ``bias``: 0-d learnable ``nn.Parameter``, the logit bias.
 
-    It must also be an ``nn.Module``. Optional: ``set_gradient_checkpointing(enabled)``
+    It must also be an ``nn.Module``. NaFlex batches (``patches``, ``patch_mask``,
+    ``spatial_shapes``) need ``encode_image_naflex(patches, patch_mask, spatial_shapes)`` instead
+    of ``encode_image``. Optional: ``set_gradient_checkpointing(enabled)``
     (``model.grad_checkpointing``) and ``save_pretrained`` / ``hf_state_dict`` /
     ``load_hf_state_dict`` (checkpoints in Hugging Face layout; otherwise plain safetensors).
     """

@@ -20,7 +20,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from siglip_train._batches import Images
 from siglip_train._batches import batch_to_tensors
+from siglip_train._batches import encode_images
 from siglip_train._batches import tower_parameter_names
 from siglip_train._checkpoint import CONFIG_FILE
 from siglip_train._checkpoint import CheckpointError
@@ -100,11 +102,11 @@ class _TowerPair(nn.Module):
         self.text_frozen = text_frozen
 
     def forward(
-        self, pixels: torch.Tensor, token_ids: torch.Tensor
+        self, pixels: Images, token_ids: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         grad = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad and not self.image_frozen):
-            image_emb = self.model.encode_image(pixels)
+            image_emb = encode_images(self.model, pixels)  # NaFlex: encode_image_naflex
         with torch.set_grad_enabled(grad and not self.text_frozen):
             text_emb = self.model.encode_text(token_ids)
         return image_emb, text_emb, self.model.log_scale, self.model.bias

@@ -1,13 +1,15 @@
 """Real image-caption datasets built offline from Debian packages (no downloads).
 
-``build_emoji`` (Noto Color Emoji + Unicode names; ``fonts-noto-color-emoji``, ``unicode-data``)
-and ``build_fashion_mnist`` (``dataset-fashion-mnist``) write train / held-out shards and a
-``dataset.json`` (read back with ``load_dataset_info``). ``build_emoji_multilingual`` (the emoji
-with their CLDR names in many languages; ``unicode-cldr-core`` too) writes the same split in the
-Crossmodal-3600 layout (``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``.
-``check_debian_packages`` says whether the packages are installed; ``MissingDebianPackageError``'s
-message ends with the command to run. The library never installs anything itself. Command line:
-``python -m siglip_data build ...``.
+``build_emoji`` (Noto Color Emoji + Unicode names; ``fonts-noto-color-emoji``, ``unicode-data``),
+``build_fashion_mnist`` (``dataset-fashion-mnist``) and ``build_rendered_words`` (words and
+phrases in DejaVu fonts at their natural aspect ratio; ``wamerican``, ``fonts-dejavu-core``)
+write train / held-out shards and a ``dataset.json`` (read back with ``load_dataset_info``).
+``build_emoji_multilingual`` (the emoji with their CLDR names in many languages;
+``unicode-cldr-core`` too) writes the same split in the Crossmodal-3600 layout
+(``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``. ``check_debian_packages`` says
+whether the packages are installed; ``MissingDebianPackageError``'s message ends with the command
+to run. The library never installs anything itself. Command line: ``python -m siglip_data build
+...``.
 """
 
 from siglip_data._builders import DatasetInfo
@@ -20,6 +22,7 @@ from siglip_data._builders import load_dataset_info
 from siglip_data._emoji_multilingual import XM3600_LANGUAGES
 from siglip_data._emoji_multilingual import MultilingualDatasetInfo
 from siglip_data._emoji_multilingual import build_emoji_multilingual
+from siglip_data._rendered_words import build_rendered_words
 
 __all__ = [
     "XM3600_LANGUAGES",
@@ -30,6 +33,7 @@ __all__ = [
     "build_emoji",
     "build_emoji_multilingual",
     "build_fashion_mnist",
+    "build_rendered_words",
     "check_debian_packages",
     "load_dataset_info",
 ]

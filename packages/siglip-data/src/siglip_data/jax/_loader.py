@@ -19,6 +19,8 @@ _DONE = object()
 def to_jax(batch: Batch, *, sharding: jax.sharding.Sharding | None = None) -> dict[str, Any]:
     """numpy batch -> dict whose ``pixels`` (NHWC) and ``token_ids`` are JAX arrays.
 
+    A NaFlex batch's ``patches``, ``patch_mask`` and ``spatial_shapes`` are put there too.
+
     Args:
         batch: a batch from :class:`~siglip_data.ImageTextDataset`.
         sharding: where to place the arrays (e.g. a ``NamedSharding`` splitting the batch axis);
@@ -28,8 +30,9 @@ def to_jax(batch: Batch, *, sharding: jax.sharding.Sharding | None = None) -> di
         The batch with ``pixels`` and ``token_ids`` on the device; lists pass through.
     """
     converted = dict(batch)
-    for name in ("pixels", "token_ids"):
-        converted[name] = jax.device_put(batch[name], sharding)
+    for name in ("pixels", "patches", "patch_mask", "spatial_shapes", "token_ids"):
+        if name in batch:  # a NaFlex batch has patches, patch_mask, spatial_shapes instead
+            converted[name] = jax.device_put(batch[name], sharding)
     return converted
 
 

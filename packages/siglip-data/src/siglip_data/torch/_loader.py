@@ -24,7 +24,8 @@ _END_KEY = "_siglip_data_end_of_stream"
 def to_torch(batch: Batch, *, channels_first: bool = True) -> dict[str, Any]:
     """numpy batch -> torch batch: ``pixels`` ``[B, 3, H, W]`` (NCHW), ``token_ids`` int32 ``[B, L]``.
 
-    Lists (``captions``, ``keys``, ``metadata``) pass through unchanged.
+    A NaFlex batch's ``patches``, ``patch_mask`` and ``spatial_shapes`` become tensors as they
+    are. Lists (``captions``, ``keys``, ``metadata``) pass through unchanged.
 
     Args:
         batch: a batch from :class:`~siglip_data.ImageTextDataset` (``pixels`` ``[B, H, W, 3]``).
@@ -43,11 +44,15 @@ def to_torch(batch: Batch, *, channels_first: bool = True) -> dict[str, Any]:
         >>> to_torch(batch)["pixels"].shape
         torch.Size([2, 3, 4, 4])
     """
-    pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"]))
-    if channels_first:
-        pixels = pixels.permute(0, 3, 1, 2).contiguous()
     converted = dict(batch)
-    converted["pixels"] = pixels
+    if "pixels" in batch:
+        pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"]))
+        if channels_first:
+            pixels = pixels.permute(0, 3, 1, 2).contiguous()
+        converted["pixels"] = pixels
+    for name in ("patches", "patch_mask", "spatial_shapes"):  # a NaFlex batch
+        if name in batch:
+            converted[name] = torch.from_numpy(np.ascontiguousarray(batch[name]))
     converted["token_ids"] = torch.from_numpy(np.ascontiguousarray(batch["token_ids"]))
     return converted
 

@@ -24,12 +24,16 @@ def flax_encoder(
     jit: bool = True,
     image_method: str = "encode_image",
     text_method: str = "encode_text",
+    naflex_method: str = "encode_image_naflex",
 ) -> Encoder:
     """An ``Encoder`` over a Flax NNX model with ``encode_image(NHWC)`` / ``encode_text(ids)``.
 
     Works for ``siglip_models.flax.SiglipModel``. Pixels stay NHWC float32 in [-1, 1]; texts go
     through ``tokenizer`` and become int32 ids. With ``jit`` each method is compiled once per batch
-    shape (``nnx.jit``); the last, smaller batch compiles once more.
+    shape (``nnx.jit``); the last, smaller batch compiles once more. A
+    ``siglip_data.naflex.NaflexBatch`` goes to ``naflex_method(patches, patch_mask,
+    spatial_shapes)`` (``siglip_models.flax.SiglipModel.encode_image_naflex``), compiled once
+    per sequence length.
 
     Args:
         model: the NNX model.
@@ -38,6 +42,7 @@ def flax_encoder(
         jit: compile the encoders.
         image_method: name of the image method to call.
         text_method: name of the text method to call.
+        naflex_method: name of the method called with NaFlex batches.
 
     Returns:
         ``Encoder``.
@@ -65,10 +70,24 @@ def flax_encoder(
     def run_text(module: Any, ids: jax.Array) -> Any:
         return getattr(module, text_method)(ids)
 
+    def run_naflex(
+        module: Any, patches: jax.Array, patch_mask: jax.Array, spatial_shapes: jax.Array
+    ) -> Any:
+        return getattr(module, naflex_method)(patches, patch_mask, spatial_shapes)
+
     image_fn = nnx.jit(run_image) if jit else run_image
     text_fn = nnx.jit(run_text) if jit else run_text
+    naflex_fn = nnx.jit(run_naflex) if jit else run_naflex
 
-    def encode_images(pixels: np.ndarray) -> np.ndarray:
+    def encode_images(pixels: Any) -> np.ndarray:
+        if hasattr(pixels, "spatial_shapes"):  # a siglip_data.naflex.NaflexBatch
+            output = naflex_fn(
+                model,
+                jnp.asarray(np.asarray(pixels.patches, dtype=np.float32)),
+                jnp.asarray(np.asarray(pixels.patch_mask, dtype=bool)),
+                jnp.asarray(np.asarray(pixels.spatial_shapes, dtype=np.int32)),
+            )
+            return np.asarray(output, dtype=np.float32)
         output = image_fn(model, jnp.asarray(np.asarray(pixels, dtype=np.float32)))
         return np.asarray(output, dtype=np.float32)
 

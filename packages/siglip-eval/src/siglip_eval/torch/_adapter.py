@@ -36,6 +36,7 @@ def torch_encoder(
     name: str | None = None,
     image_method: str = "encode_image",
     text_method: str = "encode_text",
+    naflex_method: str = "encode_image_naflex",
 ) -> Encoder:
     """An ``Encoder`` over a PyTorch model with ``encode_image(NCHW)`` / ``encode_text(ids)``.
 
@@ -46,6 +47,10 @@ def torch_encoder(
     under ``torch.inference_mode`` and then restores the model's previous train/eval mode (safe
     for periodic evaluation during training); outputs come back as float32 numpy.
 
+    NaFlex: a batch that is a ``siglip_data.naflex.NaflexBatch`` (readers with a NaFlex
+    ``preprocess``) goes to ``naflex_method(patches, patch_mask, spatial_shapes)`` instead
+    (``siglip_models.torch.SiglipModel.encode_image_naflex``).
+
     Args:
         model: the model (in eval mode during each call only).
         tokenizer: ``list[str] -> [batch, length]`` int ids.
@@ -54,6 +59,7 @@ def torch_encoder(
         name: cache key (default: the class name).
         image_method: name of the image method to call.
         text_method: name of the text method to call.
+        naflex_method: name of the method called with NaFlex batches.
 
     Returns:
         ``Encoder``.
@@ -86,9 +92,7 @@ def torch_encoder(
     encode_image = getattr(model, image_method)
     encode_text = getattr(model, text_method)
 
-    def in_eval_mode(
-        method: Callable[[torch.Tensor], Any], inputs: torch.Tensor, what: str
-    ) -> np.ndarray:
+    def in_eval_mode(method: Callable[[Any], Any], inputs: Any, what: str) -> np.ndarray:
         # Eval mode only for this call: a model evaluated during training (BatchNorm, dropout)
         # goes back to the mode it was in.
         was_training = bool(getattr(model, "training", False))
@@ -99,7 +103,24 @@ def torch_encoder(
         finally:
             model.train(was_training)
 
-    def encode_images(pixels: np.ndarray) -> np.ndarray:
+    def encode_naflex(batch: Any) -> np.ndarray:
+        method = getattr(model, naflex_method, None)
+        if method is None:
+            raise TypeError(
+                f"a NaFlex batch needs a model with {naflex_method}(patches, patch_mask, "
+                f"spatial_shapes); {type(model).__name__} has none"
+            )
+        patches = torch.from_numpy(np.ascontiguousarray(batch.patches, dtype=np.float32))
+        inputs = (
+            patches.to(device=run_device, dtype=pixel_dtype),
+            torch.from_numpy(np.asarray(batch.patch_mask)).to(run_device),
+            torch.from_numpy(np.asarray(batch.spatial_shapes)).to(run_device),
+        )
+        return in_eval_mode(lambda args: method(*args), inputs, naflex_method)
+
+    def encode_images(pixels: Any) -> np.ndarray:
+        if hasattr(pixels, "spatial_shapes"):  # a siglip_data.naflex.NaflexBatch
+            return encode_naflex(pixels)
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
         batch = batch.permute(0, 3, 1, 2).to(device=run_device, dtype=pixel_dtype)
         return in_eval_mode(encode_image, batch, image_method)
@@ -123,12 +144,14 @@ def transformers_encoder(
     device: str | torch.device | None = None,
     name: str | None = None,
 ) -> Encoder:
-    """An ``Encoder`` over a Hugging Face ``SiglipModel`` and its tokenizer.
+    """An ``Encoder`` over a Hugging Face ``SiglipModel`` (or ``Siglip2Model``) and its tokenizer.
 
     Texts are tokenized with ``padding="max_length", max_length=max_length, truncation=True``:
     SigLIP pools the last position and has no attention mask, so dynamic padding silently ruins
     zero-shot accuracy. SigLIP 2 was trained on lowercased text: lowercase it yourself if your
-    tokenizer does not. ``get_image_features``' newer output objects are unwrapped.
+    tokenizer does not. ``get_image_features``' newer output objects are unwrapped. NaFlex batches
+    (``siglip_data.naflex.NaflexBatch``) go to a ``Siglip2Model`` as ``pixel_values``,
+    ``pixel_attention_mask`` and ``spatial_shapes``.
 
     Args:
         model: ``transformers.SiglipModel`` (or anything with ``get_image_features`` /
@@ -158,6 +181,15 @@ def transformers_encoder(
 
         def encode_text(self, ids: torch.Tensor) -> Any:
             return model.get_text_features(input_ids=ids)
+
+        def encode_image_naflex(
+            self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
+        ) -> Any:
+            return model.get_image_features(
+                pixel_values=patches,
+                pixel_attention_mask=patch_mask.to(torch.int32),
+                spatial_shapes=spatial_shapes.to(torch.int64),
+            )
 
     return torch_encoder(
         _Wrapper(),

@@ -80,7 +80,7 @@ class JittedTowers:
         Raises:
             ValueError: for a shape other than ``[batch, image_size, image_size, 3]``.
         """
-        self.model._check_pixels(pixels)
+        self.model._check_pixels(pixels, "encode_image")
         return self._run(self.image_program, pixels)
 
     def encode_text(self, token_ids: Any) -> jax.Array:

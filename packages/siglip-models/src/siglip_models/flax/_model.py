@@ -1,4 +1,8 @@
-"""SigLIP two-tower model in Flax NNX, module for module the PyTorch one (NHWC pixels)."""
+"""SigLIP two-tower model in Flax NNX, module for module the PyTorch one (NHWC pixels).
+
+A NaFlex config swaps the patch conv for ``_NaflexVisionEmbeddings`` (linear patch embedding,
+position grid resized per image by ``siglip_models._naflex``) and masks padding keys.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,10 @@ from siglip_models._layout import nnx_to_hf_layout
 from siglip_models._layout import read_hf_directory
 from siglip_models._layout import validate_parameter_shapes
 from siglip_models._layout import write_hf_directory
+from siglip_models._naflex import check_naflex_inputs
+from siglip_models._naflex import fixed_only_message
+from siglip_models._naflex import naflex_only_message
+from siglip_models._naflex import position_resize_weights
 from siglip_models._npz import read_big_vision_npz
 from siglip_models._resample import resample_position_embedding
 
@@ -53,8 +61,15 @@ class _MLP(nnx.Module):
         return self.fc2(jax.nn.gelu(self.fc1(tokens), approximate=True))
 
 
+def _key_mask(key_mask: jax.Array | None) -> jax.Array | None:
+    """``[batch, length]`` keys to attend to -> the ``[batch, heads, queries, keys]`` broadcast."""
+    if key_mask is None:
+        return None
+    return rearrange(key_mask, "batch length -> batch 1 1 length")
+
+
 class _SelfAttention(nnx.Module):
-    """Unmasked multi-head self-attention; q/k/v run as one fused matmul."""
+    """Multi-head self-attention, optionally key-masked; q/k/v run as one fused matmul."""
 
     def __init__(self, width: int, num_heads: int, rngs: nnx.Rngs) -> None:
         self.num_heads = num_heads
@@ -63,8 +78,9 @@ class _SelfAttention(nnx.Module):
         self.v_proj = _dense(width, width, rngs)
         self.out_proj = _dense(width, width, rngs)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """``[batch, length, width]`` -> ``[batch, length, width]``."""
+    def __call__(self, tokens: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """``[batch, length, width]`` -> ``[batch, length, width]``; ``key_mask`` ``[batch,
+        length]`` bool hides NaFlex padding keys (None: attend to all)."""
         projections = (self.q_proj, self.k_proj, self.v_proj)
         kernel = jnp.concatenate([p.kernel[...] for p in projections], axis=1)
         bias = jnp.concatenate([p.bias[...] for p in projections])  # type: ignore[index]
@@ -75,7 +91,7 @@ class _SelfAttention(nnx.Module):
             qkv=3,
             heads=self.num_heads,
         )
-        attended = jax.nn.dot_product_attention(query, key, value)
+        attended = jax.nn.dot_product_attention(query, key, value, mask=_key_mask(key_mask))
         return self.out_proj(
             rearrange(attended, "batch length heads head_dim -> batch length (heads head_dim)")
         )
@@ -88,13 +104,13 @@ class _EncoderLayer(nnx.Module):
         self.layer_norm2 = _layer_norm(width, eps, rngs)
         self.mlp = _MLP(width, mlp_dim, rngs)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        tokens = tokens + self.self_attn(self.layer_norm1(tokens))
+    def __call__(self, tokens: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        tokens = tokens + self.self_attn(self.layer_norm1(tokens), key_mask)
         return tokens + self.mlp(self.layer_norm2(tokens))
 
 
-def _run_layer(layer: _EncoderLayer, tokens: jax.Array) -> jax.Array:
-    return layer(tokens)
+def _run_layer(layer: _EncoderLayer, tokens: jax.Array, key_mask: jax.Array | None) -> jax.Array:
+    return layer(tokens, key_mask)
 
 
 _run_layer_recomputed = nnx.remat(_run_layer)
@@ -109,10 +125,10 @@ class _Encoder(nnx.Module):
         )
         self.gradient_checkpointing = False
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def __call__(self, tokens: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
         run = _run_layer_recomputed if self.gradient_checkpointing else _run_layer
         for layer in self.layers:
-            tokens = run(layer, tokens)
+            tokens = run(layer, tokens, key_mask)
         return tokens
 
 
@@ -164,8 +180,9 @@ class _MultiheadAttentionPooling(nnx.Module):
         self.layernorm = _layer_norm(width, config.layer_norm_eps, rngs)
         self.mlp = _MLP(width, config.mlp_dim, rngs)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
-        """``[batch, length, width]`` tokens -> ``[batch, width]`` pooled embedding."""
+    def __call__(self, tokens: jax.Array, key_mask: jax.Array | None = None) -> jax.Array:
+        """``[batch, length, width]`` tokens -> ``[batch, width]`` pooled embedding (``key_mask``
+        ``[batch, length]`` hides NaFlex padding)."""
         batch, _, width = tokens.shape
         weight = self.attention.in_proj_weight[...].astype(tokens.dtype)
         bias = self.attention.in_proj_bias[...].astype(tokens.dtype)
@@ -184,7 +201,7 @@ class _MultiheadAttentionPooling(nnx.Module):
             kv=2,
             heads=self.num_heads,
         )
-        attended = jax.nn.dot_product_attention(query, key, value)
+        attended = jax.nn.dot_product_attention(query, key, value, mask=_key_mask(key_mask))
         pooled = self.attention.out_proj(
             rearrange(attended, "batch probe heads head_dim -> batch probe (heads head_dim)")
         )
@@ -192,9 +209,48 @@ class _MultiheadAttentionPooling(nnx.Module):
         return pooled[:, 0]  # the single probe
 
 
+class _NaflexVisionEmbeddings(nnx.Module):
+    """Linear patch embedding on flattened patches + the position grid resized per image."""
+
+    def __init__(self, config: VisionConfig, rngs: nnx.Rngs) -> None:
+        self.grid_size = config.grid_size
+        self.patch_embedding = nnx.Linear(
+            3 * config.patch_size**2,
+            config.width,
+            kernel_init=nnx.initializers.lecun_normal(),
+            bias_init=_zeros,
+            rngs=rngs,
+        )
+        self.position_embedding = nnx.Embed(
+            config.num_patches,
+            config.width,
+            embedding_init=nnx.initializers.normal(config.width**-0.5),
+            rngs=rngs,
+        )
+
+    def __call__(self, patches: jax.Array, spatial_shapes: jax.Array) -> jax.Array:
+        kernel_dtype = self.patch_embedding.kernel[...].dtype
+        tokens = self.patch_embedding(patches.astype(kernel_dtype))
+        weights = position_resize_weights(
+            spatial_shapes.astype(jnp.float32),
+            length=patches.shape[1],
+            grid_size=self.grid_size,
+            xp=jnp,
+            dtype=jnp.float32,
+        )
+        table = self.position_embedding.embedding[...].astype(jnp.float32)
+        # Full float32 precision: the default TPU/GPU matmul precision would round the weights.
+        positions = jnp.matmul(weights, table, precision=jax.lax.Precision.HIGHEST)
+        return tokens + positions.astype(tokens.dtype)
+
+
 class _VisionTower(nnx.Module):
     def __init__(self, config: VisionConfig, rngs: nnx.Rngs) -> None:
-        self.embeddings = _VisionEmbeddings(config, rngs)
+        self.embeddings: _VisionEmbeddings | _NaflexVisionEmbeddings = (
+            _NaflexVisionEmbeddings(config, rngs)
+            if config.naflex
+            else _VisionEmbeddings(config, rngs)
+        )
         self.encoder = _Encoder(
             config.width,
             config.depth,
@@ -207,6 +263,7 @@ class _VisionTower(nnx.Module):
         self.head = _MultiheadAttentionPooling(config, rngs)
 
     def patch_tokens(self, pixels: jax.Array) -> jax.Array:
+        assert isinstance(self.embeddings, _VisionEmbeddings)
         compute_dtype = self.post_layernorm.scale[...].dtype  # type: ignore[index]
         tokens = self.embeddings(pixels).astype(compute_dtype)
         normed: jax.Array = self.post_layernorm(self.encoder(tokens))
@@ -214,6 +271,21 @@ class _VisionTower(nnx.Module):
 
     def __call__(self, pixels: jax.Array) -> jax.Array:
         return self.head(self.patch_tokens(pixels))
+
+    def naflex_tokens(
+        self, patches: jax.Array, patch_mask: jax.Array, spatial_shapes: jax.Array
+    ) -> jax.Array:
+        assert isinstance(self.embeddings, _NaflexVisionEmbeddings)
+        compute_dtype = self.post_layernorm.scale[...].dtype  # type: ignore[index]
+        tokens = self.embeddings(patches, spatial_shapes).astype(compute_dtype)
+        normed: jax.Array = self.post_layernorm(self.encoder(tokens, patch_mask))
+        return normed
+
+    def forward_naflex(
+        self, patches: jax.Array, patch_mask: jax.Array, spatial_shapes: jax.Array
+    ) -> jax.Array:
+        tokens = self.naflex_tokens(patches, patch_mask, spatial_shapes)
+        return self.head(tokens, patch_mask)
 
 
 class _TextEmbeddings(nnx.Module):
@@ -307,7 +379,7 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = 1e-8) -> jax.Arra
 
 
 class SiglipModel(nnx.Module):
-    """SigLIP / SigLIP 2 (fixed resolution) image and text towers in Flax NNX.
+    """SigLIP / SigLIP 2 image and text towers in Flax NNX, fixed resolution or NaFlex.
 
     Same module tree and names as :class:`siglip_models.torch.SiglipModel` (and so as the
     Hugging Face checkpoint keys); Flax layouts for the leaves (``kernel`` ``(in, out)``, conv
@@ -342,8 +414,104 @@ class SiglipModel(nnx.Module):
         self.bias = nnx.Param(jnp.asarray(config.bias_init, jnp.float32))
 
     # ------------------------------------------------------------- encoders
-    def _check_pixels(self, pixels: jax.Array) -> None:
+    def _check_pixels(self, pixels: jax.Array, method: str) -> None:
+        if self.config.vision.naflex:
+            raise ValueError(naflex_only_message(method))
         check_pixels(tuple(pixels.shape), self.config.vision.image_size, channels_last=True)
+
+    def _naflex_inputs(
+        self, patches: Any, patch_mask: Any, spatial_shapes: Any, method: str
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        if not self.config.vision.naflex:
+            raise ValueError(fixed_only_message(method))
+
+        def concrete(value: Any) -> np.ndarray | None:
+            # Under jit the values are traced: only the static shapes can be checked.
+            return None if isinstance(value, jax.core.Tracer) else np.asarray(value)
+
+        mask_values, shape_values = concrete(patch_mask), concrete(spatial_shapes)
+        check_naflex_inputs(
+            tuple(patches.shape),
+            mask_values,
+            shape_values,
+            patch_size=self.config.vision.patch_size,
+        )
+        if mask_values is None and tuple(patch_mask.shape) != tuple(patches.shape[:2]):
+            raise ValueError(
+                f"patch_mask must be [batch, length] = {tuple(patches.shape[:2])}, got shape "
+                f"{tuple(patch_mask.shape)}"
+            )
+        if shape_values is None and tuple(spatial_shapes.shape) != (patches.shape[0], 2):
+            raise ValueError(
+                f"spatial_shapes must be [batch, 2], got shape {tuple(spatial_shapes.shape)}"
+            )
+        return (
+            jnp.asarray(patches),
+            jnp.asarray(patch_mask).astype(jnp.bool_),
+            jnp.asarray(spatial_shapes).astype(jnp.int32),
+        )
+
+    def encode_image_naflex(
+        self, patches: jax.Array, patch_mask: jax.Array, spatial_shapes: jax.Array
+    ) -> jax.Array:
+        """Image embeddings (MAP-head output) of a NaFlex batch, not normalised.
+
+        The same computation as :meth:`siglip_models.torch.SiglipModel.encode_image_naflex`;
+        under ``jax.jit`` the sequence length is static and the position-grid resize has no
+        per-image loop and no cap on a side (only the shapes are checked while tracing).
+
+        Args:
+            patches: ``[batch, length, 3 * patch_size**2]`` float in [-1, 1], each patch in
+                ``(patch_row, patch_col, channel)`` order, row-major over the patch grid.
+            patch_mask: ``[batch, length]`` bool (or 0/1), True for the ``rows * cols`` valid
+                patches, which come first.
+            spatial_shapes: ``[batch, 2]`` integer ``(rows, cols)``.
+
+        Returns:
+            ``[batch, embed]``.
+
+        Raises:
+            ValueError: on a fixed-resolution model; a last axis other than
+                ``3 * patch_size**2``; a side of 0; more valid patches than ``length``; a mask
+                that is not a prefix of ones or does not count ``rows * cols``.
+
+        Examples:
+            >>> import jax.numpy as jnp
+            >>> from siglip_models.flax import SiglipModel
+            >>> model = SiglipModel("tiny-test-naflex")  # 4-pixel patches: 48 numbers each
+            >>> patches = jnp.zeros((2, 6, 48))
+            >>> mask = jnp.array([[True] * 6, [True] * 3 + [False] * 3])
+            >>> shapes = jnp.array([[2, 3], [1, 3]])
+            >>> model.encode_image_naflex(patches, mask, shapes).shape
+            (2, 32)
+        """
+        patches, mask, shapes = self._naflex_inputs(
+            patches, patch_mask, spatial_shapes, "encode_image_naflex"
+        )
+        return self.vision_model.forward_naflex(patches, mask, shapes)
+
+    def encode_image_patches_naflex(
+        self, patches: jax.Array, patch_mask: jax.Array, spatial_shapes: jax.Array
+    ) -> jax.Array:
+        """Final-LayerNorm patch tokens of a NaFlex batch: dense features for VLMs.
+
+        Args:
+            patches: ``[batch, length, 3 * patch_size**2]`` (see :meth:`encode_image_naflex`).
+            patch_mask: ``[batch, length]``, True for the valid patches (a prefix).
+            spatial_shapes: ``[batch, 2]`` ``(rows, cols)``.
+
+        Returns:
+            ``[batch, length, width]``; token ``n < rows * cols`` is patch
+            ``(n // cols, n % cols)``; padding rows are zero.
+
+        Raises:
+            ValueError: as :meth:`encode_image_naflex`.
+        """
+        patches, mask, shapes = self._naflex_inputs(
+            patches, patch_mask, spatial_shapes, "encode_image_patches_naflex"
+        )
+        tokens = self.vision_model.naflex_tokens(patches, mask, shapes)
+        return tokens * mask[..., None].astype(tokens.dtype)
 
     def _check_token_ids(self, token_ids: jax.Array) -> None:
         check_token_ids(
@@ -365,7 +533,7 @@ class SiglipModel(nnx.Module):
         Raises:
             ValueError: for a shape other than ``[batch, image_size, image_size, 3]``.
         """
-        self._check_pixels(pixels)
+        self._check_pixels(pixels, "encode_image_patches")
         return self.vision_model.patch_tokens(pixels)
 
     def encode_image(self, pixels: jax.Array) -> jax.Array:
@@ -380,7 +548,7 @@ class SiglipModel(nnx.Module):
         Raises:
             ValueError: for a shape other than ``[batch, image_size, image_size, 3]``.
         """
-        self._check_pixels(pixels)
+        self._check_pixels(pixels, "encode_image")
         return self.vision_model(pixels)
 
     def encode_text(self, token_ids: jax.Array) -> jax.Array:
@@ -483,8 +651,13 @@ class SiglipModel(nnx.Module):
             ``self``, with ``config.vision.image_size`` updated.
 
         Raises:
-            ValueError: if the new size has fewer pixels than one patch.
+            ValueError: if the new size has fewer pixels than one patch, or on a NaFlex model.
         """
+        if self.config.vision.naflex:
+            raise ValueError(
+                "resize_position_embedding: a NaFlex model resizes its position grid to every "
+                "image's patch grid at run time; choose max_num_patches when preprocessing"
+            )
         new_config = self.config.replace(vision={"image_size": image_size})
         grid = new_config.vision.grid_size
         embedding = self.vision_model.embeddings.position_embedding

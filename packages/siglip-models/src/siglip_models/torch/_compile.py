@@ -101,7 +101,7 @@ class CompiledTowers:
         Raises:
             ValueError: for a shape other than ``[batch, 3, image_size, image_size]``.
         """
-        self.model._check_pixels(pixels)
+        self.model._check_pixels(pixels, "encode_image")
         return self._run("image", self.model.vision_model, pixels)
 
     def encode_text(self, token_ids: torch.Tensor) -> torch.Tensor:

@@ -101,14 +101,15 @@ class PackedSelfAttention(nn.Module):
             _PackedWeight(self.out_proj.weight),
         )
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         if torch.is_grad_enabled():
-            out: torch.Tensor = self.plain[0](tokens)
+            out: torch.Tensor = self.plain[0](tokens, key_mask)
             return out
         qkv_pack, out_pack = self.packs
         qkv_bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         qkv = _packed_linear(tokens, qkv_pack.get(), qkv_bias)
-        return _packed_linear(attend(qkv, self.num_heads), out_pack.get(), self.out_proj.bias)
+        attended = attend(qkv, self.num_heads, key_mask)
+        return _packed_linear(attended, out_pack.get(), self.out_proj.bias)
 
 
 def _children(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:

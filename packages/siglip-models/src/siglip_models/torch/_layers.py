@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from siglip_models._config import TextConfig
 from siglip_models._config import VisionConfig
+from siglip_models.torch._naflex import NaflexVisionEmbeddings
 
 
 def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.Tensor:
@@ -48,13 +49,15 @@ def l2_normalize(x: torch.Tensor, *, dim: int = -1, eps: float = 1e-8) -> torch.
     return (work / norm.clamp_min(eps)).to(x.dtype)
 
 
-def attend(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """Unmasked multi-head attention of projected queries, keys and values.
+def attend(qkv: torch.Tensor, num_heads: int, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention of projected queries, keys and values.
 
     Args:
         qkv: ``[batch, length, 3 * width]``, the q, k and v projections concatenated in that
             order on the last axis; ``width = heads * head_dim``.
         num_heads: ``heads``.
+        key_mask: optional bool ``[batch, length]``, True for the keys every query may attend
+            to (NaFlex padding is False); None attends to all (the fixed-resolution path).
 
     Returns:
         ``[batch, length, width]``, the heads merged back (before the output projection).
@@ -65,7 +68,11 @@ def attend(qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
         qkv=3,
         heads=num_heads,
     )
-    attended = F.scaled_dot_product_attention(query, key, value)
+    if key_mask is None:
+        attended = F.scaled_dot_product_attention(query, key, value)
+    else:
+        mask = rearrange(key_mask, "batch length -> batch 1 1 length")
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
     return rearrange(attended, "batch heads length head_dim -> batch length (heads head_dim)")
 
 
@@ -84,7 +91,7 @@ class MLP(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention without mask; q/k/v run as one fused matmul."""
+    """Multi-head self-attention, optionally key-masked; q/k/v run as one fused matmul."""
 
     def __init__(self, width: int, num_heads: int) -> None:
         super().__init__()
@@ -100,10 +107,10 @@ class SelfAttention(nn.Module):
         bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         return weight, bias
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         # One [width, 3*width] matmul instead of three: same numbers, better GEMM efficiency.
         weight, bias = self.fused_qkv()
-        attended = attend(F.linear(tokens, weight, bias), self.num_heads)
+        attended = attend(F.linear(tokens, weight, bias), self.num_heads, key_mask)
         out: torch.Tensor = self.out_proj(attended)
         return out
 
@@ -118,8 +125,8 @@ class EncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(width, eps=eps)
         self.mlp = MLP(width, mlp_dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens + self.self_attn(self.layer_norm1(tokens))
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = tokens + self.self_attn(self.layer_norm1(tokens), key_mask)
         out: torch.Tensor = tokens + self.mlp(self.layer_norm2(tokens))
         return out
 
@@ -135,13 +142,13 @@ class Encoder(nn.Module):
         )
         self.gradient_checkpointing = False
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         recompute = self.gradient_checkpointing and self.training
         for layer in self.layers:
             if recompute:
-                tokens = checkpoint(layer, tokens, use_reentrant=False)
+                tokens = checkpoint(layer, tokens, key_mask, use_reentrant=False)
             else:
-                tokens = layer(tokens)
+                tokens = layer(tokens, key_mask)
         return tokens
 
 
@@ -185,8 +192,11 @@ class MultiheadAttentionPooling(nn.Module):
         self.layernorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.mlp = MLP(width, config.mlp_dim)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``[batch, length, width]`` tokens -> ``[batch, width]`` pooled embedding."""
+    def forward(self, tokens: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[batch, length, width]`` tokens -> ``[batch, width]`` pooled embedding.
+
+        ``key_mask`` (bool ``[batch, length]``, True = attend) hides NaFlex padding tokens.
+        """
         batch, _, width = tokens.shape
         weight = self.attention.in_proj_weight
         bias = self.attention.in_proj_bias
@@ -204,7 +214,11 @@ class MultiheadAttentionPooling(nn.Module):
             kv=2,
             heads=self.num_heads,
         )
-        attended = F.scaled_dot_product_attention(query, key, value)
+        if key_mask is None:
+            attended = F.scaled_dot_product_attention(query, key, value)
+        else:
+            mask = rearrange(key_mask, "batch length -> batch 1 1 length")
+            attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         pooled: torch.Tensor = self.attention.out_proj(
             rearrange(attended, "batch heads probe head_dim -> batch probe (heads head_dim)")
         )
@@ -213,12 +227,19 @@ class MultiheadAttentionPooling(nn.Module):
 
 
 class VisionTower(nn.Module):
-    """Embeddings, encoder, final LayerNorm and MAP head: pixels to the image embedding."""
+    """Embeddings, encoder, final LayerNorm and MAP head: pixels to the image embedding.
+
+    A NaFlex config (``config.naflex``) gets :class:`NaflexVisionEmbeddings` (linear patch
+    embedding, resized position grid) and runs through :meth:`naflex_tokens` /
+    :meth:`forward_naflex`; everything after the embeddings is shared.
+    """
 
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.config = config
-        self.embeddings = VisionEmbeddings(config)
+        self.embeddings: VisionEmbeddings | NaflexVisionEmbeddings = (
+            NaflexVisionEmbeddings(config) if config.naflex else VisionEmbeddings(config)
+        )
         self.encoder = Encoder(
             config.width, config.depth, config.num_heads, config.mlp_dim, config.layer_norm_eps
         )
@@ -232,6 +253,23 @@ class VisionTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         pooled: torch.Tensor = self.head(self.patch_tokens(pixels))
+        return pooled
+
+    def naflex_tokens(
+        self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        """Final-LayerNorm tokens ``[batch, length, width]`` of a NaFlex batch (padding keys
+        masked in every block; padding rows themselves are not meaningful)."""
+        tokens = self.embeddings(patches, spatial_shapes).to(self.post_layernorm.weight.dtype)
+        out: torch.Tensor = self.post_layernorm(self.encoder(tokens, patch_mask))
+        return out
+
+    def forward_naflex(
+        self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        """The pooled image embedding ``[batch, width]`` of a NaFlex batch."""
+        tokens = self.naflex_tokens(patches, patch_mask, spatial_shapes)
+        pooled: torch.Tensor = self.head(tokens, patch_mask)
         return pooled
 
 

@@ -25,6 +25,9 @@ from siglip_models._layout import check_token_ids
 from siglip_models._layout import read_hf_directory
 from siglip_models._layout import validate_parameter_shapes
 from siglip_models._layout import write_hf_directory
+from siglip_models._naflex import check_naflex_inputs
+from siglip_models._naflex import fixed_only_message
+from siglip_models._naflex import naflex_only_message
 from siglip_models._npz import read_big_vision_npz
 from siglip_models._resample import resample_position_embedding
 from siglip_models.torch._layers import TextTower
@@ -55,10 +58,12 @@ class SiglipOutput:
 
 
 class SiglipModel(nn.Module):
-    """SigLIP / SigLIP 2 (fixed resolution) image and text towers in PyTorch.
+    """SigLIP / SigLIP 2 image and text towers in PyTorch, fixed resolution or NaFlex.
 
     The parameter tree is the Hugging Face ``SiglipModel`` one (``vision_model.…``,
-    ``text_model.…``), so HF checkpoints load with no renaming; ``log_scale`` and ``bias`` are
+    ``text_model.…``; ``Siglip2Model`` for a NaFlex config, whose image tower takes
+    variable-length patch sequences through :meth:`encode_image_naflex`), so HF checkpoints
+    load with no renaming; ``log_scale`` and ``bias`` are
     0-d parameters stored as ``logit_scale`` / ``logit_bias`` (shape ``(1,)``) on disk.
 
     .. math::
@@ -129,8 +134,97 @@ class SiglipModel(nn.Module):
         self.bias.fill_(self.config.bias_init)
 
     # ------------------------------------------------------------- encoders
-    def _check_pixels(self, pixels: torch.Tensor) -> None:
+    def _check_pixels(self, pixels: torch.Tensor, method: str) -> None:
+        if self.config.vision.naflex:
+            raise ValueError(naflex_only_message(method))
         check_pixels(tuple(pixels.shape), self.config.vision.image_size, channels_last=False)
+
+    def _naflex_inputs(
+        self,
+        patches: torch.Tensor,
+        patch_mask: torch.Tensor,
+        spatial_shapes: torch.Tensor,
+        method: str,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.config.vision.naflex:
+            raise ValueError(fixed_only_message(method))
+        shapes = torch.as_tensor(spatial_shapes)
+        mask = torch.as_tensor(patch_mask)
+        check_naflex_inputs(
+            tuple(patches.shape),
+            mask.detach().cpu().numpy(),
+            shapes.detach().cpu().numpy(),
+            patch_size=self.config.vision.patch_size,
+        )
+        device = patches.device
+        return mask.to(device=device, dtype=torch.bool), shapes.to(device=device)
+
+    def encode_image_naflex(
+        self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        """Image embeddings (MAP-head output) of a NaFlex batch, not normalised.
+
+        Each image keeps its aspect ratio: ``siglip_data.naflex.naflex_preprocess`` resizes it
+        to a ``rows x cols`` grid of at most ``length`` patches and pads the sequence. The
+        learned position grid is resized to every image's ``(rows, cols)`` (antialiased
+        bilinear, half-pixel centres); padding keys are masked in every attention layer and in
+        the MAP head, so padding never changes an embedding.
+
+        Args:
+            patches: ``[batch, length, 3 * patch_size**2]`` float in [-1, 1], each patch in
+                ``(patch_row, patch_col, channel)`` order, row-major over the patch grid.
+            patch_mask: ``[batch, length]`` bool (or 0/1), True for the ``rows * cols`` valid
+                patches, which come first.
+            spatial_shapes: ``[batch, 2]`` integer ``(rows, cols)`` of every image's grid.
+
+        Returns:
+            ``[batch, embed]``.
+
+        Raises:
+            ValueError: on a fixed-resolution model; a last axis other than
+                ``3 * patch_size**2``; a side of 0; more valid patches than ``length``; a mask
+                that is not a prefix of ones or does not count ``rows * cols``.
+
+        Examples:
+            >>> import torch
+            >>> from siglip_models.torch import SiglipModel
+            >>> _ = torch.manual_seed(0)
+            >>> model = SiglipModel("tiny-test-naflex").eval()  # 4-pixel patches
+            >>> patches = torch.rand(2, 6, 48) * 2 - 1
+            >>> mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+            >>> shapes = torch.tensor([[2, 3], [1, 3]])  # a 2x3 grid and a 1x3 strip
+            >>> model.encode_image_naflex(patches, mask, shapes).shape
+            torch.Size([2, 32])
+        """
+        mask, shapes = self._naflex_inputs(
+            patches, patch_mask, spatial_shapes, "encode_image_naflex"
+        )
+        pooled: torch.Tensor = self.vision_model.forward_naflex(patches, mask, shapes)
+        return pooled
+
+    def encode_image_patches_naflex(
+        self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        """Final-LayerNorm patch tokens of a NaFlex batch: dense features for VLMs.
+
+        Args:
+            patches: ``[batch, length, 3 * patch_size**2]`` (see :meth:`encode_image_naflex`).
+            patch_mask: ``[batch, length]``, True for the valid patches (a prefix).
+            spatial_shapes: ``[batch, 2]`` ``(rows, cols)``.
+
+        Returns:
+            ``[batch, length, width]``; token ``n < rows * cols`` of an image is patch
+            ``(n // cols, n % cols)``; padding rows are zero. Reshape the valid rows of image
+            ``b`` with ``tokens[b, : rows * cols].reshape(rows, cols, width)``.
+
+        Raises:
+            ValueError: as :meth:`encode_image_naflex`.
+        """
+        mask, shapes = self._naflex_inputs(
+            patches, patch_mask, spatial_shapes, "encode_image_patches_naflex"
+        )
+        tokens = self.vision_model.naflex_tokens(patches, mask, shapes)
+        return tokens * mask[..., None].to(tokens.dtype)
 
     def _check_token_ids(self, token_ids: torch.Tensor) -> None:
         dtype = token_ids.dtype
@@ -153,7 +247,7 @@ class SiglipModel(nn.Module):
         Raises:
             ValueError: for a shape other than ``[batch, 3, image_size, image_size]``.
         """
-        self._check_pixels(pixels)
+        self._check_pixels(pixels, "encode_image_patches")
         patches: torch.Tensor = self.vision_model.patch_tokens(pixels)
         return patches
 
@@ -169,7 +263,7 @@ class SiglipModel(nn.Module):
         Raises:
             ValueError: for a shape other than ``[batch, 3, image_size, image_size]``.
         """
-        self._check_pixels(pixels)
+        self._check_pixels(pixels, "encode_image")
         pooled: torch.Tensor = self.vision_model(pixels)
         return pooled
 
@@ -322,8 +416,14 @@ class SiglipModel(nn.Module):
             ``self``, with ``config.vision.image_size`` updated.
 
         Raises:
-            ValueError: if the new size has fewer pixels than one patch.
+            ValueError: if the new size has fewer pixels than one patch, or on a NaFlex model
+                (it resizes its grid per image by itself).
         """
+        if self.config.vision.naflex:
+            raise ValueError(
+                "resize_position_embedding: a NaFlex model resizes its position grid to every "
+                "image's patch grid at run time; choose max_num_patches when preprocessing"
+            )
         new_config = self.config.replace(vision={"image_size": image_size})
         grid = new_config.vision.grid_size
         embedding = self.vision_model.embeddings.position_embedding
