@@ -456,8 +456,12 @@ class Trainer:
         self._peeked = self._next_batch()
         self.batches_consumed -= 1  # the peeked batch is consumed by the next step
         pixels, token_ids = batch_to_tensors(self._peeked, self.device)
-        raw = self._peeked["pixels"]
-        if getattr(raw, "dtype", None) not in (torch.uint8, np.uint8) and float(pixels.min()) >= 0:
+        raw = self._peeked.get("pixels")  # None for a NaFlex batch (patches)
+        if (
+            isinstance(pixels, torch.Tensor)
+            and getattr(raw, "dtype", None) not in (torch.uint8, np.uint8)
+            and float(pixels.min()) >= 0
+        ):
             warnings.warn(
                 "the first batch's float pixels are all >= 0: images in [0, 1]? The model "
                 "expects [-1, 1] (x * 2 - 1), or pass uint8 pixels, which are scaled for you",
@@ -669,10 +673,15 @@ class Trainer:
 
         config = self.config
         pixels, token_ids = batch_to_tensors(batch, torch.device("cpu"))
+        # A NaFlex batch has patches of varying grids, no one image side: keep the configured one.
+        if isinstance(pixels, torch.Tensor):
+            rows, side = int(pixels.shape[0]), int(pixels.shape[-1])
+        else:
+            rows, side = int(pixels.patches.shape[0]), config.data.image_size
         data = dc.replace(
             config.data,
-            batch_size=int(pixels.shape[0]) * self.context.world_size,
-            image_size=int(pixels.shape[-1]),
+            batch_size=rows * self.context.world_size,
+            image_size=side,
             text_length=int(token_ids.shape[-1]),
         )
         ran = dc.replace(config, data=data)
