@@ -16,6 +16,7 @@ import siglip_data
 PUBLIC_MODULES = {
     "siglip_data": None,
     "siglip_data.builders": None,
+    "siglip_data.grounding": None,
     "siglip_data.naflex": None,
     "siglip_data.torch": "torch",
     "siglip_data.jax": "jax",

@@ -16,13 +16,15 @@ The core is numpy-only (``import siglip_data`` imports neither torch, jax nor nu
 - SigLIP 2 NaFlex (native aspect ratio, patch sequences), in ``siglip_data.naflex``:
   ``naflex_preprocess``, ``collate_naflex``, ``NaflexOptions`` (``ImageTextDataset(naflex=...)``).
 - Offline datasets from Debian packages: ``build_emoji``, ``build_fashion_mnist``,
-  ``check_debian_packages`` (``python -m siglip_data build ...``).
+  ``build_emoji_scenes``, ``check_debian_packages`` (``python -m siglip_data build ...``).
+- Boxes as quantised text and the LocCa task prefixes: ``siglip_data.grounding``.
 
 Adapters: ``siglip_data.torch`` (``ImageTextLoader``: NCHW tensors, multi-worker, resumable) and
 ``siglip_data.jax`` (``JaxImageTextLoader``). See docs/data.md.
 """
 
 from siglip_data import builders as builders  # public submodule
+from siglip_data import grounding as grounding  # public submodule
 from siglip_data import naflex as naflex  # public submodule
 from siglip_data._dataset import DataQualityError
 from siglip_data._dataset import DecodeOptions

@@ -6,12 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from collections.abc import Sequence
+from typing import Any
 
+from siglip_data._builders import DatasetInfo
 from siglip_data._builders import MissingDebianPackageError
 from siglip_data._builders import build_emoji
 from siglip_data._builders import build_fashion_mnist
 from siglip_data._emoji_multilingual import build_multilingual_command
+from siglip_data._emoji_scenes import build_emoji_scenes
 from siglip_data._rendered_words import build_rendered_words
 from siglip_data._shards import read_shard
 from siglip_data._shards import resolve_shards
@@ -28,11 +32,19 @@ def _parser() -> argparse.ArgumentParser:
     build = commands.add_parser(
         "build",
         help="build shards: from a folder of your captioned images (build folder IN OUT) or an "
-        "offline Debian dataset (build emoji|emoji-multilingual|fashion-mnist|rendered-words OUT)",
+        "offline Debian dataset (build emoji|emoji-multilingual|emoji-scenes|fashion-mnist|"
+        "rendered-words OUT)",
     )
     build.add_argument(
         "dataset",
-        choices=["folder", "emoji", "emoji-multilingual", "fashion-mnist", "rendered-words"],
+        choices=[
+            "folder",
+            "emoji",
+            "emoji-multilingual",
+            "emoji-scenes",
+            "fashion-mnist",
+            "rendered-words",
+        ],
     )
     build.add_argument(
         "paths",
@@ -55,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
         "--image-size", type=int, default=None, help="stored image side (rendered-words: height)"
     )
     build.add_argument("--samples-per-shard", type=int, default=None)
+    build.add_argument(
+        "--scenes",
+        default=None,
+        metavar="TRAIN,TEST,HELDOUT",
+        help="emoji-scenes: scenes per split (default 4000,500,500)",
+    )
+    build.add_argument(
+        "--emoji-names", type=int, default=None, help="emoji-scenes: train emoji names to use"
+    )
+    build.add_argument("--seed", type=int, default=0, help="emoji-scenes: scene seed")
 
     train = commands.add_parser("train-tokenizer", help="train a SentencePiece model on captions")
     train.add_argument("captions", help="UTF-8 text file, one caption per line")
@@ -116,15 +138,23 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if len(args.paths) != 1:
             parser.error(f"build {args.dataset}: expected one output directory")
         args.output_dir = args.paths[0]
-        options = {}
+        options: dict[str, Any] = {}
         if args.image_size is not None:
             options["image_size"] = args.image_size
         if args.samples_per_shard is not None:
             options["samples_per_shard"] = args.samples_per_shard
         if args.dataset == "emoji-multilingual":
             return build_multilingual_command(args, options)
-        builders = {
+        if args.dataset == "emoji-scenes":
+            if args.scenes is not None:
+                parts = [int(part) for part in args.scenes.split(",")]
+                if len(parts) != 3:
+                    parser.error("--scenes: expected TRAIN,TEST,HELDOUT (three counts)")
+                options.update(train_scenes=parts[0], test_scenes=parts[1], heldout_scenes=parts[2])
+            options.update(emoji_names=args.emoji_names, seed=args.seed)
+        builders: dict[str, Callable[..., DatasetInfo]] = {
             "emoji": build_emoji,
+            "emoji-scenes": build_emoji_scenes,
             "fashion-mnist": build_fashion_mnist,
             "rendered-words": build_rendered_words,
         }

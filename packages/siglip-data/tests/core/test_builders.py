@@ -210,7 +210,10 @@ def test_console_script_is_installed_with_the_package() -> None:
     completed = subprocess.run(
         [str(executable), "build", "--help"], capture_output=True, text=True, check=True
     )
-    assert "{folder,emoji,emoji-multilingual,fashion-mnist,rendered-words}" in completed.stdout
+    assert (
+        "{folder,emoji,emoji-multilingual,emoji-scenes,fashion-mnist,rendered-words}"
+        in completed.stdout
+    )
 
 
 def test_python_dash_m_runs_the_command() -> None:

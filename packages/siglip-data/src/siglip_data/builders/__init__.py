@@ -4,6 +4,9 @@
 ``build_fashion_mnist`` (``dataset-fashion-mnist``) and ``build_rendered_words`` (words and
 phrases in DejaVu fonts at their natural aspect ratio; ``wamerican``, ``fonts-dejavu-core``)
 write train / held-out shards and a ``dataset.json`` (read back with ``load_dataset_info``).
+``build_emoji_scenes`` (1-4 emoji and Fashion-MNIST items per canvas with boxes, a scene caption
+and a per-pixel object map: ``decode_object_map``, ``category_map``, ``scene_categories``; the
+grounded data of SigLIP 2's LocCa tasks and dense probe) writes train / test / heldout shards.
 ``build_emoji_multilingual`` (the emoji with their CLDR names in many languages;
 ``unicode-cldr-core`` too) writes the same split in the Crossmodal-3600 layout
 (``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``. ``check_debian_packages`` says
@@ -22,6 +25,10 @@ from siglip_data._builders import load_dataset_info
 from siglip_data._emoji_multilingual import XM3600_LANGUAGES
 from siglip_data._emoji_multilingual import MultilingualDatasetInfo
 from siglip_data._emoji_multilingual import build_emoji_multilingual
+from siglip_data._emoji_scenes import build_emoji_scenes
+from siglip_data._emoji_scenes import category_map
+from siglip_data._emoji_scenes import decode_object_map
+from siglip_data._emoji_scenes import scene_categories
 from siglip_data._rendered_words import build_rendered_words
 
 __all__ = [
@@ -32,8 +39,12 @@ __all__ = [
     "SplitInfo",
     "build_emoji",
     "build_emoji_multilingual",
+    "build_emoji_scenes",
     "build_fashion_mnist",
     "build_rendered_words",
+    "category_map",
     "check_debian_packages",
+    "decode_object_map",
     "load_dataset_info",
+    "scene_categories",
 ]
