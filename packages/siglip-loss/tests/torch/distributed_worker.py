@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_leaves
 
 from siglip_loss.torch import distributed_sigmoid_loss
 from siglip_loss.torch import distributed_softmax_loss
+from siglip_loss.torch import update_center
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -206,11 +207,20 @@ def _mismatched_inputs(job: dict[str, Any], group: Any, rank: int) -> dict[str, 
     return {"error": None}
 
 
+def _update_center(job: dict[str, Any], group: Any, rank: int) -> dict[str, Any]:
+    """The teacher centre after one EMA step on this rank's shard of teacher logits."""
+    center = torch.tensor(job["center"], dtype=torch.float32)
+    teacher = torch.tensor(job["teacher_shards"][rank], dtype=torch.float32)
+    updated = update_center(center, teacher, momentum=job["momentum"], group=group)
+    return {"center": updated.double().numpy()}
+
+
 JOBS = {
     "loss_and_grads": _loss_and_grads,
     "grad_on_some_ranks_only": _grad_on_some_ranks_only,
     "memory": _memory,
     "mismatched_inputs": _mismatched_inputs,
+    "update_center": _update_center,
 }
 
 

@@ -1,6 +1,6 @@
-"""distributed_sigmoid_loss and distributed_softmax_loss over real gloo process groups equal the
-single-device float64 oracle: the mean loss over ranks is the global loss, and DDP's averaging of
-the gradients gives the global gradients.
+"""distributed_sigmoid_loss, distributed_softmax_loss and update_center over real gloo process
+groups equal the single-device float64 oracle: the mean loss over ranks is the global loss, and
+DDP's averaging of the gradients gives the global gradients.
 
 One pool of 4 worker processes (tests/torch/distributed_worker.py) is started per module; it has
 one process group per size 1..4, so every check (sizes, strategies, hypothesis examples, memory)
@@ -29,8 +29,10 @@ from hypothesis import strategies as st
 
 from siglip_loss.numpy import sigmoid_loss_and_grads
 from siglip_loss.numpy import softmax_loss_and_grads
+from siglip_loss.numpy import update_center as oracle_update_center
 from siglip_loss.torch import distributed_sigmoid_loss
 from siglip_loss.torch import distributed_softmax_loss
+from siglip_loss.torch import update_center
 
 pytestmark = pytest.mark.multiprocess
 
@@ -575,6 +577,23 @@ def test_distributed_softmax_equals_single_device_for_any_shards_and_scale(
     rtol, atol = (1e-4, 1e-5) if dtype == "float32" else (1e-11, 1e-13)
     assert_matches_single_device(
         replies, image_shards, text_shards, scale, 0.0, loss="softmax", rtol=rtol, atol=atol
+    )
+
+
+def test_update_center_averages_the_teacher_logits_of_every_rank(pool: WorkerPool) -> None:
+    # Uneven shards: the global mean weighs every row once, not every rank once.
+    rng = np.random.default_rng(0)
+    shards = [rng.normal(size=(rows, 5)).astype(np.float32) for rows in (1, 4, 2)]
+    center = rng.normal(size=5).astype(np.float32)
+    job = {"kind": "update_center", "center": center, "teacher_shards": shards, "momentum": 0.8}
+    replies = pool.run(3, job)
+    want = oracle_update_center(center, np.concatenate(shards), momentum=0.8)
+    for reply in replies:
+        np.testing.assert_allclose(reply["center"], want, rtol=1e-6, atol=1e-7)
+    # Without a process group (this process) the mean is the local one.
+    local = update_center(torch.from_numpy(center), torch.from_numpy(shards[1]), momentum=0.8)
+    np.testing.assert_allclose(
+        local.numpy(), oracle_update_center(center, shards[1], momentum=0.8), rtol=1e-6
     )
 
 
