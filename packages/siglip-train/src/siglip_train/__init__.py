@@ -10,10 +10,13 @@
   ``latest_checkpoint``.
 - The command line: ``siglip-train`` or ``python -m siglip_train``. The emoji + Fashion-MNIST demo
   lives in :mod:`siglip_train.demo` (``siglip-train demo``).
+- The SigLIP 2 recipe (LocCa decoder, SILC/TIPS self-distillation, ACID curation) in miniature:
+  :mod:`siglip_train.recipe` (``RecipeTrainer``, ``RecipeConfig``).
 
 See docs/train.md.
 """
 
+from siglip_train import recipe as recipe  # public submodule
 from siglip_train._checkpoint import CheckpointError
 from siglip_train._checkpoint import latest_checkpoint
 from siglip_train._config import CheckpointConfig
