@@ -3,7 +3,8 @@
 Importing this package costs nothing beyond numpy: configs, the registry, the checkpoint layout and
 position-embedding resampling. The models live in their own submodules:
 
-- ``siglip_models.torch``: ``SiglipModel`` (``nn.Module``, NCHW pixels; extra ``[torch]``).
+- ``siglip_models.torch``: ``SiglipModel`` (``nn.Module``, NCHW pixels; extra ``[torch]``) and
+  ``SiglipTextDecoder`` (the SigLIP 2 captioning decoder).
 - ``siglip_models.flax``: ``SiglipModel`` (Flax NNX, NHWC pixels; extra ``[flax]``).
 """
 
@@ -13,6 +14,7 @@ from siglip_models._config import VisionConfig
 from siglip_models._config import get_config
 from siglip_models._config import list_configs
 from siglip_models._config import register_config
+from siglip_models._decoder_config import TextDecoderConfig
 from siglip_models._layout import CheckpointError
 from siglip_models._layout import config_from_hf_dict
 from siglip_models._layout import config_to_hf_dict
@@ -28,6 +30,7 @@ __all__ = [
     "CheckpointError",
     "SiglipConfig",
     "TextConfig",
+    "TextDecoderConfig",
     "VisionConfig",
     "__version__",
     "config_from_hf_dict",

@@ -2,6 +2,7 @@
 
 from siglip_models.torch._compile import CompiledTowers
 from siglip_models.torch._compile import compile_towers
+from siglip_models.torch._decoder import SiglipTextDecoder
 from siglip_models.torch._export import ONNX_OPSET
 from siglip_models.torch._export import export_onnx
 from siglip_models.torch._model import SiglipModel
@@ -12,6 +13,7 @@ __all__ = [
     "CompiledTowers",
     "SiglipModel",
     "SiglipOutput",
+    "SiglipTextDecoder",
     "compile_towers",
     "export_onnx",
 ]
