@@ -164,6 +164,50 @@ def test_resume_mid_distillation_equals_an_uninterrupted_run(
     assert torch.equal(uninterrupted.centers["patch"], resumed.centers["patch"])
 
 
+def test_locca_trains_the_decoder_on_the_three_tasks_with_loss_after_the_prefix(
+    tokenizer: Any,
+) -> None:
+    from siglip_loss.torch import token_cross_entropy
+    from siglip_models import TextDecoderConfig
+    from siglip_models.torch import SiglipTextDecoder
+
+    batches = SceneBatches(_scenes(), tokenizer, batch_size=6, decoder_length=20)
+    batch = batches.batch(0)
+    weights = batch["decoder/aref/weights"]
+    tokens = batch["decoder/aref/tokens"]
+    for row_tokens, row_weights in zip(tokens, weights, strict=True):
+        first = int(np.argmax(row_weights > 0))
+        last = int(np.flatnonzero(row_weights)[-1])
+        assert np.all(row_weights[first : last + 1] == 1)
+        assert row_tokens[last] == tokenizer.eos_id
+        # No loss on the task prefix "ARef: <name> :"; the loss covers the box and the EOS.
+        (prefix,) = tokenizer.decode(row_tokens[None, :first])
+        (target,) = tokenizer.decode(row_tokens[None, first:last])
+        assert prefix.lower().startswith("aref")
+        assert prefix.endswith(":")
+        assert len(target.split()) == 4
+    model = _model(tokenizer.vocab_size)
+    decoder = SiglipTextDecoder(TextDecoderConfig.from_siglip(model.config, max_length=20, depth=1))
+    trainer = RecipeTrainer(
+        model,
+        batches,
+        TrainConfig(steps=3, optimizer=OptimizerConfig(warmup_steps=1)),
+        RecipeConfig(locca=True, decoder_length=20),
+        decoder=decoder,
+    )
+    head_before = decoder.head.weight.detach().clone()
+    history = trainer.fit()
+    assert {"sigmoid", "cap", "aref", "gcap"} <= set(history[-1].parts)
+    total = history[0].parts["sigmoid"] + sum(history[0].parts[t] for t in ("cap", "aref", "gcap"))
+    assert history[0].loss == pytest.approx(total, rel=1e-5)  # weight 1, summed over tasks
+    assert not torch.equal(decoder.head.weight, head_before)  # the decoder is trained
+    # The loss the trainer uses is the weighted CE over the target tokens only.
+    logits = torch.zeros(1, 4, tokenizer.vocab_size)
+    target = torch.tensor([[5, 6, 7, 1]])
+    only_prefix = token_cross_entropy(logits, target, weights=torch.tensor([[1.0, 0, 0, 0]]))
+    assert float(only_prefix) == pytest.approx(np.log(tokenizer.vocab_size))
+
+
 def test_per_example_sigmoid_loss_matches_a_float64_oracle_and_acid_keeps_the_top() -> None:
     rng = np.random.default_rng(0)
     image, text = rng.normal(size=(2, 6, 4))
