@@ -12,7 +12,13 @@ import pytest
 import siglip_eval
 
 # siglip_eval.torch and siglip_eval.flax import their framework: checked where it is installed.
-PUBLIC_MODULES = ["siglip_eval", "siglip_eval.datasets", "siglip_eval.torch", "siglip_eval.flax"]
+PUBLIC_MODULES = [
+    "siglip_eval",
+    "siglip_eval.datasets",
+    "siglip_eval.grounding",
+    "siglip_eval.torch",
+    "siglip_eval.flax",
+]
 
 
 def _installed(module_name: str) -> bool:

@@ -13,9 +13,12 @@ when imported. The command line is ``siglip-eval`` (or ``python -m siglip_eval``
 - Readers, in ``siglip_eval.datasets``: ``image_folder``, ``karpathy_json``, ``retrieval_jsonl``,
   ``classification_shards``, ``retrieval_shards``, ``built_dataset``, ``classification_arrays``,
   ``retrieval_arrays``, ``xm3600``; every image goes through ``siglip_data.preprocess_image``.
+- Dense features and localisation, in ``siglip_eval.grounding``: ``dense_linear_probe`` (pixel
+  accuracy, mIoU), ``referring_expression_accuracy``; ``siglip_eval.torch.generate_boxes``.
 """
 
 from siglip_eval import datasets as datasets  # public submodule
+from siglip_eval import grounding as grounding  # public submodule
 from siglip_eval._encoders import EmbeddingCache
 from siglip_eval._encoders import Encoder
 from siglip_eval._linear_probe import LinearProbeResult
