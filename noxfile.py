@@ -526,6 +526,14 @@ TASKS: dict[str, Task] = {
         script="packages/siglip-train/scripts/naflex_demo.py",
         debian=("wamerican", "fonts-dejavu-core"),
     ),
+    # SigLIP 2's recipe in miniature on emoji scenes: (a) sigmoid, (b) + LocCa, (c) + SILC/TIPS
+    # from 80%, (d) a small student fine-tuned with / without ACID -> docs/results.md
+    # (`nox -s siglip2-ablation -- --out DIR [--steps N --student-steps N]`).
+    "siglip2-ablation": Task(
+        packages=(("train", ("demo", "eval")),),
+        script="packages/siglip-train/scripts/siglip2_ablation.py",
+        debian=DEMO_DEBIAN,
+    ),
 }
 
 
