@@ -201,6 +201,23 @@ def test_locca_trains_the_decoder_on_the_three_tasks_with_loss_after_the_prefix(
     total = history[0].parts["sigmoid"] + sum(history[0].parts[t] for t in ("cap", "aref", "gcap"))
     assert history[0].loss == pytest.approx(total, rel=1e-5)  # weight 1, summed over tasks
     assert not torch.equal(decoder.head.weight, head_before)  # the decoder is trained
+    # recipe.vocab_chunk_size: the chunked-over-vocabulary loss gives the same step.
+    losses = []
+    for chunk in (0, 7):
+        torch.manual_seed(0)
+        same = SiglipTextDecoder(
+            TextDecoderConfig.from_siglip(model.config, max_length=20, depth=1)
+        )
+        chunked = RecipeTrainer(
+            _model(tokenizer.vocab_size),
+            SceneBatches(_scenes(), tokenizer, batch_size=6, decoder_length=20),
+            TrainConfig(steps=1, optimizer=OptimizerConfig(warmup_steps=1)),
+            RecipeConfig(locca=True, decoder_length=20, vocab_chunk_size=chunk),
+            decoder=same,
+        )
+        losses.append(chunked.fit()[0].parts)
+    for task in ("cap", "aref", "gcap"):
+        assert losses[1][task] == pytest.approx(losses[0][task], rel=1e-5)
     # The loss the trainer uses is the weighted CE over the target tokens only.
     logits = torch.zeros(1, 4, tokenizer.vocab_size)
     target = torch.tensor([[5, 6, 7, 1]])

@@ -436,10 +436,27 @@ class RecipeTrainer:
                     parallel = torch.as_tensor(
                         rng.random(len(tokens)) < recipe.parallel_probability
                     )
-                logits = self.decoder(tokens.to(device), patch_tokens, parallel=parallel.to(device))
-                parts[task] = loss_torch.token_cross_entropy(
-                    logits.float(), tokens.to(device), weights=weights.to(device)
+                tokens, weights, parallel = (
+                    tokens.to(device),
+                    weights.to(device),
+                    parallel.to(device),
                 )
+                decoder: Any = self.decoder
+                if recipe.vocab_chunk_size:
+                    hidden = decoder.hidden_states(tokens, patch_tokens, parallel=parallel)
+                    parts[task] = loss_torch.chunked_token_cross_entropy(
+                        hidden.float(),
+                        decoder.head.weight,
+                        tokens,
+                        weights=weights,
+                        vocab_bias=decoder.head.bias,
+                        chunk_size=recipe.vocab_chunk_size,
+                    )
+                else:
+                    logits = decoder(tokens, patch_tokens, parallel=parallel)
+                    parts[task] = loss_torch.token_cross_entropy(
+                        logits.float(), tokens, weights=weights
+                    )
                 locca = locca + parts[task]
             total = total + recipe.locca_weight * locca
         if self.distilling:

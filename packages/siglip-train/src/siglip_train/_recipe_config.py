@@ -24,6 +24,9 @@ class RecipeConfig:
             decoder inputs masked, no causal mask); SigLIP 2: 0.5.
         decoder_length: tokens per decoder sequence (task prefix + target + EOS, padded).
         box_bins: box quantisation bins per axis (``siglip_data.grounding``).
+        vocab_chunk_size: 0 computes the decoder loss from full ``[batch, length, vocab]``
+            logits; ``n > 0`` uses ``chunked_token_cross_entropy`` over vocabulary chunks of
+            ``n`` rows (SigLIP 2 chunks its 256k vocabulary), never holding all the logits.
         distillation: switch SILC + TIPS on at ``distillation_start``.
         distillation_start: fraction of ``steps`` at which distillation starts (SigLIP 2: 0.8).
         size_factor: multiplies the SILC and TIPS weights (SigLIP 2: 0.25 for B, 0.5 for L and
@@ -57,6 +60,7 @@ class RecipeConfig:
     parallel_probability: float = 0.5
     decoder_length: int = 24
     box_bins: int = 100
+    vocab_chunk_size: int = 0
     distillation: bool = False
     distillation_start: float = 0.8
     size_factor: float = 0.25
@@ -84,6 +88,7 @@ class RecipeConfig:
             ("parallel_probability", 0 <= self.parallel_probability <= 1, "in [0, 1]"),
             ("decoder_length", self.decoder_length >= 4, ">= 4"),
             ("box_bins", self.box_bins >= 2, ">= 2"),
+            ("vocab_chunk_size", self.vocab_chunk_size >= 0, ">= 0"),
             ("distillation_start", 0 <= self.distillation_start < 1, "in [0, 1)"),
             ("size_factor", self.size_factor >= 0, ">= 0"),
             ("silc_weight", self.silc_weight >= 0, ">= 0"),
