@@ -304,3 +304,24 @@ def test_recipe_config_rejects_bad_values() -> None:
         RecipeConfig(distillation_start=1.0)
     with pytest.raises(ConfigError, match="unknown field 'silk_weight'"):
         RecipeConfig.from_dict({"silk_weight": 1.0})
+
+
+@pytest.mark.usefixtures("debian_data")
+def test_load_scenes_reads_built_scenes_and_scales_boxes_and_maps(tmp_path: Path) -> None:
+    import siglip_data
+    from siglip_train.recipe import load_scenes
+
+    siglip_data.builders.build_emoji_scenes(
+        tmp_path, image_size=64, train_scenes=6, test_scenes=2, heldout_scenes=2, emoji_names=8
+    )
+    stored = load_scenes(tmp_path, "train")
+    scaled = load_scenes(tmp_path, "train", image_size=32)
+    assert stored.pixels.shape == (6, 64, 64, 3)
+    assert scaled.pixels.shape == (6, 32, 32, 3)
+    assert scaled.category_maps.shape == (6, 32, 32)
+    assert stored.captions == scaled.captions
+    for big, small in zip(stored.objects, scaled.objects, strict=True):
+        for item, half in zip(big, small, strict=True):
+            assert half["box"] == [value / 2 for value in item["box"]]
+    assert set(np.unique(scaled.category_maps)) <= set(np.unique(stored.category_maps))
+    assert scaled.category_maps.max() > 0
