@@ -252,21 +252,21 @@ def chunked_token_cross_entropy(
             match ``hidden``'s dim, or ``chunk_size < 1``.
 
     Examples:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp, numpy as np
         >>> from siglip_loss.jax import chunked_token_cross_entropy, token_cross_entropy
-        >>> keys = jax.random.split(jax.random.key(0), 3)
-        >>> hidden = jax.random.normal(keys[0], (2, 3, 4))
-        >>> weight = jax.random.normal(keys[1], (10, 4))
-        >>> targets = jax.random.randint(keys[2], (2, 3), 0, 10)
+        >>> rng = np.random.default_rng(0)
+        >>> hidden = jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)
+        >>> weight = jnp.asarray(rng.normal(size=(10, 4)), jnp.float32)
+        >>> targets, weights = jnp.asarray(rng.integers(0, 10, (2, 3))), jnp.ones((2, 3))
         >>> loss = lambda h, w: chunked_token_cross_entropy(
-        ...     h, w, targets, weights=jnp.ones((2, 3)), chunk_size=4
+        ...     h, w, targets, weights=weights, chunk_size=4
         ... )
-        >>> dense = token_cross_entropy(hidden @ weight.T, targets, weights=jnp.ones((2, 3)))
-        >>> bool(jnp.allclose(loss(hidden, weight), dense))
-        True
-        >>> grad_hidden, grad_weight = jax.grad(loss, argnums=(0, 1))(hidden, weight)
-        >>> grad_weight.shape
-        (10, 4)
+        >>> value, (grad_hidden, grad_weight) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(
+        ...     hidden, weight
+        ... )
+        >>> dense = token_cross_entropy(hidden @ weight.T, targets, weights=weights)
+        >>> bool(jnp.allclose(value, dense)), grad_weight.shape
+        (True, (10, 4))
     """
     check_chunked_token_cross_entropy(
         hidden, vocab_weight, targets, weights, vocab_bias, chunk_size
@@ -336,9 +336,9 @@ def self_distillation_loss(
             a ``center`` that is not ``[classes]``, or a temperature that is not positive.
 
     Examples:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp, numpy as np
         >>> from siglip_loss.jax import self_distillation_loss
-        >>> teacher = jax.random.normal(jax.random.key(0), (3, 4))
+        >>> teacher = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
         >>> grads = jax.grad(
         ...     lambda s, t: self_distillation_loss(s, t, center=jnp.zeros(4)), argnums=(0, 1)
         ... )(jnp.zeros((3, 4)), teacher)
