@@ -51,7 +51,7 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array, *, weights: jax.A
     Args:
         logits: ``[batch, length, vocab]`` decoder logits.
         targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted (JAX
-            does not check indices: an id outside reads a clamped row).
+            does not check indices: an id outside gives a NaN loss).
         weights: ``[batch, length]`` bool or non-negative numbers (0 = ignored token).
 
     Returns:
@@ -150,6 +150,8 @@ def _chunked_forward(
         step, start_carry, jnp.arange(count, dtype=jnp.int32)
     )
     log_sum_exp = running_max + jnp.log(running_sum)
+    # A weighted id outside the vocabulary matched no chunk: NaN, as the dense form gives.
+    target_logit = jnp.where((ids >= 0) & (ids < vocab), target_logit, jnp.nan)
     loss = jnp.sum(scale * (log_sum_exp - target_logit))
     return loss, (hidden, vocab_weight, vocab_bias, ids, scale, log_sum_exp)
 
@@ -237,7 +239,8 @@ def chunked_token_cross_entropy(
     Args:
         hidden: ``[batch, length, dim]`` decoder outputs before the vocabulary projection.
         vocab_weight: ``[vocab, dim]`` projection (a Flax ``Linear`` kernel transposed).
-        targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted.
+        targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted (an
+            id outside gives a NaN loss, as in the dense form).
         weights: ``[batch, length]`` bool or non-negative numbers (0 = ignored token; no
             gradient).
         vocab_bias: ``[vocab]`` or None.
