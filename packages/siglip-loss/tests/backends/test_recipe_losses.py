@@ -158,6 +158,28 @@ def test_a_sequence_without_weighted_tokens_adds_zero_and_counts_in_the_batch_me
     assert float(got) == pytest.approx(np.log(2.0) / 2, rel=1e-6)
 
 
+def test_a_weighted_id_outside_the_vocabulary_is_never_a_silent_loss(backend: Any) -> None:
+    # numpy and torch on CPU raise; JAX (no index checks) returns NaN, dense and chunked alike.
+    hidden, vocab_weight = (
+        backend.array(np.zeros((1, 2, 4)), "float32"),
+        backend.array(np.zeros((3, 4)), "float32"),
+    )
+    targets, weights = backend.array(np.array([[0, 7]])), backend.array(np.ones((1, 2)))
+    logits = backend.array(np.zeros((1, 2, 3)), "float32")
+    calls = (
+        lambda: backend.module.token_cross_entropy(logits, targets, weights=weights),
+        lambda: backend.module.chunked_token_cross_entropy(
+            hidden, vocab_weight, targets, weights=weights, chunk_size=2
+        ),
+    )
+    for call in calls:
+        if backend.name == "jax":
+            assert np.isnan(float(call()))
+        else:
+            with pytest.raises((ValueError, IndexError, RuntimeError)):
+                call()
+
+
 def distillation_problem(seed: int, batch: int, patches: int, classes: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     return {

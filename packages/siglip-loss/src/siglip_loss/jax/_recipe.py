@@ -51,7 +51,7 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array, *, weights: jax.A
     Args:
         logits: ``[batch, length, vocab]`` decoder logits.
         targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted (JAX
-            does not check indices: an id outside reads a clamped row).
+            does not check indices: an id outside gives a NaN loss).
         weights: ``[batch, length]`` bool or non-negative numbers (0 = ignored token).
 
     Returns:
@@ -150,6 +150,8 @@ def _chunked_forward(
         step, start_carry, jnp.arange(count, dtype=jnp.int32)
     )
     log_sum_exp = running_max + jnp.log(running_sum)
+    # A weighted id outside the vocabulary matched no chunk: NaN, as the dense form gives.
+    target_logit = jnp.where((ids >= 0) & (ids < vocab), target_logit, jnp.nan)
     loss = jnp.sum(scale * (log_sum_exp - target_logit))
     return loss, (hidden, vocab_weight, vocab_bias, ids, scale, log_sum_exp)
 
@@ -237,7 +239,8 @@ def chunked_token_cross_entropy(
     Args:
         hidden: ``[batch, length, dim]`` decoder outputs before the vocabulary projection.
         vocab_weight: ``[vocab, dim]`` projection (a Flax ``Linear`` kernel transposed).
-        targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted.
+        targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted (an
+            id outside gives a NaN loss, as in the dense form).
         weights: ``[batch, length]`` bool or non-negative numbers (0 = ignored token; no
             gradient).
         vocab_bias: ``[vocab]`` or None.
@@ -252,21 +255,21 @@ def chunked_token_cross_entropy(
             match ``hidden``'s dim, or ``chunk_size < 1``.
 
     Examples:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp, numpy as np
         >>> from siglip_loss.jax import chunked_token_cross_entropy, token_cross_entropy
-        >>> keys = jax.random.split(jax.random.key(0), 3)
-        >>> hidden = jax.random.normal(keys[0], (2, 3, 4))
-        >>> weight = jax.random.normal(keys[1], (10, 4))
-        >>> targets = jax.random.randint(keys[2], (2, 3), 0, 10)
+        >>> rng = np.random.default_rng(0)
+        >>> hidden = jnp.asarray(rng.normal(size=(2, 3, 4)), jnp.float32)
+        >>> weight = jnp.asarray(rng.normal(size=(10, 4)), jnp.float32)
+        >>> targets, weights = jnp.asarray(rng.integers(0, 10, (2, 3))), jnp.ones((2, 3))
         >>> loss = lambda h, w: chunked_token_cross_entropy(
-        ...     h, w, targets, weights=jnp.ones((2, 3)), chunk_size=4
+        ...     h, w, targets, weights=weights, chunk_size=4
         ... )
-        >>> dense = token_cross_entropy(hidden @ weight.T, targets, weights=jnp.ones((2, 3)))
-        >>> bool(jnp.allclose(loss(hidden, weight), dense))
-        True
-        >>> grad_hidden, grad_weight = jax.grad(loss, argnums=(0, 1))(hidden, weight)
-        >>> grad_weight.shape
-        (10, 4)
+        >>> value, (grad_hidden, grad_weight) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(
+        ...     hidden, weight
+        ... )
+        >>> dense = token_cross_entropy(hidden @ weight.T, targets, weights=weights)
+        >>> bool(jnp.allclose(value, dense)), grad_weight.shape
+        (True, (10, 4))
     """
     check_chunked_token_cross_entropy(
         hidden, vocab_weight, targets, weights, vocab_bias, chunk_size
@@ -336,9 +339,9 @@ def self_distillation_loss(
             a ``center`` that is not ``[classes]``, or a temperature that is not positive.
 
     Examples:
-        >>> import jax, jax.numpy as jnp
+        >>> import jax, jax.numpy as jnp, numpy as np
         >>> from siglip_loss.jax import self_distillation_loss
-        >>> teacher = jax.random.normal(jax.random.key(0), (3, 4))
+        >>> teacher = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
         >>> grads = jax.grad(
         ...     lambda s, t: self_distillation_loss(s, t, center=jnp.zeros(4)), argnums=(0, 1)
         ... )(jnp.zeros((3, 4)), teacher)

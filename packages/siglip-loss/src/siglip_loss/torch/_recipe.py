@@ -109,6 +109,9 @@ class _ChunkedTokenCrossEntropy(torch.autograd.Function):
             picked = block.gather(-1, local[..., None])[..., 0]
             target_logit = torch.where(inside, picked, target_logit)
         log_sum_exp = running_max + torch.log(running_sum)
+        # A weighted id outside the vocabulary matched no chunk: NaN, as a dense gather would
+        # fail, instead of a silently wrong loss (on CPU the public function raises first).
+        target_logit = torch.where((ids >= 0) & (ids < vocab), target_logit, torch.nan)
         ctx.save_for_backward(hidden, vocab_weight, vocab_bias, ids, scale, log_sum_exp)
         ctx.chunk_size = chunk_size
         return (scale * (log_sum_exp - target_logit)).sum()
@@ -196,7 +199,8 @@ def chunked_token_cross_entropy(
     Args:
         hidden: ``[batch, length, dim]`` decoder outputs before the vocabulary projection.
         vocab_weight: ``[vocab, dim]`` projection (``nn.Linear(dim, vocab).weight``).
-        targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted.
+        targets: ``[batch, length]`` integer token ids, in ``[0, vocab)`` wherever weighted
+            (outside: ``ValueError`` on CPU, a NaN loss on other devices).
         weights: ``[batch, length]`` bool or non-negative numbers (0 = ignored token; no
             gradient).
         vocab_bias: ``[vocab]`` or None.
@@ -208,7 +212,8 @@ def chunked_token_cross_entropy(
     Raises:
         TypeError: as :func:`token_cross_entropy`, and a non-int ``chunk_size``.
         ValueError: as :func:`token_cross_entropy`, ``vocab_weight``/``vocab_bias`` that do not
-            match ``hidden``'s dim, or ``chunk_size < 1``.
+            match ``hidden``'s dim, ``chunk_size < 1``, or (CPU) a weighted id outside the
+            vocabulary.
 
     Examples:
         >>> import torch
@@ -230,6 +235,10 @@ def chunked_token_cross_entropy(
     )
     dtype = compute_dtype(hidden, vocab_weight)
     ids, scale = _ids_and_scale(targets, weights, dtype)
+    vocab = vocab_weight.shape[0]
+    # Checked where it costs no device synchronisation, as the dense gather does on CPU.
+    if ids.device.type == "cpu" and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(f"targets: expected ids in [0, {vocab}) wherever weights != 0")
     loss: torch.Tensor = _ChunkedTokenCrossEntropy.apply(
         hidden, vocab_weight, vocab_bias, ids, scale, chunk_size
     )
