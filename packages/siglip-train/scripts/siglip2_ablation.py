@@ -192,8 +192,8 @@ def _run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/siglip2-ablation")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--student-steps", type=int, default=300, help="(d): each phase")
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--student-steps", type=int, default=250, help="(d): each phase")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--train-scenes", type=int, default=6000)
