@@ -1,0 +1,17 @@
+"""Training past one device's memory: FSDP sharded checkpoints' export, per-rank memory, planner.
+
+- ``export_checkpoint(checkpoint, output_dir, *, model)``: a (sharded or full) trainer checkpoint
+  as one consolidated Hugging Face-layout model directory.
+- ``state_bytes_per_rank(model, optimizer)``: bytes this rank holds for parameters, gradients and
+  optimizer state (local FSDP shards only).
+
+See docs/distributed.md.
+"""
+
+from siglip_train._dcp import export_checkpoint
+from siglip_train._fsdp import state_bytes_per_rank
+
+__all__ = [
+    "export_checkpoint",
+    "state_bytes_per_rank",
+]

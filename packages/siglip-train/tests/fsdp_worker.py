@@ -1,0 +1,127 @@
+"""Run under torchrun (or plainly, for one process): tiny-test under FSDP, DDP and one process.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=4 fsdp_worker.py OUT w4
+    python -m torch.distributed.run --standalone --nproc_per_node=2 fsdp_worker.py OUT w2
+    python fsdp_worker.py OUT w1
+
+Every process draws the same global batches (seeded; distributed_worker.py's) and keeps its
+slice, so each run sees the same global batch of 8. Each run writes ``OUT/<phase>/<run>/``:
+``parameters.pt`` (the full parameters after the last step, rank 0), ``memory.json`` (the bytes
+this rank holds for parameters, gradients and optimizer state: local shards only, max over
+ranks) and ``initial.pt`` (the parameters before training). Phases (one process launch each,
+to keep the start-up cost of the test small):
+
+- ``w4``: FSDP, sigmoid, a checkpoint every step, keep the last 3 (steps 2, 3, 4 remain).
+- ``w2``: FSDP sigmoid / softmax / LiT (``freeze=image``), DDP LiT and sigmoid (memory), and
+  FSDP resumed from ``w4``'s step 2 (resharding 4 -> 2 ranks).
+- ``w1``: one process: sigmoid / softmax / LiT, and resumed from ``w4``'s step 2 (4 -> 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+
+from distributed_worker import GLOBAL_BATCH  # noqa: E402
+from distributed_worker import STEPS  # noqa: E402
+from distributed_worker import global_batches  # noqa: E402
+from siglip_models.torch import SiglipModel  # noqa: E402
+
+from siglip_train import TrainConfig  # noqa: E402
+from siglip_train import Trainer  # noqa: E402
+from siglip_train import apply_overrides  # noqa: E402
+from siglip_train.distributed import state_bytes_per_rank  # noqa: E402
+
+
+def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter unsharded (a collective under FSDP: every rank calls it)."""
+    from torch.distributed.tensor import DTensor
+
+    return {
+        name: (p.full_tensor() if isinstance(p, DTensor) else p).detach().clone()
+        for name, p in model.named_parameters()
+    }
+
+
+def train(
+    out: Path,
+    *,
+    strategy: str,
+    loss: str = "sigmoid",
+    freeze: str = "none",
+    checkpoint_every: int = 0,
+    resume: Path | None = None,
+) -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local = GLOBAL_BATCH // world_size
+    batches = [
+        {key: value[rank * local : (rank + 1) * local] for key, value in batch.items()}
+        for batch in global_batches()
+    ]
+    config = apply_overrides(
+        TrainConfig(),
+        [
+            f"output_dir={out / 'run'}",
+            f"steps={STEPS}",
+            f"strategy={strategy}",
+            f"loss.name={loss}",
+            f"freeze={freeze}",
+            "device=cpu",
+            "optimizer.lr=0.01",
+            "optimizer.warmup_steps=1",
+            "optimizer.eps=1e-3",  # see distributed_worker.py
+            "logging.every_steps=1",
+            "logging.progress_bar=false",
+            "logging.tensorboard=false",
+            f"checkpoint.every_steps={checkpoint_every}",
+            "checkpoint.keep_last=3",
+        ],
+    )
+    torch.manual_seed(0)
+    model = SiglipModel("tiny-test").train()
+    initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = Trainer(model, batches, config)
+    if resume is not None:
+        trainer.resume(resume)
+    trainer.fit()
+    parameters = full_parameters(model)
+    held = torch.tensor(list(state_bytes_per_rank(model, trainer.optimizer).values()))
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(held, op=torch.distributed.ReduceOp.MAX)
+    if rank == 0:
+        torch.save(parameters, out / "parameters.pt")
+        torch.save(initial, out / "initial.pt")
+        names = ("parameters", "gradients", "optimizer")
+        (out / "memory.json").write_text(json.dumps(dict(zip(names, held.tolist(), strict=True))))
+
+
+def main(out: str, phase: str) -> None:
+    root = Path(out) / phase
+    step_2 = Path(out) / "w4" / "fsdp-sigmoid" / "run" / "checkpoints" / "step_000000002"
+    if phase == "w4":
+        train(root / "fsdp-sigmoid", strategy="fsdp", checkpoint_every=1)
+    elif phase == "w2":
+        for loss in ("sigmoid", "softmax"):
+            train(root / f"fsdp-{loss}", strategy="fsdp", loss=loss)
+        train(root / "fsdp-lit", strategy="fsdp", freeze="image")
+        train(root / "ddp-lit", strategy="ddp", freeze="image")
+        train(root / "ddp-sigmoid", strategy="ddp")
+        train(root / "fsdp-resumed", strategy="fsdp", resume=step_2)
+    else:
+        for loss in ("sigmoid", "softmax"):
+            train(root / f"single-{loss}", strategy="ddp", loss=loss)
+        train(root / "single-lit", strategy="ddp", freeze="image")
+        train(root / "single-resumed", strategy="ddp", resume=step_2)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
