@@ -11,10 +11,12 @@ under a temp name and renamed into place by ``_checkpoint.write_checkpoint``.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 SHARDED_DIRECTORY = "sharded"
@@ -57,7 +59,11 @@ def load_sharded(
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = _state_dicts(model, optimizer)
-    dcp.load(state, checkpoint_id=directory)
+    single = not (dist.is_available() and dist.is_initialized())
+    with warnings.catch_warnings():
+        # One process without a group (an export, a 1-process resume) is meant: DCP warns anyway.
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load(state, checkpoint_id=directory, no_dist=single)
     if optimizer is None:
         set_model_state_dict(model, state["model"])
     else:

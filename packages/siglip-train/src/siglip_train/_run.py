@@ -298,8 +298,9 @@ def _webdataset_batches(config: TrainConfig, context: DistributedContext, tokeni
     data = config.data
     if data.batch_size % context.world_size:
         raise ConfigError(
-            f"data.batch_size ({data.batch_size}) must be divisible by the number of "
-            f"processes ({context.world_size})"
+            "config field 'data.batch_size' (the global batch, split evenly over the ranks) "
+            f"must be divisible by the number of processes {context.world_size}, got "
+            f"{data.batch_size}"
         )
     shards, missing = _check_shards(config)
     dataset = siglip_data.ImageTextDataset(
