@@ -4,9 +4,11 @@ What one device holds at the peak of a step (the end of the forward pass: this t
 previous step's gradients only after the forward, so they are still there):
 
 - parameters: float32 master weights, ``P`` (DDP) or ``P / W`` (FSDP), plus under FSDP the
-  gathered copies of the tower root and two blocks (the one running and the one prefetched) in
-  the compute dtype; DDP with bf16 autocast also caches a bf16 copy of every weight;
-- gradients: float32, ``P`` or ``P / W``; DDP adds its all-reduce buckets (``P`` more);
+  gathered copies of the largest tower root (the text tower's token table) and two blocks (the
+  one running and the one prefetched) in the compute dtype; DDP with bf16 autocast also caches a
+  bf16 copy of every weight;
+- gradients: float32, ``P`` or ``P / W``; DDP adds its all-reduce buckets (``P`` more), FSDP one
+  group's unsharded gradient before its reduce-scatter;
 - optimizer state: AdamW's two float32 moments, ``2 P`` or ``2 P / W``;
 - activations kept for backward, per tower and per block, counted from the layer code of
   ``siglip_models`` (pre-LN block: the block input, both LayerNorm outputs, ``qkv``, the
@@ -104,19 +106,19 @@ class MemoryPlan:
             f"{self.model}: {self.parameters / 1e6:.1f} M parameters, global batch {self.batch} "
             f"on {self.devices} devices ({local} per device), {self.strategy}, {self.dtype}"
             + (", activation checkpointing" if self.checkpointing else ""),
-            f"{'per device':<38}{'GiB':>10}",
-            f"{'parameters':<38}{gib(self.parameter_bytes)}",
-            f"{'gradients':<38}{gib(self.gradient_bytes)}",
-            f"{'optimizer state (AdamW)':<38}{gib(self.optimizer_bytes)}",
+            f"{'per device':<46}{'GiB':>10}",
+            f"{'parameters':<46}{gib(self.parameter_bytes)}",
+            f"{'gradients':<46}{gib(self.gradient_bytes)}",
+            f"{'optimizer state (AdamW)':<46}{gib(self.optimizer_bytes)}",
         ]
         for name, tower in (("image", self.image), ("text", self.text)):
             lines.append(
-                f"{f'{name} activations ({tower.blocks} x {tower.per_block / GIB:.3f} per block)':<38}"
+                f"{f'{name} activations ({tower.blocks} x {tower.per_block / GIB:.3f} per block)':<46}"
                 f"{gib(tower.total)}"
             )
         lines += [
-            f"{'loss buffers':<38}{gib(self.loss_bytes)}",
-            f"{'total':<38}{gib(self.total)}",
+            f"{'loss buffers':<46}{gib(self.loss_bytes)}",
+            f"{'total':<46}{gib(self.total)}",
         ]
         if self.device_memory is not None:
             verdict = "fits" if self.fits else "does NOT fit"
@@ -239,7 +241,9 @@ def plan_memory(
         ]
         block = max(_count(tower.encoder.layers[0]) for tower in towers.values())
         parameter_bytes += (max(roots) + 2 * block) * value_bytes
-        gradient_bytes += block * value_bytes  # one block's unsharded gradient before its reduce
+        # One group's unsharded gradient before its reduce-scatter (a tower root's: the token
+        # table's gradient is dense).
+        gradient_bytes += max(*roots, block) * value_bytes
     else:
         if devices > 1:
             gradient_bytes += 4 * trainable  # DDP's all-reduce buckets
