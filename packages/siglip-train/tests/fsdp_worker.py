@@ -31,8 +31,8 @@ torch.set_num_threads(1)
 from distributed_worker import GLOBAL_BATCH  # noqa: E402
 from distributed_worker import STEPS  # noqa: E402
 from distributed_worker import global_batches  # noqa: E402
-from siglip_models.torch import SiglipModel  # noqa: E402
 
+from siglip_models.torch import SiglipModel  # noqa: E402
 from siglip_train import TrainConfig  # noqa: E402
 from siglip_train import Trainer  # noqa: E402
 from siglip_train import apply_overrides  # noqa: E402

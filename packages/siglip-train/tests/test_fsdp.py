@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from siglip_models import get_config
 from siglip_models.torch import SiglipModel
-
 from siglip_train import CheckpointError
 from siglip_train import ConfigError
 from siglip_train import TrainConfig
@@ -123,7 +123,8 @@ def test_sharded_checkpoints_are_atomic_and_only_the_last_k_are_kept(runs: Path)
     kept = sorted(path.name for path in checkpoints.iterdir())
     assert kept == ["step_000000002", "step_000000003", "step_000000004"]  # keep_last=3 of 4
     manifest = json.loads((checkpoints / "step_000000004/manifest.json").read_text())
-    assert manifest["weights"] == "sharded" and manifest["world_size"] == 4
+    assert manifest["weights"] == "sharded"
+    assert manifest["world_size"] == 4
     shards = sorted(name for name in manifest["files"] if name.startswith("sharded/"))
     assert shards == ["sharded/.metadata"] + [f"sharded/__{r}_0.distcp" for r in range(4)]
     assert not (checkpoints / "step_000000004/model").exists()  # no rank gathered the weights
@@ -167,7 +168,7 @@ def test_a_checkpoint_of_another_model_shape_is_refused(runs: Path, tmp_path: Pa
     wider = get_config("tiny-test")
     wider = dataclasses.replace(wider, text=dataclasses.replace(wider.text, mlp_dim=96))
     trainer = Trainer(SiglipModel(wider), [], config)
-    with pytest.raises(CheckpointError, match="does not match the model.*mlp|fc1"):
+    with pytest.raises(CheckpointError, match=r"does not match the model.*fc1"):
         trainer.resume(checkpoint)
     with pytest.raises(CheckpointError, match="does not match the model"):
         export_checkpoint(checkpoint, tmp_path / "hf", model=SiglipModel(wider))

@@ -42,9 +42,9 @@ def save_sharded(directory: Path, model: nn.Module, optimizer: torch.optim.Optim
         model: the (FSDP-sharded or plain) model; keys are its unsharded parameter names.
         optimizer: its optimizer; its state is keyed by the same names.
     """
-    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict_saver import save
 
-    dcp.save(_state_dicts(model, optimizer), checkpoint_id=directory)
+    save(_state_dicts(model, optimizer), checkpoint_id=directory)
 
 
 def load_sharded(
@@ -54,16 +54,16 @@ def load_sharded(
 
     Works on any number of ranks, and in a single process without a process group.
     """
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_model_state_dict
     from torch.distributed.checkpoint.state_dict import set_state_dict
+    from torch.distributed.checkpoint.state_dict_loader import load
 
     state = _state_dicts(model, optimizer)
     single = not (dist.is_available() and dist.is_initialized())
     with warnings.catch_warnings():
         # One process without a group (an export, a 1-process resume) is meant: DCP warns anyway.
         warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
-        dcp.load(state, checkpoint_id=directory, no_dist=single)
+        load(state, checkpoint_id=directory, no_dist=single)
     if optimizer is None:
         set_model_state_dict(model, state["model"])
     else:
@@ -103,14 +103,26 @@ def export_checkpoint(
         >>> from siglip_train import TrainConfig, Trainer, apply_overrides
         >>> from siglip_train.distributed import export_checkpoint
         >>> _ = torch.manual_seed(0)
-        >>> batches = [{"pixels": torch.rand(2, 3, 32, 32) * 2 - 1,
-        ...             "token_ids": torch.randint(0, 100, (2, 16))}]
+        >>> batches = [
+        ...     {
+        ...         "pixels": torch.rand(2, 3, 32, 32) * 2 - 1,
+        ...         "token_ids": torch.randint(0, 100, (2, 16)),
+        ...     }
+        ... ]
         >>> run = tempfile.mkdtemp()
-        >>> config = apply_overrides(TrainConfig(), [
-        ...     f"output_dir={run}", "steps=1", "logging.progress_bar=false",
-        ...     "logging.tensorboard=false"])
+        >>> config = apply_overrides(
+        ...     TrainConfig(),
+        ...     [
+        ...         f"output_dir={run}",
+        ...         "steps=1",
+        ...         "logging.progress_bar=false",
+        ...         "logging.tensorboard=false",
+        ...     ],
+        ... )
         >>> checkpoint = Trainer(SiglipModel("tiny-test"), batches, config).fit().checkpoint
-        >>> out = export_checkpoint(checkpoint, Path(run) / "export", model=SiglipModel("tiny-test"))
+        >>> out = export_checkpoint(
+        ...     checkpoint, Path(run) / "export", model=SiglipModel("tiny-test")
+        ... )
         >>> sorted(path.name for path in out.iterdir())
         ['config.json', 'model.safetensors']
     """

@@ -69,9 +69,7 @@ def tower_blocks(tower: nn.Module) -> list[nn.Module]:
 
 def towers_of(model: nn.Module) -> list[nn.Module]:
     """The model's direct submodules that hold parameters (``vision_model``, ``text_model``)."""
-    return [
-        child for child in model.children() if any(True for _ in child.parameters())
-    ]
+    return [child for child in model.children() if any(True for _ in child.parameters())]
 
 
 def replicated_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -119,9 +117,7 @@ def shard_two_towers(
     return replicated
 
 
-def _output_as_own_tensor(
-    module: nn.Module, inputs: object, output: object
-) -> torch.Tensor | None:
+def _output_as_own_tensor(module: nn.Module, inputs: object, output: object) -> torch.Tensor | None:
     del module, inputs
     if isinstance(output, torch.Tensor) and output._is_view():
         return output.clone()
@@ -154,8 +150,9 @@ def clip_grad_norm(parameters: Sequence[nn.Parameter], max_norm: float) -> torch
     """
     from torch.distributed.tensor import DTensor
 
-    sharded = [p.grad for p in parameters if p.grad is not None and isinstance(p.grad, DTensor)]
-    plain = [p.grad for p in parameters if p.grad is not None and not isinstance(p.grad, DTensor)]
+    grads: list[torch.Tensor] = [p.grad for p in parameters if p.grad is not None]
+    sharded = [grad for grad in grads if isinstance(grad, DTensor)]
+    plain = [grad for grad in grads if not isinstance(grad, DTensor)]
     device = (sharded or plain)[0].device if (sharded or plain) else torch.device("cpu")
     sharded_squares = torch.zeros((), dtype=torch.float32, device=device)
     for grad in sharded:
@@ -168,8 +165,8 @@ def clip_grad_norm(parameters: Sequence[nn.Parameter], max_norm: float) -> torch
     total = (sharded_squares + plain_squares).sqrt()
     if math.isfinite(max_norm):
         coefficient = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        for grad in [*sharded, *plain]:
-            _local(grad).mul_(coefficient.to(grad.dtype))
+        for gradient in grads:
+            _local(gradient).mul_(coefficient.to(gradient.dtype))
     return total
 
 

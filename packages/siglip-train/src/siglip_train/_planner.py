@@ -197,15 +197,17 @@ def plan_memory(
         >>> from siglip_train.distributed import plan_memory
         >>> plan = plan_memory("tiny-test", batch=8, devices=2, strategy="fsdp", dtype="fp32")
         >>> plan.parameters, plan.optimizer_bytes == 2 * 4 * plan.parameters // 2
-        (181996, True)
+        (45499, True)
         >>> plan_memory("tiny-test", batch=8, devices=3)
         Traceback (most recent call last):
         ...
         ValueError: batch must be divisible by devices (the global batch is split evenly), got batch=8 and devices=3
     """
     import torch
+
     from siglip_models import get_config
     from siglip_models.torch import SiglipModel
+    from siglip_train._fsdp import tower_blocks
 
     if batch < 1 or devices < 1:
         raise ValueError(f"batch and devices must be >= 1, got batch={batch}, devices={devices}")
@@ -224,9 +226,7 @@ def plan_memory(
     towers = {"image": built.vision_model, "text": built.text_model}
     total_parameters = _count(built)
     trainable = total_parameters - sum(
-        _count(tower)
-        for tower_name, tower in towers.items()
-        if freeze == tower_name
+        _count(tower) for tower_name, tower in towers.items() if freeze == tower_name
     )
     sharded = strategy == "fsdp"
     share = devices if sharded else 1
@@ -235,11 +235,12 @@ def plan_memory(
     optimizer_bytes = 2 * gradient_bytes
     if sharded:
         # Gathered for compute: the largest tower root and two blocks (running + prefetched).
+        blocks = {name: tower_blocks(tower) for name, tower in towers.items()}
         roots = [
-            _count(tower) - sum(_count(block) for block in tower.encoder.layers)
-            for tower in towers.values()
+            _count(tower) - sum(_count(block) for block in blocks[name])
+            for name, tower in towers.items()
         ]
-        block = max(_count(tower.encoder.layers[0]) for tower in towers.values())
+        block = max(_count(tower_blocks_[0]) for tower_blocks_ in blocks.values())
         parameter_bytes += (max(roots) + 2 * block) * value_bytes
         # One group's unsharded gradient before its reduce-scatter (a tower root's: the token
         # table's gradient is dense).

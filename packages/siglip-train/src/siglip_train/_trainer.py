@@ -532,9 +532,7 @@ class Trainer:
                     from siglip_train._dcp import load_sharded
 
                     assert self._resume_from is not None
-                    load_sharded(
-                        self._resume_from / SHARDED_DIRECTORY, self.model, self.optimizer
-                    )
+                    load_sharded(self._resume_from / SHARDED_DIRECTORY, self.model, self.optimizer)
                 else:
                     self.optimizer.load_state_dict(training_state["optimizer"])
                 self.scheduler.load_state_dict(training_state["scheduler"])
