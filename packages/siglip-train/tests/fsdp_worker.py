@@ -12,8 +12,9 @@ ranks) and ``initial.pt`` (the parameters before training). Phases (one process 
 to keep the start-up cost of the test small):
 
 - ``w4``: FSDP, sigmoid, a checkpoint every step, keep the last 3 (steps 2, 3, 4 remain).
-- ``w2``: FSDP sigmoid / softmax / LiT (``freeze=image``), DDP LiT and sigmoid (memory), and
-  FSDP resumed from ``w4``'s step 2 (resharding 4 -> 2 ranks).
+- ``w2``: FSDP sigmoid / softmax / LiT (``freeze=image``) / activation checkpointing, DDP LiT and sigmoid (memory),
+  FSDP resumed from ``w4``'s step 2 (resharding 4 -> 2 ranks), and a run whose batch source
+  keeps a position and draws from the RNG, uninterrupted and resumed from its own step 2.
 - ``w1``: one process: sigmoid / softmax / LiT, and resumed from ``w4``'s step 2 (4 -> 1).
 """
 
@@ -23,6 +24,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -49,6 +51,32 @@ def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+class NoisyBatches:
+    """A batch source with its own position and a draw from torch's global RNG per batch.
+
+    Exact resume needs both restored: ``state_dict`` (the position) and the RNG state.
+    """
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.batches = batches
+        self.position = 0
+
+    def __iter__(self) -> NoisyBatches:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        batch = self.batches[self.position % len(self.batches)]
+        self.position += 1
+        noise = 0.1 * torch.randn(batch["pixels"].shape)
+        return {"pixels": (batch["pixels"] + noise).clamp(-1, 1), "token_ids": batch["token_ids"]}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = state["position"]
+
+
 def train(
     out: Path,
     *,
@@ -57,14 +85,18 @@ def train(
     freeze: str = "none",
     checkpoint_every: int = 0,
     resume: Path | None = None,
+    noisy: bool = False,
+    recompute: bool = False,
 ) -> None:
     rank = int(os.environ.get("RANK", "0"))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local = GLOBAL_BATCH // world_size
-    batches = [
+    batches: Any = [
         {key: value[rank * local : (rank + 1) * local] for key, value in batch.items()}
         for batch in global_batches()
     ]
+    if noisy:
+        batches = NoisyBatches(batches)
     config = apply_overrides(
         TrainConfig(),
         [
@@ -82,10 +114,12 @@ def train(
             "logging.tensorboard=false",
             f"checkpoint.every_steps={checkpoint_every}",
             "checkpoint.keep_last=3",
+            f"model.grad_checkpointing={str(recompute).lower()}",
         ],
     )
     torch.manual_seed(0)
     model = SiglipModel("tiny-test").train()
+    torch.manual_seed(1 + rank)  # the batch noise differs between ranks
     initial = {name: p.detach().clone() for name, p in model.named_parameters()}
     trainer = Trainer(model, batches, config)
     if resume is not None:
@@ -111,9 +145,14 @@ def main(out: str, phase: str) -> None:
         for loss in ("sigmoid", "softmax"):
             train(root / f"fsdp-{loss}", strategy="fsdp", loss=loss)
         train(root / "fsdp-lit", strategy="fsdp", freeze="image")
+        train(root / "fsdp-recompute", strategy="fsdp", recompute=True)
         train(root / "ddp-lit", strategy="ddp", freeze="image")
         train(root / "ddp-sigmoid", strategy="ddp")
         train(root / "fsdp-resumed", strategy="fsdp", resume=step_2)
+        # Same world size: exact (bit for bit) with the loader's position and the RNG restored.
+        train(root / "fsdp-noisy", strategy="fsdp", noisy=True, checkpoint_every=2)
+        own_step_2 = root / "fsdp-noisy" / "run" / "checkpoints" / "step_000000002"
+        train(root / "fsdp-noisy-resumed", strategy="fsdp", noisy=True, resume=own_step_2)
     else:
         for loss in ("sigmoid", "softmax"):
             train(root / f"single-{loss}", strategy="ddp", loss=loss)

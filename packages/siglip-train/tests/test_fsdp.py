@@ -86,6 +86,7 @@ def assert_parameters_close(runs: Path, run: str, reference: str) -> None:
         ("w2/fsdp-softmax", "w1/single-softmax"),
         ("w2/fsdp-lit", "w1/single-lit"),
         ("w2/fsdp-lit", "w2/ddp-lit"),
+        ("w2/fsdp-recompute", "w1/single-sigmoid"),  # activation checkpointing per block
     ],
 )
 def test_fsdp_equals_ddp_equals_one_process_at_the_same_global_batch(
@@ -115,6 +116,20 @@ def test_resume_on_another_world_size_equals_the_uninterrupted_run(runs: Path, r
     assert_parameters_close(runs, run, "w4/fsdp-sigmoid")
     records = read_metrics(runs / run / "run/metrics.jsonl")
     assert [record["step"] for record in records if record["kind"] == "train"] == [3, 4]
+
+
+@pytest.mark.multiprocess
+def test_resume_on_the_same_world_size_is_bit_exact_with_loader_and_rng_state(runs: Path) -> None:
+    # The batch source keeps a position (state_dict) and adds noise from torch's global RNG.
+    resumed, uninterrupted = (
+        parameters(runs, "w2/fsdp-noisy-resumed"),
+        parameters(runs, "w2/fsdp-noisy"),
+    )
+    for name, parameter in uninterrupted.items():
+        assert torch.equal(resumed[name], parameter), name
+    assert not torch.equal(
+        uninterrupted["log_scale"], parameters(runs, "w2/fsdp-sigmoid")["log_scale"]
+    )
 
 
 @pytest.mark.multiprocess
