@@ -14,7 +14,8 @@ to keep the start-up cost of the test small):
 - ``w4``: FSDP, sigmoid, a checkpoint every step, keep the last 3 (steps 2, 3, 4 remain).
 - ``w2``: FSDP sigmoid / softmax / LiT (``freeze=image``) / activation checkpointing, DDP LiT and sigmoid (memory),
   FSDP resumed from ``w4``'s step 2 (resharding 4 -> 2 ranks), and a run whose batch source
-  keeps a position and draws from the RNG, uninterrupted and resumed from its own step 2.
+  keeps a position and draws from the RNG, uninterrupted and resumed from its own step 2;
+  then the peak memory of an FSDP step of a small model against the planner (``planner.json``).
 - ``w1``: one process: sigmoid / softmax / LiT, and resumed from ``w4``'s step 2 (4 -> 1).
 """
 
@@ -136,6 +137,79 @@ def train(
         (out / "memory.json").write_text(json.dumps(dict(zip(names, held.tolist(), strict=True))))
 
 
+def fsdp_step_peak_bytes(config: Any, batch: int, checkpointing: bool) -> int:
+    """This rank's peak memory in the second FSDP step (the trainer's step, from its pieces)."""
+    from siglip_loss.torch import distributed_sigmoid_loss
+    from siglip_loss.torch import l2_normalize
+    from siglip_train._fsdp import average_replicated_gradients
+    from siglip_train._fsdp import clip_grad_norm
+    from siglip_train._fsdp import shard_two_towers
+    from siglip_train._planner import measured_peak_bytes
+    from siglip_train._trainer import _TowerPair
+
+    torch.manual_seed(0)
+    model = SiglipModel(config).train().set_gradient_checkpointing(checkpointing)
+    pair = _TowerPair(model, image_frozen=False, text_frozen=False)
+    replicated = shard_two_towers(pair, model, device_type="cpu", autocast_dtype=None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    local = batch // torch.distributed.get_world_size()
+
+    def step() -> None:
+        pixels = torch.rand(local, 3, 64, 64) * 2 - 1
+        token_ids = torch.randint(0, 100, (local, 16))
+        image_emb, text_emb, log_scale, bias = pair(pixels, token_ids)
+        loss = distributed_sigmoid_loss(
+            l2_normalize(image_emb), l2_normalize(text_emb), scale=log_scale.exp(), bias=bias
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        average_replicated_gradients(replicated)
+        clip_grad_norm(list(model.parameters()), 1.0)
+        optimizer.step()
+
+    step()
+    alive = [t for p in model.parameters() for t in (p, p.grad) if t is not None]
+    alive += [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    return measured_peak_bytes(step, alive)
+
+
+def measure_planner(out: Path) -> None:
+    """Per-rank peak memory of an FSDP step of a small two-tower vs ``plan_memory``.
+
+    Width 128, depth 4, 64 patches / 16 tokens, global batch 32, with and without activation
+    checkpointing; the maximum over the ranks.
+    """
+    import dataclasses
+
+    from siglip_models import get_config
+    from siglip_train.distributed import plan_memory
+
+    tiny = get_config("tiny-test")
+    shape = {"width": 128, "depth": 4, "mlp_dim": 512, "num_heads": 4}
+    results = []
+    for checkpointing in (False, True):
+        config = dataclasses.replace(
+            tiny,
+            vision=dataclasses.replace(tiny.vision, image_size=64, patch_size=8, **shape),
+            text=dataclasses.replace(tiny.text, embed_dim=128, **shape),
+        )
+        measured = torch.tensor(float(fsdp_step_peak_bytes(config, 32, checkpointing)))
+        torch.distributed.all_reduce(measured, op=torch.distributed.ReduceOp.MAX)
+        plan = plan_memory(
+            config,
+            batch=32,
+            devices=torch.distributed.get_world_size(),
+            strategy="fsdp",
+            dtype="fp32",
+            checkpointing=checkpointing,
+        )
+        results.append(
+            {"checkpointing": checkpointing, "measured": float(measured), "plan": plan.total}
+        )
+    if torch.distributed.get_rank() == 0:
+        (out / "planner.json").write_text(json.dumps(results))
+
+
 def main(out: str, phase: str) -> None:
     root = Path(out) / phase
     step_2 = Path(out) / "w4" / "fsdp-sigmoid" / "run" / "checkpoints" / "step_000000002"
@@ -153,6 +227,7 @@ def main(out: str, phase: str) -> None:
         train(root / "fsdp-noisy", strategy="fsdp", noisy=True, checkpoint_every=2)
         own_step_2 = root / "fsdp-noisy" / "run" / "checkpoints" / "step_000000002"
         train(root / "fsdp-noisy-resumed", strategy="fsdp", noisy=True, resume=own_step_2)
+        measure_planner(root)
     else:
         for loss in ("sigmoid", "softmax"):
             train(root / f"single-{loss}", strategy="ddp", loss=loss)

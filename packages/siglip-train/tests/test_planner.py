@@ -1,13 +1,14 @@
-"""The memory planner against the peak memory measured on CPU.
+"""The memory planner against the peak memory measured on CPU (one process; FSDP on 2 ranks is
+measured in fsdp_worker.py and checked in test_fsdp.py).
 
-Measurement: the second step (AdamW state exists) of the trainer's step (forward, normalise,
-loss, ``zero_grad``, backward, clip, AdamW) runs under ``torch.profiler`` with
-``profile_memory=True``, which records every allocation and free of torch's CPU allocator; the
-peak of their running sum, plus the bytes of the parameters, gradients and optimizer state alive
-when the step starts, is the step's peak of live tensor memory. (RSS would also count the
-allocator's cached and fragmented pages and the Python heap, which are not what the plan
-predicts.) Measured errors (plan - measured) / measured at the time of writing: +1.8%, +4.6%
-(checkpointing), -1.1%, +4.3%; the test holds them to 20%.
+Measurement (``siglip_train._planner.measured_peak_bytes``): the second step (AdamW state
+exists) of the trainer's step (forward, normalise, loss, ``zero_grad``, backward, clip, AdamW)
+runs under ``torch.profiler`` with ``profile_memory=True``, which records every allocation and
+free of torch's CPU allocator; the peak of their running sum, plus the bytes of the parameters,
+gradients and optimizer state alive when the step starts, is the step's peak of live tensor
+memory. (RSS would also count the allocator's cached and fragmented pages and the Python heap,
+which are not what the plan predicts.) Measured errors (plan - measured) / measured at the time
+of writing: +1.8%, +4.6% (checkpointing), -1.1%; the test holds them to 20%.
 """
 
 from __future__ import annotations
@@ -16,35 +17,26 @@ import dataclasses
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity
-from torch.profiler import profile
 
 from siglip_loss.torch import l2_normalize
 from siglip_loss.torch import sigmoid_loss
 from siglip_models import get_config
 from siglip_models.torch import SiglipModel
 from siglip_train._cli import main
+from siglip_train._planner import measured_peak_bytes
 from siglip_train.distributed import plan_memory
 
 
 def small_config(width: int, depth: int, mlp_dim: int, heads: int) -> object:
+    """tiny-test's towers at another size (64-pixel images, 64 patches; 16 tokens)."""
     tiny = get_config("tiny-test")
-    vision = dataclasses.replace(
-        tiny.vision,
-        width=width,
-        depth=depth,
-        mlp_dim=mlp_dim,
-        num_heads=heads,
-        image_size=64,
-        patch_size=8,
-    )
-    text = dataclasses.replace(
-        tiny.text, embed_dim=width, width=width, depth=depth, mlp_dim=mlp_dim, num_heads=heads
-    )
+    shape = {"width": width, "depth": depth, "mlp_dim": mlp_dim, "num_heads": heads}
+    vision = dataclasses.replace(tiny.vision, image_size=64, patch_size=8, **shape)
+    text = dataclasses.replace(tiny.text, embed_dim=width, **shape)
     return dataclasses.replace(tiny, vision=vision, text=text)
 
 
-def measured_peak_bytes(config: object, batch: int, checkpointing: bool) -> int:
+def measured_step_peak_bytes(config: object, batch: int, checkpointing: bool) -> int:
     torch.manual_seed(0)
     model = SiglipModel(config).train().set_gradient_checkpointing(checkpointing)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -69,17 +61,7 @@ def measured_peak_bytes(config: object, batch: int, checkpointing: bool) -> int:
         for value in state.values()
         if isinstance(value, torch.Tensor)
     ]
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        step()
-    events = sorted(
-        (e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"),
-        key=lambda e: e.start_ns(),
-    )
-    running = peak = 0
-    for event in events:
-        running += event.nbytes()
-        peak = max(peak, running)
-    return sum(t.numel() * t.element_size() for t in alive) + peak
+    return measured_peak_bytes(step, alive)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +72,7 @@ def test_planner_is_within_20_percent_of_the_measured_cpu_peak(
     shape: tuple[int, int, int, int], batch: int, checkpointing: bool
 ) -> None:
     config = small_config(*shape)
-    measured = measured_peak_bytes(config, batch, checkpointing)
+    measured = measured_step_peak_bytes(config, batch, checkpointing)
     plan = plan_memory(
         config, batch=batch, devices=1, strategy="ddp", dtype="fp32", checkpointing=checkpointing
     )

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 from typing import Literal
 
@@ -313,3 +315,34 @@ def plan_memory(
         total=total,
         device_memory=None if device_memory_gib is None else int(device_memory_gib * GIB),
     )
+
+
+def measured_peak_bytes(step: Callable[[], None], alive: Iterable[Any]) -> int:
+    """The peak of live tensor bytes while ``step()`` runs on CPU (what the plan predicts).
+
+    ``torch.profiler`` with ``profile_memory=True`` records every allocation and free of torch's
+    CPU allocator; the peak of their running sum plus the bytes of ``alive`` (the tensors that
+    exist when the step starts: parameters, gradients, optimizer state; FSDP: local shards) is
+    the step's peak. RSS would also count the allocator's cached pages and the Python heap.
+
+    Args:
+        step: one training step.
+        alive: the tensors alive before it (DTensors count their local shard).
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
+    from siglip_train._fsdp import _local
+
+    held = sum(_local(t).numel() * _local(t).element_size() for t in alive)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    events = sorted(
+        (e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"),
+        key=lambda e: e.start_ns(),
+    )
+    running = peak = 0
+    for event in events:
+        running += event.nbytes()
+        peak = max(peak, running)
+    return int(held + peak)
