@@ -29,6 +29,7 @@ from siglip_train import apply_overrides
 from siglip_train import read_metrics
 from siglip_train._distributed import DistributedContext
 from siglip_train._run import _webdataset_batches
+from siglip_train._run import resolve_model_directory
 from siglip_train.distributed import export_checkpoint
 
 WORKER = Path(__file__).with_name("fsdp_worker.py")
@@ -195,6 +196,8 @@ def test_a_checkpoint_of_another_model_shape_is_refused(runs: Path, tmp_path: Pa
         trainer.resume(checkpoint)
     with pytest.raises(CheckpointError, match="does not match the model"):
         export_checkpoint(checkpoint, tmp_path / "hf", model=SiglipModel(wider))
+    with pytest.raises(ConfigError, match=r"model.init_from.*sharded.*export it first"):
+        resolve_model_directory(checkpoint, field="model.init_from")
 
 
 def test_fsdp_without_a_process_group_is_a_named_error(tmp_path: Path) -> None:

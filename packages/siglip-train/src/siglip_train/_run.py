@@ -57,6 +57,12 @@ def resolve_model_directory(path: str | os.PathLike[str], *, field: str) -> Path
             f"{field} must be an HF model directory or a checkpoint step_<N> directory, got the "
             f"run directory {str(directory)!r}: name one of its checkpoints/step_<N>"
         )
+    if (directory / "sharded").is_dir():
+        raise ConfigError(
+            f"{field} must be an HF model directory or a checkpoint step_<N> directory with "
+            f"model/, got the sharded (strategy=fsdp) checkpoint {str(directory)!r}: export it "
+            "first (siglip_train.distributed.export_checkpoint) or resume it with --resume"
+        )
     raise ConfigError(
         f"{field} must be an HF model directory (config.json + model.safetensors) or a "
         f"checkpoint step_<N> directory, got {str(directory)!r}"

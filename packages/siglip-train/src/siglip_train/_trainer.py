@@ -113,14 +113,15 @@ class _TowerPair(nn.Module):
 
 
 class Trainer:
-    """Train a two-tower model with a contrastive loss; single process or torchrun + DDP.
+    """Train a two-tower model with a contrastive loss; single process or torchrun + DDP / FSDP.
 
     The model is any ``nn.Module`` with ``encode_image``, ``encode_text``, ``log_scale`` and
     ``bias`` (:class:`~siglip_train.TwoTowerModel`); the loss any function with the siglip-loss
     signature (default: ``config.loss``, in its distributed form under torchrun); the batches any
     iterable of ``{"pixels", "token_ids"}`` dicts, each process's LOCAL share of the global batch.
     An iterable with ``state_dict()``/``load_state_dict()`` resumes exactly; any other is
-    fast-forwarded by the number of batches already consumed.
+    fast-forwarded by the number of batches already consumed. ``config.strategy="fsdp"`` shards
+    the towers with FSDP2 and writes sharded checkpoints (docs/distributed.md).
 
     Args:
         model: the model (moved to the configured device).
