@@ -15,7 +15,8 @@ to keep the start-up cost of the test small):
 - ``w2``: FSDP sigmoid / softmax / LiT (``freeze=image``) / activation checkpointing, DDP LiT and sigmoid (memory),
   FSDP resumed from ``w4``'s step 2 (resharding 4 -> 2 ranks), and a run whose batch source
   keeps a position and draws from the RNG, uninterrupted and resumed from its own step 2;
-  then the peak memory of an FSDP step of a small model against the planner (``planner.json``).
+  then the peak memory of an FSDP step of a small model against the planner (``planner.json``),
+  and an FSDP resume of the DDP run's checkpoint, which must be refused (``ddp-to-fsdp.txt``).
 - ``w1``: one process: sigmoid / softmax / LiT, and resumed from ``w4``'s step 2 (4 -> 1).
 """
 
@@ -36,10 +37,15 @@ from distributed_worker import STEPS  # noqa: E402
 from distributed_worker import global_batches  # noqa: E402
 
 from siglip_models.torch import SiglipModel  # noqa: E402
+from siglip_train import CheckpointError  # noqa: E402
 from siglip_train import TrainConfig  # noqa: E402
 from siglip_train import Trainer  # noqa: E402
 from siglip_train import apply_overrides  # noqa: E402
 from siglip_train.distributed import state_bytes_per_rank  # noqa: E402
+
+
+def rank_of_this_process() -> int:
+    return int(os.environ.get("RANK", "0"))
 
 
 def full_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -228,6 +234,12 @@ def main(out: str, phase: str) -> None:
         own_step_2 = root / "fsdp-noisy" / "run" / "checkpoints" / "step_000000002"
         train(root / "fsdp-noisy-resumed", strategy="fsdp", noisy=True, resume=own_step_2)
         measure_planner(root)
+        ddp_checkpoint = root / "ddp-sigmoid" / "run" / "checkpoints" / "step_000000004"
+        try:
+            train(root / "ddp-to-fsdp", strategy="fsdp", resume=ddp_checkpoint)
+        except CheckpointError as error:  # refused, on every rank
+            if rank_of_this_process() == 0:
+                (root / "ddp-to-fsdp.txt").write_text(str(error))
     else:
         for loss in ("sigmoid", "softmax"):
             train(root / f"single-{loss}", strategy="ddp", loss=loss)

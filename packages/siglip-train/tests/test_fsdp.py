@@ -200,6 +200,14 @@ def test_a_checkpoint_of_another_model_shape_is_refused(runs: Path, tmp_path: Pa
         resolve_model_directory(checkpoint, field="model.init_from")
 
 
+@pytest.mark.multiprocess
+def test_resuming_a_ddp_checkpoint_under_fsdp_is_refused_with_the_ways_out(runs: Path) -> None:
+    message = (runs / "w2/ddp-to-fsdp.txt").read_text()
+    assert "written with strategy=ddp" in message
+    assert "resume it with strategy=ddp" in message
+    assert "model.init_from=" in message
+
+
 def test_fsdp_without_a_process_group_is_a_named_error(tmp_path: Path) -> None:
     config = apply_overrides(
         TrainConfig(),

@@ -1,4 +1,7 @@
-"""The training loop: DDP or FSDP (``_fsdp``), frozen towers, signals, periodic eval; checkpoints in ``_checkpoint``."""
+"""The training loop: DDP or FSDP (``_fsdp``), frozen towers, signals, periodic eval.
+
+Checkpoints are written and read by ``_checkpoint`` (sharded ones by ``_dcp``).
+"""
 
 from __future__ import annotations
 
@@ -526,6 +529,13 @@ class Trainer:
             warmup_steps=optimizer_config.warmup_steps,
             min_lr_ratio=optimizer_config.min_lr_ratio,
         )
+        if training_state is not None and self._replicated is not None and not self._resume_sharded:
+            raise CheckpointError(
+                f"checkpoint {str(self._resume_from)!r} was written with strategy=ddp (whole "
+                "weights, an optimizer state by parameter index); resuming it with "
+                "strategy=fsdp is not supported: resume it with strategy=ddp, or start a new "
+                f"FSDP run from its weights (model.init_from={str(self._resume_from)!r})"
+            )
         if training_state is not None:
             try:
                 if self._resume_sharded:
