@@ -175,8 +175,25 @@ def state_bytes_per_rank(
 ) -> dict[str, int]:
     """Bytes this rank holds for parameters, gradients and optimizer state (local shards only).
 
+    Under FSDP a parameter, its gradient and its AdamW moments are DTensors of which this rank
+    holds one shard: only that shard is counted, so the sum is ~1/W of DDP's.
+
+    Args:
+        model: the (sharded or plain) model.
+        optimizer: its optimizer, if any (its state tensors are counted).
+
     Returns:
-        ``{"parameters": ..., "gradients": ..., "optimizer": ...}``.
+        ``{"parameters": ..., "gradients": ..., "optimizer": ...}`` in bytes.
+
+    Examples:
+        >>> import torch
+        >>> from siglip_train.distributed import state_bytes_per_rank
+        >>> model = torch.nn.Linear(4, 2)  # 10 float32 parameters
+        >>> optimizer = torch.optim.AdamW(model.parameters())
+        >>> model(torch.ones(1, 4)).sum().backward()
+        >>> optimizer.step()
+        >>> state_bytes_per_rank(model, optimizer)  # AdamW: two moments and a step per tensor
+        {'parameters': 40, 'gradients': 40, 'optimizer': 88}
     """
 
     def size(tensor: torch.Tensor) -> int:
