@@ -12,11 +12,14 @@ import pytest
 
 import siglip_train
 import siglip_train.demo
+import siglip_train.distributed
 import siglip_train.recipe
 
 
 @pytest.mark.parametrize(
-    "module", [siglip_train, siglip_train.demo, siglip_train.recipe], ids=lambda m: m.__name__
+    "module",
+    [siglip_train, siglip_train.demo, siglip_train.distributed, siglip_train.recipe],
+    ids=lambda m: m.__name__,
 )
 def test_every_name_in_all_exists_is_public_and_sorted(module: ModuleType) -> None:
     names = [name for name in module.__all__ if name != "__version__"]

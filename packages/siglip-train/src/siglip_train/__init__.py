@@ -3,11 +3,14 @@
 - ``Trainer(model, batches, config, *, loss_fn=None, eval_fn=None)``: any model following
   :class:`TwoTowerModel` (``encode_image``, ``encode_text``, ``log_scale``, ``bias``), any loss with
   the siglip-loss signature (:class:`ContrastiveLoss`), any iterable of batches; DDP under torchrun
-  with global negatives; checkpoints with exact resume; LiT / reverse-LiT freezing.
+  with global negatives; checkpoints with exact resume; LiT / reverse-LiT freezing; FSDP2 (``strategy: fsdp``).
 - ``TrainConfig`` and its sections, ``build_config`` (preset + YAML/JSON files + ``a.b=value``
   overrides), ``apply_overrides``, presets ``tiny-cpu``, ``b16-webli-like``, ``lit-b16``.
 - ``interpolate_weights`` (WiSE-FT), ``decay_parameter_names``, ``read_metrics``,
   ``latest_checkpoint``.
+- :mod:`siglip_train.distributed`: ``strategy: fsdp``'s sharded checkpoints exported as one
+  HF-layout model (``export_checkpoint``), per-rank state bytes, the memory planner
+  (``plan_memory``, ``siglip-train plan``).
 - The command line: ``siglip-train`` or ``python -m siglip_train``. The emoji + Fashion-MNIST demo
   lives in :mod:`siglip_train.demo` (``siglip-train demo``).
 - The SigLIP 2 recipe (LocCa decoder, SILC/TIPS self-distillation, ACID curation) in miniature:
@@ -16,6 +19,7 @@
 See docs/train.md.
 """
 
+from siglip_train import distributed as distributed  # public submodule
 from siglip_train import recipe as recipe  # public submodule
 from siglip_train._checkpoint import CheckpointError
 from siglip_train._checkpoint import latest_checkpoint

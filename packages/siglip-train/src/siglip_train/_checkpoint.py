@@ -1,7 +1,9 @@
 """Checkpoints: HF-layout model weights + optimizer/scheduler/data/RNG state, atomic, verified.
 
-Why our own format rather than ``torch.distributed.checkpoint``: see "Checkpoints and resuming"
-in docs/train.md.
+Why our own format rather than ``torch.distributed.checkpoint`` for DDP: see "Checkpoints and
+resuming" in docs/train.md. Under ``strategy="fsdp"`` the weights and optimizer state are DCP
+shards instead (``_dcp``); everything else (atomic rename, manifest, keep-last-K, per-rank RNG and
+data state) is shared.
 """
 
 from __future__ import annotations
@@ -346,8 +348,13 @@ def write_checkpoint(
     run_id: str | None = None,
     extra_state: Mapping[str, Any] | None = None,
     write_assets: Callable[[Path], None] | None = None,
+    save_sharded: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write the checkpoint of ``step`` (every rank calls it); returns its directory.
+
+    With ``save_sharded`` (FSDP), every rank calls ``save_sharded(temp_dir / "sharded")`` to write
+    its shards of the weights and optimizer state (DCP) instead of rank 0 writing ``model/``
+    and the optimizer into ``training_state.pt``; the manifest records ``"weights": "sharded"``.
 
     Each rank writes its ``rank_state`` (RNG, data position); rank 0 writes the weights, the
     optimizer, scheduler and config, ``write_assets(model_directory)`` (tokenizer,
@@ -368,14 +375,19 @@ def write_checkpoint(
     with _shared_atomic_directory(final, context) as temporary:
         try:
             save_torch(dict(rank_state), temporary / rank_state_file(context.rank))
+            if save_sharded is not None:
+                from siglip_train._dcp import SHARDED_DIRECTORY
+
+                save_sharded(temporary / SHARDED_DIRECTORY)
             if context.is_main:
-                save_model_weights(model, temporary / MODEL_DIRECTORY)
+                if save_sharded is None:
+                    save_model_weights(model, temporary / MODEL_DIRECTORY)
                 if write_assets is not None:
                     write_assets(temporary / MODEL_DIRECTORY)
                 save_torch(
                     {
                         "step": step,
-                        "optimizer": optimizer.state_dict(),
+                        "optimizer": optimizer.state_dict() if save_sharded is None else None,
                         "scheduler": scheduler.state_dict(),
                         "config": config_to_dict(config),
                         "world_size": context.world_size,
@@ -403,6 +415,7 @@ def write_checkpoint(
                     "parameters": model_parameter_shapes(model),
                     "model_class": type(model).__name__,
                     "run_id": run_id,
+                    "weights": "full" if save_sharded is None else "sharded",
                 },
             )
     if context.is_main:
@@ -422,11 +435,16 @@ def verify_checkpoint(directory: Path, model: nn.Module, world_size: int) -> Non
     manifest = read_manifest(directory)
     check_model_matches(manifest, model, directory)
     saved_world = manifest.get("world_size", 1)
-    if saved_world != world_size:
+    if saved_world != world_size and not is_sharded(manifest):
         raise CheckpointError(
             f"checkpoint {str(directory)!r} was written by {saved_world} process(es) but this "
             f"run has {world_size}; per-rank data and RNG state cannot be mapped"
         )
+
+
+def is_sharded(manifest: Mapping[str, Any]) -> bool:
+    """Whether a checkpoint holds DCP shards (FSDP), which load on any world size."""
+    return manifest.get("weights") == "sharded"
 
 
 @dataclasses.dataclass
@@ -437,27 +455,51 @@ class RestoredState:
         step: optimizer steps the checkpoint was taken after.
         batches_consumed: batches this rank had drawn from its source.
         training_state: the optimizer / scheduler state dicts (and step, config, world size).
+        sharded: the weights and optimizer state are DCP shards, loaded once the model is
+            sharded and the optimizer built (:func:`siglip_train._dcp.load_sharded`).
+        data_state_restored: the batch source's own state was restored (else the caller
+            fast-forwards it by ``batches_consumed``).
     """
 
     step: int
     batches_consumed: int
     training_state: dict[str, Any]
+    sharded: bool = False
+    data_state_restored: bool = False
 
 
 def restore_checkpoint(
-    directory: Path, *, model: nn.Module, batches: Any, rank: int
+    directory: Path, *, model: nn.Module, batches: Any, rank: int, world_size: int = 1
 ) -> RestoredState:
     """Load weights, this rank's RNG states and data-loader state from a verified checkpoint.
+
+    A sharded checkpoint written on another number of ranks (resharding): rank ``r`` takes the
+    RNG state of saved rank ``r mod W_saved``, and the batch source is not given a loader state
+    (another world size splits the data differently): the caller fast-forwards it.
 
     Raises:
         CheckpointError: the checkpoint holds a data-loader state but ``batches`` has no
             ``load_state_dict()``, or this rank's state file is missing.
     """
-    load_model_weights(model, directory / MODEL_DIRECTORY)
+    manifest = read_manifest(directory, verify=False)
+    sharded = is_sharded(manifest)
+    if not sharded:
+        load_model_weights(model, directory / MODEL_DIRECTORY)
     training_state = load_training_state(directory)
-    rank_state = load_rank_state(directory, rank)
+    saved_world = int(training_state.get("world_size", 1))
+    same_world = saved_world == world_size
+    rank_state = load_rank_state(directory, rank if same_world else rank % saved_world)
     restore_rng_state(rank_state["rng"])
-    data_state = rank_state.get("data")
+    data_state = rank_state.get("data") if same_world else None
+    if not same_world:
+        LOGGER.warning(
+            "resuming %s (written by %d ranks) on %d: resharded weights and optimizer state; "
+            "the batch source is fast-forwarded by %d batches",
+            directory,
+            saved_world,
+            world_size,
+            int(rank_state["batches_consumed"]),
+        )
     if data_state is not None:
         loader = getattr(batches, "load_state_dict", None)
         if not callable(loader):
@@ -471,4 +513,6 @@ def restore_checkpoint(
         step=int(training_state["step"]),
         batches_consumed=int(rank_state["batches_consumed"]),
         training_state=training_state,
+        sharded=sharded,
+        data_state_restored=data_state is not None,
     )

@@ -86,6 +86,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     launcher.add_argument("torchrun_args", nargs=argparse.REMAINDER, help="torchrun's arguments")
 
+    plan = commands.add_parser(
+        "plan",
+        help="per-device memory of a training step (parameters, gradients, optimizer, "
+        "activations per tower and block, loss buffers) and whether it fits; exit 1 if not",
+    )
+    plan.add_argument("--model", required=True, help="a siglip_models registry name")
+    plan.add_argument("--batch", type=int, required=True, help="the GLOBAL batch")
+    plan.add_argument("--devices", type=int, required=True, help="number of devices (ranks)")
+    plan.add_argument("--strategy", choices=("ddp", "fsdp"), default="fsdp")
+    plan.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16")
+    plan.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
+    plan.add_argument("--freeze", choices=("none", "image", "text"), default="none")
+    plan.add_argument("--loss", choices=("sigmoid", "softmax"), default="sigmoid")
+    plan.add_argument(
+        "--device-memory", type=float, metavar="GiB", help="device size: say whether it fits"
+    )
+
     interpolate = commands.add_parser(
         "interpolate", help="WiSE-FT: mix a zero-shot and a fine-tuned HF-layout model"
     )
@@ -123,6 +140,27 @@ def _train(args: argparse.Namespace) -> int:
     return train_from_config(
         config, resume=args.resume, overwrite=args.overwrite, force_resume=args.force_resume
     )
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from siglip_train._planner import plan_memory
+
+    try:
+        plan = plan_memory(
+            args.model,
+            batch=args.batch,
+            devices=args.devices,
+            strategy=args.strategy,
+            dtype=args.dtype,
+            checkpointing=args.checkpointing,
+            freeze=args.freeze,
+            loss=args.loss,
+            device_memory_gib=args.device_memory,
+        )
+    except (KeyError, ValueError) as error:
+        raise ConfigError(str(error).strip("'\"")) from None
+    print(plan.report())
+    return 1 if plan.fits is False else 0
 
 
 def _interpolate(args: argparse.Namespace) -> int:
@@ -188,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": demo_cli.run,
         "presets": lambda _: print("\n".join(list_presets())) or 0,
         "interpolate": _interpolate,
+        "plan": _plan,
         "torchrun": _torchrun,
     }
     try:

@@ -220,6 +220,11 @@ class TrainConfig:
             ``"text"`` (the reverse). ``log_scale`` and ``bias`` stay trainable.
         precision: ``"auto"`` (bf16 autocast on GPU, float32 on CPU), ``"fp32"`` or ``"bf16"``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        strategy: how the processes of a torchrun job share the model: ``"ddp"`` (every rank
+            holds all parameters, gradients and optimizer state; gradients averaged) or
+            ``"fsdp"`` (PyTorch FSDP2 ``fully_shard`` per encoder block and per tower: each rank
+            holds ``1/W`` of them; sharded ``torch.distributed.checkpoint`` checkpoints that
+            resume on any world size). See docs/distributed.md.
         max_seconds: stop (and checkpoint) after this much training time; 0 means no limit.
         num_threads: ``torch.set_num_threads`` for CPU training; 0 keeps torch's default.
         collective_timeout_seconds: how long a collective (all-reduce, barrier) may wait for
@@ -236,6 +241,7 @@ class TrainConfig:
     freeze: Literal["none", "image", "text"] = "none"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    strategy: Literal["ddp", "fsdp"] = "ddp"
     max_seconds: float = 0.0
     num_threads: int = 0
     collective_timeout_seconds: float = 0.0

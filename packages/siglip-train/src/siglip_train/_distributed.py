@@ -40,7 +40,9 @@ class DistributedContext:
 DEFAULT_COLLECTIVE_TIMEOUT_SECONDS = {"cpu": 300.0, "cuda": 600.0}
 
 
-def init_distributed(device_type: str, *, timeout_seconds: float = 0.0) -> DistributedContext:
+def init_distributed(
+    device_type: str, *, timeout_seconds: float = 0.0, group_for_one: bool = False
+) -> DistributedContext:
     """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``).
 
     Uses NCCL for CUDA and gloo for CPU. A run without ``WORLD_SIZE`` (or with 1) is a single
@@ -50,6 +52,8 @@ def init_distributed(device_type: str, *, timeout_seconds: float = 0.0) -> Distr
         device_type: ``"cpu"`` or ``"cuda"``.
         timeout_seconds: how long a collective waits for the others before it fails; 0 means
             :data:`DEFAULT_COLLECTIVE_TIMEOUT_SECONDS` (300 s on CPU, 600 s on GPU).
+        group_for_one: also create a group of one process under torchrun
+            (``--nproc_per_node=1``: ``WORLD_SIZE=1`` and ``MASTER_ADDR`` set), which FSDP needs.
     """
     if dist.is_available() and dist.is_initialized():
         return DistributedContext(
@@ -58,7 +62,7 @@ def init_distributed(device_type: str, *, timeout_seconds: float = 0.0) -> Distr
             local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if world_size <= 1 and not (group_for_one and "MASTER_ADDR" in os.environ):
         return DistributedContext()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

@@ -57,6 +57,12 @@ def resolve_model_directory(path: str | os.PathLike[str], *, field: str) -> Path
             f"{field} must be an HF model directory or a checkpoint step_<N> directory, got the "
             f"run directory {str(directory)!r}: name one of its checkpoints/step_<N>"
         )
+    if (directory / "sharded").is_dir():
+        raise ConfigError(
+            f"{field} must be an HF model directory or a checkpoint step_<N> directory with "
+            f"model/, got the sharded (strategy=fsdp) checkpoint {str(directory)!r}: export it "
+            "first (siglip_train.distributed.export_checkpoint) or resume it with --resume"
+        )
     raise ConfigError(
         f"{field} must be an HF model directory (config.json + model.safetensors) or a "
         f"checkpoint step_<N> directory, got {str(directory)!r}"
@@ -298,8 +304,9 @@ def _webdataset_batches(config: TrainConfig, context: DistributedContext, tokeni
     data = config.data
     if data.batch_size % context.world_size:
         raise ConfigError(
-            f"data.batch_size ({data.batch_size}) must be divisible by the number of "
-            f"processes ({context.world_size})"
+            "config field 'data.batch_size' (the global batch, split evenly over the ranks) "
+            f"must be divisible by the number of processes {context.world_size}, got "
+            f"{data.batch_size}"
         )
     shards, missing = _check_shards(config)
     dataset = siglip_data.ImageTextDataset(

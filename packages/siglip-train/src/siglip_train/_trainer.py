@@ -1,4 +1,7 @@
-"""The training loop: DDP, frozen towers, signals, periodic eval; checkpoints in ``_checkpoint``."""
+"""The training loop: DDP or FSDP (``_fsdp``), frozen towers, signals, periodic eval.
+
+Checkpoints are written and read by ``_checkpoint`` (sharded ones by ``_dcp``).
+"""
 
 from __future__ import annotations
 
@@ -113,14 +116,15 @@ class _TowerPair(nn.Module):
 
 
 class Trainer:
-    """Train a two-tower model with a contrastive loss; single process or torchrun + DDP.
+    """Train a two-tower model with a contrastive loss; single process or torchrun + DDP / FSDP.
 
     The model is any ``nn.Module`` with ``encode_image``, ``encode_text``, ``log_scale`` and
     ``bias`` (:class:`~siglip_train.TwoTowerModel`); the loss any function with the siglip-loss
     signature (default: ``config.loss``, in its distributed form under torchrun); the batches any
     iterable of ``{"pixels", "token_ids"}`` dicts, each process's LOCAL share of the global batch.
     An iterable with ``state_dict()``/``load_state_dict()`` resumes exactly; any other is
-    fast-forwarded by the number of batches already consumed.
+    fast-forwarded by the number of batches already consumed. ``config.strategy="fsdp"`` shards
+    the towers with FSDP2 and writes sharded checkpoints (docs/distributed.md).
 
     Args:
         model: the model (moved to the configured device).
@@ -213,8 +217,14 @@ class Trainer:
             torch.set_num_threads(config.num_threads)
         self.device = self._resolve_device(config)
         self.context: DistributedContext = init_distributed(
-            self.device.type, timeout_seconds=config.collective_timeout_seconds
+            self.device.type,
+            timeout_seconds=config.collective_timeout_seconds,
+            group_for_one=config.strategy == "fsdp",
         )
+        if config.strategy == "fsdp":
+            from siglip_train._fsdp import require_process_group
+
+            require_process_group(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.context.local_rank)
         model.to(self.device)
@@ -240,6 +250,10 @@ class Trainer:
         self.checkpoint_assets: Callable[[Path], None] | None = None
         self._watchdog = StepWatchdog(config.step_timeout_seconds, rank=self.context.rank)
         self._step_module: nn.Module | None = None
+        # FSDP: the parameters kept replicated (log_scale, bias), whose gradients we average.
+        self._replicated: list[nn.Parameter] | None = None
+        self._resume_sharded = False
+        self._resume_resharded = False
         self._iterator: Iterator[Mapping[str, Any]] | None = None
         self._peeked: Mapping[str, Any] | None = None
         self._stop_signal: int | None = None
@@ -352,7 +366,15 @@ class Trainer:
         if self.context.is_main:
             write_run_file(self.output_dir, plan)
         restored = restore_checkpoint(
-            directory, model=self.model, batches=self.batches, rank=self.context.rank
+            directory,
+            model=self.model,
+            batches=self.batches,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+        )
+        self._resume_sharded = restored.sharded
+        self._resume_resharded = (
+            int(restored.training_state.get("world_size", 1)) != self.context.world_size
         )
         self._check_changes(restored.training_state.get("config"), directory)
         self.step = restored.step
@@ -448,7 +470,7 @@ class Trainer:
             return
         training_state = self._apply_resume()
         has_state = callable(getattr(self.batches, "state_dict", None))
-        if training_state is not None and not has_state:
+        if training_state is not None and (not has_state or self._resume_resharded):
             # No loader state to restore: fast-forward a plain iterable to where it stopped.
             skip, self.batches_consumed = self.batches_consumed, 0
             for _ in range(skip):
@@ -472,6 +494,21 @@ class Trainer:
             self._towers, pixels, token_ids
         )
         self._freeze()
+        step_module = _TowerPair(
+            self._towers,
+            image_frozen=self.config.freeze == "image",
+            text_frozen=self.config.freeze == "text",
+        )
+        if self.config.strategy == "fsdp":
+            from siglip_train._fsdp import shard_two_towers
+
+            # Before the optimizer: fully_shard replaces the parameters by sharded ones.
+            self._replicated = shard_two_towers(
+                step_module,
+                self.model,
+                device_type=self.device.type,
+                autocast_dtype=self.autocast_dtype,
+            )
         optimizer_config = self.config.optimizer
         groups = build_parameter_groups(
             self.model,
@@ -492,21 +529,32 @@ class Trainer:
             warmup_steps=optimizer_config.warmup_steps,
             min_lr_ratio=optimizer_config.min_lr_ratio,
         )
+        if training_state is not None and self._replicated is not None and not self._resume_sharded:
+            raise CheckpointError(
+                f"checkpoint {str(self._resume_from)!r} was written with strategy=ddp (whole "
+                "weights, an optimizer state by parameter index); resuming it with "
+                "strategy=fsdp is not supported: resume it with strategy=ddp, or start a new "
+                f"FSDP run from its weights (model.init_from={str(self._resume_from)!r})"
+            )
         if training_state is not None:
             try:
-                self.optimizer.load_state_dict(training_state["optimizer"])
+                if self._resume_sharded:
+                    from siglip_train._dcp import SHARDED_DIRECTORY
+                    from siglip_train._dcp import load_sharded
+
+                    assert self._resume_from is not None
+                    load_sharded(self._resume_from / SHARDED_DIRECTORY, self.model, self.optimizer)
+                else:
+                    self.optimizer.load_state_dict(training_state["optimizer"])
                 self.scheduler.load_state_dict(training_state["scheduler"])
-            except (ValueError, KeyError) as error:
+            except (ValueError, KeyError, RuntimeError) as error:
                 raise CheckpointError(
                     f"optimizer state of {str(self._resume_from)!r} does not fit this run "
                     f"(different freeze or parameter groups?): {error}"
                 ) from None
-        step_module = _TowerPair(
-            self._towers,
-            image_frozen=self.config.freeze == "image",
-            text_frozen=self.config.freeze == "text",
-        )
-        if self.context.is_distributed:
+        if self._replicated is not None:
+            self._step_module = step_module  # sharded in place above
+        elif self.context.is_distributed:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -556,9 +604,16 @@ class Trainer:
         loss.backward()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         clip = self.config.optimizer.grad_clip
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            trainable, clip if clip > 0 else math.inf, foreach=True
-        )
+        if self._replicated is not None:
+            from siglip_train._fsdp import average_replicated_gradients
+            from siglip_train._fsdp import clip_grad_norm
+
+            average_replicated_gradients(self._replicated)
+            grad_norm = clip_grad_norm(trainable, clip if clip > 0 else math.inf)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                trainable, clip if clip > 0 else math.inf, foreach=True
+            )
         self.optimizer.step()
         self.scheduler.step()
         return loss.detach(), grad_norm.detach()
@@ -821,14 +876,18 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Run ``eval_fn`` on rank 0 (eval mode, no gradients) and log its results."""
         results: dict[str, float] = {}
-        if self.eval_fn is not None and self.context.is_main:
+        # FSDP: every rank holds a shard of the towers, so every rank runs eval_fn (its
+        # forward passes gather the shards); rank 0 logs.
+        everywhere = self._replicated is not None
+        if self.eval_fn is not None and (self.context.is_main or everywhere):
             self._watchdog.pause()
             was_training = self.model.training
             self.model.eval()
             with torch.no_grad():
                 results = {k: float(v) for k, v in self.eval_fn(self._towers).items()}
             self.model.train(was_training)
-            self._logger.log(self.step, results, kind="eval")
+            if self.context.is_main:
+                self._logger.log(self.step, results, kind="eval")
             self._watchdog.resume()
         if self.context.is_distributed:
             dist.barrier()
@@ -847,6 +906,15 @@ class Trainer:
             return self._save_checkpoint()
         finally:
             self._watchdog.resume()
+
+    def _sharded_saver(self) -> Callable[[Path], None] | None:
+        if self._replicated is None:
+            return None
+        from siglip_train._dcp import save_sharded
+
+        model, optimizer = self.model, self.optimizer
+        assert optimizer is not None
+        return lambda directory: save_sharded(directory, model, optimizer)
 
     def _save_checkpoint(self) -> Path:
         assert self.optimizer is not None
@@ -868,8 +936,9 @@ class Trainer:
             rank_state=rank_state,
             context=self.context,
             run_id=self.run_id,
-            extra_state={"train_seconds": self._train_seconds},
+            extra_state={"train_seconds": self._train_seconds, "strategy": self.config.strategy},
             write_assets=self.checkpoint_assets,
+            save_sharded=self._sharded_saver(),
         )
         self._last_saved_step = self.step
         self._last_checkpoint = final
