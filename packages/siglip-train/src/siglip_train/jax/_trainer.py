@@ -485,6 +485,7 @@ class JaxTrainer:
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint of the current step (every process calls it); its directory."""
+        self._setup()
         assert self._checkpoints is not None
         if self._last_saved_step == self.step and self._last_checkpoint is not None:
             return self._last_checkpoint
