@@ -28,6 +28,7 @@ from siglip_train._checkpoint import CheckpointError
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
 from siglip_train._config import config_to_dict
+from siglip_train._config import save_config
 from siglip_train._config import validate_config
 from siglip_train._logging import LOGGER
 from siglip_train._logging import MetricsLogger
@@ -559,6 +560,8 @@ class JaxTrainer:
         self._setup()
         assert self._checkpoints is not None
         config = self.config
+        if self.is_main:
+            save_config(config, self.output_dir / "config.yaml")
         end_step = config.steps if max_steps is None else min(config.steps, self.step + max_steps)
         if config.logging.progress_bar:
             self._logger.open_progress(total=config.steps, initial=self.step)
