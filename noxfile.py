@@ -196,6 +196,14 @@ PACKAGES: dict[str, Package] = {
                 extras=("eval", "tensorboard", "demo", "testing"),
                 tests=("tests",),
                 doctests=("siglip_train",),
+                doctest_skip=("siglip_train.jax",),
+                pytest_args=("--ignore=packages/siglip-train/tests/jax",),
+            ),
+            # The JAX trainer: its tests compare it with the torch trainer, so torch is here too.
+            "jax": Variant(
+                extras=("jax", "eval", "tensorboard", "testing"),
+                tests=("tests/jax",),
+                doctests=("siglip_train.jax",),
             ),
         },
     ),

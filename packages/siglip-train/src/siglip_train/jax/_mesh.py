@@ -45,9 +45,9 @@ def make_mesh(*, fsdp: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
     Examples:
         >>> import jax
         >>> from siglip_train.jax import make_mesh
-        >>> mesh = make_mesh(fsdp=2, devices=jax.devices()[:4])
+        >>> mesh = make_mesh(fsdp=1, devices=jax.devices()[:1])
         >>> dict(mesh.shape)
-        {'data': 2, 'fsdp': 2}
+        {'data': 1, 'fsdp': 1}
     """
     chosen = list(jax.devices() if devices is None else devices)
     if fsdp < 1:
