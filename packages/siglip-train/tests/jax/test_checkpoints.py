@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
+
 from siglip_models.flax import SiglipModel as FlaxSiglip
 from siglip_models.torch import SiglipModel as TorchSiglip
-
 from siglip_train import CheckpointError
 from siglip_train import read_metrics
 from siglip_train.jax import JaxTrainer
@@ -51,25 +51,37 @@ def test_sigterm_saves_and_resume_on_half_the_devices_continues_exactly(tmp_path
     batches = numpy_batches(7, batch_size=8, seed=1)
     four, two = make_mesh(fsdp=2, devices=jax.devices()[:4]), make_mesh(devices=jax.devices()[:2])
 
-    straight = tiny_config(tmp_path / "straight", "checkpoint.every_steps=2", "checkpoint.keep_last=2")
+    straight = tiny_config(
+        tmp_path / "straight", "checkpoint.every_steps=2", "checkpoint.keep_last=2"
+    )
     reference = JaxTrainer(FlaxSiglip("tiny-test"), ResumableBatches(batches), straight, mesh=four)
     reference.fit()
     steps_kept = sorted(path.name for path in (tmp_path / "straight" / "checkpoints").iterdir())
     assert steps_kept == ["step_000000004", "step_000000006"]  # keep_last=2
 
     config = tiny_config(tmp_path / "resumed")
-    first = JaxTrainer(FlaxSiglip("tiny-test"), ResumableBatches(batches, signal_at=3), config, mesh=four)
+    first = JaxTrainer(
+        FlaxSiglip("tiny-test"), ResumableBatches(batches, signal_at=3), config, mesh=four
+    )
     result = first.fit()
-    assert result.interrupted and first.stop_signal == signal.SIGTERM
-    assert result.step == 3 and result.checkpoint.name == "step_000000003"
+    assert result.interrupted
+    assert first.stop_signal == signal.SIGTERM
+    assert result.step == 3
+    assert result.checkpoint.name == "step_000000003"
 
     with pytest.raises(CheckpointError, match="holds checkpoints"):
         JaxTrainer(FlaxSiglip("tiny-test"), ResumableBatches(batches), config, mesh=two).fit()
     # Another device count (4 -> 2) and another mesh shape: the arrays are resharded on restore.
-    second = JaxTrainer(FlaxSiglip("tiny-test", rngs=__import__("flax").nnx.Rngs(7)), ResumableBatches(batches), config, mesh=two)
+    second = JaxTrainer(
+        FlaxSiglip("tiny-test", rngs=__import__("flax").nnx.Rngs(7)),
+        ResumableBatches(batches),
+        config,
+        mesh=two,
+    )
     second.resume("auto")
     result = second.fit()
-    assert result.step == 6 and not result.interrupted
+    assert result.step == 6
+    assert not result.interrupted
 
     expected = read_metrics(tmp_path / "straight" / "metrics.jsonl")
     got = read_metrics(tmp_path / "resumed" / "metrics.jsonl")
@@ -88,7 +100,10 @@ def test_a_checkpoint_of_another_model_shape_is_refused(tmp_path):
     wider = FlaxSiglip("tiny-test").config.replace(text={"vocab_size": 120})
     trainer = JaxTrainer(FlaxSiglip(wider), numpy_batches(1, batch_size=8), config)
     trainer.resume("auto")
-    with pytest.raises(CheckpointError, match=r"token_embedding/embedding' expected shape \(120, 32\), got \(100, 32\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"token_embedding/embedding' expected shape \(120, 32\), got \(100, 32\)",
+    ):
         trainer.fit()
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import siglip_data
 from siglip_models.torch import SiglipModel
-
 from siglip_train import read_metrics
 from siglip_train._cli import main
 
@@ -56,7 +56,8 @@ def test_train_framework_jax_logs_evaluates_and_exports(shard_run, capsys):
     assert [r["step"] for r in train] == [1, 2]
     assert {"loss", "lr", "scale", "bias", "grad_norm", "samples_per_second"} <= set(train[0])
     evals = [r for r in records if r["kind"] == "eval"]
-    assert evals and evals[0]["step"] == 2
+    assert evals
+    assert evals[0]["step"] == 2
     assert any(name.startswith("retrieval_") for name in evals[0])
     assert list((run_dir / "tensorboard").iterdir())
     assert "train: 100%" in capsys.readouterr().err  # the progress bar
@@ -69,7 +70,10 @@ def test_train_framework_jax_logs_evaluates_and_exports(shard_run, capsys):
     ("override", "message"),
     [
         ("mesh.fsdpp=2", "unknown config field(s) ['mesh.fsdpp']"),
-        ("mesh.fsdp=16", "'mesh.fsdp': fsdp: expected at most the 8 available device(s), got a mesh axis of 16"),
+        (
+            "mesh.fsdp=16",
+            "'mesh.fsdp': fsdp: expected at most the 8 available device(s), got a mesh axis of 16",
+        ),
         ("data.batch_size=12", "'data.batch_size' must be divisible by the 8 devices"),
     ],
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from siglip_models.flax import SiglipModel
 
+from siglip_models.flax import SiglipModel
 from siglip_train import ConfigError
 from siglip_train.jax import JaxTrainer
 from siglip_train.jax import decays
@@ -28,7 +28,9 @@ def test_params_and_adam_moments_per_device_shrink_with_fsdp(tmp_path, devices):
     leaves = jax.tree.leaves((trainer.params, trainer.opt_state))
     total = sum(leaf.nbytes for leaf in leaves)
     first_device = sum(
-        shard.data.nbytes for leaf in leaves for shard in leaf.addressable_shards
+        shard.data.nbytes
+        for leaf in leaves
+        for shard in leaf.addressable_shards
         if shard.device == mesh.devices.flat[0]
     )
     # Arrays with no dimension divisible by the axis (scale, bias, biases of odd width) stay
@@ -37,10 +39,20 @@ def test_params_and_adam_moments_per_device_shrink_with_fsdp(tmp_path, devices):
 
 
 def test_the_sharding_rule_splits_the_largest_divisible_dimension():
-    assert fsdp_partition_spec((100, 32), itemsize=4, fsdp_size=4, min_shard_bytes=0) == jax.sharding.PartitionSpec("fsdp", None)
-    assert fsdp_partition_spec((37, 32), itemsize=4, fsdp_size=4, min_shard_bytes=0) == jax.sharding.PartitionSpec(None, "fsdp")
-    assert fsdp_partition_spec((37,), itemsize=4, fsdp_size=4, min_shard_bytes=0) == jax.sharding.PartitionSpec()
-    assert fsdp_partition_spec((1024, 1024), itemsize=4, fsdp_size=4, min_shard_bytes=8 * 2**20) == jax.sharding.PartitionSpec()
+    assert fsdp_partition_spec(
+        (100, 32), itemsize=4, fsdp_size=4, min_shard_bytes=0
+    ) == jax.sharding.PartitionSpec("fsdp", None)
+    assert fsdp_partition_spec(
+        (37, 32), itemsize=4, fsdp_size=4, min_shard_bytes=0
+    ) == jax.sharding.PartitionSpec(None, "fsdp")
+    assert (
+        fsdp_partition_spec((37,), itemsize=4, fsdp_size=4, min_shard_bytes=0)
+        == jax.sharding.PartitionSpec()
+    )
+    assert (
+        fsdp_partition_spec((1024, 1024), itemsize=4, fsdp_size=4, min_shard_bytes=8 * 2**20)
+        == jax.sharding.PartitionSpec()
+    )
 
 
 def test_weight_decay_is_on_weights_only():
@@ -64,14 +76,21 @@ def test_weight_decay_is_on_weights_only():
 
 
 def test_bad_batch_and_mesh_are_named(tmp_path):
-    with pytest.raises(ValueError, match=r"fsdp: expected at most the 8 available device\(s\), got a mesh axis of 16"):
+    with pytest.raises(
+        ValueError,
+        match=r"fsdp: expected at most the 8 available device\(s\), got a mesh axis of 16",
+    ):
         make_mesh(fsdp=16)
-    with pytest.raises(ConfigError, match="'mesh.fsdp'"):
+    with pytest.raises(ConfigError, match=r"'mesh\.fsdp'"):
         JaxTrainer(SiglipModel("tiny-test"), [], tiny_config(tmp_path, "mesh.fsdp=3"))
-    trainer = JaxTrainer(SiglipModel("tiny-test"), numpy_batches(1, batch_size=12), tiny_config(tmp_path))
-    with pytest.raises(ValueError, match="global batch divisible by the 8 devices of the mesh, got 12 rows"):
+    trainer = JaxTrainer(
+        SiglipModel("tiny-test"), numpy_batches(1, batch_size=12), tiny_config(tmp_path)
+    )
+    with pytest.raises(
+        ValueError, match="global batch divisible by the 8 devices of the mesh, got 12 rows"
+    ):
         trainer.fit()
-    with pytest.raises(ConfigError, match="'loss.positives' must be 'diagonal'"):
+    with pytest.raises(ConfigError, match=r"'loss\.positives' must be 'diagonal'"):
         JaxTrainer(SiglipModel("tiny-test"), [], tiny_config(tmp_path, "loss.positives=caption"))
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from siglip_models.flax import SiglipModel as FlaxSiglip
 from siglip_models.torch import SiglipModel as TorchSiglip
-
 from siglip_train import Trainer
 from siglip_train import read_metrics
 from siglip_train.jax import JaxTrainer
@@ -22,7 +22,9 @@ STEPS = 20
 
 def flax_copy_of(torch_model: TorchSiglip) -> FlaxSiglip:
     flax_model = FlaxSiglip(torch_model.config)
-    flax_model.load_hf_state_dict({k: v.detach().numpy() for k, v in torch_model.hf_state_dict().items()})
+    flax_model.load_hf_state_dict(
+        {k: v.detach().numpy() for k, v in torch_model.hf_state_dict().items()}
+    )
     return flax_model
 
 

@@ -18,6 +18,8 @@ def test_every_name_in_all_exists_is_public_and_sorted():
 
 def test_import_siglip_train_imports_no_jax():
     code = "import sys, siglip_train; print(sorted({'jax', 'flax', 'optax', 'orbax'} & set(sys.modules)))"
-    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"

@@ -114,9 +114,7 @@ def _flat_leaves(tree: Any) -> dict[str, Any]:
     return {str(index): leaf for index, leaf in enumerate(jax.tree.leaves(tree))}
 
 
-def check_shapes(
-    saved: Mapping[str, Any], current: Mapping[str, Any], *, source: str
-) -> None:
+def check_shapes(saved: Mapping[str, Any], current: Mapping[str, Any], *, source: str) -> None:
     """Refuse a checkpoint of another model: names and shapes must match exactly.
 
     Raises:

@@ -58,9 +58,7 @@ def make_mesh(*, fsdp: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
             f"of {fsdp} (set mesh.fsdp <= {len(chosen)})"
         )
     if len(chosen) % fsdp:
-        raise ValueError(
-            f"fsdp: expected a divisor of the {len(chosen)} device(s), got {fsdp}"
-        )
+        raise ValueError(f"fsdp: expected a divisor of the {len(chosen)} device(s), got {fsdp}")
     grid = np.asarray(chosen, dtype=object).reshape(len(chosen) // fsdp, fsdp)
     auto = (jax.sharding.AxisType.Auto, jax.sharding.AxisType.Auto)
     return Mesh(grid, BATCH_AXES, axis_types=auto)

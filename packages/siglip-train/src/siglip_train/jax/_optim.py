@@ -102,7 +102,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 class AdamState(NamedTuple):
     """Step count and the two moments of :func:`scale_by_adam`."""
 
-    count: jax.Array
+    steps: jax.Array
     mu: Any
     nu: Any
 
@@ -124,7 +124,7 @@ def scale_by_adam(*, b1: float, b2: float, eps: float) -> optax.GradientTransfor
 
     def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, AdamState]:
         del params
-        count = state.count + 1
+        count = state.steps + 1
         mu = jax.tree.map(lambda m, g: m + (1.0 - b1) * (g - m), state.mu, updates)
         nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, updates)
         steps = count.astype(jnp.float32)

@@ -147,8 +147,7 @@ def train_from_config(
     if jax.process_index() == 0:
         checkpoint_assets(config, tokenizer)(model_directory)
     LOGGER.info(
-        "finished at step %d (interrupted=%s), %.1f s training, checkpoint %s, mesh %s, "
-        "loss %.4f",
+        "finished at step %d (interrupted=%s), %.1f s training, checkpoint %s, mesh %s, loss %.4f",
         result.step,
         result.interrupted,
         result.train_seconds,

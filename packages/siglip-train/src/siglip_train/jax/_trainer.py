@@ -20,10 +20,10 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
+
 from siglip_loss.jax import l2_normalize
 from siglip_loss.jax import sharded_sigmoid_loss
 from siglip_loss.jax import softmax_loss
-
 from siglip_train._checkpoint import CheckpointError
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
@@ -163,7 +163,10 @@ class JaxTrainer:
         self.eval_fn = eval_fn
         self.output_dir = Path(config.output_dir)
         self.is_main = jax.process_index() == 0
-        self._graphdef, params_state, self._rest = nnx.split(model, nnx.Param, ...)
+        split: Any = nnx.split(model, nnx.Param, ...)
+        self._graphdef: Any = split[0]
+        self._rest: Any = split[2]
+        params_state = split[1]
         self._template = nnx.to_flat_state(params_state)
         self.names = ["/".join(str(part) for part in path) for path, _ in self._template]
         host = {name: var.get_value() for name, (_, var) in zip(self.names, self._template)}
@@ -201,7 +204,7 @@ class JaxTrainer:
                     f"set_gradient_checkpointing(enabled); {type(model).__name__} has none"
                 )
             setter(True)
-            self._graphdef, _, _ = nnx.split(model, nnx.Param, ...)
+            self._graphdef = nnx.split(model, nnx.Param, ...)[0]
 
     # ------------------------------------------------------------------------- the model
     def _merge(self, params: Mapping[str, jax.Array]) -> Any:
@@ -266,7 +269,9 @@ class JaxTrainer:
                 f"{pixels.shape}"
             )
         pixels = (
-            normalize_uint8_pixels(pixels) if pixels.dtype == np.uint8 else pixels.astype(np.float32)
+            normalize_uint8_pixels(pixels)
+            if pixels.dtype == np.uint8
+            else pixels.astype(np.float32)
         )
         rows = pixels.shape[0] * jax.process_count()
         devices = self.mesh.devices.size
@@ -449,7 +454,9 @@ class JaxTrainer:
         shapes = {name: list(value.shape) for name, value in self.params.items()}
         check_shapes(meta["param_shapes"], shapes, source=source)
         abstract_params = {
-            name: jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=self.param_shardings[name])
+            name: jax.ShapeDtypeStruct(
+                value.shape, value.dtype, sharding=self.param_shardings[name]
+            )
             for name, value in self.params.items()
         }
         abstract_opt = jax.tree.map(
@@ -523,11 +530,14 @@ class JaxTrainer:
                 raise SystemExit(128 + signum)
             self._stop_signal = signum
             LOGGER.warning(
-                "signal %d: finishing step %d, saving a checkpoint, then exiting", signum, self.step + 1
+                "signal %d: finishing step %d, saving a checkpoint, then exiting",
+                signum,
+                self.step + 1,
             )
 
         return {
-            signum: signal.signal(signum, request_stop) for signum in (signal.SIGTERM, signal.SIGINT)
+            signum: signal.signal(signum, request_stop)
+            for signum in (signal.SIGTERM, signal.SIGINT)
         }
 
     def _lr_of_step(self, step: int) -> float:
@@ -602,9 +612,7 @@ class JaxTrainer:
                 self._logger.progress(loss=loss, lr=lr, samples_per_second=samples_per_second)
                 if config.eval.every_steps and self.step % config.eval.every_steps == 0:
                     eval_results = self.evaluate()
-                out_of_time = bool(
-                    config.max_seconds and self._train_seconds >= config.max_seconds
-                )
+                out_of_time = bool(config.max_seconds and self._train_seconds >= config.max_seconds)
                 if self._should_stop(self._stop_signal is not None or out_of_time):
                     interrupted = True
                     break
