@@ -416,7 +416,6 @@ def _fit_with_jax(
 ) -> Any:
     """Train ``model``'s weights with the JAX trainer; copy the result back into ``model``."""
     from siglip_models.flax import SiglipModel as FlaxSiglipModel
-
     from siglip_train.jax import JaxTrainer
 
     def to_torch(flax_model: Any) -> SiglipModel:

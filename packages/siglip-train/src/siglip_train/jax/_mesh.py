@@ -85,10 +85,10 @@ def fsdp_partition_spec(
 
     Examples:
         >>> from siglip_train.jax import fsdp_partition_spec
-        >>> fsdp_partition_spec((768, 3072), itemsize=4, fsdp_size=4, min_shard_bytes=0)
-        PartitionSpec(None, 'fsdp')
-        >>> fsdp_partition_spec((768,), itemsize=4, fsdp_size=4, min_shard_bytes=2**20)
-        PartitionSpec()
+        >>> tuple(fsdp_partition_spec((768, 3072), itemsize=4, fsdp_size=4, min_shard_bytes=0))
+        (None, 'fsdp')
+        >>> tuple(fsdp_partition_spec((768,), itemsize=4, fsdp_size=4, min_shard_bytes=2**20))
+        ()
     """
     size_bytes = int(np.prod(shape, dtype=np.int64)) * itemsize
     if fsdp_size == 1 or size_bytes < min_shard_bytes:
