@@ -38,9 +38,9 @@ def main() -> None:
         {name: value[process_id * rows : (process_id + 1) * rows] for name, value in batch.items()}
         for batch in numpy_batches(3, batch_size=8, seed=3)
     ]
-    config = tiny_config(Path(output_dir), "steps=3", "checkpoint.every_steps=2")
+    config = tiny_config(Path(output_dir), "checkpoint.every_steps=2")
     trainer = JaxTrainer(SiglipModel("tiny-test"), halves, config, mesh=make_mesh(fsdp=2))
-    result = trainer.fit()
+    result = trainer.fit(max_steps=3)
     print(f"process {process_id}: step {result.step} loss {result.last_loss:.6f}", flush=True)
     jax.distributed.shutdown()
 

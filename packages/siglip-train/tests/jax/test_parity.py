@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from siglip_models.flax import SiglipModel as FlaxSiglip
@@ -28,8 +27,8 @@ def flax_copy_of(torch_model: TorchSiglip) -> FlaxSiglip:
     return flax_model
 
 
-@pytest.mark.parametrize("freeze", ["none", "image"])
-def test_jax_trainer_equals_torch_trainer_for_20_steps(tmp_path, freeze):
+def test_jax_trainer_equals_torch_trainer_for_20_steps(tmp_path):
+    freeze = "none"  # the frozen modes: test_mesh_and_modes.py (bit-identical towers)
     torch.manual_seed(0)
     torch_model = TorchSiglip("tiny-test")
     flax_model = flax_copy_of(torch_model)
