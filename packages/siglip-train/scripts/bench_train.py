@@ -108,13 +108,19 @@ def bench_memory(siglip_config: object) -> dict[str, dict[int, float]]:
         (tuple(variable.get_value().shape), np.dtype(variable.get_value().dtype).itemsize)
         for _, variable in nnx.to_flat_state(nnx.state(abstract, nnx.Param))
     ]
-    table: dict[str, dict[int, float]] = {"fsdp": {}, "replicated": {}}
+    modes = {
+        "replicated": (False, 4 * 2**20),
+        "fsdp": (True, 4 * 2**20),
+        "fsdp, min_shard_bytes=0": (True, 0),
+    }
+    table: dict[str, dict[int, float]] = {mode: {} for mode in modes}
     for devices in (1, 2, 4, 8):
-        for mode, fsdp in (("fsdp", devices), ("replicated", 1)):
+        for mode, (sharded, threshold) in modes.items():
+            fsdp = devices if sharded else 1
             per_device = 0
             for shape, itemsize in shapes:
                 spec = fsdp_partition_spec(
-                    shape, itemsize=itemsize, fsdp_size=fsdp, min_shard_bytes=4 * 2**20
+                    shape, itemsize=itemsize, fsdp_size=fsdp, min_shard_bytes=threshold
                 )
                 elements = int(np.prod(shape))
                 if any(axis is not None for axis in spec):
@@ -159,7 +165,7 @@ def main() -> None:
     memory = report["memory_mib_per_device_b16"]
     print("\n| ViT-B/16 param + Adam MiB per device | 1 | 2 | 4 | 8 |")
     print("|---|---|---|---|---|")
-    for mode in ("replicated", "fsdp"):
+    for mode in memory:
         row = " | ".join(f"{memory[mode][d]:.0f}" for d in (1, 2, 4, 8))
         print(f"| {mode} | {row} |")
     print(f"\n{report['machine']}; load {report['load_before']} -> {report['load_after']}")
