@@ -196,6 +196,14 @@ PACKAGES: dict[str, Package] = {
                 extras=("eval", "tensorboard", "demo", "testing"),
                 tests=("tests",),
                 doctests=("siglip_train",),
+                doctest_skip=("siglip_train.jax",),
+                pytest_args=("--ignore=packages/siglip-train/tests/jax",),
+            ),
+            # The JAX trainer: its tests compare it with the torch trainer, so torch is here too.
+            "jax": Variant(
+                extras=("jax", "eval", "tensorboard", "testing"),
+                tests=("tests/jax",),
+                doctests=("siglip_train.jax",),
             ),
         },
     ),
@@ -492,9 +500,17 @@ TASKS: dict[str, Task] = {
         packages=(("data", ("testing", "torch", "fast")),),
         script="packages/siglip-data/benchmarks/bench_data.py",
     ),
+    # The trainers' speed: steps/s of the demo model and a ViT-B/16 two-tower at batch 16 (fp32
+    # CPU), JAX jit vs torch in one run; parameter + Adam bytes per device at 1/2/4/8 devices,
+    # FSDP vs replicated. `nox -s bench-train [-- --steps N --skip-b16]` -> docs/performance.md.
+    "bench-train": Task(
+        packages=(("train", ("jax", "demo")),),
+        script="packages/siglip-train/scripts/bench_train.py",
+    ),
     # The one-command demo: `nox -s demo [-- --out DIR]` (builds data, trains on CPU, reports).
     "demo": Task(
-        packages=(("train", ("demo", "eval", "tensorboard")),),
+        # jax: `nox -s demo -- --framework jax` (the JAX trainer, same recipe and targets).
+        packages=(("train", ("demo", "eval", "tensorboard", "jax")),),
         script="packages/siglip-train/scripts/demo.py",
         debian=DEMO_DEBIAN,
     ),

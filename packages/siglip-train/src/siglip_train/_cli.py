@@ -74,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
+    train.add_argument(
+        "--framework",
+        choices=("torch", "jax"),
+        default="torch",
+        help="torch (default) or jax: the JAX/Flax trainer on a device mesh (siglip-train[jax]; "
+        "same config; docs/train-jax.md)",
+    )
 
     demo_cli.add_arguments(commands.add_parser("demo", help=demo_cli.DESCRIPTION))
 
@@ -137,6 +144,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_to_yaml(config), end="")
         return 0
+    if args.framework == "jax":
+        from siglip_train.jax._run import train_from_config as train_with_jax
+
+        if args.force_resume:
+            raise ConfigError(
+                "--force-resume is for the torch trainer (it checks config changes on resume); "
+                "drop it with --framework jax"
+            )
+        return train_with_jax(config, resume=args.resume, overwrite=args.overwrite)
     return train_from_config(
         config, resume=args.resume, overwrite=args.overwrite, force_resume=args.force_resume
     )

@@ -209,6 +209,23 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class MeshConfig:
+    """The device mesh of the JAX trainer (``siglip-train train --framework jax``); torch ignores it.
+
+    The mesh has a ``data`` and an ``fsdp`` axis; the batch is split over all devices, and
+    parameters and optimizer state over ``fsdp`` (docs/train-jax.md gives the rule).
+
+    Attributes:
+        fsdp: devices on the ``fsdp`` axis (must divide the device count); 1: parameters and
+            optimizer state replicated on every device (data parallel).
+        min_shard_bytes: arrays smaller than this stay replicated (big_vision: 4 MiB).
+    """
+
+    fsdp: int = 1
+    min_shard_bytes: int = 4 * 2**20
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs; saved as ``config.yaml`` and with every checkpoint.
 
@@ -253,6 +270,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
 
     def __post_init__(self) -> None:
         validate_config(self)
@@ -340,6 +358,8 @@ def validate_config(config: TrainConfig) -> None:
         ("checkpoint.keep_last", config.checkpoint.keep_last, config.checkpoint.keep_last >= 0, ">= 0"),
         ("logging.every_steps", config.logging.every_steps, config.logging.every_steps >= 1, ">= 1"),
         ("eval.every_steps", config.eval.every_steps, config.eval.every_steps >= 0, ">= 0"),
+        ("mesh.fsdp", config.mesh.fsdp, config.mesh.fsdp >= 1, ">= 1"),
+        ("mesh.min_shard_bytes", config.mesh.min_shard_bytes, config.mesh.min_shard_bytes >= 0, ">= 0"),
     ]  # fmt: skip
     for name, value, ok, expected in checks:
         if not ok:

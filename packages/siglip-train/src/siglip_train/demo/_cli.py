@@ -33,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-augment", action="store_true", help="no random translation of the emoji"
     )
     parser.add_argument(
+        "--framework",
+        choices=("torch", "jax"),
+        default="torch",
+        help="train with the torch Trainer (default) or the JAX trainer (siglip-train[jax])",
+    )
+    parser.add_argument(
         "--config",
         action="append",
         default=[],
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             fashion_mnist_fraction=args.fashion_mnist_fraction,
             augment=not args.no_augment,
             eval_every=args.eval_every,
+            framework=args.framework,
         )
     except (MissingDebianPackageError, ConfigError) as error:
         print(f"siglip-train demo: {' '.join(str(error).split())}", file=sys.stderr)

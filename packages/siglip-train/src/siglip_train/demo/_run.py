@@ -408,6 +408,39 @@ def _check_demo_config(config: TrainConfig) -> None:
         )
 
 
+def _fit_with_jax(
+    model: SiglipModel,
+    batches: Any,
+    config: TrainConfig,
+    eval_fn: Callable[[TwoTowerModel], dict[str, float]] | None,
+) -> Any:
+    """Train ``model``'s weights with the JAX trainer; copy the result back into ``model``."""
+    from siglip_models.flax import SiglipModel as FlaxSiglipModel
+    from siglip_train.jax import JaxTrainer
+
+    def to_torch(flax_model: Any) -> SiglipModel:
+        state = {k: torch.from_numpy(np.array(v)) for k, v in flax_model.hf_state_dict().items()}
+        model.load_hf_state_dict(state)
+        return model.eval()
+
+    flax_model = FlaxSiglipModel(model.config)
+    flax_model.load_hf_state_dict(
+        {k: v.detach().numpy() for k, v in model.hf_state_dict().items()}, source="demo model"
+    )
+
+    def periodic(trained: Any) -> dict[str, float]:
+        assert eval_fn is not None
+        with torch.no_grad():
+            return eval_fn(to_torch(trained))
+
+    trainer = JaxTrainer(
+        flax_model, batches, config, eval_fn=periodic if eval_fn else None, overwrite=True
+    )
+    result = trainer.fit()
+    to_torch(trainer.model())
+    return result
+
+
 def run_demo(
     out_dir: str | os.PathLike[str] = "runs/demo",
     *,
@@ -417,6 +450,7 @@ def run_demo(
     augment: bool = True,
     eval_every: int = 0,
     data_limit: int | None = None,
+    framework: str = "torch",
 ) -> dict[str, Any]:
     """Build the data, train the demo model, evaluate it and write ``report.{json,md}`` + plots.
 
@@ -430,6 +464,9 @@ def run_demo(
         eval_every: also evaluate (on 1,000 Fashion-MNIST test images) every N steps; 0: only
             at the end.
         data_limit: use only the first N images of each dataset split (smoke tests).
+        framework: ``"torch"`` (the ``Trainer``) or ``"jax"`` (``siglip_train.jax.JaxTrainer``
+            on every JAX device, from the same initial weights; evaluated through the torch
+            model after copying the trained weights back).
 
     Returns:
         The report dict (also ``<out_dir>/report.json``).
@@ -477,11 +514,14 @@ def run_demo(
 
     # The demo always trains afresh (its report describes one run): an earlier demo run in
     # out_dir is replaced, with a warning naming its checkpoints.
-    trainer = Trainer(
-        model, batches, config, eval_fn=periodic_eval if eval_every else None, overwrite=True
-    )
     cpu_started = time.process_time()
-    result = trainer.fit()
+    if framework == "jax":
+        result = _fit_with_jax(model, batches, config, periodic_eval if eval_every else None)
+    else:
+        trainer = Trainer(
+            model, batches, config, eval_fn=periodic_eval if eval_every else None, overwrite=True
+        )
+        result = trainer.fit()
     train_cpu_seconds = time.process_time() - cpu_started
     started = time.perf_counter()
     model.eval()
@@ -511,6 +551,7 @@ def run_demo(
         "final_scale": float(model.log_scale.detach().exp()),
         "final_bias": float(model.bias.detach()),
         "final_loss": result.last_loss,
+        "framework": framework,
         "torch_threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
         "results": results,
