@@ -248,3 +248,12 @@ def test_name_statistics_count_collisions_and_unknown_tokens(shared_data: DemoDa
     assert stats["names_with_a_collision"] == 2
     assert stats["unknown_tokens"] >= 1
     assert stats["truncated_names"] >= 2
+
+
+def test_the_30min_budget_is_three_times_the_steps_with_the_same_schedule_shape() -> None:
+    from siglip_train.demo import DEMO_BUDGETS
+
+    default = apply_overrides(demo_config(), list(DEMO_BUDGETS["10min"]))
+    longer = apply_overrides(demo_config(), list(DEMO_BUDGETS["30min"]))
+    assert (default.steps, longer.steps) == (1000, 3000)
+    assert longer.optimizer.warmup_steps / longer.steps == default.optimizer.warmup_steps / 1000
