@@ -6,6 +6,7 @@ onnxruntime, Flax jit; and an end-to-end embed of JPEGs (decode + preprocess + t
     nox -s bench-models -- --repeats 3     # fewer timed repeats
     nox -s bench-models -- --e2e-images 200 --skip-flax --skip-train
     nox -s bench-models -- --only-naflex   # the NaFlex rows alone
+    nox -s bench-models -- --only-e2e      # the end-to-end embed rows alone (1000 JPEGs)
 
 NaFlex rows: ``siglip2-base-patch16-naflex`` image tower on a batch of mixed aspect ratios padded
 to 256 and to 1024 patches, ours (torch eager, torch prepacked, Flax jit) against transformers'
@@ -308,6 +309,9 @@ def main() -> int:
     parser.add_argument("--e2e-images", type=int, default=1000, help="0 skips the end to end")
     parser.add_argument("--e2e-batch", type=int, default=32)
     parser.add_argument("--e2e-repeats", type=int, default=3)
+    parser.add_argument(
+        "--only-e2e", action="store_true", help="time the end-to-end embed rows only"
+    )
     parser.add_argument("--skip-flax", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument(
@@ -358,6 +362,10 @@ def main() -> int:
         path = export_onnx(ours, os.path.join(onnx_dir, f"{tower}-float32.onnx"), tower=tower)
         setup[f"export {tower}"] = time.perf_counter() - start
         onnx_towers[tower] = OnnxTower(path, threads=args.threads)
+    if args.only_e2e:
+        _print_e2e_table(args, _e2e_rows(args, workdir, directory, onnx_dir))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
 
     rng = np.random.default_rng(0)
     size = config.vision.image_size
@@ -461,46 +469,7 @@ def main() -> int:
         )
     matmul = _matmul_gflops(torch, args.repeats)
 
-    e2e: dict[str, float] = {}
-    if args.e2e_images:
-        images = os.path.join(workdir, "jpegs")
-        os.makedirs(images)
-        _write_jpegs(images, args.e2e_images)
-        python = sys.executable
-        commands = {
-            "transformers processor + model": [
-                python, os.path.abspath(__file__), "--threads", str(args.threads),
-                "--e2e-batch", str(args.e2e_batch), "--e2e-transformers-worker", images, directory,
-            ],
-        }  # fmt: skip
-        for backend in ("eager", "onnx"):
-            commands[f"siglip-eval embed --backend {backend}"] = [
-                python, "-m", "siglip_eval", "embed", "--model", directory,
-                "--input", f"folder:{images}", "--backend", backend, "--onnx-dir", onnx_dir,
-                "--threads", str(args.threads), "--workers", "2",
-                "--batch-size", str(args.e2e_batch), "--no-progress",
-            ]  # fmt: skip
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for repeat in range(args.e2e_repeats):
-            for name, command in commands.items():
-                out = os.path.join(workdir, f"embed-{repeat}-{len(times[name])}-{name[-4:]}")
-                extra = ["--out", out] if "siglip-eval" in name else []
-                times[name].append(_timed_process(command + extra))
-                print(
-                    f"  e2e {name:34s} {args.e2e_images / times[name][-1]:8.2f} images/s",
-                    flush=True,
-                )
-        for name in commands:
-            e2e[name] = args.e2e_images / statistics.median(times[name])
-        ours_rows = np.load(os.path.join(workdir, "embed-0-0-ager", "embeddings.npy"))
-        theirs = torch.load(images + "-transformers.pt").numpy()
-        theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
-        print(
-            f"  e2e: ours (eager) vs transformers embeddings, max |diff| "
-            f"{np.abs(ours_rows - theirs).max():.1e} (same pixels: Pillow bicubic, "
-            "x / 127.5 - 1)",
-            flush=True,
-        )
+    e2e = _e2e_rows(args, workdir, directory, onnx_dir)
 
     flax_rates: dict[str, float] = {}
     if not args.skip_flax:
@@ -538,15 +507,7 @@ def main() -> int:
             + f" | **{rate[(tower, best)] / hf:.2f}x** ({best[5:]}) |"
             + flax_cell
         )
-    if e2e:
-        print()
-        print(
-            f"| end to end, {args.e2e_images} JPEGs 320-640 px (images/s) | rate | vs transformers |"
-        )
-        print("|---|---|---|")
-        hf = e2e["transformers processor + model"]
-        for name, value in e2e.items():
-            print(f"| {name} | {value:.2f} | {value / hf:.2f}x |")
+    _print_e2e_table(args, e2e)
     print()
     for implementation in ("transformers", *names):
         images_per_second = rate[("image", implementation)]
@@ -558,6 +519,66 @@ def main() -> int:
     if not args.skip_flax:  # the NaFlex rows have a Flax column
         _print_naflex_table(naflex_rows(args))
     return 0
+
+
+def _e2e_rows(args: Any, workdir: str, directory: str, onnx_dir: str) -> dict[str, float]:
+    """Images/s of each end-to-end embed command on the same JPEGs, each in its own process,
+    interleaved round by round (``--e2e-repeats``), median per command."""
+    import numpy as np
+    import torch
+
+    e2e: dict[str, float] = {}
+    if args.e2e_images:
+        images = os.path.join(workdir, "jpegs")
+        os.makedirs(images)
+        _write_jpegs(images, args.e2e_images)
+        python = sys.executable
+        commands = {
+            "transformers processor + model": [
+                python, os.path.abspath(__file__), "--threads", str(args.threads),
+                "--e2e-batch", str(args.e2e_batch), "--e2e-transformers-worker", images, directory,
+            ],
+        }  # fmt: skip
+        for backend in ("eager", "prepacked", "onnx"):
+            commands[f"siglip-eval embed --backend {backend}"] = [
+                python, "-m", "siglip_eval", "embed", "--model", directory,
+                "--input", f"folder:{images}", "--backend", backend, "--onnx-dir", onnx_dir,
+                "--threads", str(args.threads), "--workers", "2",
+                "--batch-size", str(args.e2e_batch), "--no-progress",
+            ]  # fmt: skip
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for repeat in range(args.e2e_repeats):
+            for name, command in commands.items():
+                out = os.path.join(workdir, f"embed-{repeat}-{len(times[name])}-{name[-4:]}")
+                extra = ["--out", out] if "siglip-eval" in name else []
+                times[name].append(_timed_process(command + extra))
+                print(
+                    f"  e2e {name:34s} {args.e2e_images / times[name][-1]:8.2f} images/s",
+                    flush=True,
+                )
+        for name in commands:
+            e2e[name] = args.e2e_images / statistics.median(times[name])
+        ours_rows = np.load(os.path.join(workdir, "embed-0-0-ager", "embeddings.npy"))
+        theirs = torch.load(images + "-transformers.pt").numpy()
+        theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+        print(
+            f"  e2e: ours (eager) vs transformers embeddings, max |diff| "
+            f"{np.abs(ours_rows - theirs).max():.1e} (same pixels: Pillow bicubic, "
+            "x / 127.5 - 1)",
+            flush=True,
+        )
+    return e2e
+
+
+def _print_e2e_table(args: Any, e2e: dict[str, float]) -> None:
+    if not e2e:
+        return
+    print()
+    print(f"| end to end, {args.e2e_images} JPEGs 320-640 px (images/s) | rate | vs transformers |")
+    print("|---|---|---|")
+    hf = e2e["transformers processor + model"]
+    for name, value in e2e.items():
+        print(f"| {name} | {value:.2f} | {value / hf:.2f}x |")
 
 
 def _flax_rows(

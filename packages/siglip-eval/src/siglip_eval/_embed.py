@@ -283,6 +283,18 @@ def make_backend(args: argparse.Namespace, kind: str) -> _Backend:
         from siglip_models.torch import compile_towers
 
         towers = compile_towers(model)
+    elif args.backend == "prepacked":
+        # oneDNN pre-packed float32 matmuls with fused bias + GELU: the fastest CPU tower in
+        # docs/performance.md; refused (not silently ignored) where it cannot run.
+        if args.dtype != "float32" or torch.device(args.device).type != "cpu":
+            raise EmbedError(
+                "--backend prepacked runs float32 on the CPU, got "
+                f"--dtype {args.dtype} --device {args.device}"
+            )
+        try:
+            model.optimize_for_cpu_inference()
+        except RuntimeError as error:
+            raise EmbedError(f"--backend prepacked: {error}") from None
     device = torch.device(args.device)
     pixel_dtype = model.vision_model.embeddings.patch_embedding.weight.dtype
 
@@ -647,9 +659,15 @@ def add_embed_parser(commands: Any) -> None:
         help="folder:DIR (images, recursive) | shards:PATTERN | texts:FILE",
     )
     embed.add_argument("--out", required=True, help="output folder (reuse it to resume)")
-    embed.add_argument("--backend", choices=("eager", "compile", "onnx"), default="eager")
+    embed.add_argument(
+        "--backend",
+        choices=("eager", "prepacked", "compile", "onnx"),
+        default="eager",
+        help="eager PyTorch; prepacked: oneDNN pre-packed float32 CPU matmuls (fastest on CPU); "
+        "compile: torch.compile; onnx: onnxruntime on an exported tower",
+    )
     embed.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
-    embed.add_argument("--device", default="cpu", help="torch device (eager, compile)")
+    embed.add_argument("--device", default="cpu", help="torch device (eager, prepacked, compile)")
     embed.add_argument("--batch-size", type=int, default=64)
     embed.add_argument(
         "--part-size", type=int, default=1024, help="items per resumable part (per shard)"

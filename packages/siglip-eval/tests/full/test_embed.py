@@ -232,3 +232,22 @@ def test_texts_on_the_onnx_backend_equal_eager(model_dir: Path, tmp_path: Path) 
     np.testing.assert_allclose(np.load(tmp_path / "again" / "embeddings.npy"), expected, atol=1e-5)
     wrong = _command(other, f"texts:{texts}", tmp_path / "wrong", "--tokenizer", str(tokenizer))
     assert main([*wrong, *shared]) == 2
+
+
+def test_images_on_the_prepacked_backend_equal_eager_and_other_dtypes_are_refused(
+    model_dir: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    arguments = _command(model_dir, f"folder:{image_folder}", out, "--batch-size", "16")
+    assert main([*arguments, "--backend", "prepacked"]) == 0
+    keys = _read_keys(out)
+    assert len(keys) == 60
+    expected = _direct(model_dir, [image_folder / key for key in keys])
+    np.testing.assert_allclose(np.load(out / "embeddings.npy"), expected, atol=1e-5, rtol=0)
+    assert json.loads((out / "manifest.json").read_text())["backends"] == ["prepacked float32"]
+
+    bf16 = _command(model_dir, f"folder:{image_folder}", tmp_path / "bf16", "--dtype", "bfloat16")
+    assert main([*bf16, "--backend", "prepacked"]) == 2
+    assert "--backend prepacked runs float32 on the CPU, got --dtype bfloat16" in (
+        capsys.readouterr().err
+    )
