@@ -65,6 +65,8 @@ class Variant:
         pytest_args: extra pytest arguments (e.g. the backend a parametrised suite runs on).
         no_deps: installed with --no-deps after the rest (peer projects whose own dependencies
             would pull torchvision, which breaks beside the local torch wheel).
+        npm: npm tarballs (``name@version``) the tests read (offline datasets), fetched with
+            ``npm pack`` into ``npm_cache()`` (see :func:`fetch_npm`).
     """
 
     extras: tuple[str, ...]
@@ -73,6 +75,11 @@ class Variant:
     doctest_skip: tuple[str, ...] = ()
     pytest_args: tuple[str, ...] = ()
     no_deps: tuple[str, ...] = ()
+    npm: tuple[str, ...] = ()
+
+
+# The demo's held-out emoji style (Twemoji, CC-BY-4.0) ships in this npm tarball (62 MB).
+TWEMOJI_NPM = "emoji-datasource-twitter@16.0.0"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +144,7 @@ PACKAGES: dict[str, Package] = {
                 tests=("tests/core", "tests/jax", "tests/test_public_api.py"),
                 doctests=("siglip_data",),
                 doctest_skip=("siglip_data.torch",),
+                npm=(TWEMOJI_NPM,),
             ),
             # Separate venv: DataLoader workers fork, and JAX warns on fork once imported. No
             # numba here, so the Pillow resize path runs through the loaders.
@@ -198,6 +206,7 @@ PACKAGES: dict[str, Package] = {
                 doctests=("siglip_train",),
                 doctest_skip=("siglip_train.jax",),
                 pytest_args=("--ignore=packages/siglip-train/tests/jax",),
+                npm=(TWEMOJI_NPM,),
             ),
             # The JAX trainer: its tests compare it with the torch trainer, so torch is here too.
             "jax": Variant(
@@ -257,6 +266,33 @@ def everything() -> list[str]:
     return [f"{p.path}[{','.join(p.extras)}]" for p in PACKAGES.values()]
 
 
+def npm_cache() -> Path:
+    """Where npm tarballs are kept: ``$SIGLIP_NPM_CACHE``, else siglip-data's default."""
+    configured = os.environ.get("SIGLIP_NPM_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "siglip-data" / "npm"
+
+
+def fetch_npm(session: nox.Session, packages: tuple[str, ...]) -> dict[str, str]:
+    """``npm pack`` each missing tarball into :func:`npm_cache`; the env that points at it.
+
+    Without npm the session goes on: the tests that read a tarball skip naming the command (or
+    fail under SIGLIP_REQUIRE_DATA=1, as in CI, where .ci/run installs npm).
+    """
+    if not packages:
+        return {}
+    cache = npm_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    for package in packages:
+        name, _, version = package.rpartition("@")
+        if (cache / f"{name}-{version}.tgz").is_file():
+            continue
+        if shutil.which("npm") is None:
+            session.warn(f"npm is not installed: cannot fetch {package} (apt install -y npm)")
+            continue
+        session.run("npm", "pack", package, "--pack-destination", str(cache), external=True)
+    return {"SIGLIP_NPM_CACHE": str(cache)}
+
+
 def _make_test_session(key: str, package: Package) -> None:
     variant_names = list(package.variants)
 
@@ -268,8 +304,9 @@ def _make_test_session(key: str, package: Package) -> None:
         session.install(*PIP_FLAGS, *requirements, "pytest", "pytest-xdist")
         if spec.no_deps:
             session.install("--no-compile", "--no-deps", *spec.no_deps)
+        env = fetch_npm(session, spec.npm)
         paths = [str(package.path / test) for test in spec.tests]
-        session.run("python", "-m", "pytest", *paths, *spec.pytest_args, *session.posargs)
+        session.run("python", "-m", "pytest", *paths, *spec.pytest_args, *session.posargs, env=env)
         if spec.doctests:
             skip = []
             for name in spec.doctest_skip:  # a subpackage (its directory) or a module (its file)
@@ -461,6 +498,7 @@ class Task:
             whose dependencies pull torchvision).
         debian: Debian packages the script reads (offline datasets); the session installs them
             with apt-get when it runs as root, else prints the command and stops.
+        npm: npm tarballs the script reads, fetched with ``npm pack`` (:func:`fetch_npm`).
     """
 
     packages: tuple[tuple[str, tuple[str, ...]], ...]
@@ -468,9 +506,10 @@ class Task:
     requirements: tuple[str, ...] = ()
     no_deps_requirements: tuple[str, ...] = ()
     debian: tuple[str, ...] = ()
+    npm: tuple[str, ...] = ()
 
 
-DEMO_DEBIAN = ("fonts-noto-color-emoji", "unicode-data", "dataset-fashion-mnist")
+DEMO_DEBIAN = ("fonts-noto-color-emoji", "fonts-symbola", "unicode-data", "dataset-fashion-mnist")
 
 # Opt-in sessions: `nox -s <name> -- <script args>`. Never tagged "tests".
 TASKS: dict[str, Task] = {
@@ -513,6 +552,7 @@ TASKS: dict[str, Task] = {
         packages=(("train", ("demo", "eval", "tensorboard", "jax")),),
         script="packages/siglip-train/scripts/demo.py",
         debian=DEMO_DEBIAN,
+        npm=(TWEMOJI_NPM,),
     ),
     # The fault-injection suite (docs/train.md "Operating a run"): random and targeted SIGKILLs,
     # simulated ENOSPC and a full tmpfs (as root), corrupt checkpoints and shards, a stopped rank;
@@ -527,6 +567,7 @@ TASKS: dict[str, Task] = {
         packages=(("train", ("demo", "eval")),),
         script="packages/siglip-train/scripts/batch_scan.py",
         debian=DEMO_DEBIAN,
+        npm=(TWEMOJI_NPM,),
     ),
     # SigLIP 2's 90% English / 10% multilingual mixture in miniature on the CLDR emoji (English
     # only, 90/10, uniform, then ASCII vs Unicode lowercasing) -> docs/results.md.
@@ -580,7 +621,8 @@ def _make_task_session(name: str, task: Task) -> None:
         session.install(*PIP_FLAGS, *requirements, *task.requirements)
         if task.no_deps_requirements:
             session.install("--no-compile", "--no-deps", *task.no_deps_requirements)
-        session.run("python", str(ROOT / task.script), *session.posargs)
+        env = fetch_npm(session, task.npm)
+        session.run("python", str(ROOT / task.script), *session.posargs, env=env)
 
     run_task.__doc__ = f"Opt-in: run {task.script}."
 

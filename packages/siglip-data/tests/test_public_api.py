@@ -15,6 +15,7 @@ import siglip_data
 # Each adapter runs in the nox variant that installs its backend; elsewhere it is not installed.
 PUBLIC_MODULES = {
     "siglip_data": None,
+    "siglip_data.augment": None,
     "siglip_data.builders": None,
     "siglip_data.grounding": None,
     "siglip_data.naflex": None,

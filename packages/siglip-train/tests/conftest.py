@@ -29,22 +29,37 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # The offline demo datasets come from Debian packages that the tests never install.
-DEBIAN_APT_LINE = "apt-get install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist"
+DEBIAN_APT_LINE = (
+    "apt-get install -y fonts-noto-color-emoji fonts-symbola unicode-data dataset-fashion-mnist"
+)
 DEBIAN_FILES = (
     Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"),
+    Path("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf"),
     Path("/usr/share/unicode/emoji/emoji-test.txt"),
     Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
 )
+# The demo's held-out style (Twemoji) comes from an npm tarball that the session fetches.
+NPM_PACKAGES = ("emoji-datasource-twitter@16.0.0",)
 
 
 @pytest.fixture
 def debian_data() -> None:
-    """Skip (naming the apt line) when the Debian datasets are missing; fail instead when
+    """Skip (naming the apt / npm line) when the demo's data is missing; fail instead when
     ``SIGLIP_REQUIRE_DATA=1`` (CI installs them, so a missing file there is a failure)."""
+    from siglip_data.builders import MissingNpmPackageError
+    from siglip_data.builders import npm_tarball
+
     missing = [str(path) for path in DEBIAN_FILES if not path.exists()]
+    commands = [DEBIAN_APT_LINE] if missing else []
+    for package in NPM_PACKAGES:
+        try:
+            npm_tarball(package)
+        except MissingNpmPackageError as error:
+            missing.append(package)
+            commands.append(error.command)
     if not missing:
         return
-    message = f"needs {missing}: {DEBIAN_APT_LINE}"
+    message = f"needs {missing}: {' && '.join(commands)}"
     if os.environ.get("SIGLIP_REQUIRE_DATA") == "1":
         pytest.fail(f"SIGLIP_REQUIRE_DATA=1 but the demo data is missing; {message}")
     pytest.skip(message)

@@ -185,12 +185,27 @@ def test_demo_without_its_debian_packages_exits_2_with_the_apt_line(
             "with:\n    sudo apt-get install -y fonts-noto-color-emoji unicode-data"
         )
 
-    monkeypatch.setattr(siglip_data.builders, "build_emoji", not_installed)
+    # The demo checks every package before building anything.
+    monkeypatch.setattr(siglip_data.builders, "check_debian_packages", not_installed)
     args = ["demo", "--out", str(tmp_path / "demo"), "--data-root", str(tmp_path / "data")]
     assert main(args) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1  # one line
     assert "sudo apt-get install -y fonts-noto-color-emoji unicode-data" in error
+
+
+def test_demo_without_the_twemoji_tarball_exits_2_with_the_npm_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(siglip_data.builders, "check_debian_packages", lambda *names: None)
+    monkeypatch.setenv("SIGLIP_NPM_CACHE", str(tmp_path / "npm"))
+    args = ["demo", "--out", str(tmp_path / "demo"), "--data-root", str(tmp_path / "data")]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1  # one line
+    assert (
+        f"npm pack emoji-datasource-twitter@16.0.0 --pack-destination {tmp_path / 'npm'}" in error
+    )
 
 
 def test_demo_refuses_training_fields_it_would_ignore(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,10 +16,10 @@ from siglip_train import apply_overrides
 from siglip_train.demo import DemoBatches
 from siglip_train.demo import DemoData
 from siglip_train.demo import build_demo_model
+from siglip_train.demo import chance_levels
 from siglip_train.demo import demo_config
 from siglip_train.demo import evaluate_demo
 from siglip_train.demo import run_demo
-from siglip_train.demo._run import chance_levels
 
 
 def fake_data(tmp_path: Path, rng: np.random.Generator) -> DemoData:
@@ -163,8 +164,96 @@ def test_small_end_to_end_demo_writes_the_report(tmp_path: Path) -> None:
     ):
         assert saved[key] == report[key]
     assert saved["steps"] == 3
+    for key in (
+        "emoji_crossstyle_heldout_image_to_text_R@10",
+        "emoji_crossstyle_seen_names_image_to_text_R@10",
+    ):
+        assert 0.0 <= saved[key] <= 1.0
+    sets = saved["emoji_eval_sets"]
+    assert sets["crossstyle_heldout"]["images"] == sets["crossstyle_seen_names"]["images"] > 0
+    assert saved["emoji_styles"] == {"train": ["noto", "symbola"], "heldout": "twemoji"}
+    assert saved["emoji_text"]["unknown_tokens"] == 0
+    assert saved["emoji_text"]["names_with_a_collision"] == 0
     assert saved["demo"]["fashion_mnist_fraction"] == 0.5  # the demo's own settings are recorded
     assert saved["config"]["output_dir"] == str(tmp_path / "demo")
     for plot in ("loss.png", "scale_bias.png", "recall_at_k.png", "eval_curve.png"):
         assert (tmp_path / "demo" / plot).stat().st_size > 1000
     assert "| fashion_mnist_zeroshot_top1 |" in (tmp_path / "demo" / "report.md").read_text()
+
+
+def test_augmented_batches_resume_exactly_and_refuse_another_augmentation(
+    shared_data: DemoData,
+) -> None:
+    from siglip_data.augment import BatchAugmentation
+
+    data = shared_data
+    reference = iter(DemoBatches(data, batch_size=8, seed=4))
+    expected = [next(reference)["pixels"] for _ in range(5)]
+    first = DemoBatches(data, batch_size=8, seed=4)
+    iterator = iter(first)
+    for _ in range(3):
+        next(iterator)
+    resumed = DemoBatches(data, batch_size=8, seed=4)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    iterator = iter(resumed)
+    for index in (3, 4):
+        np.testing.assert_array_equal(next(iterator)["pixels"], expected[index])
+    other = DemoBatches(data, batch_size=8, seed=4, augmentation=BatchAugmentation(grayscale=1.0))
+    with pytest.raises(ValueError, match="another augmentation"):
+        other.load_state_dict(first.state_dict())
+    unaugmented = DemoBatches(data, batch_size=8, seed=4, augment=False).batch(0)["pixels"]
+    assert not np.array_equal(unaugmented, expected[0])
+
+
+def test_the_emoji_protocol_is_public_and_scores_a_label_reader(shared_data: DemoData) -> None:
+    from siglip_train.demo import EmojiEvalSet
+    from siglip_train.demo import evaluate_emoji_retrieval
+
+    data = shared_data
+    tokenizer = data.tokenizer(8)
+    scores = evaluate_emoji_retrieval(
+        LabelReader(),
+        data.emoji_heldout_pixels,
+        data.emoji_heldout_names,
+        tokenizer=tokenizer,
+        groups=data.emoji_heldout_groups,
+        group_names=data.emoji_groups,
+    )
+    assert set(scores) >= {"image_to_text_R@10", "group_balanced_accuracy"}
+    with pytest.raises(ValueError, match="names repeat"):
+        evaluate_emoji_retrieval(
+            LabelReader(), data.emoji_heldout_pixels[:2], ["a", "a"], tokenizer=tokenizer
+        )
+    with_sets = DemoData(
+        **{
+            **{f.name: getattr(data, f.name) for f in dataclasses.fields(data)},
+            "emoji_eval_sets": {
+                "crossstyle_heldout": EmojiEvalSet(
+                    data.emoji_heldout_pixels, data.emoji_heldout_names, data.emoji_heldout_groups
+                )
+            },
+        }
+    )
+    results = evaluate_demo(LabelReader(), with_sets, fashion_limit=10)
+    assert results["emoji_crossstyle_heldout_image_to_text_R@10"] == 1.0
+    assert "emoji_crossstyle_heldout_image_to_text_R@10" in chance_levels(with_sets)
+
+
+def test_name_statistics_count_collisions_and_unknown_tokens(shared_data: DemoData) -> None:
+    from siglip_train.demo import name_statistics
+
+    tokenizer = shared_data.tokenizer(3)
+    # "thing alpha" and "thing beta" share their first two tokens: cut to 2 + EOS they collide.
+    stats = name_statistics(tokenizer, ["thing alpha", "thing beta", "zzz!"])
+    assert stats["names_with_a_collision"] == 2
+    assert stats["unknown_tokens"] >= 1
+    assert stats["truncated_names"] >= 2
+
+
+def test_the_30min_budget_is_three_times_the_steps_with_the_same_schedule_shape() -> None:
+    from siglip_train.demo import DEMO_BUDGETS
+
+    default = apply_overrides(demo_config(), list(DEMO_BUDGETS["10min"]))
+    longer = apply_overrides(demo_config(), list(DEMO_BUDGETS["30min"]))
+    assert (default.steps, longer.steps) == (1000, 3000)
+    assert longer.optimizer.warmup_steps / longer.steps == default.optimizer.warmup_steps / 1000

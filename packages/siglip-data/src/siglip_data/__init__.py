@@ -23,6 +23,7 @@ Adapters: ``siglip_data.torch`` (``ImageTextLoader``: NCHW tensors, multi-worker
 ``siglip_data.jax`` (``JaxImageTextLoader``). See docs/data.md.
 """
 
+from siglip_data import augment as augment  # public submodule
 from siglip_data import builders as builders  # public submodule
 from siglip_data import grounding as grounding  # public submodule
 from siglip_data import naflex as naflex  # public submodule

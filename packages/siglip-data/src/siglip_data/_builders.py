@@ -49,7 +49,12 @@ DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
     "fashion-mnist": ("dataset-fashion-mnist",),
     "emoji-multilingual": ("fonts-noto-color-emoji", "unicode-data", "unicode-cldr-core"),
     "rendered-words": ("wamerican", "fonts-dejavu-core"),
+    # The other emoji styles (siglip_data._emoji_styles): Symbola, and the names alone (Twemoji's
+    # images come from an npm tarball, checked separately).
+    "emoji-symbola": ("fonts-symbola", "unicode-data"),
+    "emoji-names": ("unicode-data",),
 }
+SYMBOLA_FONT = Path("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf")
 # The files of the rendered-words dataset (siglip_data._rendered_words reads them).
 WORD_LIST = Path("/usr/share/dict/american-english")
 DEJAVU_DIR = Path("/usr/share/fonts/truetype/dejavu")
@@ -130,6 +135,10 @@ def _debian_files(dataset: str) -> tuple[Path, ...]:
         return (EMOJI_FONT, EMOJI_TEST_FILE)
     if dataset == "emoji-multilingual":
         return (EMOJI_FONT, EMOJI_TEST_FILE, CLDR_DIR / "annotations" / "en.xml")
+    if dataset == "emoji-symbola":
+        return (SYMBOLA_FONT, EMOJI_TEST_FILE)
+    if dataset == "emoji-names":
+        return (EMOJI_TEST_FILE,)
     if dataset == "rendered-words":
         return (WORD_LIST, *(DEJAVU_DIR / name for name in DEJAVU_CORE_FONTS))
     return tuple(FASHION_MNIST_DIR / name for pair in FASHION_MNIST_FILES.values() for name in pair)
@@ -144,8 +153,9 @@ def check_debian_packages(*datasets: str) -> None:
     Args:
         *datasets: ``"emoji"`` (``fonts-noto-color-emoji``, ``unicode-data``),
             ``"fashion-mnist"`` (``dataset-fashion-mnist``), ``"emoji-multilingual"`` (the emoji
-            packages and ``unicode-cldr-core``) and / or ``"rendered-words"`` (``wamerican``,
-            ``fonts-dejavu-core``); none: all of them.
+            packages and ``unicode-cldr-core``), ``"rendered-words"`` (``wamerican``,
+            ``fonts-dejavu-core``), ``"emoji-symbola"`` (``fonts-symbola``, ``unicode-data``)
+            and / or ``"emoji-names"`` (``unicode-data``); none: all of them.
 
     Raises:
         MissingDebianPackageError: some file is missing; ``packages`` and ``command`` cover
@@ -218,6 +228,8 @@ class DatasetInfo:
         caption_templates: prompt templates with one ``{}`` (zero-shot classifiers).
         image_size: side of the stored square images.
         label_key: metadata field with the integer label.
+        license: licence of the images (and captions), when the builder records it.
+        source: where the images come from (package names), when the builder records it.
     """
 
     name: str
@@ -227,6 +239,8 @@ class DatasetInfo:
     caption_templates: tuple[str, ...]
     image_size: int
     label_key: str
+    license: str = ""
+    source: str = ""
 
     def to_json(self) -> str:
         payload = dataclasses.asdict(self)
@@ -255,6 +269,8 @@ def load_dataset_info(directory: str | os.PathLike[str]) -> DatasetInfo:
         caption_templates=tuple(payload["caption_templates"]),
         image_size=int(payload["image_size"]),
         label_key=payload["label_key"],
+        license=payload.get("license", ""),
+        source=payload.get("source", ""),
     )
 
 

@@ -173,6 +173,7 @@ def test_check_debian_packages_names_one_command_for_every_missing_dataset(
     # Each package once, although emoji and emoji-multilingual both need the emoji font.
     command = (
         "apt install -y fonts-noto-color-emoji unicode-data dataset-fashion-mnist unicode-cldr-core"
+        " fonts-symbola"
     )
     assert error.command == command
     assert str(error).endswith(command)
@@ -181,6 +182,7 @@ def test_check_debian_packages_names_one_command_for_every_missing_dataset(
         "unicode-data",
         "dataset-fashion-mnist",
         "unicode-cldr-core",
+        "fonts-symbola",
     )
     assert error.missing_files.count(str(tmp_path / "absent.txt")) == 1
     assert str(tmp_path / "absent.txt") in error.missing_files

@@ -20,6 +20,7 @@ from siglip_models._layout import config_from_hf_dict
 from siglip_models._layout import config_to_hf_dict
 from siglip_models._layout import hf_parameter_shapes
 from siglip_models._layout import read_hf_config
+from siglip_models._layout import resolve_model_directory
 from siglip_models._npz import read_big_vision_npz
 from siglip_models._npz import save_big_vision_npz
 from siglip_models._resample import resample_position_embedding
@@ -42,5 +43,6 @@ __all__ = [
     "read_hf_config",
     "register_config",
     "resample_position_embedding",
+    "resolve_model_directory",
     "save_big_vision_npz",
 ]

@@ -457,17 +457,98 @@ def config_from_hf_dict(data: Mapping[str, Any], *, source: str = "config.json")
     )
 
 
+# A siglip-train run keeps each checkpoint's model in <run>/checkpoints/step_<N>/model/.
+TRAINING_CHECKPOINTS = "checkpoints"
+TRAINING_STEP_PREFIX = "step_"
+TRAINING_MODEL_SUBDIRECTORY = "model"
+
+
+def _newest_step_model(checkpoints: Path) -> Path | None:
+    steps = [
+        path
+        for path in checkpoints.glob(f"{TRAINING_STEP_PREFIX}*")
+        if path.name[len(TRAINING_STEP_PREFIX) :].isdigit()
+        and (path / TRAINING_MODEL_SUBDIRECTORY / CONFIG_NAME).is_file()
+    ]
+    if not steps:
+        return None
+    newest = max(steps, key=lambda path: int(path.name[len(TRAINING_STEP_PREFIX) :]))
+    return newest / TRAINING_MODEL_SUBDIRECTORY
+
+
+def resolve_model_directory(path: str | os.PathLike[str]) -> Path:
+    """The directory holding ``config.json`` for a model directory, checkpoint or training run.
+
+    Accepts, in this order: a Hugging Face ``SiglipModel`` directory (``config.json`` +
+    ``model.safetensors``); a siglip-train checkpoint ``step_<N>/`` (its ``model/``); a
+    checkpoints directory (the newest ``step_<N>/model/``); a run directory (the newest
+    ``checkpoints/step_<N>/model/``). The newest step counts only when its ``config.json``
+    exists: the config is written after the weights, so a half-written step is skipped.
+
+    Args:
+        path: one of the above.
+
+    Returns:
+        The model directory.
+
+    Raises:
+        FileNotFoundError: none of the above; the message names any ``config.json`` found up to
+            four levels below ``path`` (where the model is) or says that there is none.
+
+    Examples:
+        >>> import json, pathlib, tempfile
+        >>> from siglip_models import config_to_hf_dict, get_config, resolve_model_directory
+        >>> run = pathlib.Path(tempfile.mkdtemp())
+        >>> for step in (100, 2000):
+        ...     model = run / "checkpoints" / f"step_{step:09d}" / "model"
+        ...     model.mkdir(parents=True)
+        ...     _ = (model / "config.json").write_text(json.dumps({}))
+        >>> resolve_model_directory(run).relative_to(run).as_posix()
+        'checkpoints/step_000002000/model'
+        >>> resolve_model_directory(str(run / "checkpoints" / "step_000000100")).parent.name
+        'step_000000100'
+    """
+    root = Path(path)
+    if (root / CONFIG_NAME).is_file():
+        return root
+    if (root / TRAINING_MODEL_SUBDIRECTORY / CONFIG_NAME).is_file():
+        return root / TRAINING_MODEL_SUBDIRECTORY
+    for checkpoints in (root / TRAINING_CHECKPOINTS, root):
+        found = _newest_step_model(checkpoints) if checkpoints.is_dir() else None
+        if found is not None:
+            return found
+    if not root.exists():
+        raise FileNotFoundError(f"model directory {str(path)!r} does not exist")
+    nearby = sorted(
+        str(candidate.parent)
+        for depth in range(1, 5)
+        for candidate in root.glob("*/" * depth + CONFIG_NAME)
+    )
+    where = (
+        f"; config.json files below it: {', '.join(repr(p) for p in nearby[:5])} (pass one of"
+        " these directories)"
+        if nearby
+        else "; there is no config.json below it either"
+    )
+    raise FileNotFoundError(
+        f"no {CONFIG_NAME} in {str(path)!r}: expected a Hugging Face SiglipModel directory "
+        f"(config.json + model.safetensors), a siglip-train checkpoint (step_<N>/ holding "
+        f"model/), or a run directory (checkpoints/step_<N>/model/){where}"
+    )
+
+
 def read_hf_config(directory: str | os.PathLike[str]) -> SiglipConfig:
     """The :class:`~siglip_models.SiglipConfig` of an HF checkpoint directory (its ``config.json``).
 
     Args:
-        directory: the checkpoint directory.
+        directory: the checkpoint directory, or a siglip-train checkpoint / run directory
+            (see :func:`resolve_model_directory`).
 
     Returns:
         The configuration, without reading any weights.
 
     Raises:
-        FileNotFoundError: if ``directory/config.json`` does not exist.
+        FileNotFoundError: no ``config.json`` there (the message says where one is).
         CheckpointError: if the config describes an unsupported model.
 
     Examples:
@@ -479,12 +560,7 @@ def read_hf_config(directory: str | os.PathLike[str]) -> SiglipConfig:
         >>> read_hf_config(directory).vision.image_size
         32
     """
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {CONFIG_NAME} in {str(directory)!r}: expected a Hugging Face SiglipModel "
-            "directory (config.json + model.safetensors)"
-        )
+    path = resolve_model_directory(directory) / CONFIG_NAME
     with path.open(encoding="utf-8") as handle:
         return config_from_hf_dict(json.load(handle), source=str(path))
 
@@ -522,6 +598,7 @@ def read_hf_directory(
         FileNotFoundError: no ``config.json``, or no safetensors weights.
         CheckpointError: if the config describes an unsupported model.
     """
+    directory = resolve_model_directory(directory)
     config = read_hf_config(directory)
     arrays: dict[str, _Array] = {}
     for file in weight_files(directory):

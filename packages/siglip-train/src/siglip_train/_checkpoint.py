@@ -223,8 +223,9 @@ def check_model_matches(manifest: Mapping[str, Any], model: nn.Module, directory
         )
 
 
-def list_checkpoints(checkpoint_root: Path) -> list[Path]:
+def list_checkpoints(checkpoint_root: str | os.PathLike[str]) -> list[Path]:
     """Complete-looking checkpoint directories under ``checkpoint_root``, oldest first."""
+    checkpoint_root = Path(checkpoint_root)
     if not checkpoint_root.is_dir():
         return []
     found = [
@@ -235,9 +236,23 @@ def list_checkpoints(checkpoint_root: Path) -> list[Path]:
     return sorted(found, key=lambda path: int(path.name[len(STEP_PREFIX) :]))
 
 
-def latest_checkpoint(checkpoint_root: Path) -> Path | None:
-    """The newest checkpoint with a manifest under ``checkpoint_root``, or ``None``."""
-    for path in reversed(list_checkpoints(checkpoint_root)):
+def latest_checkpoint(checkpoint_root: str | os.PathLike[str]) -> Path | None:
+    """The newest checkpoint with a manifest under ``checkpoint_root``, or ``None``.
+
+    Args:
+        checkpoint_root: a run's ``checkpoints/`` directory (``str`` or path).
+
+    Returns:
+        The newest ``step_<N>/`` holding a ``manifest.json`` (written last, so the checkpoint is
+        complete), or ``None`` when there is none or the directory does not exist.
+
+    Examples:
+        >>> import tempfile
+        >>> from siglip_train import latest_checkpoint
+        >>> latest_checkpoint(tempfile.mkdtemp()) is None
+        True
+    """
+    for path in reversed(list_checkpoints(Path(checkpoint_root))):
         if (path / MANIFEST).is_file():
             return path
     return None

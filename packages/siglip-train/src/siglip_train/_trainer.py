@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
 import time
@@ -288,7 +289,7 @@ class Trainer:
         return None
 
     # ----------------------------------------------------------------------------- resume
-    def resume(self, checkpoint: str | Path, *, force: bool = False) -> None:
+    def resume(self, checkpoint: str | os.PathLike[str], *, force: bool = False) -> None:
         """Continue from ``checkpoint`` on the next ``fit``; ``"auto"``: the run's newest one.
 
         An explicit checkpoint is verified now (manifest hashes, parameter names and shapes,

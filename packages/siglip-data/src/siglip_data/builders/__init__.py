@@ -9,7 +9,10 @@ and a per-pixel object map: ``decode_object_map``, ``category_map``, ``scene_cat
 grounded data of SigLIP 2's LocCa tasks and dense probe) writes train / test / heldout shards.
 ``build_emoji_multilingual`` (the emoji with their CLDR names in many languages;
 ``unicode-cldr-core`` too) writes the same split in the Crossmodal-3600 layout
-(``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``. ``check_debian_packages`` says
+(``XM3600_LANGUAGES``), described by a ``MultilingualDatasetInfo``. ``build_emoji_style`` draws the same emoji in other artists' styles (``EMOJI_STYLES``: Noto,
+Twemoji from the npm tarball ``emoji-datasource-twitter`` that ``npm_tarball`` finds in a cache,
+Symbola from ``fonts-symbola``) with one name-level split (``emoji_style_split``).
+``check_debian_packages`` says
 whether the packages are installed; ``MissingDebianPackageError``'s message ends with the command
 to run. The library never installs anything itself. Command line: ``python -m siglip_data build
 ...``.
@@ -29,22 +32,40 @@ from siglip_data._emoji_scenes import build_emoji_scenes
 from siglip_data._emoji_scenes import category_map
 from siglip_data._emoji_scenes import decode_object_map
 from siglip_data._emoji_scenes import scene_categories
+from siglip_data._emoji_styles import EMOJI_STYLES
+from siglip_data._emoji_styles import EmojiStyle
+from siglip_data._emoji_styles import MissingNpmPackageError
+from siglip_data._emoji_styles import build_emoji_style
+from siglip_data._emoji_styles import default_npm_cache
+from siglip_data._emoji_styles import emoji_flippable
+from siglip_data._emoji_styles import emoji_split_key
+from siglip_data._emoji_styles import emoji_style_split
+from siglip_data._emoji_styles import npm_tarball
 from siglip_data._rendered_words import build_rendered_words
 
 __all__ = [
+    "EMOJI_STYLES",
     "XM3600_LANGUAGES",
     "DatasetInfo",
+    "EmojiStyle",
     "MissingDebianPackageError",
+    "MissingNpmPackageError",
     "MultilingualDatasetInfo",
     "SplitInfo",
     "build_emoji",
     "build_emoji_multilingual",
     "build_emoji_scenes",
+    "build_emoji_style",
     "build_fashion_mnist",
     "build_rendered_words",
     "category_map",
     "check_debian_packages",
     "decode_object_map",
+    "default_npm_cache",
+    "emoji_flippable",
+    "emoji_split_key",
+    "emoji_style_split",
     "load_dataset_info",
+    "npm_tarball",
     "scene_categories",
 ]

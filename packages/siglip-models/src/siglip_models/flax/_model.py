@@ -717,7 +717,9 @@ class SiglipModel(nnx.Module):
     ) -> SiglipModel:
         """Load a Hugging Face ``SiglipModel`` directory (the same files the torch model reads).
 
-        Also accepts a big_vision ``.npz`` file (see :meth:`from_big_vision`).
+        Also accepts a siglip-train checkpoint ``step_<N>/`` or run directory (its newest step;
+        see :func:`siglip_models.resolve_model_directory`) and a big_vision ``.npz`` file (see
+        :meth:`from_big_vision`).
 
         Args:
             path: the directory (or a ``.npz`` file).

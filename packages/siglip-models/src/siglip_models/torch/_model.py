@@ -489,7 +489,9 @@ class SiglipModel(nn.Module):
     ) -> SiglipModel:
         """Load a Hugging Face ``SiglipModel`` directory (``config.json`` + ``model.safetensors``).
 
-        Also accepts a big_vision ``.npz`` file (see :meth:`from_big_vision`).
+        Also accepts a siglip-train checkpoint ``step_<N>/`` or run directory (its newest step;
+        see :func:`siglip_models.resolve_model_directory`) and a big_vision ``.npz`` file (see
+        :meth:`from_big_vision`).
 
         Args:
             path: the directory (or a ``.npz`` file).
@@ -502,7 +504,8 @@ class SiglipModel(nn.Module):
             The model in eval mode.
 
         Raises:
-            FileNotFoundError: no config.json / model.safetensors.
+            FileNotFoundError: no config.json / model.safetensors (the message says where a
+                config.json is, if one is below ``path``).
             CheckpointError: keys or shapes that do not fit the config.
 
         Examples:

@@ -30,7 +30,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of Fashion-MNIST samples in each batch, the rest emoji (default 0.5)",
     )
     parser.add_argument(
-        "--no-augment", action="store_true", help="no random translation of the emoji"
+        "--no-augment",
+        action="store_true",
+        help="no augmentation of the training emoji (crop, flip, colour, grayscale, background)",
+    )
+    parser.add_argument(
+        "--train-styles",
+        default="noto,symbola",
+        help="emoji styles to train on, comma-separated (default noto,symbola)",
+    )
+    parser.add_argument(
+        "--heldout-style",
+        default="twemoji",
+        help="emoji style never trained on, scored cross-style (default twemoji; 'none': no "
+        "cross-style scores)",
+    )
+    parser.add_argument(
+        "--npm-cache",
+        default=None,
+        help="directory of npm tarballs (default $SIGLIP_NPM_CACHE or ~/.cache/siglip-data/npm)",
+    )
+    parser.add_argument(
+        "--budget",
+        choices=("10min", "30min"),
+        default="10min",
+        help="training budget preset: 10min (1,000 steps, default) or 30min (3,000 steps)",
     )
     parser.add_argument(
         "--framework",
@@ -58,11 +82,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the demo the parsed ``args`` describe; print the headline metrics; exit code."""
     from siglip_data.builders import MissingDebianPackageError
+    from siglip_data.builders import MissingNpmPackageError
+    from siglip_train.demo._run import DEMO_BUDGETS
     from siglip_train.demo._run import demo_config
     from siglip_train.demo._run import run_demo
 
     try:
-        config = build_config(base=demo_config(), files=args.config, overrides=args.overrides)
+        config = build_config(
+            base=demo_config(),
+            files=args.config,
+            overrides=[*DEMO_BUDGETS[args.budget], *args.overrides],
+        )
+        heldout_style = None if args.heldout_style == "none" else args.heldout_style
         report = run_demo(
             args.out,
             config=config,
@@ -71,17 +102,23 @@ def run(args: argparse.Namespace) -> int:
             augment=not args.no_augment,
             eval_every=args.eval_every,
             framework=args.framework,
+            train_styles=tuple(style for style in args.train_styles.split(",") if style),
+            heldout_style=heldout_style,
+            npm_cache=args.npm_cache,
         )
-    except (MissingDebianPackageError, ConfigError) as error:
+    except (MissingDebianPackageError, MissingNpmPackageError, ConfigError) as error:
         print(f"siglip-train demo: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     for key in (
         "fashion_mnist_zeroshot_top1",
         "emoji_heldout_image_to_text_R@10",
         "emoji_group_balanced_accuracy",
+        "emoji_crossstyle_heldout_image_to_text_R@10",
+        "emoji_crossstyle_seen_names_image_to_text_R@10",
         "train_seconds",
     ):
-        print(f"{key}: {report[key]:.4f}")
+        if key in report:
+            print(f"{key}: {report[key]:.4f}")
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
 
@@ -93,8 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit code: 0 done; 2 a Debian package is missing (the one-line message names the
-        command that installs it) or the config is invalid.
+        The exit code: 0 done; 2 a Debian package or npm tarball is missing (the one-line
+        message names the command that installs it) or the config is invalid.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m siglip_train.demo", description=DESCRIPTION)

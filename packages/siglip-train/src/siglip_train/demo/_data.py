@@ -16,12 +16,34 @@ from siglip_train._atomic import atomic_write
 from siglip_train._atomic import atomic_write_text
 from siglip_train._logging import LOGGER
 
-# Emoji caption templates; the zero-shot group prompts use the last form.
 EMOJI_NAME_TEMPLATES: tuple[str, ...] = ("{name}", "an emoji of {name}.", "{subgroup}: {name}")
+"""The emoji caption forms over a name (retrieval prompts are the bare name, the first form)."""
 EMOJI_GROUP_TEMPLATE = "{group} emoji"
-# How often each emoji caption form is drawn: name, "an emoji of", subgroup, group.
+"""The group caption form and the group zero-shot prompt (``group`` lowercased)."""
 EMOJI_CAPTION_WEIGHTS: tuple[float, ...] = (0.5, 0.2, 0.15, 0.15)
-CACHE_VERSION = 1
+"""How often each emoji caption form is drawn in training: name, "an emoji of", subgroup, group."""
+DEMO_TRAIN_STYLES: tuple[str, ...] = ("noto", "symbola")
+"""The emoji styles the demo trains on (``siglip_data.builders.EMOJI_STYLES`` keys)."""
+DEMO_HELDOUT_STYLE = "twemoji"
+"""The style the demo never trains on and evaluates on (cross-style scores)."""
+CACHE_VERSION = 2
+
+
+@dataclasses.dataclass
+class EmojiEvalSet:
+    """One emoji retrieval set: images, their names (the candidates) and their groups.
+
+    Attributes:
+        pixels: ``[N, S, S, 3]`` uint8 images (composited onto white).
+        names: the Unicode names, one per image, all distinct.
+        groups: ``[N]`` int group label of each image.
+        description: what the set measures, for reports.
+    """
+
+    pixels: npt.NDArray[np.uint8]
+    names: list[str]
+    groups: npt.NDArray[np.int64]
+    description: str = ""
 
 
 @dataclasses.dataclass
@@ -44,6 +66,13 @@ class DemoData:
         fashion_class_names: how captions name each class.
         fashion_templates: the caption templates (one ``{}``).
         tokenizer_file: the SentencePiece model trained on the captions.
+        emoji_train_flippable: ``[N_train]`` whether a mirror image keeps each training emoji's
+            meaning (``None``: all).
+        emoji_eval_sets: more retrieval sets by name (``"crossstyle_heldout"``, ...).
+        emoji_train_styles: the styles of the training emoji.
+        emoji_heldout_style: the style never trained on (``None``: none).
+        text_statistics: how the emoji names tokenise (collisions, unknown tokens, ...).
+        split_counts: ``{group: {"train": n, "heldout": n}}`` over every emoji name.
     """
 
     emoji_train_pixels: npt.NDArray[np.uint8]
@@ -60,6 +89,12 @@ class DemoData:
     fashion_class_names: list[str]
     fashion_templates: list[str]
     tokenizer_file: str
+    emoji_train_flippable: npt.NDArray[np.bool_] | None = None
+    emoji_eval_sets: dict[str, EmojiEvalSet] = dataclasses.field(default_factory=dict)
+    emoji_train_styles: list[str] = dataclasses.field(default_factory=lambda: ["noto"])
+    emoji_heldout_style: str | None = None
+    text_statistics: dict[str, int] = dataclasses.field(default_factory=dict)
+    split_counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
 
     def tokenizer(self, length: int) -> Any:
         """The ``siglip_data.SentencePieceTokenizer`` the captions were tokenised with.
@@ -75,15 +110,99 @@ class DemoData:
         return SentencePieceTokenizer(self.tokenizer_file, preset="siglip", length=length)
 
 
-def _emoji_caption_forms(metadata: dict[str, Any]) -> list[str]:
-    name = metadata["name"]
-    subgroup = metadata["subgroup"].replace("-", " ")
+def emoji_caption_forms(name: str, *, subgroup: str, group: str) -> list[str]:
+    """The demo's four captions of one emoji, in ``EMOJI_CAPTION_WEIGHTS`` order.
+
+    Args:
+        name: the Unicode name (``"grinning face"``).
+        subgroup: its Unicode subgroup (``"face-smiling"``; hyphens become spaces).
+        group: its Unicode group (``"Smileys & Emotion"``; lowercased).
+
+    Returns:
+        ``[name, "an emoji of <name>.", "<subgroup>: <name>", "<group> emoji"]``.
+
+    Examples:
+        >>> from siglip_train.demo import emoji_caption_forms
+        >>> emoji_caption_forms("grinning face", subgroup="face-smiling", group="Smileys & Emotion")
+        ['grinning face', 'an emoji of grinning face.', 'face smiling: grinning face', 'smileys & emotion emoji']
+    """
     return [
         EMOJI_NAME_TEMPLATES[0].format(name=name),
         EMOJI_NAME_TEMPLATES[1].format(name=name),
-        EMOJI_NAME_TEMPLATES[2].format(subgroup=subgroup, name=name),
-        EMOJI_GROUP_TEMPLATE.format(group=metadata["group"].lower()),
+        EMOJI_NAME_TEMPLATES[2].format(subgroup=subgroup.replace("-", " "), name=name),
+        EMOJI_GROUP_TEMPLATE.format(group=group.lower()),
     ]
+
+
+def _emoji_caption_forms(metadata: dict[str, Any]) -> list[str]:
+    return emoji_caption_forms(
+        metadata["name"], subgroup=metadata["subgroup"], group=metadata["group"]
+    )
+
+
+def _load_rgba(shards: tuple[str, ...], image_size: int) -> tuple[np.ndarray, list[dict]]:
+    """Decode RGBA PNG shards at ``image_size`` (premultiplied resize: no dark fringes)."""
+    import io
+
+    from PIL import Image
+
+    from siglip_data import read_shard
+
+    pixels = []
+    metadata = []
+    for shard in shards:
+        for sample in read_shard(shard):
+            if sample.image is None:
+                continue
+            image = Image.open(io.BytesIO(sample.image)).convert("RGBA")
+            if image.size != (image_size, image_size):
+                image = (
+                    image.convert("RGBa")
+                    .resize((image_size, image_size), Image.Resampling.BICUBIC)
+                    .convert("RGBA")
+                )
+            pixels.append(np.asarray(image, dtype=np.uint8))
+            metadata.append(sample.metadata or {})
+    if not pixels:
+        return np.zeros((0, image_size, image_size, 4), dtype=np.uint8), metadata
+    return np.stack(pixels), metadata
+
+
+def _on_white(pixels: np.ndarray) -> npt.NDArray[np.uint8]:
+    """RGBA -> RGB on white, through the same code as training (augmentation off)."""
+    from siglip_data.augment import BatchAugmentation
+    from siglip_data.augment import augment_batch
+
+    if len(pixels) == 0:
+        return np.zeros((*pixels.shape[:3], 3), dtype=np.uint8)
+    return augment_batch(pixels, config=BatchAugmentation.off(), seed=0, step=0)
+
+
+def name_statistics(tokenizer: Any, names: list[str]) -> dict[str, int]:
+    """How distinct names tokenise: collisions (names sharing their ids), unknown and cut tokens.
+
+    Args:
+        tokenizer: a ``siglip_data.SentencePieceTokenizer``.
+        names: distinct names.
+
+    Returns:
+        ``{"names", "names_with_a_collision", "unknown_tokens", "truncated_names",
+        "text_length"}``.
+    """
+    ids = np.asarray(tokenizer(names))
+    rows = [row.tobytes() for row in ids.astype(np.int32)]
+    counts: dict[bytes, int] = {}
+    for row in rows:
+        counts[row] = counts.get(row, 0) + 1
+    unknown_id = next(index for index, piece in tokenizer.preset.pieces if piece == "<unk>")
+    pieces = tokenizer.encode_pieces(names)
+    return {
+        "names": len(names),
+        "names_with_a_collision": sum(1 for row in rows if counts[row] > 1),
+        "unknown_tokens": int(sum(piece == unknown_id for row in pieces for piece in row)),
+        "truncated_names": sum(1 for row in pieces if len(row) > tokenizer.length - 1),
+        "text_length": int(tokenizer.length),
+    }
 
 
 def _load_split(shards: tuple[str, ...], image_size: int) -> tuple[np.ndarray, list[dict]]:
@@ -105,48 +224,88 @@ def prepare_demo_data(
     root: str | os.PathLike[str],
     *,
     image_size: int = 32,
-    text_length: int = 16,
+    text_length: int = 24,
     vocab_size: int = 1000,
     limit: int | None = None,
+    train_styles: tuple[str, ...] = DEMO_TRAIN_STYLES,
+    heldout_style: str | None = DEMO_HELDOUT_STYLE,
+    npm_cache: str | os.PathLike[str] | None = None,
 ) -> DemoData:
-    """Build (once) the emoji and Fashion-MNIST shards, a tokenizer, and load everything.
+    """Build (once) the emoji styles and Fashion-MNIST shards, a tokenizer, and load everything.
 
-    Shards are built by ``siglip_data.builders.build_emoji`` / ``build_fashion_mnist`` under ``root`` and
-    reused; the decoded arrays are cached in ``root/cache-v<N>-<size>px.npz`` (written
-    atomically). The builders read Debian packages (fonts-noto-color-emoji, unicode-data,
-    dataset-fashion-mnist), which this function never installs.
+    Shards are built by ``siglip_data.builders.build_emoji_style`` (one directory per style,
+    ``root/emoji-<style>``, all with the same name-level split) and ``build_fashion_mnist`` under
+    ``root`` and reused; the decoded arrays are cached in ``root/cache-v<N>-<styles>-<size>px.npz``
+    (written atomically). The builders read Debian packages (fonts-noto-color-emoji,
+    fonts-symbola, unicode-data, dataset-fashion-mnist) and, for Twemoji, an ``npm pack``
+    tarball in ``npm_cache``; this function installs and downloads nothing.
+
+    Training emoji: the ``train`` split of every style in ``train_styles`` (RGBA, so that
+    augmentation can vary the background). Evaluation sets: ``emoji_heldout_*`` is the held-out
+    split of the first training style; ``emoji_eval_sets`` holds the held-out split of the other
+    training styles (``"<style>_heldout"``) and, for ``heldout_style``, its held-out names
+    (``"crossstyle_heldout"``) and as many names seen in training (``"crossstyle_seen_names"``,
+    a fixed random subset), so both cross-style scores rank the same number of candidates.
+
+    The tokenizer is trained on the training captions plus one line of every character of the
+    emoji names (character coverage 1), so no name has an unknown token and held-out words are
+    spelled from pieces, never learned from held-out captions.
 
     Args:
         root: data directory.
         image_size: side of the square images the model sees.
-        text_length: tokens per caption.
+        text_length: tokens per caption (24: no emoji name is cut, none collides).
         vocab_size: SentencePiece vocabulary size.
         limit: build only the first ``limit`` emoji and Fashion-MNIST images per split (tests);
             the datasets then live in ``root/limit-<N>/`` and the vocabulary has at most 200
             pieces.
+        train_styles: styles to train on (``siglip_data.builders.EMOJI_STYLES`` keys).
+        heldout_style: a style never trained on, evaluated on (``None``: no cross-style sets).
+        npm_cache: where npm tarballs are (default ``siglip_data.builders.default_npm_cache()``).
 
     Returns:
         :class:`DemoData`.
 
     Raises:
-        siglip_data.builders.MissingDebianPackageError: a Debian package is not installed; the message
-            holds the command that installs it.
+        siglip_data.builders.MissingDebianPackageError: a Debian package is not installed; the
+            message holds the command that installs it.
+        siglip_data.builders.MissingNpmPackageError: the held-out style's npm tarball is not
+            cached; the message holds the ``npm pack`` command.
+        ValueError: no training style, or the held-out style is also a training style.
     """
     import siglip_data
 
+    if not train_styles:
+        raise ValueError("train_styles is empty: the demo needs at least one emoji style")
+    if heldout_style is not None and heldout_style in train_styles:
+        raise ValueError(f"heldout_style {heldout_style!r} is also in train_styles {train_styles}")
     root = Path(root) if limit is None else Path(root) / f"limit-{limit}"
     root.mkdir(parents=True, exist_ok=True)
-    emoji_dir = root / "emoji"
+    styles = [*train_styles, *([heldout_style] if heldout_style else [])]
+    # Check every package before the first (long) build, so one message names all of them.
+    for style in styles:
+        siglip_data.builders.check_debian_packages(
+            siglip_data.builders.EMOJI_STYLES[style].debian_dataset
+        )
+        package = siglip_data.builders.EMOJI_STYLES[style].npm_package
+        if package:
+            siglip_data.builders.npm_tarball(package, npm_cache)
+    siglip_data.builders.check_debian_packages("fashion-mnist")
+    infos = {}
+    for style in styles:
+        directory = root / f"emoji-{style}"
+        if not (directory / "dataset.json").is_file():
+            LOGGER.warning("building the %s emoji shards in %s", style, directory)
+            siglip_data.builders.build_emoji_style(
+                directory, style=style, image_size=64, npm_cache=npm_cache, limit=limit
+            )
+        infos[style] = siglip_data.builders.load_dataset_info(directory)
     fashion_dir = root / "fashion-mnist"
-    if not (emoji_dir / "dataset.json").is_file():
-        LOGGER.warning("building the emoji shards in %s", emoji_dir)
-        siglip_data.builders.build_emoji(emoji_dir, image_size=64, limit=limit)
     if not (fashion_dir / "dataset.json").is_file():
         LOGGER.warning("building the Fashion-MNIST shards in %s", fashion_dir)
         siglip_data.builders.build_fashion_mnist(fashion_dir, limit=limit)
-    emoji_info = siglip_data.builders.load_dataset_info(emoji_dir)
     fashion_info = siglip_data.builders.load_dataset_info(fashion_dir)
-    cache = root / f"cache-v{CACHE_VERSION}-{image_size}px.npz"
+    cache = root / f"cache-v{CACHE_VERSION}-{'-'.join(styles)}-{image_size}px.npz"
     meta_cache = cache.with_suffix(".json")
     if cache.is_file() and meta_cache.is_file():
         arrays = dict(np.load(cache))
@@ -155,29 +314,47 @@ def prepare_demo_data(
         LOGGER.warning("decoding the shards at %d px into %s", image_size, cache)
         arrays = {}
         metadata = {}
-        for name, info, split in (
-            ("emoji_train", emoji_info, "train"),
-            ("emoji_heldout", emoji_info, "heldout"),
-            ("fashion_train", fashion_info, "train"),
-            ("fashion_test", fashion_info, "test"),
-        ):
-            arrays[name], metadata[name] = _load_split(info.splits[split].shards, image_size)
+        for style in styles:
+            for split in ("train", "heldout"):
+                arrays[f"{style}_{split}"], metadata[f"{style}_{split}"] = _load_rgba(
+                    infos[style].splits[split].shards, image_size
+                )
+        for split in ("train", "test"):
+            arrays[f"fashion_{split}"], metadata[f"fashion_{split}"] = _load_split(
+                fashion_info.splits[split].shards, image_size
+            )
         # The arrays first, the metadata last: the pair counts as a cache only when both exist.
         atomic_write(cache, lambda temporary: _save_npz(temporary, arrays))
         atomic_write_text(meta_cache, json.dumps(metadata))
-    groups = [name for name in emoji_info.class_names]
-    emoji_forms = [_emoji_caption_forms(m) for m in metadata["emoji_train"]]
+    groups = list(infos[styles[0]].class_names)
+    train_metadata = [m for style in train_styles for m in metadata[f"{style}_train"]]
+    emoji_forms = [_emoji_caption_forms(m) for m in train_metadata]
     fashion_names = list(fashion_info.caption_names)
     fashion_templates = list(fashion_info.caption_templates)
     fashion_texts = [t.format(c) for c in fashion_names for t in fashion_templates]
+    # Every distinct name of every style and split (the first style draws them all).
+    all_names = list(
+        dict.fromkeys(
+            m["name"] for key in sorted(metadata) if key[:7] != "fashion" for m in metadata[key]
+        )
+    )
     if limit is not None:
         vocab_size = min(vocab_size, 200)  # a few hundred captions cannot fill 1,000 pieces
-    tokenizer_file = root / f"tokenizer-{vocab_size}.model"
+    tokenizer_file = (
+        root / f"tokenizer-v{CACHE_VERSION}-{'-'.join(train_styles)}-{vocab_size}.model"
+    )
     if not tokenizer_file.is_file():
-        corpus = [text for forms in emoji_forms for text in forms] + fashion_texts * 20
+        unique_forms = list(dict.fromkeys(text for forms in emoji_forms for text in forms))
+        corpus = unique_forms + fashion_texts * 20
         corpus += [EMOJI_GROUP_TEMPLATE.format(group=g.lower()) for g in groups] * 20
+        # The alphabet of the names (characters only, no words): no unknown tokens.
+        corpus += [" ".join(sorted({c for name in all_names for c in name.lower() if c != " "}))]
         siglip_data.train_sentencepiece(
-            corpus, str(tokenizer_file), vocab_size=vocab_size, preset="siglip"
+            corpus,
+            str(tokenizer_file),
+            vocab_size=vocab_size,
+            preset="siglip",
+            character_coverage=1.0,
         )
     tokenizer = siglip_data.SentencePieceTokenizer(
         str(tokenizer_file), preset="siglip", length=text_length
@@ -191,12 +368,47 @@ def prepare_demo_data(
     def labels(split: str, key: str) -> npt.NDArray[np.int64]:
         return np.array([m[key] for m in metadata[split]], dtype=np.int64)
 
+    def eval_set(key: str, description: str, index: np.ndarray | None = None) -> EmojiEvalSet:
+        chosen = np.arange(len(metadata[key])) if index is None else index
+        return EmojiEvalSet(
+            pixels=_on_white(arrays[key][chosen]),
+            names=[metadata[key][i]["name"] for i in chosen],
+            groups=labels(key, "group_label")[chosen],
+            description=description,
+        )
+
+    first = train_styles[0]
+    eval_sets = {
+        f"{style}_heldout": eval_set(f"{style}_heldout", f"{style} (trained style), held-out names")
+        for style in train_styles[1:]
+    }
+    if heldout_style is not None:
+        heldout = eval_set(
+            f"{heldout_style}_heldout", f"{heldout_style} (never trained on), held-out names"
+        )
+        seen_count = min(len(heldout.names), len(metadata[f"{heldout_style}_train"]))
+        seen_index = np.sort(
+            np.random.default_rng(0).choice(
+                len(metadata[f"{heldout_style}_train"]), seen_count, replace=False
+            )
+        )
+        eval_sets["crossstyle_heldout"] = heldout
+        eval_sets["crossstyle_seen_names"] = eval_set(
+            f"{heldout_style}_train",
+            f"{heldout_style} (never trained on), names seen in training",
+            seen_index,
+        )
+    split_counts: dict[str, dict[str, int]] = {}
+    for split in ("train", "heldout"):
+        for m in metadata[f"{first}_{split}"]:
+            counts = split_counts.setdefault(m["group"], {"train": 0, "heldout": 0})
+            counts[split] += 1
     return DemoData(
-        emoji_train_pixels=arrays["emoji_train"],
+        emoji_train_pixels=np.concatenate([arrays[f"{style}_train"] for style in train_styles]),
         emoji_train_captions=emoji_captions.astype(np.int32),
-        emoji_heldout_pixels=arrays["emoji_heldout"],
-        emoji_heldout_names=[m["name"] for m in metadata["emoji_heldout"]],
-        emoji_heldout_groups=labels("emoji_heldout", "group_label"),
+        emoji_heldout_pixels=_on_white(arrays[f"{first}_heldout"]),
+        emoji_heldout_names=[m["name"] for m in metadata[f"{first}_heldout"]],
+        emoji_heldout_groups=labels(f"{first}_heldout", "group_label"),
         emoji_groups=groups,
         fashion_train_pixels=arrays["fashion_train"],
         fashion_train_labels=labels("fashion_train", "label"),
@@ -206,6 +418,12 @@ def prepare_demo_data(
         fashion_class_names=fashion_names,
         fashion_templates=fashion_templates,
         tokenizer_file=str(tokenizer_file),
+        emoji_train_flippable=np.array([bool(m["flippable"]) for m in train_metadata]),
+        emoji_eval_sets=eval_sets,
+        emoji_train_styles=list(train_styles),
+        emoji_heldout_style=heldout_style,
+        text_statistics=name_statistics(tokenizer, all_names),
+        split_counts=split_counts,
     )
 
 
@@ -215,28 +433,17 @@ def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
         np.savez(handle, **arrays)
 
 
-def _translate(pixels: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
-    """Shift each image by up to ``max_shift`` pixels, filling with white (the emoji background)."""
-    if max_shift <= 0 or len(pixels) == 0:
-        return pixels
-    count, height, width, _ = pixels.shape
-    padded = np.pad(
-        pixels, ((0, 0), (max_shift,) * 2, (max_shift,) * 2, (0, 0)), constant_values=255
-    )
-    offsets = rng.integers(0, 2 * max_shift + 1, size=(count, 2))
-    return np.stack(
-        [padded[i, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)]
-    )
-
-
 class DemoBatches:
     """Mixed emoji + Fashion-MNIST batches, resumable, identical on every rank.
 
     Batch ``step`` is a pure function of ``(seed, step)``: the global batch is drawn, then this
     rank keeps its ``[rank * n, (rank + 1) * n)`` slice, so a 2-process run sees exactly the
-    samples of a 1-process run. Emoji are shifted by up to ``image_size // 10`` pixels
-    (``augment``) and captioned with a random caption form; Fashion-MNIST images get a random
-    template caption.
+    samples of a 1-process run. Emoji are augmented (``augment``:
+    ``siglip_data.augment.augment_batch`` with ``augmentation``, itself a pure function of
+    ``(seed, step)``, mirrored only where ``data.emoji_train_flippable`` allows) or only
+    composited onto white, and captioned with a random caption form; Fashion-MNIST images get a
+    random template caption and no augmentation. The resume state is the step (plus the seed,
+    batch size and augmentation fingerprint, checked on load).
 
     Args:
         data: the arrays.
@@ -245,7 +452,8 @@ class DemoBatches:
         seed: data seed.
         rank: this process's rank.
         world_size: number of processes (must divide ``batch_size``).
-        augment: random translation of emoji.
+        augment: augment the emoji (training); ``False``: only composite them onto white.
+        augmentation: what augmenting does (default ``siglip_data.augment.BatchAugmentation()``).
     """
 
     def __init__(
@@ -258,7 +466,10 @@ class DemoBatches:
         rank: int = 0,
         world_size: int = 1,
         augment: bool = True,
+        augmentation: Any = None,
     ) -> None:
+        from siglip_data.augment import BatchAugmentation
+
         if batch_size % world_size:
             raise ValueError(
                 f"batch_size ({batch_size}) must be divisible by world_size ({world_size})"
@@ -270,21 +481,37 @@ class DemoBatches:
         self.rank = rank
         self.world_size = world_size
         self.augment = augment
+        self.augmentation = (
+            (augmentation or BatchAugmentation()) if augment else BatchAugmentation.off()
+        )
         self.step = 0
 
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "seed": self.seed, "batch_size": self.batch_size}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "augmentation": self.augmentation.fingerprint(),
+        }
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed") != self.seed or state.get("batch_size") != self.batch_size:
             raise ValueError(
                 f"data state {state} was saved with another seed or batch size "
                 f"(now seed={self.seed}, batch_size={self.batch_size})"
             )
+        saved = state.get("augmentation", self.augmentation.fingerprint())
+        if saved != self.augmentation.fingerprint():
+            raise ValueError(
+                f"data state was saved with another augmentation ({saved}, now "
+                f"{self.augmentation.fingerprint()}): the resumed batches would differ"
+            )
         self.step = int(state["step"])
 
     def batch(self, step: int) -> dict[str, Any]:
         """The local batch number ``step`` (NHWC uint8 ``pixels``, int32 ``token_ids``)."""
+        from siglip_data.augment import augment_batch
+
         data = self.data
         rng = np.random.default_rng([self.seed, step])
         fashion_index = rng.integers(0, len(data.fashion_train_labels), self.fashion_count)
@@ -292,9 +519,16 @@ class DemoBatches:
         emoji_index = rng.choice(len(data.emoji_train_pixels), emoji_count, replace=False)
         templates = rng.integers(0, data.fashion_captions.shape[1], self.fashion_count)
         forms = rng.choice(len(EMOJI_CAPTION_WEIGHTS), emoji_count, p=EMOJI_CAPTION_WEIGHTS)
-        emoji_pixels = data.emoji_train_pixels[emoji_index]
-        if self.augment:
-            emoji_pixels = _translate(emoji_pixels, rng, max(1, emoji_pixels.shape[1] // 10))
+        flippable = (
+            None if data.emoji_train_flippable is None else data.emoji_train_flippable[emoji_index]
+        )
+        emoji_pixels = augment_batch(
+            data.emoji_train_pixels[emoji_index],
+            config=self.augmentation,
+            seed=self.seed,
+            step=step,
+            flippable=flippable,
+        )
         pixels = np.concatenate([data.fashion_train_pixels[fashion_index], emoji_pixels])
         token_ids = np.concatenate(
             [

@@ -31,6 +31,8 @@ from siglip_train._logging import LOGGER
 from siglip_train._logging import read_metrics
 from siglip_train._protocol import TwoTowerModel
 from siglip_train._trainer import Trainer
+from siglip_train.demo._data import DEMO_HELDOUT_STYLE
+from siglip_train.demo._data import DEMO_TRAIN_STYLES
 from siglip_train.demo._data import EMOJI_GROUP_TEMPLATE
 from siglip_train.demo._data import DemoBatches
 from siglip_train.demo._data import DemoData
@@ -51,7 +53,8 @@ def demo_config() -> TrainConfig:
     shared with other jobs, two threads make these small ops many times slower); AdamW lr 1e-3,
     weight decay 0.1 in PyTorch units (big_vision wd 1e-4 at lr 1e-3), beta2 0.95, clip 1,
     100 warmup steps, cosine; ``log_scale`` and ``bias`` start at t = 10, b = -10 and get 10x the
-    lr so that they move in 1,000 steps. ``model.name`` and ``init_from`` are not used: the demo
+    lr so that they move in 1,000 steps. Captions have 24 tokens: no emoji name is cut and no
+    two names share their token ids (``report.json``'s ``emoji_text``). ``model.name`` and ``init_from`` are not used: the demo
     builds :func:`demo_model_config`.
 
     Examples:
@@ -76,14 +79,23 @@ def demo_config() -> TrainConfig:
             logit_lr_multiplier=10.0,
         ),
         loss=LossConfig(name="sigmoid"),
-        data=DataConfig(batch_size=128, image_size=32, text_length=16),
+        data=DataConfig(batch_size=128, image_size=32, text_length=24),
         checkpoint=CheckpointConfig(every_steps=250, keep_last=2),
         logging=LoggingConfig(every_steps=10),
     )
 
 
+DEMO_BUDGETS: dict[str, tuple[str, ...]] = {
+    "10min": (),
+    "30min": ("steps=3000", "optimizer.warmup_steps=300", "checkpoint.every_steps=500"),
+}
+"""Training budgets (``--budget``) as overrides of :func:`demo_config`: 1,000 steps take about
+10 minutes on a 2-core CPU shared with other work (5 on a quiet one); ``30min`` is the opt-in
+longer run (3x the steps, same model and schedule shape)."""
+
+
 def demo_model_config(
-    *, vocab_size: int, image_size: int = 32, text_length: int = 16
+    *, vocab_size: int, image_size: int = 32, text_length: int = 24
 ) -> SiglipConfig:
     """The demo's ``siglip_models.SiglipConfig``: ViT 128 wide x 4 deep (patch 8), text 128 x 3.
 
@@ -165,6 +177,61 @@ def _encode(
     return torch.cat(outputs).numpy().astype(np.float64)
 
 
+def evaluate_emoji_retrieval(
+    model: TwoTowerModel,
+    pixels: np.ndarray,
+    names: list[str],
+    *,
+    tokenizer: Callable[[list[str]], np.ndarray],
+    groups: np.ndarray | None = None,
+    group_names: list[str] | None = None,
+) -> dict[str, float]:
+    """The demo's emoji protocol on any images with names: retrieval and group zero-shot.
+
+    Image -> text and text -> image retrieval between each image and its name (the bare name,
+    ``EMOJI_NAME_TEMPLATES[0]``; every name of the set is a candidate), Recall@{1,5,10} from
+    ``siglip_eval.retrieval_metrics``; with ``groups``, zero-shot classification of the images
+    into ``group_names`` with the prompt ``EMOJI_GROUP_TEMPLATE`` (``siglip_eval.zeroshot_metrics``;
+    balanced accuracy weighs groups equally). Embeddings are L2-normalised; images are uint8
+    NHWC mapped to [-1, 1] as in training.
+
+    Args:
+        model: a two-tower model with ``encode_image`` (NCHW) and ``encode_text``, in eval mode.
+        pixels: ``[N, S, S, 3]`` uint8 images.
+        names: ``N`` distinct names (the candidates).
+        tokenizer: texts -> ``[N, L]`` token ids (e.g. ``DemoData.tokenizer(L)``).
+        groups: ``[N]`` int group labels (optional).
+        group_names: the groups' names, label order (needed with ``groups``).
+
+    Returns:
+        ``image_to_text_R@{1,5,10}``, ``text_to_image_R@{1,5,10}``, and with ``groups``:
+        ``group_balanced_accuracy``, ``group_top1``.
+
+    Raises:
+        ValueError: ``pixels`` and ``names`` differ in length, names repeat, or ``groups``
+            without ``group_names``.
+    """
+    from siglip_eval import retrieval_metrics
+    from siglip_eval import zeroshot_metrics
+
+    if len(pixels) != len(names):
+        raise ValueError(f"{len(pixels)} images but {len(names)} names")
+    if len(set(names)) != len(names):
+        raise ValueError("names repeat: retrieval needs one distinct name per image")
+    if groups is not None and group_names is None:
+        raise ValueError("groups needs group_names (the prompts)")
+    images = _encode(model.encode_image, pixels, images=True)
+    texts = _encode(model.encode_text, tokenizer(names), images=False)
+    results = dict(retrieval_metrics(images, texts, np.arange(len(texts)), ks=(1, 5, 10)))
+    if groups is not None and group_names is not None:
+        prompts = tokenizer([EMOJI_GROUP_TEMPLATE.format(group=g.lower()) for g in group_names])
+        group_embeddings = _encode(model.encode_text, prompts, images=False)
+        zeroshot = zeroshot_metrics(images, group_embeddings, groups)
+        results["group_balanced_accuracy"] = zeroshot["mean_per_class_recall"]
+        results["group_top1"] = zeroshot["top1"]
+    return results
+
+
 def evaluate_demo(
     model: TwoTowerModel, data: DemoData, *, fashion_limit: int | None = None
 ) -> dict[str, float]:
@@ -181,7 +248,9 @@ def evaluate_demo(
     Returns:
         ``fashion_mnist_zeroshot_top1`` / ``_top5`` / ``_balanced_accuracy``,
         ``emoji_heldout_image_to_text_R@{1,5,10}``, ``emoji_heldout_text_to_image_R@{1,5,10}``,
-        ``emoji_group_balanced_accuracy``, ``emoji_group_top1``.
+        ``emoji_group_balanced_accuracy``, ``emoji_group_top1``; for each of
+        ``data.emoji_eval_sets`` (:func:`evaluate_emoji_retrieval`): ``emoji_<set>_<metric>``,
+        e.g. ``emoji_crossstyle_heldout_image_to_text_R@10``.
     """
     from siglip_eval import retrieval_metrics
     from siglip_eval import zeroshot_metrics
@@ -223,19 +292,35 @@ def evaluate_demo(
         "emoji_group_top1": groups["top1"],
     }
     results.update({f"emoji_heldout_{name}": value for name, value in retrieval.items()})
+    for set_name, emoji_set in data.emoji_eval_sets.items():
+        scores = evaluate_emoji_retrieval(
+            model,
+            emoji_set.pixels,
+            emoji_set.names,
+            tokenizer=tokenizer,
+            groups=emoji_set.groups,
+            group_names=data.emoji_groups,
+        )
+        results.update({f"emoji_{set_name}_{name}": value for name, value in scores.items()})
     return results
 
 
 def chance_levels(data: DemoData) -> dict[str, float]:
     """What random embeddings score on each headline metric."""
     heldout = len(data.emoji_heldout_names)
-    return {
+    chance = {
         "fashion_mnist_zeroshot_top1": 1.0 / len(data.fashion_class_names),
         "emoji_heldout_image_to_text_R@1": 1.0 / heldout,
         "emoji_heldout_image_to_text_R@5": min(1.0, 5.0 / heldout),
         "emoji_heldout_image_to_text_R@10": min(1.0, 10.0 / heldout),
         "emoji_group_balanced_accuracy": 1.0 / len(set(data.emoji_heldout_groups.tolist())),
     }
+    for set_name, emoji_set in data.emoji_eval_sets.items():
+        chance[f"emoji_{set_name}_image_to_text_R@10"] = min(1.0, 10.0 / len(emoji_set.names))
+        chance[f"emoji_{set_name}_group_balanced_accuracy"] = 1.0 / len(
+            set(emoji_set.groups.tolist())
+        )
+    return chance
 
 
 def save_figure(figure: Any, path: Path) -> None:
@@ -349,13 +434,7 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         "| metric | value | chance | x chance |",
         "|---|---|---|---|",
     ]
-    for key in (
-        "fashion_mnist_zeroshot_top1",
-        "emoji_heldout_image_to_text_R@1",
-        "emoji_heldout_image_to_text_R@5",
-        "emoji_heldout_image_to_text_R@10",
-        "emoji_group_balanced_accuracy",
-    ):
+    for key in chance:
         lines.append(
             f"| {key} | {results[key]:.4f} | {chance[key]:.4f} | {results[key] / chance[key]:.1f} |"
         )
@@ -369,6 +448,21 @@ def _markdown(report: dict[str, Any], plots: list[str]) -> str:
         "base stay on one side), so retrieval there measures generalisation from words such as "
         "'face', 'flag' or 'skin tone' to pixels. Group zero-shot prompts are "
         f"'{EMOJI_GROUP_TEMPLATE}'; balanced accuracy weighs the 9 groups equally.",
+        "",
+        f"Emoji styles trained on: {', '.join(report['emoji_styles']['train'])} (train split, "
+        f"augmented: {report['demo']['augment']}); never trained on: "
+        f"{report['emoji_styles']['heldout']}. `emoji_heldout_*` is the first training style's "
+        "held-out names; `emoji_crossstyle_heldout_*` the held-out names in the unseen style; "
+        "`emoji_crossstyle_seen_names_*` as many training names in the unseen style.",
+        "",
+        "Text: " + ", ".join(f"{k} {v}" for k, v in report["emoji_text"].items()) + ".",
+        "",
+        "| group | train names | held-out names |",
+        "|---|---|---|",
+        *(
+            f"| {group} | {counts['train']} | {counts['heldout']} |"
+            for group, counts in report["emoji_split_counts"].items()
+        ),
         "",
     ]
     lines += [f"![{plot}]({plot})" for plot in plots]
@@ -451,6 +545,9 @@ def run_demo(
     eval_every: int = 0,
     data_limit: int | None = None,
     framework: str = "torch",
+    train_styles: tuple[str, ...] = DEMO_TRAIN_STYLES,
+    heldout_style: str | None = DEMO_HELDOUT_STYLE,
+    npm_cache: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Build the data, train the demo model, evaluate it and write ``report.{json,md}`` + plots.
 
@@ -460,13 +557,21 @@ def run_demo(
             ``out_dir`` and ``eval.every_steps`` becomes ``eval_every``.
         data_root: where datasets are built and cached (default ``<out_dir>/../data``).
         fashion_mnist_fraction: share of Fashion-MNIST samples in each batch (the rest emoji).
-        augment: shift emoji by up to a tenth of the image side (random translation).
+        augment: augment the training emoji (``siglip_data.augment.BatchAugmentation()``:
+            random resized crop, flips where meaning allows, colour jitter, grayscale,
+            backgrounds); evaluation never augments.
         eval_every: also evaluate (on 1,000 Fashion-MNIST test images) every N steps; 0: only
             at the end.
         data_limit: use only the first N images of each dataset split (smoke tests).
         framework: ``"torch"`` (the ``Trainer``) or ``"jax"`` (``siglip_train.jax.JaxTrainer``
             on every JAX device, from the same initial weights; evaluated through the torch
             model after copying the trained weights back).
+        train_styles: emoji styles to train on (default ``("noto", "symbola")``).
+        heldout_style: the style held out of training and scored cross-style (default
+            ``"twemoji"``: in colour like Noto but drawn by other artists, and it draws every
+            name, flags and keycaps included, so both cross-style sets cover every group).
+        npm_cache: where the Twemoji npm tarball is (default
+            ``siglip_data.builders.default_npm_cache()``).
 
     Returns:
         The report dict (also ``<out_dir>/report.json``).
@@ -474,6 +579,8 @@ def run_demo(
     Raises:
         siglip_data.builders.MissingDebianPackageError: the Debian packages behind the datasets are not
             installed (the message holds the command that installs them).
+        siglip_data.builders.MissingNpmPackageError: the held-out style's npm tarball is not
+            cached (the message holds the ``npm pack`` command).
         ConfigError: ``config`` sets a field the demo does not use (``model.name``,
             ``data.shards``, ...) or ``fashion_mnist_fraction`` is outside [0, 1].
     """
@@ -494,6 +601,9 @@ def run_demo(
         image_size=config.data.image_size,
         text_length=config.data.text_length,
         limit=data_limit,
+        train_styles=train_styles,
+        heldout_style=heldout_style,
+        npm_cache=npm_cache,
     )
     data_seconds = time.perf_counter() - started
     vocab_size = data.tokenizer(config.data.text_length).vocab_size
@@ -557,6 +667,13 @@ def run_demo(
         "results": results,
         "chance": chance,
         "times_chance": {key: results[key] / chance[key] for key in chance},
+        "emoji_styles": {"train": data.emoji_train_styles, "heldout": data.emoji_heldout_style},
+        "emoji_text": data.text_statistics,
+        "emoji_split_counts": data.split_counts,
+        "emoji_eval_sets": {
+            name: {"images": len(emoji_set.names), "description": emoji_set.description}
+            for name, emoji_set in data.emoji_eval_sets.items()
+        },
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
         "config": config_to_dict(config),
         "demo": {
