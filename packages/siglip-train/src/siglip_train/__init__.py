@@ -19,10 +19,12 @@
 See docs/train.md.
 """
 
-from siglip_train import distributed as distributed  # public submodule
-from siglip_train import recipe as recipe  # public submodule
-from siglip_train._checkpoint import CheckpointError
-from siglip_train._checkpoint import latest_checkpoint
+import importlib
+from typing import TYPE_CHECKING
+from typing import Any
+
+from siglip_train._common import CheckpointError
+from siglip_train._common import TrainResult
 from siglip_train._config import CheckpointConfig
 from siglip_train._config import ConfigError
 from siglip_train._config import DataConfig
@@ -36,15 +38,47 @@ from siglip_train._config import apply_overrides
 from siglip_train._config import build_config
 from siglip_train._config import config_from_dict
 from siglip_train._config import save_config
-from siglip_train._interpolate import interpolate_weights
 from siglip_train._logging import read_metrics
-from siglip_train._optim import decay_parameter_names
 from siglip_train._presets import get_preset
 from siglip_train._presets import list_presets
-from siglip_train._protocol import ContrastiveLoss
-from siglip_train._protocol import TwoTowerModel
-from siglip_train._trainer import Trainer
-from siglip_train._trainer import TrainResult
+
+if TYPE_CHECKING:
+    from siglip_train import distributed as distributed
+    from siglip_train import recipe as recipe
+    from siglip_train._checkpoint import latest_checkpoint
+    from siglip_train._interpolate import interpolate_weights
+    from siglip_train._optim import decay_parameter_names
+    from siglip_train._protocol import ContrastiveLoss
+    from siglip_train._protocol import TwoTowerModel
+    from siglip_train._trainer import Trainer
+
+# The names below need torch. They are imported on first access (PEP 562), so that the configs,
+# presets and ``siglip_train.jax`` work without importing torch.
+_TORCH_NAMES = {
+    "ContrastiveLoss": "siglip_train._protocol",
+    "Trainer": "siglip_train._trainer",
+    "TwoTowerModel": "siglip_train._protocol",
+    "decay_parameter_names": "siglip_train._optim",
+    "interpolate_weights": "siglip_train._interpolate",
+    "latest_checkpoint": "siglip_train._checkpoint",
+}
+_TORCH_SUBMODULES = ("distributed", "recipe")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        value = getattr(importlib.import_module(_TORCH_NAMES[name]), name)
+    elif name in _TORCH_SUBMODULES:
+        value = importlib.import_module(f"siglip_train.{name}")
+    else:
+        raise AttributeError(f"module 'siglip_train' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_TORCH_SUBMODULES))
+
 
 __version__ = "0.1.0"
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from siglip_train._atomic import atomic_directory
 from siglip_train._atomic import atomic_write_text
+from siglip_train._common import CheckpointError
 from siglip_train._config import TrainConfig
 from siglip_train._config import config_to_dict
 from siglip_train._config import save_config
@@ -43,10 +44,6 @@ MODEL_DIRECTORY = "model"
 TRAINING_STATE = "training_state.pt"
 CONFIG_FILE = "config.yaml"
 STEP_PREFIX = "step_"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete, corrupt, or does not fit the model or run."""
 
 
 def rank_state_file(rank: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from collections.abc import Sequence
@@ -10,18 +9,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# Parameters whose name matches never get weight decay, whatever their rank: position embeddings
-# (learned tables that define geometry, not capacity) and the loss's scalars.
-NO_DECAY_NAME_PATTERNS: tuple[str, ...] = (
-    r"(^|\.)pos(ition)?(al)?_?emb",
-    r"position_embedding",
-    r"(^|\.)pos_embed",
-    r"(^|\.)log_scale$",
-    r"(^|\.)logit_scale$",
-    r"(^|\.)bias$",
-    r"(^|\.)logit_bias$",
-    r"probe$",
-)
+from siglip_train._common import NO_DECAY_NAME_PATTERNS
+from siglip_train._common import warmup_cosine_multiplier
 
 
 def decay_parameter_names(
@@ -126,37 +115,6 @@ def build_parameter_groups(
             }
         )
     return result
-
-
-def warmup_cosine_multiplier(
-    step: int, *, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0
-) -> float:
-    r"""The lr multiplier at ``step``: linear warmup, then cosine decay to ``min_lr_ratio``.
-
-    .. math::
-        m(s) = \begin{cases} (s + 1) / w & s < w \\
-        r + (1 - r) \tfrac{1}{2}\big(1 + \cos(\pi \tfrac{s - w}{T - w})\big) & s \ge w \end{cases}
-
-    Args:
-        step: 0-based index of the optimizer step about to be taken.
-        total_steps: ``T``, the number of steps of the run.
-        warmup_steps: ``w``; 0 disables warmup.
-        min_lr_ratio: ``r``, the final multiplier.
-
-    Returns:
-        The multiplier in ``[0, 1]``.
-
-    Examples:
-        >>> warmup_cosine_multiplier(0, total_steps=100, warmup_steps=10)
-        0.1
-        >>> warmup_cosine_multiplier(100, total_steps=100, warmup_steps=10)
-        0.0
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def build_optimizer(

@@ -6,7 +6,6 @@ Checkpoints are written and read by ``_checkpoint`` (sharded ones by ``_dcp``).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import signal
@@ -36,6 +35,7 @@ from siglip_train._checkpoint import read_manifest
 from siglip_train._checkpoint import restore_checkpoint
 from siglip_train._checkpoint import verify_checkpoint
 from siglip_train._checkpoint import write_checkpoint
+from siglip_train._common import TrainResult
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
 from siglip_train._config import config_to_dict
@@ -65,28 +65,6 @@ from siglip_train._run_identity import write_run_file
 from siglip_train._watchdog import StepWatchdog
 
 EvalFunction = Callable[[TwoTowerModel], Mapping[str, float]]
-
-
-@dataclasses.dataclass
-class TrainResult:
-    """What :meth:`Trainer.fit` returns.
-
-    Attributes:
-        step: optimizer steps completed (counting resumed ones).
-        interrupted: stopped early by SIGTERM/SIGINT, ``max_seconds`` or ``fit(max_steps=...)``.
-        train_seconds: wall time spent in training steps, over every resume of the run (no
-            setup, eval, saving).
-        last_loss: the global loss of the last step.
-        checkpoint: the last checkpoint written, if any.
-        eval: the last evaluation results, if any.
-    """
-
-    step: int
-    interrupted: bool
-    train_seconds: float
-    last_loss: float
-    checkpoint: Path | None
-    eval: dict[str, float]
 
 
 def _l2_normalize(x: torch.Tensor) -> torch.Tensor:

@@ -23,3 +23,16 @@ def test_import_siglip_train_imports_no_jax():
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
+
+
+def test_import_siglip_train_jax_imports_no_torch():
+    # The JAX path: the trainer, its configs and presets; torch only through the CLI's helpers.
+    code = (
+        "import sys, siglip_train.jax, siglip_train; siglip_train.get_preset('tiny-cpu');"
+        " print(sorted({'torch'} & set(sys.modules)))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"

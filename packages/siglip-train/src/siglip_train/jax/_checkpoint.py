@@ -18,7 +18,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from siglip_train._checkpoint import CheckpointError
+from siglip_train._common import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
 FORMAT = "siglip-train-jax/1"

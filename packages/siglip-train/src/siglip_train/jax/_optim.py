@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from siglip_train._common import NO_DECAY_NAME_PATTERNS
 from siglip_train._config import OptimizerConfig
-from siglip_train._optim import NO_DECAY_NAME_PATTERNS
 
 Params = Mapping[str, Any]
 GROUPS = ("image", "text", "shared", "frozen")

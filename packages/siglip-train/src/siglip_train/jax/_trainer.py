@@ -24,7 +24,9 @@ from jax.sharding import PartitionSpec
 from siglip_loss.jax import l2_normalize
 from siglip_loss.jax import sharded_sigmoid_loss
 from siglip_loss.jax import softmax_loss
-from siglip_train._checkpoint import CheckpointError
+from siglip_train._common import CheckpointError
+from siglip_train._common import TrainResult
+from siglip_train._common import warmup_cosine_multiplier
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
 from siglip_train._config import config_to_dict
@@ -32,8 +34,6 @@ from siglip_train._config import save_config
 from siglip_train._config import validate_config
 from siglip_train._logging import LOGGER
 from siglip_train._logging import MetricsLogger
-from siglip_train._optim import warmup_cosine_multiplier
-from siglip_train._trainer import TrainResult
 from siglip_train.jax._checkpoint import CHECKPOINT_DIR
 from siglip_train.jax._checkpoint import OrbaxCheckpoints
 from siglip_train.jax._checkpoint import check_shapes
