@@ -135,8 +135,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="steps per run (first not timed)")
     parser.add_argument("--skip-b16", action="store_true", help="only the demo model")
     parser.add_argument("--out", default="bench_train.json")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch threads (1: the demo's and tiny-cpu's setting; XLA uses every core)",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
     from siglip_models import get_config
     from siglip_train.demo._run import demo_model_config
 
@@ -144,7 +150,7 @@ def main() -> None:
     b16 = get_config("siglip-base-patch16-224")
     report: dict[str, object] = {
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} "
-        f"(1 thread), jax {jax.__version__}",
+        f"({args.torch_threads} thread(s)), jax {jax.__version__}",
         "load_before": os.getloadavg(),
     }
     started = time.perf_counter()
