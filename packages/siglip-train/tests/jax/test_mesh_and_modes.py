@@ -92,6 +92,11 @@ def test_bad_batch_and_mesh_are_named(tmp_path):
         trainer.fit()
     with pytest.raises(ConfigError, match=r"'loss\.positives' must be 'diagonal'"):
         JaxTrainer(SiglipModel("tiny-test"), [], tiny_config(tmp_path, "loss.positives=caption"))
+    with pytest.raises(ConfigError, match=r"'precision' must be 'auto' or 'fp32'.*got 'bf16'"):
+        JaxTrainer(SiglipModel("tiny-test"), [], tiny_config(tmp_path, "precision=bf16"))
+    naflex = dict(numpy_batches(1, batch_size=8)[0], patch_mask=np.ones((8, 16), bool))
+    with pytest.raises(ValueError, match=r"NaFlex batch.*torch trainer only"):
+        JaxTrainer(SiglipModel("tiny-test"), [naflex], tiny_config(tmp_path)).fit()
 
 
 @pytest.mark.parametrize(

@@ -152,6 +152,11 @@ class JaxTrainer:
                 "config field 'loss.positives' must be 'diagonal' for the JAX trainer (several "
                 f"positives per row are in the torch trainer only), got {config.loss.positives!r}"
             )
+        if config.precision == "bf16":
+            raise ConfigError(
+                "config field 'precision' must be 'auto' or 'fp32' for the JAX trainer (it trains "
+                "in float32; bf16 autocast is in the torch trainer only), got 'bf16'"
+            )
         if mesh is None:
             try:
                 mesh = make_mesh(fsdp=config.mesh.fsdp)
@@ -257,6 +262,11 @@ class JaxTrainer:
         """This process's rows -> global arrays split over every device of the mesh."""
         from siglip_data import normalize_uint8_pixels
 
+        if "patch_mask" in batch or "spatial_shapes" in batch:
+            raise ValueError(
+                "batch: a NaFlex batch (patch_mask, spatial_shapes); the JAX trainer takes fixed "
+                "resolution NHWC pixels, NaFlex training is in the torch trainer only"
+            )
         if "pixels" not in batch or "token_ids" not in batch:
             raise KeyError(
                 f"batch: expected the keys 'pixels' and 'token_ids', got {sorted(batch)}"
