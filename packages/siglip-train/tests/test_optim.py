@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from siglip_models.torch import SiglipModel
 from siglip_train import decay_parameter_names
+from siglip_train._common import warmup_cosine_multiplier
 from siglip_train._optim import build_optimizer
 from siglip_train._optim import build_parameter_groups
-from siglip_train._optim import warmup_cosine_multiplier
 
 
 def test_decay_mask_on_a_siglip_model_is_exactly_the_kernels() -> None:

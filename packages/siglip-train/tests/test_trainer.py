@@ -24,8 +24,8 @@ from siglip_train import TrainConfig
 from siglip_train import Trainer
 from siglip_train import apply_overrides
 from siglip_train import read_metrics
+from siglip_train._common import warmup_cosine_multiplier
 from siglip_train._optim import decay_parameter_names
-from siglip_train._optim import warmup_cosine_multiplier
 
 
 def make_config(tmp_path: Path, *overrides: str) -> TrainConfig:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from siglip_train._checkpoint import CheckpointError
+from siglip_train._common import CheckpointError
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
 from siglip_train._config import build_config

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from siglip_train._atomic import atomic_write_bytes
+from siglip_train._common import warmup_cosine_multiplier
 from siglip_train._config import TrainConfig
 from siglip_train._optim import build_optimizer
 from siglip_train._optim import build_parameter_groups
-from siglip_train._optim import warmup_cosine_multiplier
 from siglip_train._recipe_config import RecipeConfig
 from siglip_train._recipe_data import LOCCA_TASKS
 

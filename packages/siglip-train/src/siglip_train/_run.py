@@ -453,8 +453,8 @@ def _fit(
 def _resume_target(resume: str, output_dir: str) -> str | Path:
     """``auto``; a checkpoint directory; a run directory: ``auto`` for ``output_dir`` itself,
     else its newest checkpoint (which starts a branch here)."""
-    from siglip_train._checkpoint import CheckpointError
     from siglip_train._checkpoint import resolve_resume_path
+    from siglip_train._common import CheckpointError
 
     path = Path(resume)
     if resume == "auto" or (path.is_dir() and path.resolve() == Path(output_dir).resolve()):

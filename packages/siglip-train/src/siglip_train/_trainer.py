@@ -28,14 +28,15 @@ from siglip_train._batches import batch_to_tensors
 from siglip_train._batches import encode_images
 from siglip_train._batches import tower_parameter_names
 from siglip_train._checkpoint import CONFIG_FILE
-from siglip_train._checkpoint import CheckpointError
 from siglip_train._checkpoint import capture_rng_state
 from siglip_train._checkpoint import prune_checkpoints
 from siglip_train._checkpoint import read_manifest
 from siglip_train._checkpoint import restore_checkpoint
 from siglip_train._checkpoint import verify_checkpoint
 from siglip_train._checkpoint import write_checkpoint
+from siglip_train._common import CheckpointError
 from siglip_train._common import TrainResult
+from siglip_train._common import warmup_cosine_multiplier
 from siglip_train._config import ConfigError
 from siglip_train._config import TrainConfig
 from siglip_train._config import config_to_dict
@@ -51,7 +52,6 @@ from siglip_train._losses import ignored_parameters
 from siglip_train._optim import build_optimizer
 from siglip_train._optim import build_parameter_groups
 from siglip_train._optim import build_scheduler
-from siglip_train._optim import warmup_cosine_multiplier
 from siglip_train._positives import positive_groups
 from siglip_train._protocol import BatchSource
 from siglip_train._protocol import ContrastiveLoss
