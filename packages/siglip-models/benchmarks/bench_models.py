@@ -7,6 +7,8 @@ onnxruntime, Flax jit; and an end-to-end embed of JPEGs (decode + preprocess + t
     nox -s bench-models -- --e2e-images 200 --skip-flax --skip-train
     nox -s bench-models -- --only-naflex   # the NaFlex rows alone
     nox -s bench-models -- --only-e2e      # the end-to-end embed rows alone (1000 JPEGs)
+    nox -s bench-models -- --only-bf16     # bfloat16 towers and end to end, both sides
+    nox -s bench-models -- --only-profile  # where the prepacked image tower's time goes
 
 NaFlex rows: ``siglip2-base-patch16-naflex`` image tower on a batch of mixed aspect ratios padded
 to 256 and to 1024 patches, ours (torch eager, torch prepacked, Flax jit) against transformers'
@@ -17,6 +19,12 @@ loaded by all) and the same number of threads. Ratios measured in the same run a
 a shared machine absolute numbers move with the load. The end-to-end rows run each side in its own
 process, timed from start to exit (imports and model loading included): ``siglip-eval embed`` on a
 folder against a loop of transformers' ``SiglipImageProcessorPil`` + ``get_image_features``.
+
+bfloat16 rows (``--bf16`` adds them, ``--only-bf16`` runs them alone) cast both sides: transformers
+``from_pretrained(dtype=torch.bfloat16)`` against ours ``to_inference_dtype(torch.bfloat16)``, eager
+and prepacked. ``--profile`` (``--only-profile`` alone) prints a ``torch.profiler`` table of the
+prepacked image tower at the end-to-end batch and the GEMM rate it reaches against oneDNN's packed
+GEMM on the tower's MLP shape alone, the ceiling of a tower that is mostly GEMMs.
 """
 
 from __future__ import annotations
@@ -63,6 +71,75 @@ def _image_tower_gflop(config: Any) -> float:
     block += 2 * 2 * tokens * width * mlp  # MLP
     head = 2 * tokens * width * 2 * width + 2 * 2 * tokens * width + 2 * 2 * width * mlp
     return (patch + vision.depth * block + head) / 1e9
+
+
+def _packed_gemm_gflops(torch: Any, dtype: Any, tokens: int, repeats: int) -> float:
+    """oneDNN's pre-packed GEMM (what the prepacked tower calls) on the MLP's fc1 shape alone."""
+    left = torch.randn(tokens, 768).to(dtype)
+    weight = torch.ops.mkldnn._reorder_linear_weight(torch.randn(3072, 768).to(dtype), None)
+    bias = torch.zeros(3072, dtype=dtype)
+
+    def gemm() -> Any:
+        return torch.ops.mkldnn._linear_pointwise(left, weight, bias, "none", [], "")
+
+    with torch.inference_mode():
+        seconds = _median_seconds(gemm, repeats=max(repeats, 5), warmup=2)
+    return 2 * tokens * 768 * 3072 / seconds / 1e9
+
+
+def profile_rows(args: argparse.Namespace, directory: str, dtype_name: str) -> None:
+    """``torch.profiler`` of the prepacked image tower at ``--e2e-batch``: time per op, and the
+    GEMMs' rate against the same GEMM timed alone (the ceiling a GEMM-bound tower can reach)."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile
+
+    from siglip_models.torch import SiglipModel as TorchSiglipModel
+
+    dtype = getattr(torch, dtype_name)
+    model = TorchSiglipModel.from_pretrained(directory)
+    if dtype != torch.float32:
+        model.to_inference_dtype(dtype)
+    model.optimize_for_cpu_inference()
+    vision = model.config.vision
+    pixels = torch.rand(args.e2e_batch, 3, vision.image_size, vision.image_size) * 2 - 1
+    with torch.inference_mode():
+        model.encode_image(pixels)
+        start = time.perf_counter()
+        model.encode_image(pixels)
+        plain_seconds = time.perf_counter() - start
+        with profile(activities=[ProfilerActivity.CPU]) as trace:
+            model.encode_image(pixels)
+    events = sorted(trace.key_averages(), key=lambda event: -event.self_cpu_time_total)
+    total = sum(event.self_cpu_time_total for event in events)
+    tokens, width, mlp = vision.num_patches, vision.width, vision.mlp_dim
+    gemm_flop = args.e2e_batch * vision.depth * 2 * tokens * width * (4 * width + 2 * mlp)
+    print()
+    print(
+        f"prepacked image tower, {dtype_name}, batch {args.e2e_batch}, {args.threads} threads: "
+        f"{args.e2e_batch / plain_seconds:.2f} images/s unprofiled"
+    )
+    print()
+    print("| op (torch.profiler, self time) | share | ms per image |")
+    print("|---|---|---|")
+    shown = 0.0
+    for event in events[:6]:
+        share = event.self_cpu_time_total / total
+        shown += share
+        milliseconds = event.self_cpu_time_total / 1e3 / args.e2e_batch
+        print(f"| `{event.key}` | {share:.1%} | {milliseconds:.1f} |")
+    print(f"| everything else | {1 - shown:.1%} | |")
+    linear = [event for event in events if event.key == "mkldnn::_linear_pointwise"]
+    if linear:
+        # Self time is the calling thread's wall time (oneDNN's worker threads run inside it).
+        gemm_wall = linear[0].self_cpu_time_total / 1e6
+        ceiling = _packed_gemm_gflops(torch, dtype, args.e2e_batch * tokens, args.repeats)
+        rate = gemm_flop / gemm_wall / 1e9
+        print()
+        print(
+            f"encoder GEMMs: {gemm_flop / 1e9:.0f} GFLOP in {gemm_wall:.2f} s = {rate:.0f} GFLOP/s; "
+            f"the fc1 GEMM alone: {ceiling:.0f} GFLOP/s ({rate / ceiling:.0%} of it)"
+        )
 
 
 def _matmul_gflops(torch: Any, repeats: int) -> float:
@@ -256,14 +333,19 @@ def _write_jpegs(directory: Any, count: int, seed: int = 0) -> None:
         image.save(os.path.join(directory, f"photo{index:05d}.jpg"), quality=90)
 
 
-def _transformers_embed_loop(images: str, model: str, batch: int, threads: int) -> int:
+def _transformers_embed_loop(
+    images: str, model: str, batch: int, threads: int, dtype_name: str = "float32"
+) -> int:
     """The reference end to end: transformers' processor and model over a folder of JPEGs."""
     import torch
     import transformers
     from PIL import Image
 
     torch.set_num_threads(threads)
-    reference = transformers.SiglipModel.from_pretrained(model, attn_implementation="sdpa").eval()
+    dtype = getattr(torch, dtype_name)
+    reference = transformers.SiglipModel.from_pretrained(
+        model, attn_implementation="sdpa", dtype=dtype
+    ).eval()
     size = reference.config.vision_config.image_size
     processor = transformers.SiglipImageProcessorPil(size={"height": size, "width": size})
     paths = sorted(os.path.join(images, name) for name in os.listdir(images))
@@ -271,12 +353,12 @@ def _transformers_embed_loop(images: str, model: str, batch: int, threads: int) 
     with torch.inference_mode():
         for start in range(0, len(paths), batch):
             opened = [Image.open(path).convert("RGB") for path in paths[start : start + batch]]
-            pixels = processor(opened, return_tensors="pt")["pixel_values"]
+            pixels = processor(opened, return_tensors="pt")["pixel_values"].to(dtype)
             output = reference.get_image_features(pixel_values=pixels)
-            rows.append(getattr(output, "pooler_output", output))
+            rows.append(getattr(output, "pooler_output", output).float())
     embeddings = torch.cat(rows)
     assert embeddings.shape[0] == len(paths)
-    torch.save(embeddings, os.path.join(images + "-transformers.pt"))
+    torch.save(embeddings, os.path.join(f"{images}-transformers-{dtype_name}.pt"))
     return 0
 
 
@@ -312,15 +394,36 @@ def main() -> int:
     parser.add_argument(
         "--only-e2e", action="store_true", help="time the end-to-end embed rows only"
     )
+    parser.add_argument(
+        "--e2e-backends",
+        type=lambda text: text.split(","),
+        default=["eager", "prepacked", "onnx"],
+        help="the `siglip-eval embed --backend` values timed end to end (comma-separated)",
+    )
+    parser.add_argument(
+        "--bf16", action="store_true", help="also time bfloat16 towers and end to end, both sides"
+    )
+    parser.add_argument("--only-bf16", action="store_true", help="time the bfloat16 rows only")
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile the prepacked image tower"
+    )
+    parser.add_argument("--only-profile", action="store_true", help="profile it, nothing else")
     parser.add_argument("--skip-flax", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument(
-        "--e2e-transformers-worker", nargs=2, metavar=("IMAGES", "MODEL"), help=argparse.SUPPRESS
+        "--e2e-transformers-worker",
+        nargs=3,
+        metavar=("IMAGES", "MODEL", "DTYPE"),
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
+    unknown = set(args.e2e_backends) - {"eager", "prepacked", "compile", "onnx"}
+    if unknown:
+        parser.error(f"--e2e-backends: eager, prepacked, compile or onnx, got {sorted(unknown)}")
     _configure_threads(args.threads)
     if args.e2e_transformers_worker:
-        return _transformers_embed_loop(*args.e2e_transformers_worker, args.e2e_batch, args.threads)
+        images, model, dtype_name = args.e2e_transformers_worker
+        return _transformers_embed_loop(images, model, args.e2e_batch, args.threads, dtype_name)
     if args.only_naflex:
         import torch
 
@@ -351,6 +454,16 @@ def main() -> int:
     directory = os.path.join(workdir, "model")
     reference = _random_transformers_model(args.model)
     reference.save_pretrained(directory)
+    dtypes = ["bfloat16"] if args.only_bf16 else ["float32"] + (["bfloat16"] if args.bf16 else [])
+    if args.only_profile or args.only_bf16:
+        if args.only_profile:
+            for dtype_name in dtypes:
+                profile_rows(args, directory, dtype_name)
+        else:
+            bf16_tower_rows(args, reference, directory)
+            _print_e2e_table(args, _e2e_rows(args, workdir, directory, "", dtypes))
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
     ours = TorchSiglipModel.from_pretrained(directory)
     ours_packed = TorchSiglipModel.from_pretrained(directory).optimize_for_cpu_inference()
     ours_compiled = compile_towers(TorchSiglipModel.from_pretrained(directory))
@@ -363,7 +476,7 @@ def main() -> int:
         setup[f"export {tower}"] = time.perf_counter() - start
         onnx_towers[tower] = OnnxTower(path, threads=args.threads)
     if args.only_e2e:
-        _print_e2e_table(args, _e2e_rows(args, workdir, directory, onnx_dir))
+        _print_e2e_table(args, _e2e_rows(args, workdir, directory, onnx_dir, dtypes))
         shutil.rmtree(workdir, ignore_errors=True)
         return 0
 
@@ -469,7 +582,9 @@ def main() -> int:
         )
     matmul = _matmul_gflops(torch, args.repeats)
 
-    e2e = _e2e_rows(args, workdir, directory, onnx_dir)
+    e2e = _e2e_rows(args, workdir, directory, onnx_dir, dtypes)
+    if args.bf16:
+        bf16_tower_rows(args, reference, directory)
 
     flax_rates: dict[str, float] = {}
     if not args.skip_flax:
@@ -508,6 +623,9 @@ def main() -> int:
             + flax_cell
         )
     _print_e2e_table(args, e2e)
+    if args.profile:
+        for dtype_name in dtypes:
+            profile_rows(args, directory, dtype_name)
     print()
     for implementation in ("transformers", *names):
         images_per_second = rate[("image", implementation)]
@@ -521,52 +639,74 @@ def main() -> int:
     return 0
 
 
-def _e2e_rows(args: Any, workdir: str, directory: str, onnx_dir: str) -> dict[str, float]:
+_TRANSFORMERS_LOOP = "transformers processor + model"
+
+
+def _e2e_name(side: str, dtype_name: str) -> str:
+    return side if dtype_name == "float32" else f"{side} ({dtype_name})"
+
+
+def _e2e_rows(
+    args: Any, workdir: str, directory: str, onnx_dir: str, dtypes: list[str]
+) -> dict[str, float]:
     """Images/s of each end-to-end embed command on the same JPEGs, each in its own process,
-    interleaved round by round (``--e2e-repeats``), median per command."""
+    interleaved round by round (``--e2e-repeats``), median per command; one transformers loop and
+    one command per ``--e2e-backends`` entry for each dtype (onnx: float32 only)."""
     import numpy as np
     import torch
 
     e2e: dict[str, float] = {}
-    if args.e2e_images:
-        images = os.path.join(workdir, "jpegs")
-        os.makedirs(images)
-        _write_jpegs(images, args.e2e_images)
-        python = sys.executable
-        commands = {
-            "transformers processor + model": [
-                python, os.path.abspath(__file__), "--threads", str(args.threads),
-                "--e2e-batch", str(args.e2e_batch), "--e2e-transformers-worker", images, directory,
-            ],
-        }  # fmt: skip
-        for backend in ("eager", "prepacked", "onnx"):
-            commands[f"siglip-eval embed --backend {backend}"] = [
+    if not args.e2e_images:
+        return e2e
+    images = os.path.join(workdir, "jpegs")
+    os.makedirs(images)
+    _write_jpegs(images, args.e2e_images)
+    python = sys.executable
+    commands: dict[str, list[str]] = {}
+    outputs: dict[str, str] = {}
+    for dtype_name in dtypes:
+        commands[_e2e_name(_TRANSFORMERS_LOOP, dtype_name)] = [
+            python, os.path.abspath(__file__), "--threads", str(args.threads),
+            "--e2e-batch", str(args.e2e_batch),
+            "--e2e-transformers-worker", images, directory, dtype_name,
+        ]  # fmt: skip
+        for backend in args.e2e_backends:
+            if backend == "onnx" and dtype_name != "float32":
+                continue  # onnxruntime has no bfloat16 CPU kernels
+            name = _e2e_name(f"siglip-eval embed --backend {backend}", dtype_name)
+            onnx = ["--onnx-dir", onnx_dir] if backend == "onnx" else []
+            commands[name] = [
                 python, "-m", "siglip_eval", "embed", "--model", directory,
-                "--input", f"folder:{images}", "--backend", backend, "--onnx-dir", onnx_dir,
-                "--threads", str(args.threads), "--workers", "2",
+                "--input", f"folder:{images}", "--backend", backend, *onnx,
+                "--dtype", dtype_name, "--threads", str(args.threads), "--workers", "2",
                 "--batch-size", str(args.e2e_batch), "--no-progress",
             ]  # fmt: skip
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for repeat in range(args.e2e_repeats):
-            for name, command in commands.items():
-                out = os.path.join(workdir, f"embed-{repeat}-{len(times[name])}-{name[-4:]}")
-                extra = ["--out", out] if "siglip-eval" in name else []
-                times[name].append(_timed_process(command + extra))
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for repeat in range(args.e2e_repeats):
+        for index, (name, command) in enumerate(commands.items()):
+            extra: list[str] = []
+            if "siglip-eval" in name:
+                outputs.setdefault(name, os.path.join(workdir, f"embed-{repeat}-{index}"))
+                extra = ["--out", os.path.join(workdir, f"embed-{repeat}-{index}")]
+            times[name].append(_timed_process(command + extra))
+            print(
+                f"  e2e {name:48s} {args.e2e_images / times[name][-1]:8.2f} images/s",
+                flush=True,
+            )
+    for name in commands:
+        e2e[name] = args.e2e_images / statistics.median(times[name])
+    for dtype_name in dtypes:
+        theirs = torch.load(f"{images}-transformers-{dtype_name}.pt").numpy()
+        theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+        for name, out in outputs.items():
+            if name.endswith(f"({dtype_name})") == (dtype_name != "float32"):
+                ours = np.load(os.path.join(out, "embeddings.npy"))
                 print(
-                    f"  e2e {name:34s} {args.e2e_images / times[name][-1]:8.2f} images/s",
+                    f"  e2e: {name} vs transformers ({dtype_name}) embeddings, max |diff| "
+                    f"{np.abs(ours - theirs).max():.1e} (same pixels: Pillow bicubic, "
+                    "x / 127.5 - 1)",
                     flush=True,
                 )
-        for name in commands:
-            e2e[name] = args.e2e_images / statistics.median(times[name])
-        ours_rows = np.load(os.path.join(workdir, "embed-0-0-ager", "embeddings.npy"))
-        theirs = torch.load(images + "-transformers.pt").numpy()
-        theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
-        print(
-            f"  e2e: ours (eager) vs transformers embeddings, max |diff| "
-            f"{np.abs(ours_rows - theirs).max():.1e} (same pixels: Pillow bicubic, "
-            "x / 127.5 - 1)",
-            flush=True,
-        )
     return e2e
 
 
@@ -574,11 +714,96 @@ def _print_e2e_table(args: Any, e2e: dict[str, float]) -> None:
     if not e2e:
         return
     print()
-    print(f"| end to end, {args.e2e_images} JPEGs 320-640 px (images/s) | rate | vs transformers |")
+    print(
+        f"| end to end, {args.e2e_images} JPEGs 320-640 px, batch {args.e2e_batch} | images/s "
+        "| vs transformers (same dtype) |"
+    )
     print("|---|---|---|")
-    hf = e2e["transformers processor + model"]
     for name, value in e2e.items():
-        print(f"| {name} | {value:.2f} | {value / hf:.2f}x |")
+        dtype_name = name[name.index("(") + 1 : -1] if name.endswith(")") else "float32"
+        reference = e2e[_e2e_name(_TRANSFORMERS_LOOP, dtype_name)]
+        print(f"| {name} | {value:.2f} | {value / reference:.2f}x |")
+
+
+def bf16_tower_rows(args: Any, reference: Any, directory: str) -> None:
+    """bfloat16 image and text towers, both sides cast: transformers vs ours eager / prepacked."""
+    import copy
+
+    import torch
+
+    from siglip_models.torch import SiglipModel as TorchSiglipModel
+
+    theirs = copy.deepcopy(reference).to(torch.bfloat16)
+    eager = TorchSiglipModel.from_pretrained(directory).to_inference_dtype(torch.bfloat16)
+    packed = TorchSiglipModel.from_pretrained(directory).to_inference_dtype(torch.bfloat16)
+    packed.optimize_for_cpu_inference()
+    vision, text = eager.config.vision, eager.config.text
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(
+        args.e2e_batch, 3, vision.image_size, vision.image_size, generator=generator
+    )
+    pixels = pixels * 2 - 1
+    ids = torch.randint(0, text.vocab_size, (args.text_batch, text.max_length), generator=generator)
+
+    def unit(embeddings: Any) -> Any:
+        return torch.nn.functional.normalize(embeddings.float(), dim=-1)
+
+    runs = {
+        "image": {
+            "transformers": lambda: (
+                theirs.vision_model(pixel_values=pixels.bfloat16()).pooler_output
+            ),
+            "ours eager": lambda: eager.encode_image(pixels),
+            "ours prepacked": lambda: packed.encode_image(pixels),
+        },
+        "text": {
+            "transformers": lambda: theirs.text_model(input_ids=ids).pooler_output,
+            "ours eager": lambda: eager.encode_text(ids),
+            "ours prepacked": lambda: packed.encode_text(ids),
+        },
+    }
+    items = {"image": args.e2e_batch, "text": args.text_batch}
+    rates: dict[tuple[str, str], float] = {}
+    with torch.inference_mode():
+        exact = {
+            "image": unit(reference.vision_model(pixel_values=pixels).pooler_output),
+            "text": unit(reference.text_model(input_ids=ids).pooler_output),
+        }
+        for tower, implementations in runs.items():
+            errors = {
+                name: float((unit(run()) - exact[tower]).abs().max())
+                for name, run in implementations.items()
+            }
+            print(
+                f"  bfloat16 {tower}: max |diff| of unit embeddings vs float32 transformers: "
+                + ", ".join(f"{name} {error:.1e}" for name, error in errors.items()),
+                flush=True,
+            )
+            times: dict[str, list[float]] = {name: [] for name in implementations}
+            for _ in range(args.repeats):
+                for name, run in implementations.items():
+                    start = time.perf_counter()
+                    run()
+                    times[name].append(time.perf_counter() - start)
+            for name in implementations:
+                rates[(tower, name)] = items[tower] / statistics.median(times[name])
+    print()
+    print(
+        "| tower, bfloat16 | batch | transformers | ours eager | ours prepacked | best / transformers |"
+    )
+    print("|---|---|---|---|---|---|")
+    for tower, unit_name in (("image", "images/s"), ("text", "texts/s")):
+        hf = rates[(tower, "transformers")]
+        cells = [
+            f"{rates[(tower, name)]:.2f} ({rates[(tower, name)] / hf:.2f}x)"
+            for name in ("ours eager", "ours prepacked")
+        ]
+        best = max(rates[(tower, "ours eager")], rates[(tower, "ours prepacked")])
+        print(
+            f"| {tower} ({unit_name}) | {items[tower]} | {hf:.2f} | "
+            + " | ".join(cells)
+            + f" | **{best / hf:.2f}x** |"
+        )
 
 
 def _flax_rows(

@@ -284,11 +284,11 @@ def make_backend(args: argparse.Namespace, kind: str) -> _Backend:
 
         towers = compile_towers(model)
     elif args.backend == "prepacked":
-        # oneDNN pre-packed float32 matmuls with fused bias + GELU: the fastest CPU tower in
+        # oneDNN pre-packed matmuls with fused bias + GELU: the fastest CPU tower in
         # docs/performance.md; refused (not silently ignored) where it cannot run.
-        if args.dtype != "float32" or torch.device(args.device).type != "cpu":
+        if args.dtype == "float16" or torch.device(args.device).type != "cpu":
             raise EmbedError(
-                "--backend prepacked runs float32 on the CPU, got "
+                "--backend prepacked runs float32 or bfloat16 on the CPU, got "
                 f"--dtype {args.dtype} --device {args.device}"
             )
         try:
@@ -663,8 +663,8 @@ def add_embed_parser(commands: Any) -> None:
         "--backend",
         choices=("eager", "prepacked", "compile", "onnx"),
         default="eager",
-        help="eager PyTorch; prepacked: oneDNN pre-packed float32 CPU matmuls (fastest on CPU); "
-        "compile: torch.compile; onnx: onnxruntime on an exported tower",
+        help="eager PyTorch; prepacked: oneDNN pre-packed float32 or bfloat16 CPU matmuls "
+        "(fastest on CPU); compile: torch.compile; onnx: onnxruntime on an exported tower",
     )
     embed.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     embed.add_argument("--device", default="cpu", help="torch device (eager, prepacked, compile)")

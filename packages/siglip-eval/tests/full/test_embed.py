@@ -246,8 +246,26 @@ def test_images_on_the_prepacked_backend_equal_eager_and_other_dtypes_are_refuse
     np.testing.assert_allclose(np.load(out / "embeddings.npy"), expected, atol=1e-5, rtol=0)
     assert json.loads((out / "manifest.json").read_text())["backends"] == ["prepacked float32"]
 
-    bf16 = _command(model_dir, f"folder:{image_folder}", tmp_path / "bf16", "--dtype", "bfloat16")
-    assert main([*bf16, "--backend", "prepacked"]) == 2
-    assert "--backend prepacked runs float32 on the CPU, got --dtype bfloat16" in (
+    # bfloat16 packs to oneDNN's bfloat16 GEMMs (where the CPU has them): as close to the float32
+    # model as eager bfloat16 is.
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        bf16 = _command(
+            model_dir, f"folder:{image_folder}", tmp_path / "bf16", "--dtype", "bfloat16"
+        )
+        assert main([*bf16, "--backend", "prepacked"]) == 0
+        assert _read_keys(tmp_path / "bf16") == keys
+        eager = _command(
+            model_dir, f"folder:{image_folder}", tmp_path / "eager-bf16", "--dtype", "bfloat16"
+        )
+        assert main(eager) == 0
+        packed_error = np.abs(np.load(tmp_path / "bf16" / "embeddings.npy") - expected).max()
+        eager_error = np.abs(np.load(tmp_path / "eager-bf16" / "embeddings.npy") - expected).max()
+        assert 0 < packed_error <= 2 * eager_error + 1e-3, (packed_error, eager_error)
+        manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+        assert manifest["backends"] == ["prepacked bfloat16"]
+
+    fp16 = _command(model_dir, f"folder:{image_folder}", tmp_path / "fp16", "--dtype", "float16")
+    assert main([*fp16, "--backend", "prepacked"]) == 2
+    assert "--backend prepacked runs float32 or bfloat16 on the CPU, got --dtype float16" in (
         capsys.readouterr().err
     )

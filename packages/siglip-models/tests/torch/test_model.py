@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 from safetensors.torch import save_file
 
@@ -240,6 +243,48 @@ def test_prepacked_weights_follow_in_place_updates() -> None:
     torch.testing.assert_close(packed.logits_per_image, plain.logits_per_image, atol=1e-5, rtol=0)
     with pytest.raises(RuntimeError, match="float32"):
         SiglipModel("tiny-test").to(torch.float64).optimize_for_cpu_inference()
+
+
+_ONEDNN_BF16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@pytest.mark.skipif(not _ONEDNN_BF16, reason="this CPU has no oneDNN bfloat16 GEMMs")
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 2**16), batch=st.integers(1, 5))
+def test_prepacked_bfloat16_is_as_close_to_float32_as_plain_bfloat16(seed: int, batch: int) -> None:
+    # Oracle: the float32 model. The packed bfloat16 towers round once per fused GEMM where the
+    # plain ones round per op, so they must not stray further from float32 than plain bfloat16.
+    torch.manual_seed(seed)
+    reference = SiglipModel("tiny-test").eval()
+    plain = SiglipModel("tiny-test").eval()
+    plain.load_state_dict(reference.state_dict())
+    plain.to_inference_dtype(torch.bfloat16)
+    packed = SiglipModel("tiny-test").eval()
+    packed.load_state_dict(reference.state_dict())
+    packed.to_inference_dtype(torch.bfloat16).optimize_for_cpu_inference()
+    assert any(type(module).__name__ == "PackedMLP" for module in packed.modules())
+    pixels = torch.rand(batch, 3, 32, 32) * 2 - 1
+    token_ids = torch.randint(0, 100, (batch, 16))
+
+    def unit(embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(embeddings.float(), dim=-1)
+
+    with torch.inference_mode():
+        for encode, inputs in (("encode_image", pixels), ("encode_text", token_ids)):
+            exact = unit(getattr(reference, encode)(inputs))
+            plain_error = (unit(getattr(plain, encode)(inputs)) - exact).abs().max().item()
+            packed_error = (unit(getattr(packed, encode)(inputs)) - exact).abs().max().item()
+            assert 0 < packed_error <= 2 * plain_error + 1e-3, (encode, packed_error, plain_error)
+            assert packed_error < 3e-2, (encode, packed_error)
+
+
+def test_prepacking_refuses_float16_and_mixed_dtypes_by_name() -> None:
+    with pytest.raises(RuntimeError, match=r"float32 or bfloat16 .* torch.float16 on cpu"):
+        SiglipModel("tiny-test").to(torch.float16).optimize_for_cpu_inference()
+    model = SiglipModel("tiny-test")
+    model.vision_model.encoder.layers[0].mlp.fc1.to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match="mixes"):
+        model.optimize_for_cpu_inference()
 
 
 def test_cpu_inference_swaps_modules_without_touching_parameters_and_swaps_back() -> None:

@@ -1,4 +1,5 @@
-"""Optional float32 CPU inference on oneDNN pre-packed weights, as a transformation of a model.
+"""Optional CPU inference on oneDNN pre-packed weights (float32 or bfloat16), as a transformation
+of a model.
 
 :func:`pack_for_cpu_inference` swaps every :class:`~siglip_models.torch._layers.MLP` and
 :class:`~siglip_models.torch._layers.SelfAttention` of a model for a packed twin that shares the
@@ -9,6 +10,10 @@ depends on oneDNN, and on the private torch ops it needs, lives in this module.
 Under ``torch.no_grad()`` / ``inference_mode()`` a packed module runs its matmuls on weights
 reordered once into oneDNN's blocked layout, with the bias and the tanh GELU fused into the GEMM.
 With gradients enabled it runs the plain module, so training is unaffected.
+
+bfloat16 layers (after ``to_inference_dtype(torch.bfloat16)``) pack to oneDNN's bfloat16 GEMMs:
+float32 accumulation, one rounding of the GEMM + bias + GELU result instead of one per op.
+float16 is refused: oneDNN's float16 CPU GEMMs need AVX512-FP16, which few CPUs have.
 """
 
 from __future__ import annotations
@@ -118,21 +123,44 @@ def _children(model: nn.Module) -> Iterator[tuple[nn.Module, str, nn.Module]]:
             yield parent, name, child
 
 
+_PACKABLE = (torch.float32, torch.bfloat16)
+
+
+def _check_packable(model: nn.Module) -> None:
+    if not onednn_available():
+        raise RuntimeError("optimize_for_cpu_inference: this PyTorch build has no oneDNN")
+    for name, module in model.named_modules():
+        if not isinstance(module, (MLP, SelfAttention, PackedMLP, PackedSelfAttention)):
+            continue
+        for parameter_name, parameter in module.named_parameters():
+            if parameter.device.type != "cpu" or parameter.dtype not in _PACKABLE:
+                raise RuntimeError(
+                    "optimize_for_cpu_inference needs float32 or bfloat16 encoder parameters on "
+                    f"the CPU, got {parameter.dtype} on {parameter.device} for "
+                    f"{name}.{parameter_name}"
+                )
+        dtypes = {parameter.dtype for parameter in module.parameters()}
+        if len(dtypes) > 1:
+            raise RuntimeError(
+                f"optimize_for_cpu_inference: {name} mixes {sorted(map(str, dtypes))}; cast the "
+                "model to one dtype first (to_inference_dtype)"
+            )
+        if torch.bfloat16 in dtypes and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            raise RuntimeError(
+                "optimize_for_cpu_inference: this CPU has no oneDNN bfloat16 support "
+                "(AVX512-BF16 or AMX); run float32 or the plain bfloat16 model"
+            )
+
+
 def pack_for_cpu_inference(model: nn.Module) -> None:
     """Swap every plain MLP and self-attention of ``model`` for its packed twin, in place.
 
     Raises:
-        RuntimeError: if this PyTorch build has no oneDNN, or a parameter is not float32 on the
-            CPU.
+        RuntimeError: if this PyTorch build has no oneDNN, an encoder parameter is not float32
+            or bfloat16 on the CPU (or one module mixes both), or the layers are bfloat16 on a
+            CPU without oneDNN bfloat16 support.
     """
-    if not onednn_available():
-        raise RuntimeError("optimize_for_cpu_inference: this PyTorch build has no oneDNN")
-    for parameter in model.parameters():
-        if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
-            raise RuntimeError(
-                "optimize_for_cpu_inference needs float32 parameters on the CPU, got "
-                f"{parameter.dtype} on {parameter.device}"
-            )
+    _check_packable(model)
     unpack(model)  # packs of an earlier call may track replaced parameter objects
     for parent, name, child in _children(model):
         if isinstance(child, MLP):

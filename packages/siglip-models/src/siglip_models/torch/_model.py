@@ -333,15 +333,19 @@ class SiglipModel(nn.Module):
         return self
 
     def optimize_for_cpu_inference(self, enabled: bool = True) -> SiglipModel:
-        """Pre-pack the encoder matmul weights for oneDNN (float32 CPU inference); returns self.
+        """Pre-pack the encoder matmul weights for oneDNN (CPU inference); returns self.
 
         Under ``torch.no_grad()`` / ``inference_mode()`` the encoder blocks then run their q/k/v,
         output and MLP matmuls on pre-packed weights, with bias and tanh GELU fused into the
-        GEMM (no separate GELU pass). Results agree with the plain path to float32 rounding (the
-        summation order differs; the tests hold both to 1e-5 of transformers). With gradients
-        enabled the plain path runs, so training is unaffected; a pack whose weights changed in
-        place (optimizer step, ``load_hf_state_dict``) is rebuilt on next use. Replacing a
-        parameter object (``module.weight = nn.Parameter(...)``) needs another call.
+        GEMM (no separate GELU pass). float32 results agree with the plain path to float32
+        rounding (the summation order differs; the tests hold both to 1e-5 of transformers).
+        A bfloat16 model (``to_inference_dtype(torch.bfloat16)`` first, then this) packs to
+        oneDNN's bfloat16 GEMMs where the CPU has them (AVX512-BF16 or AMX): float32
+        accumulation and one rounding per fused GEMM, so it stays as close to the float32 model
+        as the plain bfloat16 path does. With gradients enabled the plain path runs, so training
+        is unaffected; a pack whose weights changed in place (optimizer step,
+        ``load_hf_state_dict``) is rebuilt on next use. Replacing a parameter object
+        (``module.weight = nn.Parameter(...)``) needs another call.
 
         The layers stay plain: every MLP and self-attention module is swapped for a packed twin
         that shares its ``nn.Linear`` submodules, so parameters and state-dict keys do not change;
@@ -366,8 +370,8 @@ class SiglipModel(nn.Module):
             True
 
         Raises:
-            RuntimeError: if this PyTorch build has no oneDNN, or parameters are not float32 on
-                CPU.
+            RuntimeError: if this PyTorch build has no oneDNN, encoder parameters are not float32
+                or bfloat16 on the CPU, or bfloat16 layers meet a CPU without oneDNN bfloat16.
         """
         # Imported here: the model does not depend on the optional oneDNN path unless asked.
         from siglip_models.torch._cpu_inference import pack_for_cpu_inference
@@ -384,7 +388,8 @@ class SiglipModel(nn.Module):
 
         big_vision keeps patch extraction and position embeddings in float32; casting them too
         moves image tokens visibly (OpenTau PR #482). Embeddings returned by ``forward`` and the
-        logits are float32. Undoes :meth:`optimize_for_cpu_inference` (float32 only).
+        logits are float32. Undoes :meth:`optimize_for_cpu_inference`; call it again after the cast
+        to pack the ``dtype`` weights (float32 or bfloat16).
 
         Args:
             dtype: the dtype of the encoders and heads, e.g. ``torch.bfloat16``.
