@@ -529,7 +529,7 @@ TASKS: dict[str, Task] = {
     # transformers, CPU fp32; end to end on JPEGs: `siglip-eval embed` vs a transformers loop.
     "bench-models": Task(
         # eval pulls models with the same extras (one local path each: pip refuses a path twice).
-        packages=(("eval", ("torch", "flax", "onnx", "parquet")),),
+        packages=(("eval", ("torch", "flax", "onnx", "parquet", "fast")),),
         script="packages/siglip-models/benchmarks/bench_models.py",
         requirements=("transformers",),
     ),
