@@ -87,6 +87,50 @@ def _packed_gemm_gflops(torch: Any, dtype: Any, tokens: int, repeats: int) -> fl
     return 2 * tokens * 768 * 3072 / seconds / 1e9
 
 
+def decode_rows(args: argparse.Namespace, count: int = 200) -> None:
+    """One thread's decode + preprocess time per JPEG of the end-to-end set: what ``embed`` does
+    (siglip-data, Pillow or compiled resize) against transformers' processor."""
+    import transformers
+    from PIL import Image
+
+    from siglip_data import preprocess_image
+
+    with tempfile.TemporaryDirectory() as images:
+        _write_jpegs(images, count)
+        paths = sorted(os.path.join(images, name) for name in os.listdir(images))
+        processor = transformers.SiglipImageProcessorPil(size={"height": 224, "width": 224})
+
+        def transformers_batches() -> None:
+            for start in range(0, len(paths), args.e2e_batch):
+                opened = [
+                    Image.open(path).convert("RGB")
+                    for path in paths[start : start + args.e2e_batch]
+                ]
+                processor(opened, return_tensors="np")
+
+        runs: dict[str, Callable[[], Any]] = {}
+        backends = ["pillow"] + (["numba"] if _numba_installed() else [])
+        for backend in backends:
+            runs[f"siglip-data `preprocess_image`, {backend} resize"] = lambda backend=backend: [
+                preprocess_image(path, size=224, resize_backend=backend) for path in paths
+            ]
+        runs["transformers `SiglipImageProcessorPil`"] = transformers_batches
+        print()
+        print(f"| decode + preprocess, {count} JPEGs of 320-640 px, one thread | ms per image |")
+        print("|---|---|")
+        for name, run in runs.items():
+            seconds = _median_seconds(run, repeats=3, warmup=1)
+            print(f"| {name} | {seconds / count * 1e3:.2f} |")
+        resize = "numba" if _numba_installed() else "pillow"
+        print(f"(`embed` uses the {resize} resize in this environment)")
+
+
+def _numba_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 def profile_rows(args: argparse.Namespace, directory: str, dtype_name: str) -> None:
     """``torch.profiler`` of the prepacked image tower at ``--e2e-batch``: time per op, and the
     GEMMs' rate against the same GEMM timed alone (the ceiling a GEMM-bound tower can reach)."""
@@ -459,6 +503,7 @@ def main() -> int:
         if args.only_profile:
             for dtype_name in dtypes:
                 profile_rows(args, directory, dtype_name)
+            decode_rows(args)
         else:
             bf16_tower_rows(args, reference, directory)
             _print_e2e_table(args, _e2e_rows(args, workdir, directory, "", dtypes))
@@ -626,6 +671,7 @@ def main() -> int:
     if args.profile:
         for dtype_name in dtypes:
             profile_rows(args, directory, dtype_name)
+        decode_rows(args)
     print()
     for implementation in ("transformers", *names):
         images_per_second = rate[("image", implementation)]
@@ -644,6 +690,10 @@ _TRANSFORMERS_LOOP = "transformers processor + model"
 
 def _e2e_name(side: str, dtype_name: str) -> str:
     return side if dtype_name == "float32" else f"{side} ({dtype_name})"
+
+
+def _e2e_dtype(name: str) -> str:
+    return name[name.rindex("(") + 1 : -1] if name.endswith(")") else "float32"
 
 
 def _e2e_rows(
@@ -699,7 +749,7 @@ def _e2e_rows(
         theirs = torch.load(f"{images}-transformers-{dtype_name}.pt").numpy()
         theirs = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
         for name, out in outputs.items():
-            if name.endswith(f"({dtype_name})") == (dtype_name != "float32"):
+            if _e2e_dtype(name) == dtype_name:
                 ours = np.load(os.path.join(out, "embeddings.npy"))
                 print(
                     f"  e2e: {name} vs transformers ({dtype_name}) embeddings, max |diff| "
@@ -720,8 +770,7 @@ def _print_e2e_table(args: Any, e2e: dict[str, float]) -> None:
     )
     print("|---|---|---|")
     for name, value in e2e.items():
-        dtype_name = name[name.index("(") + 1 : -1] if name.endswith(")") else "float32"
-        reference = e2e[_e2e_name(_TRANSFORMERS_LOOP, dtype_name)]
+        reference = e2e[_e2e_name(_TRANSFORMERS_LOOP, _e2e_dtype(name))]
         print(f"| {name} | {value:.2f} | {value / reference:.2f}x |")
 
 
