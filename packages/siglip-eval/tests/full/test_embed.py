@@ -234,7 +234,7 @@ def test_texts_on_the_onnx_backend_equal_eager(model_dir: Path, tmp_path: Path) 
     assert main([*wrong, *shared]) == 2
 
 
-def test_images_on_the_prepacked_backend_equal_eager_and_other_dtypes_are_refused(
+def test_prepacked_backend_equals_eager_in_float32_matches_it_in_bfloat16_and_refuses_float16(
     model_dir: Path, image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
