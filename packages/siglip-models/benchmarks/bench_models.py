@@ -73,6 +73,20 @@ def _image_tower_gflop(config: Any) -> float:
     return (patch + vision.depth * block + head) / 1e9
 
 
+def _interleaved_rates(
+    runs: dict[str, Callable[[], Any]], items: int, repeats: int
+) -> dict[str, float]:
+    """Items/s of each run (median of ``repeats``), interleaved round by round so that load drifts
+    hit every implementation alike. Warm up before calling."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: items / statistics.median(times[name]) for name in runs}
+
+
 def _packed_gemm_gflops(torch: Any, dtype: Any, tokens: int, repeats: int) -> float:
     """oneDNN's pre-packed GEMM (what the prepacked tower calls) on the MLP's fc1 shape alone."""
     left = torch.randn(tokens, 768).to(dtype)
@@ -588,17 +602,9 @@ def main() -> int:
     rows: list[tuple[str, str, float]] = []
 
     def measure(tower: str, runs: dict[str, Callable[[], Any]], items: int) -> None:
-        """Interleave the implementations round by round, so load drifts hit them alike."""
         for run in runs.values():
             run()  # warm-up (and compile, for jit)
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(args.repeats):
-            for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-        for name in runs:
-            per_second = items / statistics.median(times[name])
+        for name, per_second in _interleaved_rates(runs, items, args.repeats).items():
             rows.append((tower, name, per_second))
             print(f"  {tower:5s} {name:22s} {per_second:8.2f} /s", flush=True)
 
@@ -736,8 +742,9 @@ def _e2e_rows(
         for index, (name, command) in enumerate(commands.items()):
             extra: list[str] = []
             if "siglip-eval" in name:
-                outputs.setdefault(name, os.path.join(workdir, f"embed-{repeat}-{index}"))
-                extra = ["--out", os.path.join(workdir, f"embed-{repeat}-{index}")]
+                out = os.path.join(workdir, f"embed-{repeat}-{index}")
+                outputs.setdefault(name, out)  # the first round's output is checked below
+                extra = ["--out", out]
             times[name].append(_timed_process(command + extra))
             print(
                 f"  e2e {name:48s} {args.e2e_images / times[name][-1]:8.2f} images/s",
@@ -828,14 +835,11 @@ def bf16_tower_rows(args: Any, reference: Any, directory: str) -> None:
                 + ", ".join(f"{name} {error:.1e}" for name, error in errors.items()),
                 flush=True,
             )
-            times: dict[str, list[float]] = {name: [] for name in implementations}
-            for _ in range(args.repeats):
-                for name, run in implementations.items():
-                    start = time.perf_counter()
-                    run()
-                    times[name].append(time.perf_counter() - start)
-            for name in implementations:
-                rates[(tower, name)] = items[tower] / statistics.median(times[name])
+            # The error check above was the warm-up.
+            for name, per_second in _interleaved_rates(
+                implementations, items[tower], args.repeats
+            ).items():
+                rates[(tower, name)] = per_second
     print()
     print(
         "| tower, bfloat16 | batch | transformers | ours eager | ours prepacked | best / transformers |"
