@@ -12,6 +12,7 @@ noise (1e-9) up to full-size steps that differ between any two summation orders.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -86,6 +87,9 @@ def main(out: str) -> None:
     for loss in ("sigmoid", "softmax", "sigmoid-caption"):
         train(Path(out) / loss, loss)
     if torch.distributed.is_initialized():
+        # As siglip_train.run does: free the last trainer's DDP/FSDP objects first, or gloo can
+        # abort the process at interpreter exit.
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 

@@ -22,6 +22,7 @@ to keep the start-up cost of the test small):
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -246,6 +247,9 @@ def main(out: str, phase: str) -> None:
         train(root / "single-lit", strategy="ddp", freeze="image")
         train(root / "single-resumed", strategy="ddp", resume=step_2)
     if torch.distributed.is_initialized():
+        # As siglip_train.run does: free the last trainer's DDP/FSDP objects first, or gloo can
+        # abort the process at interpreter exit.
+        gc.collect()
         torch.distributed.destroy_process_group()
 
 
