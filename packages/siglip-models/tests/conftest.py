@@ -97,3 +97,21 @@ def hf_reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tu
         return cache[name]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def naflex_batch() -> Callable[..., tuple[Any, Any, Any]]:
+    """``naflex_batch(shapes, length, seed)`` -> numpy ``(patches, patch_mask, spatial_shapes)``
+    for ``tiny-test-naflex`` (4-pixel patches: 48 numbers each): random patches in [-1, 1] for
+    images of the given ``(rows, cols)`` grids, padded to ``length`` (the padding random too)."""
+    import numpy as np
+
+    def build(shapes: list[tuple[int, int]], length: int, seed: int) -> tuple[Any, Any, Any]:
+        rng = np.random.default_rng(seed)
+        spatial_shapes = np.asarray(shapes, dtype=np.int64)
+        counts = spatial_shapes.prod(axis=1)
+        patch_mask = np.arange(length)[None, :] < counts[:, None]
+        patches = rng.uniform(-1, 1, (len(shapes), length, 48)).astype(np.float32)
+        return patches, patch_mask, spatial_shapes
+
+    return build

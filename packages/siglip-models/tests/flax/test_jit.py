@@ -1,4 +1,5 @@
-"""Jitted Flax towers: eager's numbers within 1e-5, one program per batch bucket."""
+"""Jitted Flax towers: eager's numbers within 1e-5, one program per batch bucket (and, for a
+NaFlex tower, per sequence length)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,27 @@ def test_jitted_towers_equal_eager_within_1e5_and_share_one_program_per_bucket(
     assert towers.text_program._cache_size() == 1
     towers.encode_text(np.ones((9, 16), np.int32))  # the next bucket, 16
     assert towers.text_program._cache_size() == 2
+
+
+def test_jitted_naflex_tower_equals_eager_within_1e5_one_program_per_bucket_and_length(
+    hf_reference: Callable[[str], tuple[Path, Any]],
+    naflex_batch: Callable[..., tuple[Any, Any, Any]],
+) -> None:
+    model = SiglipModel.from_pretrained(hf_reference("tiny-test-naflex")[0])
+    towers = jit_towers(model)
+    # Seven images of other grids (shrinking and enlarging the 4x4 position grid), L = 24.
+    grids = [(2, 7), (1, 24), (4, 4), (24, 1), (3, 5), (1, 1), (6, 4)]
+    patches, mask, shapes = naflex_batch(grids, length=24, seed=0)
+    eager = np.asarray(model.encode_image_naflex(patches, mask, shapes.astype(np.int32)))
+    for batch in (5, 7):  # both padded to 8: one program
+        got = np.asarray(towers.encode_image_naflex(patches[:batch], mask[:batch], shapes[:batch]))
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got, eager[:batch], atol=1e-5, rtol=0)
+    assert towers.naflex_program._cache_size() == 1
+    with pytest.raises(ValueError, match="gives 14"):  # concrete values checked before padding
+        towers.encode_image_naflex(patches[:1], mask[1:2], shapes[:1])
+    with pytest.raises(ValueError, match="fixed-resolution model"):
+        jit_towers(SiglipModel("tiny-test")).encode_image_naflex(patches, mask, shapes)
 
 
 def test_without_buckets_every_batch_size_compiles(tiny_model: SiglipModel) -> None:

@@ -24,17 +24,6 @@ NAME = "tiny-test-naflex"
 MIXED_SHAPES = [(2, 7), (1, 9), (1, 70), (70, 1), (4, 4), (9, 8), (3, 1)]
 
 
-def naflex_inputs(
-    shapes: list[tuple[int, int]], length: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    spatial_shapes = np.asarray(shapes, dtype=np.int32)
-    counts = spatial_shapes.prod(axis=1)
-    patch_mask = np.arange(length)[None, :] < counts[:, None]
-    patches = rng.uniform(-1, 1, (len(shapes), length, 48)).astype(np.float32)
-    return patches, patch_mask, spatial_shapes
-
-
 def _reference_outputs(reference: Any, inputs: tuple[np.ndarray, ...]) -> Any:
     patches, mask, shapes = inputs
     with torch.no_grad():
@@ -64,14 +53,14 @@ def _encode(module: SiglipModel, patches: jax.Array, mask: jax.Array, shapes: ja
 
 
 def test_flax_naflex_equals_transformers_on_mixed_aspect_ratios_under_jit(
-    hf_reference: Callable[[str], tuple[Path, Any]],
+    hf_reference: Callable[[str], tuple[Path, Any]], naflex_batch: Callable[..., Any]
 ) -> None:
     directory, reference = hf_reference(NAME)
     model = SiglipModel.from_pretrained(directory)
     # One compilation (the length is static) serves batches of other grids, > 64 per side too.
     batches = (MIXED_SHAPES[:4], MIXED_SHAPES[3:])
     for seed, shapes in enumerate(batches):
-        inputs = naflex_inputs(shapes, length=72, seed=seed)
+        inputs = naflex_batch(shapes, length=72, seed=seed)
         expected = _reference_outputs(reference, inputs)
         pooled, tokens = _encode(model, *(jnp.asarray(value) for value in inputs))
         np.testing.assert_allclose(pooled, expected.pooler_output.numpy(), atol=ATOL)
@@ -79,7 +68,9 @@ def test_flax_naflex_equals_transformers_on_mixed_aspect_ratios_under_jit(
         assert bool(jnp.all(jnp.isfinite(pooled)))
 
 
-def test_flax_and_torch_naflex_read_and_write_the_same_files(tmp_path: Path) -> None:
+def test_flax_and_torch_naflex_read_and_write_the_same_files(
+    tmp_path: Path, naflex_batch: Callable[..., Any]
+) -> None:
     model = SiglipModel(NAME, rngs=nnx.Rngs(5))
     model.save_pretrained(tmp_path)
     reference, info = transformers.Siglip2Model.from_pretrained(tmp_path, output_loading_info=True)
@@ -88,7 +79,7 @@ def test_flax_and_torch_naflex_read_and_write_the_same_files(tmp_path: Path) -> 
     assert not info["mismatched_keys"], info
     torch_model = TorchSiglipModel.from_pretrained(tmp_path)
     # The jitted function and length of the parity test: its compilation serves here too.
-    inputs = naflex_inputs([(3, 5), (1, 12)], length=72, seed=1)
+    inputs = naflex_batch([(3, 5), (1, 12)], length=72, seed=1)
     expected = _reference_outputs(reference.eval(), inputs).pooler_output.numpy()
     reloaded = SiglipModel.from_pretrained(tmp_path)  # Flax reads what it wrote
     pooled, _ = _encode(reloaded, *(jnp.asarray(value) for value in inputs))
@@ -100,9 +91,9 @@ def test_flax_and_torch_naflex_read_and_write_the_same_files(tmp_path: Path) -> 
     np.testing.assert_allclose(torch_pooled.numpy(), expected, atol=1e-5)
 
 
-def test_flax_naflex_inputs_are_checked() -> None:
+def test_flax_naflex_inputs_are_checked(naflex_batch: Callable[..., Any]) -> None:
     model = SiglipModel(NAME)
-    patches, mask, shapes = (jnp.asarray(v) for v in naflex_inputs([(2, 3)], length=8, seed=0))
+    patches, mask, shapes = (jnp.asarray(v) for v in naflex_batch([(2, 3)], length=8, seed=0))
     with pytest.raises(ValueError, match=r"3 \* patch_size\*\*2 = 48"):
         model.encode_image_naflex(patches[..., :12], mask, shapes)
     with pytest.raises(ValueError, match=r"at least one patch per side"):

@@ -1,5 +1,6 @@
-"""ONNX export: onnxruntime on CPU equals eager within 1e-5 (float32) for any batch size, and the
-float16 export stays finite where a float16 LayerNorm overflows."""
+"""ONNX export: onnxruntime on CPU equals eager within 1e-5 (float32) for any batch size (and, for
+a NaFlex tower exported at one L, any aspect ratios), and the float16 export stays finite where a
+float16 LayerNorm overflows."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from siglip_models.onnx import OnnxTower
 from siglip_models.torch import ONNX_OPSET
@@ -109,7 +112,147 @@ def test_export_rejects_bad_arguments(tiny_model: SiglipModel, tmp_path: Path) -
         export_onnx(tiny_model, tmp_path / "x.onnx", tower="audio")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="bfloat16"):
         export_onnx(tiny_model, tmp_path / "x.onnx", tower="text", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="max_num_patches applies to NaFlex image towers only"):
+        export_onnx(tiny_model, tmp_path / "x.onnx", tower="image", max_num_patches=16)
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------- NaFlex
+NAFLEX_LENGTH = 24
+
+
+@pytest.fixture(scope="module")
+def naflex_model(hf_reference: Callable[[str], tuple[Path, Any]]) -> SiglipModel:
+    return SiglipModel.from_pretrained(hf_reference("tiny-test-naflex")[0])
+
+
+@pytest.fixture(scope="module")
+def loud_naflex_model(naflex_model: SiglipModel) -> SiglipModel:
+    """``naflex_model`` with patch-embedding activations of several hundred (see ``loud_model``)."""
+    model = SiglipModel(naflex_model.config).eval()
+    model.load_state_dict(naflex_model.state_dict())
+    with torch.no_grad():
+        model.vision_model.embeddings.patch_embedding.bias.copy_(
+            torch.randn(model.config.vision.width, generator=torch.Generator().manual_seed(7)) * 600
+        )
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported_naflex(
+    naflex_model: SiglipModel,
+    loud_naflex_model: SiglipModel,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, OnnxTower]:
+    directory = tmp_path_factory.mktemp("onnx-naflex")
+    float32 = export_onnx(
+        naflex_model, directory / "image.onnx", tower="image", max_num_patches=NAFLEX_LENGTH
+    )
+    float16 = export_onnx(
+        loud_naflex_model,
+        directory / "image-float16.onnx",
+        tower="image",
+        dtype=torch.float16,
+        max_num_patches=NAFLEX_LENGTH,
+    )
+    return {"float32": OnnxTower(float32, threads=1), "float16": OnnxTower(float16, threads=1)}
+
+
+# (rows, cols) grids that fit L = 24: shrinking and enlarging the 4x4 position grid, one row or
+# one column of 24, a single patch.
+_grids = st.integers(1, NAFLEX_LENGTH).flatmap(
+    lambda rows: st.tuples(st.just(rows), st.integers(1, NAFLEX_LENGTH // rows))
+)
+
+
+@given(shapes=st.lists(_grids, min_size=1, max_size=6), seed=st.integers(0, 2**16))
+def test_onnxruntime_naflex_tower_equals_eager_within_1e5_for_any_batch_and_grids(
+    naflex_model: SiglipModel,
+    exported_naflex: dict[str, OnnxTower],
+    naflex_batch: Callable[..., tuple[Any, Any, Any]],
+    shapes: list[tuple[int, int]],
+    seed: int,
+) -> None:
+    patches, mask, spatial_shapes = naflex_batch(shapes, length=NAFLEX_LENGTH, seed=seed)
+    got = exported_naflex["float32"](patches, mask, spatial_shapes.astype(np.int32))
+    with torch.inference_mode():
+        eager = naflex_model.encode_image_naflex(
+            *(torch.from_numpy(array) for array in (patches, mask, spatial_shapes))
+        ).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, eager, atol=1e-5, rtol=0)
+
+
+def test_naflex_graph_has_no_resize_a_symbolic_batch_and_a_fixed_length(
+    exported_naflex: dict[str, OnnxTower],
+) -> None:
+    tower = exported_naflex["float32"]
+    assert (tower.tower, tower.max_num_patches, tower.embed_dim) == ("image", NAFLEX_LENGTH, 32)
+    graph = onnx.load(tower.path).graph
+    assert not {node.op_type for node in graph.node} & {"Resize", "Upsample"}
+    inputs = {value.name: value.type.tensor_type for value in graph.input}
+    assert list(inputs) == ["patches", "patch_mask", "spatial_shapes"]
+    assert [inputs[name].elem_type for name in inputs] == [
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.BOOL,
+        onnx.TensorProto.INT64,
+    ]
+    for name, tensor_type in inputs.items():
+        batch_axis = tensor_type.shape.dim[0]
+        assert batch_axis.dim_param, name
+        assert not batch_axis.HasField("dim_value"), name
+    assert inputs["patches"].shape.dim[1].dim_value == NAFLEX_LENGTH
+
+
+def test_naflex_tower_checks_its_inputs(
+    exported: dict[str, Path],
+    exported_naflex: dict[str, OnnxTower],
+    naflex_batch: Callable[..., tuple[Any, Any, Any]],
+    naflex_model: SiglipModel,
+    tmp_path: Path,
+) -> None:
+    tower = exported_naflex["float32"]
+    patches, mask, shapes = naflex_batch([(2, 3), (4, 4)], length=NAFLEX_LENGTH, seed=0)
+    with pytest.raises(ValueError, match="patch_mask, spatial_shapes"):
+        tower(patches)
+    with pytest.raises(ValueError, match="exported for L = 24"):
+        tower(patches[:, :16], mask[:, :16], shapes)
+    with pytest.raises(ValueError, match=r"spatial_shapes \[3, 5\] gives 15"):
+        tower(patches, mask, np.array([[2, 3], [3, 5]]))
+    wrong = mask.copy()
+    wrong[1, 15] = False
+    with pytest.raises(ValueError, match="patch_mask"):
+        tower(patches, wrong, shapes)
+    with pytest.raises(ValueError, match="max_num_patches=L"):
+        export_onnx(naflex_model, tmp_path / "x.onnx", tower="image")
+    with pytest.raises(ValueError, match="positive int"):
+        export_onnx(naflex_model, tmp_path / "x.onnx", tower="image", max_num_patches=0)
+    with pytest.raises(ValueError, match="fixed-resolution image tower"):
+        OnnxTower(exported["image"], threads=1)(np.zeros((2, 3, 32, 32), np.float32), mask, shapes)
+    assert not list(tmp_path.iterdir())
+
+
+def test_naflex_float16_export_stays_finite_where_a_float16_layer_norm_overflows(
+    loud_naflex_model: SiglipModel,
+    exported_naflex: dict[str, OnnxTower],
+    naflex_batch: Callable[..., tuple[Any, Any, Any]],
+) -> None:
+    patches, mask, shapes = naflex_batch([(2, 9), (4, 4), (1, 24)], length=NAFLEX_LENGTH, seed=3)
+    inputs = [torch.from_numpy(array) for array in (patches, mask, shapes)]
+    with torch.inference_mode():
+        tokens = loud_naflex_model.vision_model.embeddings(inputs[0], inputs[2])
+        eager = loud_naflex_model.encode_image_naflex(*inputs).numpy()
+    assert tokens.abs().max() < 65504
+    assert _overflows_float16_layer_norm(tokens)
+    tower = exported_naflex["float16"]
+    got = tower(patches, mask, shapes)
+    assert tower.dtype == "float16"
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, eager, atol=5e-3 * np.abs(eager).max(), rtol=0)
+    cosine = np.sum(got * eager, axis=1) / (
+        np.linalg.norm(got, axis=1) * np.linalg.norm(eager, axis=1)
+    )
+    assert cosine.min() > 0.9999
 
 
 # ------------------------------------------------------------------------------ float16

@@ -5,9 +5,14 @@ next power of two by default), runs the program compiled for that bucket and dro
 rows: batch sizes 5, 6, 7 and 8 share one program, and a whole embedding job compiles at most
 ``log2(largest batch) + 1`` of them. Rows do not interact in either tower, so padding never
 changes a real row. The weights are an argument of the program, not constants baked into it.
+Padding rows repeat the last real row (a valid input: a NaFlex row of zeros would have no patch).
 
-Adding a tower (NaFlex with a fixed ``L``): a jitted function of ``(state, *inputs)`` and a method
-that pads every input's axis 0 with :meth:`JittedTowers._run`.
+A NaFlex model's ``encode_image_naflex`` compiles one program per bucket and sequence length
+``L``: the position grid is resized by a matrix product computed in the program from
+``spatial_shapes``, so images of any aspect ratio share it.
+
+Adding a tower: a jitted function of ``(state, *inputs)`` and a method that pads every input's
+axis 0 with :meth:`JittedTowers._run`.
 """
 
 from __future__ import annotations
@@ -53,15 +58,23 @@ class JittedTowers:
         def encode_text(state: Any, token_ids: jax.Array) -> jax.Array:
             return nnx.merge(graphdef, state).encode_text(token_ids)
 
+        def encode_image_naflex(
+            state: Any, patches: jax.Array, patch_mask: jax.Array, spatial_shapes: jax.Array
+        ) -> jax.Array:
+            return nnx.merge(graphdef, state).encode_image_naflex(
+                patches, patch_mask, spatial_shapes
+            )
+
         self.image_program = jax.jit(encode_image)
         self.text_program = jax.jit(encode_text)
+        self.naflex_program = jax.jit(encode_image_naflex)
 
     def _run(self, program: Callable[..., jax.Array], *inputs: Any) -> jax.Array:
         """``program(state, *inputs)`` with axis 0 of every input padded to the bucket."""
         batch = int(np.shape(inputs[0])[0])
         size = _power_of_two_at_least(batch) if self.buckets == "power_of_two" else batch
         padded = [
-            jnp.pad(jnp.asarray(x), [(0, size - batch)] + [(0, 0)] * (jnp.ndim(x) - 1))
+            jnp.pad(jnp.asarray(x), [(0, size - batch)] + [(0, 0)] * (jnp.ndim(x) - 1), "edge")
             if size != batch
             else jnp.asarray(x)
             for x in inputs
@@ -98,6 +111,26 @@ class JittedTowers:
         self.model._check_token_ids(token_ids)
         return self._run(self.text_program, token_ids)
 
+    def encode_image_naflex(self, patches: Any, patch_mask: Any, spatial_shapes: Any) -> jax.Array:
+        """NaFlex image embeddings (not normalised), as :meth:`SiglipModel.encode_image_naflex`.
+
+        Args:
+            patches: ``[batch, L, 3 * patch_size**2]`` float in [-1, 1].
+            patch_mask: ``[batch, L]`` bool (or 0/1), the valid patches first.
+            spatial_shapes: ``[batch, 2]`` integer ``(rows, cols)``.
+
+        Returns:
+            ``[batch, embed]``.
+
+        Raises:
+            ValueError: as :meth:`SiglipModel.encode_image_naflex` (checked on the concrete
+                values before padding).
+        """
+        inputs = self.model._naflex_inputs(
+            patches, patch_mask, spatial_shapes, "encode_image_naflex"
+        )
+        return self._run(self.naflex_program, *inputs)
+
 
 def jit_towers(model: SiglipModel, *, buckets: str | None = "power_of_two") -> JittedTowers:
     """``encode_image`` / ``encode_text`` of a Flax model under ``jax.jit``, batch sizes bucketed.
@@ -112,7 +145,8 @@ def jit_towers(model: SiglipModel, *, buckets: str | None = "power_of_two") -> J
         buckets: ``"power_of_two"`` (default) or None (one program per batch size).
 
     Returns:
-        A :class:`JittedTowers` with ``encode_image`` and ``encode_text``.
+        A :class:`JittedTowers` with ``encode_image`` and ``encode_text`` (and
+        ``encode_image_naflex`` for a NaFlex model).
 
     Raises:
         TypeError: if ``model`` is not a ``siglip_models.flax.SiglipModel``.

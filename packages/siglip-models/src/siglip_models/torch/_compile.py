@@ -6,13 +6,15 @@ TorchInductor. The batch axis is marked dynamic on each call (``torch._dynamo.ma
 one graph serves every batch size >= 2 and a new batch size never recompiles; a batch of one gets
 its own graph the first time it is seen (torch specialises size 1, and the patch convolution's
 oneDNN kernel picks another memory layout at batch 1). Every other size (resolution, text length,
-``L`` of a NaFlex tower) stays static, as the code generator likes it.
+``L`` of a NaFlex tower) stays static, as the code generator likes it: a NaFlex tower compiles one
+graph per sequence length ``L`` (``max_num_patches``), whatever the images' aspect ratios, because
+the position grid is resized by a matrix product computed from ``spatial_shapes`` inside the graph.
 
 Freezing (the default) makes the weights constants of the graph: Inductor then pre-packs the
 matmul weights for oneDNN and fuses bias and GELU into them, which is where the CPU speed comes
 from. The weights must not change after the first call (compile again after loading others).
 
-Adding a tower (NaFlex with a fixed ``L``): a method that checks its inputs in Python and calls
+Adding a tower: a method that checks its inputs in Python and calls
 ``self._run(name, function, *inputs)``; every input's axis 0 is the batch.
 """
 
@@ -120,6 +122,38 @@ class CompiledTowers:
         self.model._check_token_ids(token_ids)
         return self._run("text", self.model.text_model, token_ids)
 
+    def encode_image_naflex(
+        self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        """NaFlex image embeddings (not normalised), as :meth:`SiglipModel.encode_image_naflex`.
+
+        The batch axis is dynamic and the sequence length ``L`` static: one graph per ``L``
+        (preprocess with one ``max_num_patches``), whatever the images' grids.
+
+        Args:
+            patches: ``[batch, L, 3 * patch_size**2]`` float in [-1, 1].
+            patch_mask: ``[batch, L]`` bool (or 0/1), the valid patches first.
+            spatial_shapes: ``[batch, 2]`` integer ``(rows, cols)``.
+
+        Returns:
+            ``[batch, embed]`` (an inference tensor).
+
+        Raises:
+            ValueError: as :meth:`SiglipModel.encode_image_naflex` (a fixed-resolution model, a
+                bad shape, a mask that does not match ``spatial_shapes``).
+        """
+        mask, shapes = self.model._naflex_inputs(
+            patches, patch_mask, spatial_shapes, "encode_image_naflex"
+        )
+        # int64 shapes whatever came (int32 from collate_naflex): one graph for both.
+        return self._run(
+            f"image_naflex_{patches.shape[1]}",
+            self.model.vision_model.forward_naflex,
+            patches,
+            mask,
+            shapes.long(),
+        )
+
     @property
     def compiled_functions(self) -> dict[str, Any]:
         """The compiled function of each tower called so far (name -> ``torch.compile`` output)."""
@@ -136,7 +170,8 @@ def compile_towers(
     """Compile ``encode_image`` / ``encode_text`` with ``torch.compile`` for fast inference.
 
     One compiled graph per tower serves every batch size >= 2 (the batch axis is dynamic; batch 1
-    compiles its own graph once). Outputs equal eager within float32 rounding (the tests hold
+    compiles its own graph once). A NaFlex model's ``encode_image_naflex`` compiles one graph
+    per sequence length ``L``. Outputs equal eager within float32 rounding (the tests hold
     them to 1e-5). Compiling takes a while (tens of seconds per tower for B/16 on a CPU), so it
     pays off for more than a few batches. Calls run under ``torch.inference_mode``.
 
@@ -149,7 +184,8 @@ def compile_towers(
             the weights must not change afterwards). False keeps them as graph inputs.
 
     Returns:
-        A :class:`CompiledTowers` with ``encode_image`` and ``encode_text``.
+        A :class:`CompiledTowers` with ``encode_image`` and ``encode_text`` (and
+        ``encode_image_naflex`` for a NaFlex model).
 
     Raises:
         TypeError: if ``model`` is not a ``siglip_models.torch.SiglipModel``.

@@ -8,6 +8,12 @@ normalised. Fixed-resolution towers contain no resize: the position grid is resa
 checkpoint is loaded (``image_size=``), so the antialiased resize that breaks other SigLIP exports
 is not in the graph.
 
+A NaFlex image tower is exported for one sequence length ``L`` (``max_num_patches=L``): it takes
+``patches [batch, L, 3 * patch**2]``, ``patch_mask [batch, L]`` (bool) and ``spatial_shapes
+[batch, 2]`` (int64), as :meth:`SiglipModel.encode_image_naflex`, for any aspect ratio. Its
+position grid is resized per image by a matrix product whose weights the graph computes from
+``spatial_shapes`` (``siglip_models._naflex``), so it holds no Resize operator either.
+
 float16 export keeps the numbers that overflow in half precision in float32: the residual stream
 (every block adds its float16 attention and MLP output onto a float32 sum) and every LayerNorm
 (its input cast to float32, normalised with float32 weights, the result cast back to float16 for
@@ -15,8 +21,8 @@ the next matmul). The patch and position embeddings stay float32, as in
 :meth:`SiglipModel.to_inference_dtype`. A LayerNorm run in float16 squares activations of a few
 hundred into ``inf``; this one does not.
 
-Adding a tower (NaFlex with a fixed ``L``): a wrapper module, its example inputs and their
-dynamic axes in :data:`_TOWERS`.
+Adding a tower: a wrapper module, its example inputs and their input names in :data:`_TOWERS`
+(axis 0 of every input is the batch).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from siglip_models._atomic import atomic_write
 from siglip_models._atomic import fsync_directory
 from siglip_models._layout import config_to_hf_dict
 from siglip_models.torch._cpu_inference import unpack
+from siglip_models.torch._layers import VisionTower
 from siglip_models.torch._model import SiglipModel
 
 #: The ONNX opset the towers are exported at (LayerNormalization is an operator since opset 17;
@@ -109,13 +116,37 @@ class _TextGraph(nn.Module):
         return text_emb
 
 
+class _NaflexImageGraph(nn.Module):
+    def __init__(self, tower: nn.Module) -> None:
+        super().__init__()
+        assert isinstance(tower, VisionTower)
+        self.tower = tower
+
+    def forward(
+        self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
+    ) -> torch.Tensor:
+        image_emb: torch.Tensor = self.tower.forward_naflex(
+            patches, patch_mask, spatial_shapes
+        ).float()
+        return image_emb
+
+
+def _naflex_examples(model: SiglipModel, length: int) -> tuple[torch.Tensor, ...]:
+    features = 3 * model.config.vision.patch_size**2
+    return (
+        torch.zeros(2, length, features),
+        torch.ones(2, length, dtype=torch.bool),
+        torch.tensor([[1, length]] * 2),  # int64; the values are not baked into the graph
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class _TowerSpec:
-    """How to export one tower: its module, example inputs, names and dynamic axes."""
+    """How to export one tower: its module, example inputs (given ``L`` for NaFlex) and names."""
 
     module: Callable[[SiglipModel], nn.Module]
     wrapper: Callable[[nn.Module], nn.Module]
-    examples: Callable[[SiglipModel], tuple[torch.Tensor, ...]]
+    examples: Callable[[SiglipModel, int], tuple[torch.Tensor, ...]]
     input_names: tuple[str, ...]
     output_name: str
 
@@ -125,7 +156,7 @@ _TOWERS: dict[str, _TowerSpec] = {
         module=lambda model: model.vision_model,
         wrapper=_ImageGraph,
         # Batch 2: torch.export specialises sizes 0 and 1.
-        examples=lambda model: (
+        examples=lambda model, _: (
             torch.zeros(2, 3, model.config.vision.image_size, model.config.vision.image_size),
         ),
         input_names=("pixels",),
@@ -134,13 +165,21 @@ _TOWERS: dict[str, _TowerSpec] = {
     "text": _TowerSpec(
         module=lambda model: model.text_model,
         wrapper=_TextGraph,
-        examples=lambda model: (
+        examples=lambda model, _: (
             torch.full((2, model.config.text.max_length), model.config.text.pad_id),
         ),
         input_names=("token_ids",),
         output_name="text_emb",
     ),
+    "image_naflex": _TowerSpec(
+        module=lambda model: model.vision_model,
+        wrapper=_NaflexImageGraph,
+        examples=_naflex_examples,
+        input_names=("patches", "patch_mask", "spatial_shapes"),
+        output_name="image_emb",
+    ),
 }
+_TOWER_NAMES = ("image", "text")
 
 
 @contextlib.contextmanager
@@ -153,6 +192,10 @@ def _quiet_exporter() -> Iterator[None]:
         with warnings.catch_warnings():
             # torch.export's own pytree code uses a name that torch deprecated.
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            # Every NaFlex input's axis 0 is the one "batch" Dim; the exporter notes the sharing.
+            warnings.filterwarnings(
+                "ignore", message=".*axis name: batch will not be used.*", category=UserWarning
+            )
             yield
     finally:
         registration.setLevel(level)
@@ -180,6 +223,7 @@ def export_onnx(
     dtype: torch.dtype = torch.float32,
     opset: int = ONNX_OPSET,
     external_data: bool | None = None,
+    max_num_patches: int | None = None,
 ) -> Path:
     """Export one tower of ``model`` to an ONNX file with a dynamic batch axis.
 
@@ -188,6 +232,12 @@ def export_onnx(
     ``[batch, embed]`` float32, not normalised, equal to ``encode_image`` / ``encode_text``
     within float32 rounding (the tests hold onnxruntime to 1e-5 of eager). ``batch`` is
     symbolic: any batch size runs. The model itself is not changed (the tower is copied).
+
+    A NaFlex model's image tower is exported for one sequence length ``L = max_num_patches``:
+    inputs ``patches [batch, L, 3 * patch_size**2]`` float32, ``patch_mask [batch, L]`` bool and
+    ``spatial_shapes [batch, 2]`` int64 (what ``siglip_data.naflex.collate_naflex`` gives, the
+    shapes cast), any aspect ratio; no Resize operator (the position grid is resized by a matrix
+    product computed in the graph).
 
     ``dtype=torch.float16`` stores the matmul weights in float16 and runs attention and MLP in
     float16, but keeps the residual stream, every LayerNorm and the patch/position embeddings in
@@ -204,12 +254,15 @@ def export_onnx(
         dtype: ``torch.float32`` or ``torch.float16``.
         opset: ONNX opset version (default :data:`ONNX_OPSET`).
         external_data: weights in a separate ``<path>.data`` file (None: only when over 2 GB).
+        max_num_patches: the sequence length ``L`` of a NaFlex image tower (required there;
+            refused for fixed-resolution and text towers).
 
     Returns:
         ``path`` as a ``Path``. Both files are written atomically (weights first).
 
     Raises:
-        ValueError: unknown ``tower`` or unsupported ``dtype``.
+        ValueError: unknown ``tower`` or unsupported ``dtype``; ``max_num_patches`` missing for
+            a NaFlex image tower, given for another, or not a positive int.
         ImportError: ``onnxscript`` (the dynamo exporter) is not installed.
 
     Examples:
@@ -229,8 +282,26 @@ def export_onnx(
         >>> bool(abs(text_emb - eager.numpy()).max() < 1e-5)
         True
     """
-    if tower not in _TOWERS:
-        raise ValueError(f"export_onnx: tower must be one of {sorted(_TOWERS)}, got {tower!r}")
+    if tower not in _TOWER_NAMES:
+        raise ValueError(f"export_onnx: tower must be one of {list(_TOWER_NAMES)}, got {tower!r}")
+    naflex = tower == "image" and model.config.vision.naflex
+    if naflex:
+        if isinstance(max_num_patches, bool) or not isinstance(max_num_patches, int):
+            raise ValueError(
+                "export_onnx: max_num_patches: a NaFlex image tower is exported for one sequence "
+                "length L; pass max_num_patches=L (transformers' default is 256, the releases "
+                f"were trained at 128 to 1024), got {max_num_patches!r}"
+            )
+        if max_num_patches < 1:
+            raise ValueError(
+                f"export_onnx: max_num_patches must be a positive int, got {max_num_patches}"
+            )
+    elif max_num_patches is not None:
+        what = "a text tower" if tower == "text" else "a fixed-resolution image tower"
+        raise ValueError(
+            f"export_onnx: max_num_patches applies to NaFlex image towers only, and this is {what} "
+            f"(got max_num_patches={max_num_patches!r})"
+        )
     if dtype not in (torch.float32, torch.float16):
         raise ValueError(
             f"export_onnx: dtype must be torch.float32 or torch.float16, got {dtype} (bfloat16 "
@@ -242,13 +313,13 @@ def export_onnx(
         raise ImportError(
             f"export_onnx needs onnxscript and onnx: pip install 'siglip-models[torch,onnx]' ({error})"
         ) from None
-    spec = _TOWERS[tower]
+    spec = _TOWERS["image_naflex" if naflex else tower]
     module = copy.deepcopy(spec.module(model)).float()
     unpack(module)  # oneDNN pre-packed layers do not trace: export the plain ones
     if dtype == torch.float16:
         module = _half_precision(module, dtype)
     graph = spec.wrapper(module).eval()
-    examples = spec.examples(model)
+    examples = spec.examples(model, max_num_patches or 0)
     batch = torch.export.Dim("batch", min=1)
     dynamic_shapes = {name: {0: batch} for name in spec.input_names}
     with _quiet_exporter(), torch.no_grad():
@@ -271,6 +342,8 @@ def export_onnx(
         "embed_dim": str(config.text.embed_dim if tower == "text" else config.vision.width),
         "image_size": str(config.vision.image_size),
         "max_length": str(config.text.max_length),
+        "patch_size": str(config.vision.patch_size),
+        "max_num_patches": str(max_num_patches) if naflex else "",
         "pad_id": str(config.text.pad_id),
         "config": json.dumps(config_to_hf_dict(config), sort_keys=True),
     }
