@@ -45,6 +45,7 @@ from siglip_eval._datasets import IMAGE_SUFFIXES
 
 MANIFEST_VERSION = 1
 _PARTS = "parts"
+DEFAULT_MAX_NUM_PATCHES = 256  # transformers' Siglip2 processor default
 
 
 class EmbedError(ValueError):
@@ -185,13 +186,16 @@ def open_source(spec: str) -> _Source:
 # ------------------------------------------------------------------------------------ backends
 @dataclasses.dataclass
 class _Backend:
-    """``embed(batch) -> [batch, dim]`` float32 for decoded pixels (NHWC) or token ids."""
+    """``embed(batch) -> [batch, dim]`` float32 for decoded pixels (NHWC), a NaFlex batch
+    (``siglip_data.naflex.NaflexBatch``, when ``naflex`` holds its patch size and length) or
+    token ids."""
 
-    embed: Callable[[np.ndarray], np.ndarray]
+    embed: Callable[[Any], np.ndarray]
     dim: int
     image_size: int
     text_length: int
     description: str
+    naflex: tuple[int, int] | None = None  # (patch_size, max_num_patches) of a NaFlex tower
 
 
 def _load_torch_model(args: argparse.Namespace, *, convert: bool = True) -> Any:
@@ -222,7 +226,16 @@ def _check_reused_export(session: Any, model: Any, path: Path) -> None:
             "use another --onnx-dir"
         )
     generator = torch.Generator().manual_seed(0)
-    if session.tower == "image":
+    if session.max_num_patches is not None:
+        length = session.max_num_patches
+        features = 3 * model.config.vision.patch_size**2
+        probe = torch.rand(2, length, features, generator=generator) * 2 - 1
+        shapes = torch.tensor([[1, length], [length, 1]])
+        mask = torch.ones(2, length, dtype=torch.bool)
+        with torch.inference_mode():
+            expected = model.encode_image_naflex(probe, mask, shapes).numpy()
+        got = session(probe.numpy(), mask.numpy(), shapes.numpy())
+    elif session.tower == "image":
         size = model.config.vision.image_size
         probe = torch.rand(2, 3, size, size, generator=generator) * 2 - 1
         with torch.inference_mode():
@@ -231,7 +244,9 @@ def _check_reused_export(session: Any, model: Any, path: Path) -> None:
         probe = torch.randint(0, model.config.text.vocab_size, (2, model.config.text.max_length))
         with torch.inference_mode():
             expected = model.encode_text(probe).numpy()
-    error = float(np.abs(session(probe.numpy()) - expected).max())
+    if session.max_num_patches is None:
+        got = session(probe.numpy())
+    error = float(np.abs(got - expected).max())
     tolerance = (1e-4 if session.dtype == "float32" else 1e-2) * float(np.abs(expected).max())
     if not error <= tolerance:
         raise EmbedError(
@@ -248,6 +263,16 @@ def make_backend(args: argparse.Namespace, kind: str) -> _Backend:
     dim = config.vision.width if kind == "images" else config.text.embed_dim
     sizes = (config.vision.image_size, config.text.max_length)
     description = f"{args.backend} {args.dtype}"
+    naflex: tuple[int, int] | None = None
+    if config.vision.naflex and kind == "images":
+        naflex = (config.vision.patch_size, _max_num_patches(args))
+        description += f" naflex L={naflex[1]}"
+    elif args.max_num_patches is not None and not config.vision.naflex:
+        raise EmbedError(
+            f"--max-num-patches: {args.model!r} is a fixed-resolution model "
+            f"({config.vision.image_size}x{config.vision.image_size}); it applies to NaFlex "
+            "checkpoints (model_type 'siglip2') only"
+        )
     if args.backend == "onnx":
         import torch
 
@@ -258,15 +283,26 @@ def make_backend(args: argparse.Namespace, kind: str) -> _Backend:
             raise EmbedError("--backend onnx runs float32 or float16 (no bfloat16 CPU kernels)")
         tower: Literal["image", "text"] = "image" if kind == "images" else "text"
         directory = Path(args.onnx_dir) if args.onnx_dir else Path(args.out) / "onnx"
-        path = directory / f"{tower}-{args.dtype}.onnx"
+        length = naflex[1] if naflex else None
+        path = directory / f"{tower}-{args.dtype}{f'-L{length}' if length else ''}.onnx"
         if path.is_file():
             session = OnnxTower(path, threads=args.threads)
             _check_reused_export(session, model, path)
         else:
             print(f"exporting the {tower} tower to {path}", file=sys.stderr)
-            export_onnx(model, path, tower=tower, dtype=getattr(torch, args.dtype))
+            export_onnx(
+                model, path, tower=tower, dtype=getattr(torch, args.dtype), max_num_patches=length
+            )
             session = OnnxTower(path, threads=args.threads)
         del model
+        if naflex:
+            return _Backend(
+                lambda batch: session(batch.patches, batch.patch_mask, batch.spatial_shapes),
+                dim,
+                *sizes,
+                description,
+                naflex,
+            )
         if kind == "images":
             return _Backend(
                 lambda pixels: session(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))),
@@ -304,14 +340,35 @@ def make_backend(args: argparse.Namespace, kind: str) -> _Backend:
             out: np.ndarray = towers.encode_image(batch).float().cpu().numpy()
         return out
 
+    def embed_naflex(batch: Any) -> np.ndarray:
+        patches = torch.from_numpy(batch.patches).to(device, pixel_dtype)
+        mask = torch.from_numpy(batch.patch_mask).to(device)
+        shapes = torch.from_numpy(batch.spatial_shapes.astype(np.int64)).to(device)
+        with torch.inference_mode():
+            out: np.ndarray = (
+                towers.encode_image_naflex(patches, mask, shapes).float().cpu().numpy()
+            )
+        return out
+
     def embed_texts(token_ids: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(np.asarray(token_ids, dtype=np.int64)).to(device)
         with torch.inference_mode():
             out: np.ndarray = towers.encode_text(ids).float().cpu().numpy()
         return out
 
+    if naflex:
+        return _Backend(embed_naflex, dim, *sizes, description, naflex)
     embed = embed_images if kind == "images" else embed_texts
     return _Backend(embed, dim, *sizes, description)
+
+
+def _max_num_patches(args: argparse.Namespace) -> int:
+    value = args.max_num_patches
+    if value is None:
+        return DEFAULT_MAX_NUM_PATCHES
+    if value < 1:
+        raise EmbedError(f"--max-num-patches: expected a positive int, got {value}")
+    return int(value)
 
 
 # ------------------------------------------------------------------------------------- parts
@@ -402,22 +459,31 @@ def _ordered_map(
         yield done, future.result()
 
 
-def _decoder(image_size: int, resample: str) -> Callable[[_Work], Any]:
+def _decoder(backend: _Backend, resample: str) -> Callable[[_Work], Any]:
+    """Decode one item to what ``backend.embed`` takes a stack of: square pixels (NHWC), or a
+    NaFlex record at the image's aspect ratio (``naflex_preprocess``, as transformers'
+    Siglip2 processor: Pillow bilinear on the uint8 image; ``--resample`` is for square towers)."""
     from siglip_data import preprocess_image
+    from siglip_data.naflex import naflex_preprocess
 
-    def decode(entry: _Work) -> np.ndarray | _Failure | None:
+    def preprocess(payload: Any) -> Any:
+        if backend.naflex is not None:
+            patch_size, length = backend.naflex
+            return naflex_preprocess(payload, patch_size=patch_size, max_num_patches=length)
+        return preprocess_image(
+            payload,
+            size=backend.image_size,
+            resample=resample,  # type: ignore[arg-type]
+        )
+
+    def decode(entry: _Work) -> Any:
         item = entry.item
         if item is None or item.problem is not None:
             return None
         try:
-            pixels: np.ndarray = preprocess_image(
-                item.payload,
-                size=image_size,
-                resample=resample,  # type: ignore[arg-type]
-            )
+            return preprocess(item.payload)
         except Exception as error:  # any undecodable file is skipped and listed
             return _Failure(f"cannot decode: {type(error).__name__}: {error}")
-        return pixels
 
     return decode
 
@@ -443,7 +509,9 @@ def compute_parts(
             None if entry.item is None or entry.item.problem else entry.item.payload
         )
     else:
-        decode = _decoder(backend.image_size, args.resample)
+        decode = _decoder(backend, args.resample)
+    if backend.naflex is not None:
+        from siglip_data.naflex import collate_naflex
 
     state: dict[str, Any] = {"part": None, "keys": [], "skipped": [], "outputs": [], "batch": []}
 
@@ -451,11 +519,12 @@ def compute_parts(
         batch = state["batch"]
         if not batch:
             return
-        inputs = (
-            tokenize([text for _, text in batch])
-            if tokenize
-            else np.stack([pixels for _, pixels in batch])
-        )
+        if tokenize:
+            inputs: Any = tokenize([text for _, text in batch])
+        elif backend.naflex is not None:
+            inputs = collate_naflex([record for _, record in batch])
+        else:
+            inputs = np.stack([pixels for _, pixels in batch])
         embeddings = np.asarray(backend.embed(inputs), dtype=np.float32)
         if embeddings.shape != (len(batch), backend.dim) or not np.isfinite(embeddings).all():
             raise EmbedError(
@@ -595,6 +664,16 @@ def _fingerprint(args: argparse.Namespace, source: _Source) -> dict[str, Any]:
     }
 
 
+def _check_same_run(out: Path, stored: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    if stored != fingerprint:
+        keys = set(stored) | set(fingerprint)
+        differ = sorted(key for key in keys if stored.get(key) != fingerprint.get(key))
+        raise EmbedError(
+            f"--out {str(out)!r} holds embeddings of another run (it differs in: "
+            f"{', '.join(differ) or 'version'}); use another --out folder or delete it"
+        )
+
+
 def run_embed(args: argparse.Namespace) -> int:
     """Run ``siglip-eval embed`` (see the module docstring); returns the exit status."""
     if args.batch_size < 1 or args.part_size < 1:
@@ -605,27 +684,31 @@ def run_embed(args: argparse.Namespace) -> int:
     out = Path(args.out)
     fingerprint = _fingerprint(args, source)
     manifest_path = out / "manifest.json"
+    manifest: dict[str, Any] | None = None
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text("utf-8"))
-        if manifest.get("fingerprint") != fingerprint:
-            old = manifest.get("fingerprint", {})
-            differ = sorted(key for key in fingerprint if old.get(key) != fingerprint[key])
-            raise EmbedError(
-                f"--out {str(out)!r} holds embeddings of another run (it differs in: "
-                f"{', '.join(differ) or 'version'}); use another --out folder or delete it"
-            )
+        stored = manifest.get("fingerprint", {})
+        if "max_num_patches" in stored:  # a NaFlex run: compare the length this run would use
+            fingerprint["max_num_patches"] = _max_num_patches(args)
+        _check_same_run(out, stored, fingerprint)
         if manifest.get("complete"):
             print(f"{out}: already complete ({manifest['rows']} rows)", file=sys.stderr)
             return 0
-    else:
+    # The backend first: a bad --dtype / --backend / --max-num-patches for this model stops the
+    # run before its manifest exists, so the corrected command is not refused as another run.
+    backend = make_backend(args, source.kind)
+    if backend.naflex is not None:
+        fingerprint["max_num_patches"] = backend.naflex[1]
+    if manifest is None:
         manifest = {"version": MANIFEST_VERSION, "input": args.input, "fingerprint": fingerprint}
         atomic_write_text(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False))
+    else:
+        _check_same_run(out, manifest.get("fingerprint", {}), fingerprint)
     parts = out / _PARTS
     parts.mkdir(parents=True, exist_ok=True)
     finished = _finished_parts(parts)
     if finished:
         print(f"resuming: {len(finished)} parts already written", file=sys.stderr)
-    backend = make_backend(args, source.kind)
     compute_parts(args, source, backend, parts, finished)
     record = write_outputs(out, parts, backend.dim, manifest)
     if not args.keep_parts:
@@ -689,6 +772,12 @@ def add_embed_parser(commands: Any) -> None:
         "--tokenizer-preset", default="siglip", choices=("siglip", "siglip-i18n", "siglip2")
     )
     embed.add_argument("--text-length", type=int, help="token length (default: the model's)")
+    embed.add_argument(
+        "--max-num-patches",
+        type=int,
+        help="NaFlex models: the patch budget and sequence length L of every image (default "
+        f"{DEFAULT_MAX_NUM_PATCHES}, as transformers' Siglip2 processor)",
+    )
     embed.add_argument("--no-normalize", action="store_true", help="keep raw (unnormalised) rows")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     embed.add_argument("--keep-parts", action="store_true", help="keep OUT/parts after joining")

@@ -20,6 +20,8 @@ from PIL import Image
 from siglip_data import preprocess_image
 from siglip_data import train_sentencepiece
 from siglip_data import write_shards
+from siglip_data.naflex import collate_naflex
+from siglip_data.naflex import naflex_preprocess
 from siglip_eval._cli import main
 from siglip_models.torch import SiglipModel
 
@@ -269,3 +271,66 @@ def test_prepacked_backend_equals_eager_in_float32_matches_it_in_bfloat16_and_re
     assert "--backend prepacked runs float32 or bfloat16 on the CPU, got --dtype float16" in (
         capsys.readouterr().err
     )
+    # Refused before the run's manifest is written: the corrected command is not "another run".
+    assert not (tmp_path / "fp16" / "manifest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def naflex_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("naflex-model")
+    model = SiglipModel("tiny-test-naflex")  # 4-pixel patches, a 4x4 position grid
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 1 and "norm" not in name:
+                parameter.normal_(0.0, 0.1)
+    model.save_pretrained(directory)
+    return directory
+
+
+def test_naflex_model_embeds_each_image_at_its_aspect_ratio_on_every_backend(
+    naflex_model_dir: Path,
+    model_dir: Path,
+    image_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The photos are 20-70 pixels a side: with 4-pixel patches and L = 24 each gets its own grid.
+    model = SiglipModel.from_pretrained(naflex_model_dir)
+    expected: np.ndarray | None = None
+    for backend in ("eager", "prepacked", "onnx"):
+        out = tmp_path / backend
+        arguments = _command(
+            naflex_model_dir, f"folder:{image_folder}", out, "--max-num-patches", "24"
+        )
+        assert main([*arguments, "--backend", backend, "--batch-size", "16"]) == 0
+        keys = _read_keys(out)
+        if expected is None:
+            assert len(keys) == 60
+            batch = collate_naflex(
+                [
+                    naflex_preprocess(image_folder / key, patch_size=4, max_num_patches=24)
+                    for key in keys
+                ]
+            )
+            assert len({tuple(shape) for shape in batch.spatial_shapes.tolist()}) > 5
+            inputs = (batch.patches, batch.patch_mask, batch.spatial_shapes.astype(np.int64))
+            with torch.inference_mode():
+                raw = model.encode_image_naflex(*map(torch.from_numpy, inputs)).numpy()
+            expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+        assert _read_keys(out) == keys
+        np.testing.assert_allclose(np.load(out / "embeddings.npy"), expected, atol=1e-5, rtol=0)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["fingerprint"]["max_num_patches"] == 24
+        assert manifest["backends"] == [f"{backend} float32 naflex L=24"]
+    assert (tmp_path / "onnx" / "onnx" / "image-float32-L24.onnx").is_file()
+
+    eager = _command(naflex_model_dir, f"folder:{image_folder}", tmp_path / "eager")
+    assert main([*eager, "--max-num-patches", "24"]) == 0
+    assert "already complete (60 rows)" in capsys.readouterr().err
+    assert main(eager) == 2  # the default L is 256: another run
+    assert "differs in: max_num_patches" in capsys.readouterr().err
+    fixed = _command(model_dir, f"folder:{image_folder}", tmp_path / "fixed")
+    assert main([*fixed, "--max-num-patches", "24"]) == 2
+    assert "fixed-resolution model (32x32)" in capsys.readouterr().err
+    assert not (tmp_path / "fixed" / "manifest.json").exists()
