@@ -6,13 +6,15 @@ onnxruntime, Flax jit; and an end-to-end embed of JPEGs (decode + preprocess + t
     nox -s bench-models -- --repeats 3     # fewer timed repeats
     nox -s bench-models -- --e2e-images 200 --skip-flax --skip-train
     nox -s bench-models -- --only-naflex   # the NaFlex rows alone
+    nox -s bench-models -- --only-naflex --naflex-backends  # + compiled and onnxruntime NaFlex
     nox -s bench-models -- --only-e2e      # the end-to-end embed rows alone (1000 JPEGs)
     nox -s bench-models -- --only-bf16     # bfloat16 towers and end to end, both sides
     nox -s bench-models -- --only-profile  # where the prepacked image tower's time goes
 
 NaFlex rows: ``siglip2-base-patch16-naflex`` image tower on a batch of mixed aspect ratios padded
 to 256 and to 1024 patches, ours (torch eager, torch prepacked, Flax jit) against transformers'
-``Siglip2Model`` (SDPA), plus the share of our torch forward spent resizing the position grid.
+``Siglip2Model`` (SDPA), plus the share of our torch forward spent resizing the position grid;
+``--naflex-backends`` adds the compiled and the onnxruntime NaFlex towers at each length.
 
 Every model gets the same weights (a random transformers SiglipModel saved to a temp dir and
 loaded by all) and the same number of threads. Ratios measured in the same run are what count: on
@@ -269,8 +271,8 @@ def _naflex_row(
     models: tuple[Any, Any, Any],
     flax_run: tuple[Any, Any],
     rng: Any,
-) -> str:
-    """Time one sequence length; returns its markdown row."""
+) -> tuple[str, str | None]:
+    """Time one sequence length; returns its markdown row (and its backends row, when asked)."""
     import jax.numpy as jnp
     import numpy as np
     import torch
@@ -303,6 +305,8 @@ def _naflex_row(
         "ours torch prepacked": lambda: packed.encode_image_naflex(*inputs),
         "position resize": lambda: resized_position_embedding(table, spatial, length),
     }
+    if args.naflex_backends:
+        runs.update(_naflex_backend_runs(ours, length, inputs, expected))
     times: dict[str, list[float]] = {key: [] for key in runs}
     with torch.inference_mode():
         for run in runs.values():
@@ -328,11 +332,59 @@ def _naflex_row(
     for key in (*runs, "ours flax (jit)"):
         if key != "position resize":
             print(f"  naflex {length:5d} {key:30s} {rate[key]:8.3f} images/s", flush=True)
-    return (
+    row = (
         f"| NaFlex B/16, {length} patches (images/s) | {batch} | {hf:.3f} | {eager:.3f} | "
         f"{prepacked:.3f} | {flax_rate:.3f} | {eager / hf:.2f}x | {prepacked / hf:.2f}x | "
         f"{flax_rate / max(eager, prepacked):.2f}x | {share:.2%} |"
     )
+    if not args.naflex_backends:
+        return row, None
+    ours_rates = {key: rate[key] for key in NAFLEX_BACKENDS}
+    best = max(ours_rates, key=ours_rates.__getitem__)
+    cells = " | ".join(f"{value:.3f} ({value / hf:.2f}x)" for value in ours_rates.values())
+    backends_row = (
+        f"| NaFlex B/16, {length} patches (images/s) | {batch} | {hf:.3f} | {cells} | "
+        f"**{ours_rates[best] / hf:.2f}x** ({best.removeprefix('ours ')}) |"
+    )
+    return row, backends_row
+
+
+# The backends row of --naflex-backends, in column order.
+NAFLEX_BACKENDS = (
+    "ours torch",
+    "ours torch prepacked",
+    "ours compiled",
+    "ours onnxruntime",
+    "ours flax (jit)",
+)
+
+
+def _naflex_backend_runs(
+    ours: Any, length: int, inputs: tuple[Any, ...], expected: Any
+) -> dict[str, Callable[[], Any]]:
+    """The compiled and the onnxruntime NaFlex tower at this ``length``, checked, to be timed."""
+    import numpy as np
+    import torch
+
+    from siglip_models.onnx import OnnxTower
+    from siglip_models.torch import compile_towers
+    from siglip_models.torch import export_onnx
+
+    compiled = compile_towers(ours)
+    start = time.perf_counter()
+    assert torch.allclose(compiled.encode_image_naflex(*inputs), expected, atol=1e-4)
+    print(f"  naflex {length:5d} compiled in {time.perf_counter() - start:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as directory:
+        start = time.perf_counter()
+        path = export_onnx(ours, f"{directory}/naflex.onnx", tower="image", max_num_patches=length)
+        print(f"  naflex {length:5d} exported in {time.perf_counter() - start:.0f} s", flush=True)
+        tower = OnnxTower(path, threads=torch.get_num_threads())  # reads the weights in now
+    arrays = [tensor.numpy() for tensor in inputs]
+    assert np.allclose(tower(*arrays), expected.numpy(), atol=1e-4), "onnx NaFlex disagrees"
+    return {
+        "ours compiled": lambda: compiled.encode_image_naflex(*inputs),
+        "ours onnxruntime": lambda: tower(*arrays),
+    }
 
 
 def naflex_rows(args: argparse.Namespace) -> list[str]:
@@ -361,7 +413,7 @@ def naflex_rows(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _print_naflex_table(lines: list[str]) -> None:
+def _print_naflex_table(rows: list[tuple[str, str | None]]) -> None:
     print()
     print(
         "| NaFlex image tower | batch | transformers Siglip2 | ours torch | ours torch prepacked "
@@ -369,8 +421,19 @@ def _print_naflex_table(lines: list[str]) -> None:
         "| flax / best of our torch | position resize / our torch forward |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for line in lines:
+    for line, _ in rows:
         print(line)
+    backends = [line for _, line in rows if line is not None]
+    if backends:
+        print()
+        print(
+            "| NaFlex image tower, backends | batch | transformers Siglip2 | ours eager "
+            "| ours prepacked | ours compiled | ours onnxruntime | ours Flax (jit) "
+            "| best / transformers |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for line in backends:
+            print(line)
 
 
 def _sigmoid_loss_torch(torch: Any, logits: Any) -> Any:
@@ -446,6 +509,11 @@ def main() -> int:
     parser.add_argument("--naflex-batch", type=int, default=4, help="images per NaFlex batch")
     parser.add_argument("--naflex-repeats", type=int, default=5)
     parser.add_argument("--only-naflex", action="store_true", help="time the NaFlex rows only")
+    parser.add_argument(
+        "--naflex-backends",
+        action="store_true",
+        help="NaFlex rows also time the compiled (Inductor) and onnxruntime towers at each length",
+    )
     parser.add_argument("--e2e-images", type=int, default=1000, help="0 skips the end to end")
     parser.add_argument("--e2e-batch", type=int, default=32)
     parser.add_argument("--e2e-repeats", type=int, default=3)
