@@ -14,6 +14,9 @@ outputs: ``embeddings.npy`` + ``keys.txt`` (row i is keys[i]), ``embeddings.parq
 ``key``, ``embedding``) when pyarrow is installed, ``skipped.tsv`` (key, reason) and
 ``manifest.json``. ``manifest.json`` records what the run embeds; a rerun with other arguments in
 the same folder is refused rather than mixed.
+
+NaFlex checkpoints embed every image at its own aspect ratio (``naflex_preprocess``, at most
+``--max-num-patches`` patches, recorded in the manifest) on every backend.
 """
 
 from __future__ import annotations
