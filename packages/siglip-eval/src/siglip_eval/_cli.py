@@ -36,6 +36,7 @@ from siglip_eval._datasets import RetrievalDataset
 from siglip_eval._datasets import image_folder
 from siglip_eval._datasets import karpathy_json
 from siglip_eval._datasets import retrieval_jsonl
+from siglip_eval._embed import DEFAULT_MAX_NUM_PATCHES
 from siglip_eval._embed import add_embed_parser
 from siglip_eval._embed import main_embed
 from siglip_eval._encoders import EmbeddingCache
@@ -67,9 +68,6 @@ def _class_names_file(path: str | None) -> list[str] | None:
     if not names:
         raise UsageError(f"--class-names: {path!r} has no names (one per line expected)")
     return names
-
-
-DEFAULT_MAX_NUM_PATCHES = 256  # transformers' Siglip2 processor default
 
 
 def naflex_preprocess_for(args: argparse.Namespace) -> Preprocess | None:
