@@ -40,6 +40,7 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -119,15 +120,13 @@ class _TextGraph(nn.Module):
 class _NaflexImageGraph(nn.Module):
     def __init__(self, tower: nn.Module) -> None:
         super().__init__()
-        assert isinstance(tower, VisionTower)
         self.tower = tower
 
     def forward(
         self, patches: torch.Tensor, patch_mask: torch.Tensor, spatial_shapes: torch.Tensor
     ) -> torch.Tensor:
-        image_emb: torch.Tensor = self.tower.forward_naflex(
-            patches, patch_mask, spatial_shapes
-        ).float()
+        tower = cast(VisionTower, self.tower)  # a NaFlex model's vision_model (see _TOWERS)
+        image_emb: torch.Tensor = tower.forward_naflex(patches, patch_mask, spatial_shapes).float()
         return image_emb
 
 
