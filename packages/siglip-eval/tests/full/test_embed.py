@@ -275,6 +275,23 @@ def test_prepacked_backend_equals_eager_in_float32_matches_it_in_bfloat16_and_re
     assert not (tmp_path / "fp16" / "manifest.json").exists()
 
 
+def test_a_big_vision_npz_embeds_as_its_hugging_face_folder(
+    model_dir: Path, image_folder: Path, tmp_path: Path
+) -> None:
+    from siglip_models import save_big_vision_npz
+
+    model = SiglipModel.from_pretrained(model_dir)
+    npz = tmp_path / "siglip.npz"
+    arrays = {key: value.numpy() for key, value in model.hf_state_dict().items()}
+    save_big_vision_npz(npz, arrays, model.config)
+    out = tmp_path / "out"
+    assert main(_command(npz, f"folder:{image_folder}", out, "--batch-size", "16")) == 0
+    keys = _read_keys(out)
+    assert len(keys) == 60
+    expected = _direct(model_dir, [image_folder / key for key in keys])
+    np.testing.assert_allclose(np.load(out / "embeddings.npy"), expected, atol=1e-5, rtol=0)
+
+
 @pytest.fixture(scope="module")
 def naflex_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
