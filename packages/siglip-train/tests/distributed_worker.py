@@ -12,7 +12,6 @@ noise (1e-9) up to full-size steps that differ between any two summation orders.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ from siglip_models.torch import SiglipModel  # noqa: E402
 from siglip_train import TrainConfig  # noqa: E402
 from siglip_train import Trainer  # noqa: E402
 from siglip_train import apply_overrides  # noqa: E402
+from siglip_train.distributed import close_distributed  # noqa: E402
 
 GLOBAL_BATCH = 8
 STEPS = 4
@@ -86,11 +86,7 @@ def train(out: Path, loss: str) -> None:
 def main(out: str) -> None:
     for loss in ("sigmoid", "softmax", "sigmoid-caption"):
         train(Path(out) / loss, loss)
-    if torch.distributed.is_initialized():
-        # As siglip_train.run does: free the last trainer's DDP/FSDP objects first, or gloo can
-        # abort the process at interpreter exit.
-        gc.collect()
-        torch.distributed.destroy_process_group()
+    close_distributed()
 
 
 if __name__ == "__main__":

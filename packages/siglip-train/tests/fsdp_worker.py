@@ -22,7 +22,6 @@ to keep the start-up cost of the test small):
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import sys
@@ -42,6 +41,7 @@ from siglip_train import CheckpointError  # noqa: E402
 from siglip_train import TrainConfig  # noqa: E402
 from siglip_train import Trainer  # noqa: E402
 from siglip_train import apply_overrides  # noqa: E402
+from siglip_train.distributed import close_distributed  # noqa: E402
 from siglip_train.distributed import state_bytes_per_rank  # noqa: E402
 
 
@@ -246,11 +246,7 @@ def main(out: str, phase: str) -> None:
             train(root / f"single-{loss}", strategy="ddp", loss=loss)
         train(root / "single-lit", strategy="ddp", freeze="image")
         train(root / "single-resumed", strategy="ddp", resume=step_2)
-    if torch.distributed.is_initialized():
-        # As siglip_train.run does: free the last trainer's DDP/FSDP objects first, or gloo can
-        # abort the process at interpreter exit.
-        gc.collect()
-        torch.distributed.destroy_process_group()
+    close_distributed()
 
 
 if __name__ == "__main__":

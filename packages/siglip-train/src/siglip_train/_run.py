@@ -8,7 +8,6 @@ which siglip-eval loads by default.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from siglip_train._atomic import atomic_write_text
 from siglip_train._batches import ConfiguredBatches
@@ -26,6 +24,7 @@ from siglip_train._config import ConfigError
 from siglip_train._config import ModelConfig
 from siglip_train._config import TrainConfig
 from siglip_train._distributed import DistributedContext
+from siglip_train._distributed import close_distributed
 from siglip_train._distributed import init_distributed
 from siglip_train._logging import LOGGER
 from siglip_train._protocol import TwoTowerModel
@@ -405,11 +404,7 @@ def train_from_config(
     context = init_distributed(device_type, timeout_seconds=config.collective_timeout_seconds)
     stop_signal = _fit(config, context, resume, overwrite, force_resume)
     if context.initialized_here:
-        # _fit has returned, so DDP, its reducer and the last step's tensors are gone (gc breaks
-        # their cycles). Left alive past destroy_process_group, they make gloo abort the process
-        # at interpreter exit, about 1 run in 10 on the CI machine.
-        gc.collect()
-        dist.destroy_process_group()
+        close_distributed()  # _fit has returned: its DDP/FSDP objects are out of scope
     if stop_signal is not None:
         return 128 + int(stop_signal)
     return 0
