@@ -307,22 +307,16 @@ def _naflex_row(
     }
     if args.naflex_backends:
         runs.update(_naflex_backend_runs(ours, length, inputs, expected))
-    times: dict[str, list[float]] = {key: [] for key in runs}
     with torch.inference_mode():
         for run in runs.values():
             run()
-        for _ in range(args.naflex_repeats):  # interleaved: load drifts hit all alike
-            for key, run in runs.items():
-                start = time.perf_counter()
-                run()
-                times[key].append(time.perf_counter() - start)
+        rate = _interleaved_rates(runs, batch, args.naflex_repeats)
     flax_seconds = _median_seconds(
         lambda: flax_image(state, *jax_inputs).block_until_ready(),
         repeats=args.naflex_repeats,
     )
-    rate = {key: batch / statistics.median(values) for key, values in times.items()}
     rate["ours flax (jit)"] = batch / flax_seconds
-    share = statistics.median(times["position resize"]) / statistics.median(times["ours torch"])
+    share = rate["ours torch"] / rate["position resize"]  # the resize's time / the forward's
     hf, eager, prepacked = (
         rate["transformers Siglip2 (torch)"],
         rate["ours torch"],
